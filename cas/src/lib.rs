@@ -1,0 +1,1 @@
+//! Digests, blob stores, the action cache and the CAS/AC/ByteStream/Capabilities services.

@@ -1,0 +1,1 @@
+//! OCI image references, registry pulls, the layer cache and rootfs assembly.

@@ -1,0 +1,6 @@
+//! `corral bench …`: each benchmark measures Corral next to a reference in
+//! the same run, so the figures in `docs/benchmarks.md` compare like with like.
+
+pub mod cas;
+pub mod execute;
+pub mod sandbox;

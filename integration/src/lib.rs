@@ -1,0 +1,4 @@
+//! The benchmark harness behind `corral bench`, and helpers shared by the
+//! end-to-end tests in `tests/`.
+
+pub mod bench;

@@ -1,0 +1,17 @@
+//! Protocol types for Corral.
+//!
+//! The REAPI v2, ByteStream, longrunning and rpc types are those of the
+//! `bazel-remote-apis` crate, re-exported under short names so the rest of the
+//! workspace never spells out the long package paths. Corral's own protocols
+//! (worker ↔ scheduler, worker ↔ runner) are generated from `corral/**.proto`
+//! by `build.rs` without a system `protoc`.
+
+pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
+pub use bazel_remote_apis::build::bazel::semver;
+pub use bazel_remote_apis::google::bytestream;
+pub use bazel_remote_apis::google::longrunning;
+pub use bazel_remote_apis::google::protobuf;
+pub use bazel_remote_apis::google::rpc;
+
+pub use prost;
+pub use tonic;

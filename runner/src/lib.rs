@@ -1,0 +1,1 @@
+//! The sandbox: a rootless OCI container per action (libcontainer, seccompiler, Landlock).

@@ -1,0 +1,1 @@
+//! REAPI Execution and Operations services, queues, platform matching and worker sessions.

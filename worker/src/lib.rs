@@ -1,0 +1,1 @@
+//! Worker: scheduler session, input staging from a hardlink-caching local CAS, output capture.
