@@ -15,3 +15,11 @@ pub use bazel_remote_apis::google::rpc;
 
 pub use prost;
 pub use tonic;
+
+/// Corral's worker protocol (`proto/corral/worker/v1/worker.proto`): the
+/// bidirectional stream between the scheduler and each worker.
+pub mod worker {
+    pub mod v1 {
+        tonic::include_proto!("corral.worker.v1");
+    }
+}
