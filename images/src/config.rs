@@ -1,0 +1,177 @@
+//! The `[images]` configuration: cache bound, platform, policy and
+//! per-registry credentials. Every field is optional; the defaults are safe
+//! (any registry, TLS except on loopback, 10 GiB of layers).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+
+/// Default bound of the layer cache: 10 GiB.
+pub const DEFAULT_MAX_CACHE_BYTES: u64 = 10 << 30;
+
+/// Configuration of an [`crate::ImageCache`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Upper bound, in bytes, of the unpacked layers kept on disk. Layers not
+    /// in use are evicted, least recently used first, once it is exceeded.
+    /// Default: 10 GiB.
+    pub max_cache_bytes: Option<u64>,
+    /// The platform chosen from image indexes, as `os/arch[/variant]`.
+    /// Default: this machine's (`linux/amd64` on x86-64).
+    pub platform: Option<String>,
+    /// Never contact a registry: only images already in the cache (pulled or
+    /// imported) can be used, and tags resolve through the cache's records.
+    /// Default: false.
+    pub offline: Option<bool>,
+    /// Unpack without root: skip device nodes, do not keep file owners.
+    /// Default: true unless the process runs as uid 0.
+    pub rootless: Option<bool>,
+    /// Registries or repositories actions may use, each `REGISTRY` (all of its
+    /// repositories) or `REGISTRY/REPO` (that repository and those below it).
+    /// Default: every registry is allowed.
+    pub allowed: Option<Vec<String>>,
+    /// Seconds to wait for a registry connection. Default: 10.
+    pub connect_timeout_secs: Option<u64>,
+    /// Seconds a registry read may stall before the pull fails. Default: 60.
+    pub read_timeout_secs: Option<u64>,
+    /// Per-registry settings, keyed by `host[:port]` as written in references.
+    pub registries: Option<BTreeMap<String, RegistryConfig>>,
+}
+
+/// Settings of one registry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// User name for basic or token authentication. Default: anonymous.
+    pub username: Option<String>,
+    /// Password or token, inline. Prefer `password_file`.
+    pub password: Option<String>,
+    /// File whose content (trailing newline removed) is the password.
+    pub password_file: Option<PathBuf>,
+    /// Allow plain HTTP to this registry although it is not on a loopback
+    /// address. Default: false (loopback registries may always use HTTP).
+    pub insecure: Option<bool>,
+}
+
+impl ImagesConfig {
+    /// Parses TOML text; unknown fields are errors.
+    pub fn from_toml(text: &str) -> Result<ImagesConfig> {
+        let cfg: ImagesConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<ImagesConfig> {
+        let text = std::fs::read_to_string(path).map_err(Error::io("read images config", path))?;
+        ImagesConfig::from_toml(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks the fields that can be checked without the network.
+    pub fn validate(&self) -> Result<()> {
+        self.platform()?;
+        for entry in self.allowed.iter().flatten() {
+            if entry.is_empty() || entry.contains("://") || entry.ends_with('/') {
+                return Err(Error::Config(format!(
+                    "allowed entry {entry:?} must be REGISTRY or REGISTRY/REPO, without scheme or trailing '/'"
+                )));
+            }
+        }
+        for (name, reg) in self.registries.iter().flatten() {
+            if reg.password.is_some() && reg.password_file.is_some() {
+                return Err(Error::Config(format!(
+                    "registries.{name:?}: set password or password_file, not both"
+                )));
+            }
+            if reg.username.is_none() && (reg.password.is_some() || reg.password_file.is_some()) {
+                return Err(Error::Config(format!(
+                    "registries.{name:?}: a password needs a username"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The platform to pick from image indexes.
+    pub fn platform(&self) -> Result<Platform> {
+        match &self.platform {
+            Some(text) => Platform::parse(text).map_err(Error::Config),
+            None => Ok(Platform::host()),
+        }
+    }
+
+    /// The effective cache bound.
+    pub fn max_cache_bytes(&self) -> u64 {
+        self.max_cache_bytes.unwrap_or(DEFAULT_MAX_CACHE_BYTES)
+    }
+
+    /// Whether unpacking runs rootless.
+    pub fn rootless(&self) -> bool {
+        self.rootless
+            .unwrap_or_else(|| !nix::unistd::geteuid().is_root())
+    }
+
+    /// Settings of `registry`, if any.
+    pub fn registry(&self, registry: &str) -> Option<&RegistryConfig> {
+        self.registries.as_ref().and_then(|r| r.get(registry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_parses_and_unknown_fields_are_refused() {
+        let cfg = ImagesConfig::from_toml(
+            r#"
+            max_cache_bytes = 1000
+            platform = "linux/arm64/v8"
+            offline = true
+            rootless = true
+            allowed = ["127.0.0.1:5000", "ghcr.io/team"]
+            connect_timeout_secs = 3
+            read_timeout_secs = 4
+            [registries."ghcr.io"]
+            username = "u"
+            password_file = "/run/secret"
+            insecure = false
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.max_cache_bytes(), 1000);
+        assert_eq!(cfg.platform().unwrap().to_string(), "linux/arm64/v8");
+        assert!(cfg.registry("ghcr.io").is_some());
+
+        let err = ImagesConfig::from_toml("max_cache = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_cache"), "{err}");
+        let err = ImagesConfig::from_toml("platform = \"linux\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("platform"), "{err}");
+        let err = ImagesConfig::from_toml("allowed = [\"https://x\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allowed entry"), "{err}");
+        let err = ImagesConfig::from_toml("[registries.x]\npassword = \"p\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("username"), "{err}");
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let cfg = ImagesConfig::from_toml("").unwrap();
+        assert_eq!(cfg.max_cache_bytes(), DEFAULT_MAX_CACHE_BYTES);
+        assert_eq!(cfg.offline, None);
+        assert!(cfg.allowed.is_none());
+    }
+}
