@@ -1,0 +1,146 @@
+//! The one error type of `corral-cas`, and its mapping to gRPC status codes
+//! at the service edge.
+
+use std::io;
+
+/// Everything that can go wrong in a store, the action cache or a service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller sent something malformed; `field` names the request field.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    /// Uploaded bytes do not hash to the digest they were sent under.
+    #[error("{field}: data does not match the digest: expected {expected}, got {actual}")]
+    DigestMismatch {
+        field: String,
+        expected: String,
+        actual: String,
+    },
+    /// A blob or action result is not there.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is well formed but the state does not allow it (for
+    /// example a referenced blob is missing).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// An offset past the end of a blob (`field` names it).
+    #[error("{field}: {reason}")]
+    OutOfRange { field: String, reason: String },
+    /// Something already exists and the request may not replace it.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A size limit of the store or service would be exceeded.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// An operation the service does not offer.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// A local file-system operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A remote CAS answered with an error.
+    #[error("remote CAS: {0}")]
+    Remote(tonic::Status),
+    /// A bug or an impossible state; the message says which.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An `INVALID_ARGUMENT` naming `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Prefixes the field of an argument error with its parent, so nested
+    /// fields read `requests[3].digest.hash`.
+    pub fn in_field(self, parent: &str) -> Self {
+        match self {
+            Error::InvalidArgument { field, reason } => Error::InvalidArgument {
+                field: format!("{parent}.{field}"),
+                reason,
+            },
+            Error::DigestMismatch {
+                field,
+                expected,
+                actual,
+            } => Error::DigestMismatch {
+                field: if field.is_empty() {
+                    parent.to_string()
+                } else {
+                    format!("{parent}.{field}")
+                },
+                expected,
+                actual,
+            },
+            other => other,
+        }
+    }
+
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Error::InvalidArgument { .. } | Error::DigestMismatch { .. } => {
+                tonic::Code::InvalidArgument
+            }
+            Error::NotFound(_) => tonic::Code::NotFound,
+            Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            Error::AlreadyExists(_) => tonic::Code::AlreadyExists,
+            Error::OutOfRange { .. } => tonic::Code::OutOfRange,
+            Error::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
+            Error::Unimplemented(_) => tonic::Code::Unimplemented,
+            Error::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
+                tonic::Code::ResourceExhausted
+            }
+            Error::Io { .. } | Error::Internal(_) => tonic::Code::Internal,
+            Error::Remote(status) => status.code(),
+        }
+    }
+
+    /// The error as a `google.rpc.Status`, for per-blob batch responses.
+    pub fn to_rpc_status(&self) -> corral_proto::rpc::Status {
+        corral_proto::rpc::Status {
+            code: self.code() as i32,
+            message: self.to_string(),
+            details: Vec::new(),
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Remote(status) => status,
+            other => {
+                if matches!(other.code(), tonic::Code::Internal) {
+                    tracing::error!(error = %other, "internal error");
+                }
+                tonic::Status::new(other.code(), other.to_string())
+            }
+        }
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Error::Remote(status)
+    }
+}

@@ -1,0 +1,150 @@
+//! The client-facing storage services, ready to be added to a tonic server.
+//!
+//! [`Services`] owns the shared state (store, action cache, settings,
+//! in-progress uploads) and hands out the four tonic services. Other roles
+//! add theirs beside them on the same port:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use corral_cas::{service::Services, Config, MemoryStore, MemoryActionCache, BlobStore};
+//! # async fn demo(listener: tokio::net::TcpListener) -> Result<(), tonic::transport::Error> {
+//! let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
+//! let ac = Arc::new(MemoryActionCache::new(store.clone()));
+//! let services = Services::new(Config::default(), store, ac);
+//! let mut routes = tonic::service::RoutesBuilder::default();
+//! services.add_to(&mut routes);
+//! // routes.add_service(my_execution_server);
+//! tonic::transport::Server::builder()
+//!     .add_routes(routes.routes())
+//!     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+//!     .await
+//! # }
+//! ```
+
+pub mod action_cache;
+pub mod bytestream;
+pub mod capabilities;
+pub mod cas;
+mod codec;
+mod tree;
+mod uploads;
+
+use std::sync::Arc;
+
+use corral_proto::bytestream::byte_stream_server::ByteStreamServer;
+use corral_proto::reapi;
+use corral_proto::reapi::action_cache_server::ActionCacheServer;
+use corral_proto::reapi::capabilities_server::CapabilitiesServer;
+use corral_proto::reapi::content_addressable_storage_server::ContentAddressableStorageServer;
+
+use crate::action_cache::ActionCache;
+use crate::config::Config;
+use crate::store::BlobStore;
+
+pub use capabilities::CapabilitiesHandle;
+
+/// The storage services over one store and one action cache.
+#[derive(Clone)]
+pub struct Services {
+    state: Arc<State>,
+    capabilities: CapabilitiesHandle,
+}
+
+/// What every service shares.
+pub(crate) struct State {
+    pub config: Config,
+    pub store: Arc<dyn BlobStore>,
+    pub action_cache: Arc<dyn ActionCache>,
+    pub uploads: uploads::Uploads,
+}
+
+impl Services {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn BlobStore>,
+        action_cache: Arc<dyn ActionCache>,
+    ) -> Self {
+        let capabilities = CapabilitiesHandle::new(&config);
+        let uploads =
+            uploads::Uploads::new(std::time::Duration::from_secs(config.upload_resume_secs()));
+        Services {
+            state: Arc::new(State {
+                config,
+                store,
+                action_cache,
+                uploads,
+            }),
+            capabilities,
+        }
+    }
+
+    /// The Capabilities answer, shared with the Capabilities service. The
+    /// scheduler switches execution on through it.
+    pub fn capabilities(&self) -> &CapabilitiesHandle {
+        &self.capabilities
+    }
+
+    /// Shortcut for `capabilities().set_execution(..)`.
+    pub fn set_execution_capabilities(&self, caps: Option<reapi::ExecutionCapabilities>) {
+        self.capabilities.set_execution(caps);
+    }
+
+    /// The store behind the services.
+    pub fn store(&self) -> Arc<dyn BlobStore> {
+        self.state.store.clone()
+    }
+
+    /// The action cache behind the services.
+    pub fn action_cache(&self) -> Arc<dyn ActionCache> {
+        self.state.action_cache.clone()
+    }
+
+    /// gRPC message size limit matching the advertised batch size; other
+    /// services on the same port should use it too.
+    pub fn max_message_bytes(&self) -> usize {
+        self.state.config.max_message_bytes()
+    }
+
+    pub fn capabilities_server(&self) -> CapabilitiesServer<capabilities::CapabilitiesService> {
+        CapabilitiesServer::new(capabilities::CapabilitiesService::new(
+            self.capabilities.clone(),
+        ))
+    }
+
+    pub fn cas_server(&self) -> ContentAddressableStorageServer<cas::CasService> {
+        let limit = self.max_message_bytes();
+        ContentAddressableStorageServer::new(cas::CasService::new(self.state.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+
+    pub fn bytestream_server(&self) -> ByteStreamServer<bytestream::ByteStreamService> {
+        let limit = self.max_message_bytes();
+        ByteStreamServer::new(bytestream::ByteStreamService::new(self.state.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+
+    pub fn action_cache_server(&self) -> ActionCacheServer<action_cache::ActionCacheService> {
+        let limit = self.max_message_bytes();
+        ActionCacheServer::new(action_cache::ActionCacheService::new(self.state.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+
+    /// Adds all four services to `routes`.
+    pub fn add_to(&self, routes: &mut tonic::service::RoutesBuilder) {
+        routes
+            .add_service(self.capabilities_server())
+            .add_service(self.cas_server())
+            .add_service(self.bytestream_server())
+            .add_service(self.action_cache_server());
+    }
+
+    /// The four services as routes of their own.
+    pub fn routes(&self) -> tonic::service::Routes {
+        let mut builder = tonic::service::RoutesBuilder::default();
+        self.add_to(&mut builder);
+        builder.routes()
+    }
+}

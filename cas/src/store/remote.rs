@@ -1,0 +1,336 @@
+//! A [`BlobStore`] reached over the network through the REAPI
+//! ContentAddressableStorage and ByteStream services: how the scheduler or a
+//! worker reads a CAS that runs in another process.
+//!
+//! Small blobs go through the batch calls, large ones through ByteStream,
+//! split at the batch limit the server advertises. Data read back is
+//! verified against its digest, so a faulty server cannot hand out a wrong
+//! blob through this store either.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use corral_proto::bytestream::byte_stream_client::ByteStreamClient;
+use corral_proto::bytestream::{ReadRequest, WriteRequest};
+use corral_proto::reapi;
+use corral_proto::reapi::capabilities_client::CapabilitiesClient;
+use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
+use futures::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{read_range, verify, BlobStore, BlobWriter, ChunkStream, Verifier};
+use crate::digest::{Digest, DigestFunction};
+use crate::error::{Error, Result};
+use crate::resource::{read_name, write_name, Compression};
+
+/// Digests per FindMissingBlobs call.
+const FIND_MISSING_CHUNK: usize = 10_000;
+/// Largest gRPC message this client sends or accepts.
+const MAX_MESSAGE: usize = 64 << 20;
+/// ByteStream chunk size for uploads.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// A remote CAS. Cheap to clone (the channel is shared).
+#[derive(Clone)]
+pub struct GrpcStore {
+    channel: Channel,
+    instance_name: String,
+    /// Blobs up to this size use the batch calls.
+    batch_limit: u64,
+}
+
+impl GrpcStore {
+    /// Connects to `url` (`http://host:port`) and reads the server's batch
+    /// limit from Capabilities.
+    pub async fn connect(url: &str, instance_name: &str) -> Result<Self> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| Error::invalid("url", format!("{url:?}: {e}")))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            Error::Remote(tonic::Status::unavailable(format!(
+                "connecting to {url}: {e}"
+            )))
+        })?;
+        Self::with_channel(channel, instance_name).await
+    }
+
+    /// Uses an existing channel (shared with other clients).
+    pub async fn with_channel(channel: Channel, instance_name: &str) -> Result<Self> {
+        let caps = CapabilitiesClient::new(channel.clone())
+            .get_capabilities(reapi::GetCapabilitiesRequest {
+                instance_name: instance_name.to_string(),
+            })
+            .await?
+            .into_inner();
+        let advertised = caps
+            .cache_capabilities
+            .map(|c| c.max_batch_total_size_bytes)
+            .unwrap_or(0);
+        let advertised = if advertised <= 0 {
+            4 << 20
+        } else {
+            advertised as u64
+        };
+        Ok(GrpcStore {
+            channel,
+            instance_name: instance_name.to_string(),
+            // Leave room for the digests and framing in the same message.
+            batch_limit: advertised.saturating_sub(64 << 10).max(1),
+        })
+    }
+
+    fn cas(&self) -> ContentAddressableStorageClient<Channel> {
+        ContentAddressableStorageClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    fn bytestream(&self) -> ByteStreamClient<Channel> {
+        ByteStreamClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    async fn batch_read(&self, digest: &Digest) -> Result<Bytes> {
+        let response = self
+            .cas()
+            .batch_read_blobs(reapi::BatchReadBlobsRequest {
+                instance_name: self.instance_name.clone(),
+                digests: vec![digest.to_proto()],
+                acceptable_compressors: Vec::new(),
+                digest_function: digest.function().to_proto(),
+            })
+            .await?
+            .into_inner();
+        let entry = response
+            .responses
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("BatchReadBlobs answered nothing".into()))?;
+        check_status(entry.status, digest)?;
+        Ok(Bytes::from(entry.data))
+    }
+}
+
+/// Turns a per-blob `google.rpc.Status` into a result.
+fn check_status(status: Option<corral_proto::rpc::Status>, digest: &Digest) -> Result<()> {
+    let Some(status) = status else { return Ok(()) };
+    match tonic::Code::from_i32(status.code) {
+        tonic::Code::Ok => Ok(()),
+        tonic::Code::NotFound => Err(Error::NotFound(format!("blob {digest}"))),
+        code => Err(Error::Remote(tonic::Status::new(code, status.message))),
+    }
+}
+
+#[async_trait]
+impl BlobStore for GrpcStore {
+    async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let mut missing = Vec::new();
+        for function in DigestFunction::ALL {
+            let of_function: Vec<reapi::Digest> = digests
+                .iter()
+                .filter(|d| d.function() == function)
+                .map(Digest::to_proto)
+                .collect();
+            for chunk in of_function.chunks(FIND_MISSING_CHUNK) {
+                let response = self
+                    .cas()
+                    .find_missing_blobs(reapi::FindMissingBlobsRequest {
+                        instance_name: self.instance_name.clone(),
+                        blob_digests: chunk.to_vec(),
+                        digest_function: function.to_proto(),
+                    })
+                    .await?
+                    .into_inner();
+                for d in &response.missing_blob_digests {
+                    missing.push(Digest::from_proto(function, d)?);
+                }
+            }
+        }
+        Ok(missing)
+    }
+
+    async fn get(&self, digest: &Digest) -> Result<Bytes> {
+        if digest.is_empty_blob() {
+            return Ok(Bytes::new());
+        }
+        let data = if digest.size() <= self.batch_limit {
+            self.batch_read(digest).await?
+        } else {
+            super::collect(self.read(digest, 0, None).await?, digest.size()).await?
+        };
+        verify(digest, &data)?;
+        Ok(data)
+    }
+
+    async fn put(&self, digest: &Digest, data: Bytes) -> Result<()> {
+        verify(digest, &data)?;
+        if digest.size() > self.batch_limit {
+            return super::write_all(self, digest, data).await;
+        }
+        let response = self
+            .cas()
+            .batch_update_blobs(reapi::BatchUpdateBlobsRequest {
+                instance_name: self.instance_name.clone(),
+                requests: vec![reapi::batch_update_blobs_request::Request {
+                    digest: Some(digest.to_proto()),
+                    data: data.to_vec(),
+                    compressor: reapi::compressor::Value::Identity as i32,
+                }],
+                digest_function: digest.function().to_proto(),
+            })
+            .await?
+            .into_inner();
+        let entry = response
+            .responses
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("BatchUpdateBlobs answered nothing".into()))?;
+        check_status(entry.status, digest)
+    }
+
+    async fn read(&self, digest: &Digest, offset: u64, limit: Option<u64>) -> Result<ChunkStream> {
+        let (start, end) = read_range(digest, offset, limit)?;
+        if start == end {
+            if self.find_missing(&[*digest]).await?.is_empty() {
+                return Ok(Box::pin(futures::stream::empty()));
+            }
+            return Err(Error::NotFound(format!("blob {digest}")));
+        }
+        let request = ReadRequest {
+            resource_name: read_name(&self.instance_name, Compression::Identity, digest),
+            read_offset: start as i64,
+            read_limit: (end - start) as i64,
+        };
+        let stream = match self.bytestream().read(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                return Err(Error::NotFound(format!("blob {digest}")))
+            }
+            Err(s) => return Err(Error::Remote(s)),
+        };
+        // A whole-blob read is verified on the fly; the last chunk fails if
+        // the server sent anything but the blob.
+        let mut verifier = (start == 0 && end == digest.size()).then(|| Verifier::new(*digest));
+        let mut seen = 0u64;
+        let expected = end - start;
+        let digest = *digest;
+        let mapped = stream.map(move |item| {
+            let data = Bytes::from(item?.data);
+            seen += data.len() as u64;
+            if seen > expected {
+                return Err(Error::Internal(format!(
+                    "server sent more than {expected} bytes of {digest}"
+                )));
+            }
+            if let Some(v) = verifier.as_mut() {
+                v.update(&data)?;
+                if seen == expected {
+                    if let Some(v) = verifier.take() {
+                        v.finish()?;
+                    }
+                }
+            }
+            Ok(data)
+        });
+        Ok(Box::pin(mapped))
+    }
+
+    async fn write(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<WriteRequest>(4);
+        let mut client = self.bytestream();
+        let call = tokio::spawn(async move {
+            client
+                .write(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map(|r| r.into_inner().committed_size)
+        });
+        Ok(Box::new(RemoteWriter {
+            resource_name: write_name(
+                &self.instance_name,
+                &format!("{:032x}", fastrand::u128(..)),
+                Compression::Identity,
+                digest,
+            ),
+            verifier: Verifier::new(*digest),
+            tx: Some(tx),
+            call,
+            sent_first: false,
+        }))
+    }
+}
+
+/// A ByteStream upload running in a background task fed by a channel.
+struct RemoteWriter {
+    resource_name: String,
+    verifier: Verifier,
+    tx: Option<tokio::sync::mpsc::Sender<WriteRequest>>,
+    call: tokio::task::JoinHandle<Result<i64, tonic::Status>>,
+    sent_first: bool,
+}
+
+impl RemoteWriter {
+    fn request(&mut self, data: Vec<u8>, finish_write: bool) -> WriteRequest {
+        let resource_name = if self.sent_first {
+            String::new()
+        } else {
+            self.sent_first = true;
+            self.resource_name.clone()
+        };
+        WriteRequest {
+            resource_name,
+            write_offset: self.verifier.len() as i64,
+            finish_write,
+            data,
+        }
+    }
+}
+
+#[async_trait]
+impl BlobWriter for RemoteWriter {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        for chunk in data.chunks(WRITE_CHUNK) {
+            let request = self.request(chunk.to_vec(), false);
+            self.verifier.update(chunk)?;
+            if let Some(tx) = &self.tx {
+                if tx.send(request).await.is_err() {
+                    // The server ended the call early (it has the blob, or
+                    // refused): commit reports which.
+                    self.tx = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn committed(&self) -> u64 {
+        self.verifier.len()
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        let digest = *self.verifier.expected();
+        let size = digest.size() as i64;
+        let request = self.request(Vec::new(), true);
+        // Checked before finish_write goes out: a wrong upload is dropped,
+        // which aborts the call, rather than committed.
+        std::mem::replace(&mut self.verifier, Verifier::new(digest)).finish()?;
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(request).await;
+        }
+        let committed = (&mut self.call)
+            .await
+            .map_err(|e| Error::Internal(format!("upload task failed: {e}")))??;
+        if committed != size && committed != -1 {
+            return Err(Error::Internal(format!(
+                "server committed {committed} bytes of {digest}, expected {size}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RemoteWriter {
+    fn drop(&mut self) {
+        // Abandoned: the server keeps the partial upload for resumption and
+        // sweeps it later.
+        self.call.abort();
+    }
+}
