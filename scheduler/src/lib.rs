@@ -1,1 +1,19 @@
 //! REAPI Execution and Operations services, queues, platform matching and worker sessions.
+
+pub mod clock;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod operations;
+pub mod platform;
+pub mod queue;
+mod scheduler;
+pub mod service;
+pub mod status;
+pub mod worker;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{PropertyPolicy, SchedulerConfig};
+pub use core::Stats;
+pub use error::{Error, Result};
+pub use scheduler::Scheduler;

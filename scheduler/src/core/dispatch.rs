@@ -1,0 +1,171 @@
+//! Placing jobs on workers: direct placement of new work on the best idle
+//! worker, and pulling from the queue when a worker frees a slot.
+
+use std::time::Duration;
+
+use corral_proto::reapi::execution_stage::Value as Stage;
+use corral_proto::worker::v1 as wire;
+
+use super::{message, Core, JobState};
+use crate::queue::{JobId, Verdict};
+use crate::worker::WorkerId;
+
+impl Core {
+    /// Runs a job that is not running: on the best idle worker that can take
+    /// it now, else into the queue.
+    pub(super) fn place(&mut self, jid: JobId, now: Duration) {
+        let Some(job) = self.jobs.get(&jid) else {
+            return;
+        };
+        let Some(class) = self.classes.get(&job.class) else {
+            return;
+        };
+        let image = class.reqs.image();
+        let invocation = job.invocation();
+        let mut best: Option<((u8, u8, usize), WorkerId)> = None;
+        for &wid in &self.idle {
+            let Some(w) = self.workers.get_mut(&wid) else {
+                continue;
+            };
+            if !w.can_ever_run(job.class, &class.reqs) || !w.fits(&class.reqs) {
+                continue;
+            }
+            let score = w.affinity(image, invocation);
+            // Higher score wins; on a tie the lower id (first seen) wins.
+            if best.as_ref().is_none_or(|(s, _)| score > *s) {
+                best = Some((score, wid));
+            }
+        }
+        match best {
+            Some((_, wid)) => self.assign(jid, wid, now),
+            None => self.enqueue(jid),
+        }
+    }
+
+    fn enqueue(&mut self, jid: JobId) {
+        let Some(job) = self.jobs.get_mut(&jid) else {
+            return;
+        };
+        job.state = JobState::Queued;
+        self.queue.push(
+            job.sub.priority,
+            &job.sub.instance_name,
+            &job.sub.metadata.tool_invocation_id,
+            job.class,
+            job.seq,
+            jid,
+        );
+        if let Some(c) = self.classes.get_mut(&job.class) {
+            c.queued += 1;
+        }
+    }
+
+    /// Gives a worker queued work until it is full or nothing fits.
+    pub(super) fn dispatch(&mut self, wid: WorkerId, now: Duration) {
+        loop {
+            let Some(worker) = self.workers.get_mut(&wid) else {
+                return;
+            };
+            if !worker.accepting() {
+                break;
+            }
+            let jobs = &self.jobs;
+            let classes = &self.classes;
+            let picked = self.queue.pop(|class, jid| {
+                match jobs.get(&jid) {
+                    Some(job) if job.state == JobState::Queued => {}
+                    _ => return Verdict::Stale,
+                }
+                let Some(c) = classes.get(&class) else {
+                    return Verdict::Stale;
+                };
+                if worker.can_ever_run(class, &c.reqs) && worker.fits(&c.reqs) {
+                    Verdict::Take
+                } else {
+                    Verdict::Skip
+                }
+            });
+            let Some(jid) = picked else {
+                break;
+            };
+            if let Some(c) = self
+                .jobs
+                .get(&jid)
+                .and_then(|j| self.classes.get_mut(&j.class))
+            {
+                c.queued = c.queued.saturating_sub(1);
+            }
+            self.assign(jid, wid, now);
+        }
+        self.refresh_idle(wid, now);
+    }
+
+    /// Starts `jid` on `wid`.
+    fn assign(&mut self, jid: JobId, wid: WorkerId, now: Duration) {
+        let (Some(job), Some(worker)) = (self.jobs.get_mut(&jid), self.workers.get_mut(&wid))
+        else {
+            return;
+        };
+        let Some(class) = self.classes.get(&job.class) else {
+            return;
+        };
+        job.attempts += 1;
+        let assignment_id = format!("{jid}.{}", job.attempts);
+        job.state = JobState::Running {
+            worker: wid,
+            assignment: assignment_id.clone(),
+            started: now,
+        };
+        worker.running.insert(assignment_id.clone(), jid);
+        worker.consume(&class.reqs);
+        worker.ran_invocation(&job.sub.metadata.tool_invocation_id);
+        self.queue
+            .started(&job.sub.instance_name, &job.sub.metadata.tool_invocation_id);
+        let queued = now.saturating_sub(job.enqueued_at);
+        let assignment = wire::Assignment {
+            assignment_id: assignment_id.clone(),
+            instance_name: job.sub.instance_name.clone(),
+            action_digest: Some(job.sub.action_digest.clone()),
+            digest_function: job.sub.digest_function,
+            action: Some(job.sub.action.clone()),
+            command: Some(job.sub.command.clone()),
+            timeout_millis: u64::try_from(job.timeout.as_millis()).unwrap_or(u64::MAX),
+            request_metadata: Some(job.sub.metadata.clone()),
+            priority: job.sub.priority,
+            attempt: job.attempts,
+            queued_millis: u64::try_from(queued.as_millis()).unwrap_or(u64::MAX),
+        };
+        tracing::debug!(worker = %worker.name, assignment = %assignment_id, "assigned");
+        worker.send(
+            message(wire::scheduler_message::Kind::Assignment(assignment)),
+            now,
+        );
+        for name in &job.waiters {
+            self.ops.set_stage(name, Stage::Executing, now);
+        }
+        self.assignments += 1;
+        self.refresh_idle(wid, now);
+    }
+
+    /// Keeps the idle set in step with a worker's slots and drain state, and
+    /// says `Drained` once a draining worker runs nothing.
+    pub(super) fn refresh_idle(&mut self, wid: WorkerId, now: Duration) {
+        let Some(w) = self.workers.get_mut(&wid) else {
+            self.idle.remove(&wid);
+            return;
+        };
+        if w.accepting() {
+            self.idle.insert(wid);
+        } else {
+            self.idle.remove(&wid);
+        }
+        if w.draining && w.running.is_empty() && !w.drained_sent {
+            w.drained_sent = true;
+            tracing::info!(worker = %w.name, "drained");
+            w.send(
+                message(wire::scheduler_message::Kind::Drained(wire::Drained {})),
+                now,
+            );
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! [`Scheduler`]: the scheduling core behind a lock, the CAS and action
+//! cache it reads and writes, and the clock; the tonic services are thin
+//! wrappers around it.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use corral_cas::{ActionCache, BlobStore, Digest, DigestFunction};
+use corral_proto::reapi::execution_server::ExecutionServer;
+use corral_proto::worker::v1::worker_service_server::WorkerServiceServer;
+use corral_proto::{longrunning, reapi};
+use longrunning::operations_server::OperationsServer;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::SchedulerConfig;
+use crate::core::{Core, Stats, Submission};
+use crate::error::{Error, Result};
+use crate::service::{ExecutionService, OperationsService, WorkerService};
+use crate::status::blob_subject;
+
+/// The scheduler. Create one with [`Scheduler::new`], add its three
+/// services to the server, turn on execution in Capabilities with
+/// [`Scheduler::execution_capabilities`], and start
+/// [`Scheduler::spawn_ticker`] inside the runtime.
+pub struct Scheduler {
+    core: Mutex<Core>,
+    cas: Arc<dyn BlobStore>,
+    ac: Arc<dyn ActionCache>,
+    clock: Arc<dyn Clock>,
+    tick: Duration,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// Checks `config` and builds a scheduler reading Actions and Commands
+    /// from `cas` and caching results in `ac`.
+    pub fn new(
+        config: SchedulerConfig,
+        cas: Arc<dyn BlobStore>,
+        ac: Arc<dyn ActionCache>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>> {
+        config.validate()?;
+        let tick = Duration::from_millis(config.tick_ms);
+        Ok(Arc::new(Scheduler {
+            core: Mutex::new(Core::new(config, name_prefix())),
+            cas,
+            ac,
+            clock,
+            tick,
+        }))
+    }
+
+    /// The REAPI Execution service.
+    pub fn execution_server(self: &Arc<Self>) -> ExecutionServer<ExecutionService> {
+        ExecutionServer::new(ExecutionService::new(self.clone()))
+    }
+
+    /// The google.longrunning Operations service over the same operations.
+    pub fn operations_server(self: &Arc<Self>) -> OperationsServer<OperationsService> {
+        OperationsServer::new(OperationsService::new(self.clone()))
+    }
+
+    /// The worker protocol's service.
+    pub fn worker_server(self: &Arc<Self>) -> WorkerServiceServer<WorkerService> {
+        WorkerServiceServer::new(WorkerService::new(self.clone()))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// Adds all three services to a tonic router.
+    pub fn add_to(self: &Arc<Self>, routes: &mut tonic::service::RoutesBuilder) {
+        routes
+            .add_service(self.execution_server())
+            .add_service(self.operations_server())
+            .add_service(self.worker_server());
+    }
+
+    /// What Capabilities should advertise while this scheduler serves.
+    pub fn execution_capabilities(&self) -> reapi::ExecutionCapabilities {
+        reapi::ExecutionCapabilities {
+            digest_function: DigestFunction::Sha256.to_proto(),
+            exec_enabled: true,
+            execution_priority_capabilities: Some(reapi::PriorityCapabilities {
+                priorities: vec![reapi::priority_capabilities::PriorityRange {
+                    min_priority: i32::MIN,
+                    max_priority: i32::MAX,
+                }],
+            }),
+            supported_node_properties: Vec::new(),
+            digest_functions: DigestFunction::ALL.iter().map(|f| f.to_proto()).collect(),
+        }
+    }
+
+    /// Applies timeouts, keepalives, grace periods and retention as of now.
+    pub fn tick(&self) {
+        let now = self.clock.now();
+        self.lock().tick(now);
+    }
+
+    /// Calls [`Scheduler::tick`] every `tick_ms` until the scheduler is
+    /// dropped. Needs a tokio runtime. Tests with a manual clock call `tick`
+    /// themselves instead.
+    pub fn spawn_ticker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let period = self.tick;
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                match weak.upgrade() {
+                    Some(s) => s.tick(),
+                    None => break,
+                }
+            }
+        })
+    }
+
+    /// Asks the connected worker `name` to drain (finish what it runs, take
+    /// nothing new).
+    pub fn drain_worker(&self, name: &str, reason: &str) -> Result<()> {
+        let now = self.clock.now();
+        self.lock().drain_by_name(name, reason, now)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats()
+    }
+
+    pub(crate) fn now(&self) -> Duration {
+        self.clock.now()
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock leaves the core as consistent as
+        // the last completed step; keep serving rather than poison forever.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn action_cache(&self) -> &dyn ActionCache {
+        self.ac.as_ref()
+    }
+
+    /// Execute: read and check the Action and Command, answer from the
+    /// action cache when allowed, else queue.
+    pub(crate) async fn execute(
+        &self,
+        req: reapi::ExecuteRequest,
+        metadata: reapi::RequestMetadata,
+    ) -> Result<watch::Receiver<longrunning::Operation>> {
+        let function = DigestFunction::from_proto(req.digest_function)?;
+        let action_digest =
+            Digest::from_proto_field(function, req.action_digest.as_ref(), "action_digest")?;
+        let action: reapi::Action = self.read(&action_digest, "action_digest").await?;
+        let command_digest = Digest::from_proto_field(
+            function,
+            action.command_digest.as_ref(),
+            "action.command_digest",
+        )?;
+        let input_root = Digest::from_proto_field(
+            function,
+            action.input_root_digest.as_ref(),
+            "action.input_root_digest",
+        )?;
+        let command: reapi::Command = self.read(&command_digest, "action.command_digest").await?;
+        if command.arguments.is_empty() {
+            return Err(Error::invalid(
+                "command.arguments",
+                "the command has no arguments",
+            ));
+        }
+        let missing = self.cas.find_missing(&[input_root]).await?;
+        if let Some(d) = missing.first() {
+            return Err(Error::MissingBlobs {
+                message: format!("the input root {d} (action.input_root_digest) is not in the CAS"),
+                subjects: vec![blob_subject(&d.hash_hex(), d.to_proto().size_bytes)],
+            });
+        }
+        if !req.skip_cache_lookup && !action.do_not_cache {
+            match self.ac.get(&req.instance_name, &action_digest).await {
+                Ok(Some(result)) => {
+                    let response = reapi::ExecuteResponse {
+                        result: Some(result),
+                        cached_result: true,
+                        ..Default::default()
+                    };
+                    let now = self.now();
+                    let (_, rx) = self.lock().completed(
+                        action_digest.to_proto(),
+                        function.to_proto(),
+                        response,
+                        now,
+                    );
+                    return Ok(rx);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "action cache lookup failed; executing"),
+            }
+        }
+        let sub = Submission {
+            instance_name: req.instance_name,
+            action_digest: action_digest.to_proto(),
+            digest_function: function.to_proto(),
+            action,
+            command,
+            priority: req.execution_policy.map(|p| p.priority).unwrap_or(0),
+            metadata,
+        };
+        let now = self.now();
+        let (name, rx) = self.lock().submit(sub, now)?;
+        tracing::debug!(operation = %name, action = %action_digest, "queued");
+        Ok(rx)
+    }
+
+    async fn read<M: prost::Message + Default>(&self, digest: &Digest, field: &str) -> Result<M> {
+        match corral_cas::store::get_message::<M>(self.cas.as_ref(), digest).await {
+            Ok(m) => Ok(m),
+            Err(corral_cas::Error::NotFound(_)) => Err(Error::MissingBlobs {
+                message: format!("the blob {digest} named by {field} is not in the CAS"),
+                subjects: vec![blob_subject(
+                    &digest.hash_hex(),
+                    digest.to_proto().size_bytes,
+                )],
+            }),
+            Err(corral_cas::Error::InvalidArgument { reason, .. }) => {
+                Err(Error::invalid(field, reason))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A per-process prefix for operation names, so names from before a restart
+/// are never mistaken for new ones.
+fn name_prefix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
