@@ -233,6 +233,8 @@ impl ImageCache {
         } else {
             record
         };
+        // Uses change the LRU order; keep the bound on the warm path too.
+        self.evict()?;
         Ok(Some(ImageLease {
             reference: pinned.clone(),
             record,
@@ -256,16 +258,18 @@ impl ImageCache {
         check_manifest(shown, manifest)?;
         let config_bytes = source.fetch_bytes(&manifest.config).await?;
         let config = parse_config(shown, &config_bytes, manifest)?;
-        let pins: Vec<LayerPin> = futures::stream::iter(
-            manifest
-                .layers
-                .iter()
-                .zip(config.rootfs.diff_ids.iter())
-                .map(|(desc, diff_id)| self.layer(source, shown, desc, diff_id)),
-        )
-        .buffered(PARALLEL_LAYERS)
-        .try_collect()
-        .await?;
+        // Collected first: a lazy `map` closure held across the awaits below
+        // would make this future not `Send` (higher-ranked lifetime limits).
+        let layer_futures: Vec<_> = manifest
+            .layers
+            .iter()
+            .zip(config.rootfs.diff_ids.iter())
+            .map(|(desc, diff_id)| self.layer(source, shown, desc, diff_id))
+            .collect();
+        let pins: Vec<LayerPin> = futures::stream::iter(layer_futures)
+            .buffered(PARALLEL_LAYERS)
+            .try_collect()
+            .await?;
         let record = ImageRecord {
             digest: digest.to_string(),
             manifest_digest: manifest_digest.to_string(),
@@ -492,5 +496,23 @@ impl ImageCache {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The worker spawns `ensure` on a multi-threaded runtime.
+    #[test]
+    fn ensure_and_import_futures_are_send() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ImageCache::open(tmp.path(), ImagesConfig::default()).unwrap();
+        let image = ImageRef::parse("127.0.0.1:1/x:y").unwrap();
+        assert_send(&cache.ensure(&image));
+        assert_send(&cache.import_layout(tmp.path(), None));
+        assert_send(&cache);
     }
 }
