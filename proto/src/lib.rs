@@ -13,6 +13,14 @@ pub use bazel_remote_apis::google::longrunning;
 pub use bazel_remote_apis::google::protobuf;
 pub use bazel_remote_apis::google::rpc;
 
+/// Corral's runner protocol (`proto/corral/runner/v1/runner.proto`): the
+/// worker asks the runner, over a unix socket, to run one sandboxed command.
+pub mod runner {
+    pub mod v1 {
+        tonic::include_proto!("corral.runner.v1");
+    }
+}
+
 pub use prost;
 pub use tonic;
 

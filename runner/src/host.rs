@@ -1,0 +1,176 @@
+//! The runner's configuration file and what it found out about the host at
+//! start-up: root or not, cgroups usable or not, where state lives.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cgroups;
+use crate::error::{Error, Result};
+use crate::request::Limits;
+
+/// `corral runner --config FILE`. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Directory for libcontainer's per-container state. Default:
+    /// `/run/corral/runner` as root, `/tmp/corral-runner-<uid>` otherwise.
+    pub state_dir: Option<PathBuf>,
+    /// Host uid that the sandbox's uid maps to when the runner runs as root
+    /// (an unprivileged runner always maps to its own uid). Default 65534.
+    pub sandbox_uid: Option<u32>,
+    /// Host gid likewise. Default 65534.
+    pub sandbox_gid: Option<u32>,
+    /// cgroup v1 directory, under each controller, that holds one cgroup
+    /// per run. Default `corral` as root, `corral-user-<uid>` otherwise.
+    pub cgroup_parent: Option<String>,
+    /// Where the input root appears when the rootfs is the host's or an
+    /// image's. Default `/work`.
+    pub exec_path: Option<PathBuf>,
+    /// Whether a request may ask for the host network. Default false.
+    pub allow_network: Option<bool>,
+    /// Directory of named sandbox profiles. Default: none (only the
+    /// built-in default and explicit paths).
+    pub profile_dir: Option<PathBuf>,
+    /// Default wall-clock limit in seconds. Default 3600.
+    pub timeout_secs: Option<u64>,
+    /// Default memory limit in bytes. Default 4 GiB.
+    pub memory_bytes: Option<u64>,
+    /// Default limit on processes and threads. Default 4096.
+    pub max_pids: Option<u64>,
+    /// Default bound on bytes written. Default 8 GiB.
+    pub max_written_bytes: Option<u64>,
+}
+
+impl RunnerConfig {
+    /// Reads a TOML file; unknown fields are errors naming the file.
+    pub fn load(path: &Path) -> Result<RunnerConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The resolved settings every run uses.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Host {
+    pub is_root: bool,
+    pub state_dir: PathBuf,
+    /// Host ids the sandbox's single uid/gid map to.
+    pub map_uid: u32,
+    pub map_gid: u32,
+    /// cgroup parent when cgroups can be used, else rlimits are used.
+    pub cgroup_parent: Option<String>,
+    pub exec_path: PathBuf,
+    pub allow_network: bool,
+    pub profile_dir: Option<PathBuf>,
+    pub defaults: Limits,
+}
+
+impl Host {
+    /// Probes the host and applies the configuration. As root this creates
+    /// the cgroup parent; unprivileged, it only checks for a delegated one.
+    pub fn probe(config: &RunnerConfig) -> Result<Host> {
+        let uid = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        let is_root = uid == 0;
+        let state_dir = config.state_dir.clone().unwrap_or_else(|| {
+            if is_root {
+                PathBuf::from("/run/corral/runner")
+            } else {
+                PathBuf::from(format!("/tmp/corral-runner-{uid}"))
+            }
+        });
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|e| Error::io(format!("create state directory {}", state_dir.display()), e))?;
+        let (map_uid, map_gid) = if is_root {
+            (
+                config.sandbox_uid.unwrap_or(65534),
+                config.sandbox_gid.unwrap_or(65534),
+            )
+        } else {
+            (uid, gid)
+        };
+        let parent = config.cgroup_parent.clone().unwrap_or_else(|| {
+            if is_root {
+                "corral".to_string()
+            } else {
+                format!("corral-user-{uid}")
+            }
+        });
+        let cgroup_parent = if is_root {
+            match cgroups::delegate(&parent, 0, 0) {
+                Ok(_) => Some(parent),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cgroups unusable; falling back to rlimits");
+                    None
+                }
+            }
+        } else if cgroups::usable(&parent) {
+            Some(parent)
+        } else {
+            None
+        };
+        let defaults = Limits {
+            timeout: Some(Duration::from_secs(config.timeout_secs.unwrap_or(3600))),
+            memory_bytes: Some(config.memory_bytes.unwrap_or(4 << 30)),
+            max_pids: Some(config.max_pids.unwrap_or(4096)),
+            cpu_millis: None,
+            max_written_bytes: Some(config.max_written_bytes.unwrap_or(8 << 30)),
+        };
+        Ok(Host {
+            is_root,
+            state_dir,
+            map_uid,
+            map_gid,
+            cgroup_parent,
+            exec_path: config
+                .exec_path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/work")),
+            allow_network: config.allow_network.unwrap_or(false),
+            profile_dir: config.profile_dir.clone(),
+            defaults,
+        })
+    }
+
+    /// One line per limit saying how it is enforced, for the start-up log
+    /// and the readiness check.
+    pub fn enforced_limits(&self) -> Vec<String> {
+        let how = if self.cgroup_parent.is_some() {
+            "cgroup"
+        } else {
+            "rlimit"
+        };
+        vec![
+            "timeout: runner kills the sandbox's PID namespace".to_string(),
+            format!(
+                "memory: {}",
+                if self.cgroup_parent.is_some() { "cgroup (whole tree)" } else { "rlimit RLIMIT_AS (per process)" }
+            ),
+            format!(
+                "pids: {}",
+                if self.cgroup_parent.is_some() { "cgroup (whole tree)" } else { "rlimit RLIMIT_NPROC (per sandbox user namespace)" }
+            ),
+            format!("cpu: {how}"),
+            "written bytes: RLIMIT_FSIZE per file, /tmp tmpfs size, runner polls the upper directory".to_string(),
+        ]
+    }
+
+    /// Fills the request's unset limits from the defaults.
+    pub fn with_defaults(&self, limits: &Limits) -> Limits {
+        Limits {
+            timeout: limits.timeout.or(self.defaults.timeout),
+            memory_bytes: limits.memory_bytes.or(self.defaults.memory_bytes),
+            max_pids: limits.max_pids.or(self.defaults.max_pids),
+            cpu_millis: limits.cpu_millis.or(self.defaults.cpu_millis),
+            max_written_bytes: limits.max_written_bytes.or(self.defaults.max_written_bytes),
+        }
+    }
+}

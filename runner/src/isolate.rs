@@ -1,0 +1,52 @@
+//! Runs one sandbox in a forked child so that libcontainer's side effects
+//! (cloning, `chdir`, non-dumpable) stay out of the caller, and returns the
+//! child's verdict through a pipe.
+//!
+//! The caller must be single-threaded (no tokio runtime yet): `runner exec`
+//! and the zygote are.
+
+use std::io::{Read, Write};
+
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult};
+
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::request::{Outcome, SandboxRequest};
+use crate::sandbox;
+
+/// The child's answer: the outcome or the error message.
+type Verdict = std::result::Result<Outcome, String>;
+
+/// Runs `req` in a forked child and waits for it.
+pub fn run_forked(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
+    let (r, w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
+    // SAFETY: the caller is single-threaded (documented contract), so the
+    // child cannot inherit a lock held by another thread.
+    match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
+        ForkResult::Child => {
+            drop(r);
+            let verdict: Verdict = sandbox::run(host, req).map_err(|e| e.to_string());
+            let mut file = std::fs::File::from(w);
+            let code = match serde_json::to_vec(&verdict) {
+                Ok(bytes) if file.write_all(&bytes).is_ok() => 0,
+                _ => 1,
+            };
+            // SAFETY: _exit skips the parent's atexit handlers and buffers,
+            // which belong to the parent.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(w);
+            let mut bytes = Vec::new();
+            let read = std::fs::File::from(r).read_to_end(&mut bytes);
+            let _ = waitpid(child, None);
+            read.map_err(|e| Error::io("read the sandbox child's answer", e))?;
+            let verdict: Verdict = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Zygote(format!("sandbox child died without an answer ({e})"))
+            })?;
+            verdict.map_err(Error::Container)
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Builds the OCI runtime spec (`config.json`) of one run: namespaces, the
+//! id mapping, the mount table of each rootfs mode, rlimits and the cgroup
+//! path. seccomp and Landlock are not in it: the executor installs them.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::request::{Limits, Rootfs, SandboxRequest};
+
+/// Where things are, inside and outside, for one run.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Host: the directory libcontainer pivots into.
+    pub rootfs: PathBuf,
+    /// Host: overlay upper and work directories of the input root.
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Inside: where the input root is mounted ("/" or the exec path).
+    pub input_mount: PathBuf,
+    /// Inside: the working directory.
+    pub cwd: PathBuf,
+    /// Inside: the paths the action may write under (Landlock).
+    pub writable: Vec<PathBuf>,
+}
+
+/// Checks a path relative to the input root: no `..`, no leading `/`, no NUL.
+pub fn check_relative(what: &str, rel: &str) -> Result<()> {
+    if rel.starts_with('/') || rel.contains('\0') || rel.split('/').any(|c| c == "..") {
+        return Err(Error::InvalidRequest(format!(
+            "{what} {rel:?} must be relative to the input root without '..'"
+        )));
+    }
+    Ok(())
+}
+
+impl Layout {
+    pub fn new(host: &Host, req: &SandboxRequest) -> Result<Layout> {
+        check_relative("working directory", &req.cwd)?;
+        let input_mount = match req.rootfs {
+            Rootfs::InputRoot => PathBuf::from("/"),
+            _ => host.exec_path.clone(),
+        };
+        let cwd = input_mount.join(req.cwd.trim_end_matches('/'));
+        let mut writable = vec![PathBuf::from("/tmp"), PathBuf::from("/dev")];
+        writable.push(input_mount.clone());
+        writable.extend(req.profile.extra_writable.iter().cloned());
+        Ok(Layout {
+            rootfs: req.scratch_dir.join("rootfs"),
+            upper: req.scratch_dir.join("upper"),
+            work: req.scratch_dir.join("work"),
+            input_mount,
+            cwd,
+            writable,
+        })
+    }
+}
+
+fn overlay(dest: &Path, lowers: &[PathBuf], upper: &Path, work: &Path) -> Value {
+    let lower: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    json!({
+        "destination": dest,
+        "type": "overlay",
+        "source": "overlay",
+        "options": [
+            format!("lowerdir={}", lower.join(":")),
+            format!("upperdir={}", upper.display()),
+            format!("workdir={}", work.display()),
+            "userxattr",
+        ],
+    })
+}
+
+fn bind_ro(src: &Path, dest: &Path) -> Value {
+    json!({
+        "destination": dest,
+        "type": "bind",
+        "source": src,
+        "options": ["rbind", "ro", "nosuid", "nodev"],
+    })
+}
+
+fn tmpfs(dest: &str, options: &[&str]) -> Value {
+    json!({ "destination": dest, "type": "tmpfs", "source": "tmpfs", "options": options })
+}
+
+/// The mount table: the root's own mounts first, then the input root,
+/// read-only subtrees, and the kernel filesystems.
+fn mounts(host: &Host, req: &SandboxRequest, layout: &Layout, limits: &Limits) -> Vec<Value> {
+    let mut out = Vec::new();
+    match &req.rootfs {
+        Rootfs::InputRoot => {}
+        Rootfs::Host => {
+            for dir in &req.profile.host_dirs {
+                if let Ok(real) = std::fs::canonicalize(dir) {
+                    if real.is_dir() {
+                        out.push(bind_ro(&real, dir));
+                    }
+                }
+            }
+        }
+        Rootfs::Lower(dirs) => {
+            // overlayfs lists the top layer first.
+            let lowers: Vec<PathBuf> = dirs.iter().rev().cloned().collect();
+            out.push(overlay(
+                Path::new("/"),
+                &lowers,
+                &req.scratch_dir.join("sys-upper"),
+                &req.scratch_dir.join("sys-work"),
+            ));
+        }
+    }
+    out.push(overlay(
+        &layout.input_mount,
+        std::slice::from_ref(&req.input_root),
+        &layout.upper,
+        &layout.work,
+    ));
+    for sub in &req.read_only_subtrees {
+        out.push(bind_ro(
+            &req.input_root.join(sub),
+            &layout.input_mount.join(sub),
+        ));
+    }
+    let _ = host;
+    out.push(json!({
+        "destination": "/proc", "type": "proc", "source": "proc",
+        "options": ["nosuid", "noexec", "nodev"],
+    }));
+    out.push(tmpfs(
+        "/dev",
+        &["nosuid", "strictatime", "mode=755", "size=65536k"],
+    ));
+    out.push(json!({
+        "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+        "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+    }));
+    out.push(tmpfs(
+        "/dev/shm",
+        &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+    ));
+    let tmp_size = format!("size={}", limits.max_written_bytes.unwrap_or(1 << 30));
+    out.push(tmpfs("/tmp", &["nosuid", "nodev", "mode=1777", &tmp_size]));
+    out
+}
+
+fn rlimit(kind: &str, value: u64) -> Value {
+    json!({ "type": kind, "hard": value, "soft": value })
+}
+
+/// The whole `config.json`.
+pub fn build(
+    host: &Host,
+    req: &SandboxRequest,
+    layout: &Layout,
+    limits: &Limits,
+    cgroups_path: &str,
+) -> Value {
+    let mut namespaces = vec![
+        json!({"type": "user"}),
+        json!({"type": "pid"}),
+        json!({"type": "mount"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "cgroup"}),
+    ];
+    if !req.network {
+        namespaces.push(json!({"type": "network"}));
+    }
+    let mut rlimits = vec![rlimit("RLIMIT_CORE", 0)];
+    if let Some(bytes) = limits.max_written_bytes {
+        rlimits.push(rlimit("RLIMIT_FSIZE", bytes));
+    }
+    if host.cgroup_parent.is_none() {
+        if let Some(bytes) = limits.memory_bytes {
+            rlimits.push(rlimit("RLIMIT_AS", bytes));
+        }
+        if let Some(n) = limits.max_pids {
+            rlimits.push(rlimit("RLIMIT_NPROC", n));
+        }
+        if let (Some(t), Some(_)) = (limits.timeout, limits.cpu_millis) {
+            rlimits.push(rlimit("RLIMIT_CPU", t.as_secs().max(1)));
+        }
+    }
+    let env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let no_caps: Vec<String> = Vec::new();
+    json!({
+        "ociVersion": "1.0.2",
+        "root": { "path": layout.rootfs, "readonly": !matches!(req.rootfs, Rootfs::InputRoot) },
+        "hostname": "corral",
+        "process": {
+            "terminal": false,
+            "user": { "uid": req.uid, "gid": req.gid },
+            "args": req.args,
+            "env": env,
+            "cwd": layout.cwd,
+            "capabilities": {
+                "bounding": no_caps, "effective": no_caps, "inheritable": no_caps,
+                "permitted": no_caps, "ambient": no_caps,
+            },
+            "rlimits": rlimits,
+            "noNewPrivileges": true,
+        },
+        "mounts": mounts(host, req, layout, limits),
+        "linux": {
+            "namespaces": namespaces,
+            "uidMappings": [{ "containerID": req.uid, "hostID": host.map_uid, "size": 1 }],
+            "gidMappings": [{ "containerID": req.gid, "hostID": host.map_gid, "size": 1 }],
+            "cgroupsPath": cgroups_path,
+            "maskedPaths": [
+                "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+            ],
+            "readonlyPaths": [
+                "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                "/proc/sysrq-trigger",
+            ],
+        },
+    })
+}
