@@ -26,6 +26,7 @@ pub mod bytestream;
 pub mod capabilities;
 pub mod cas;
 mod codec;
+mod decode_errors;
 mod tree;
 mod uploads;
 
@@ -132,13 +133,15 @@ impl Services {
             .max_encoding_message_size(limit)
     }
 
-    /// Adds all four services to `routes`.
+    /// Adds all four services to `routes`. Each answers undecodable
+    /// requests with `INVALID_ARGUMENT` rather than tonic's `INTERNAL`.
     pub fn add_to(&self, routes: &mut tonic::service::RoutesBuilder) {
+        use decode_errors::DecodeErrorsAsInvalid as Wrap;
         routes
-            .add_service(self.capabilities_server())
-            .add_service(self.cas_server())
-            .add_service(self.bytestream_server())
-            .add_service(self.action_cache_server());
+            .add_service(Wrap(self.capabilities_server()))
+            .add_service(Wrap(self.cas_server()))
+            .add_service(Wrap(self.bytestream_server()))
+            .add_service(Wrap(self.action_cache_server()));
     }
 
     /// The four services as routes of their own.

@@ -15,6 +15,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec::{ZstdDecoder, ZstdEncoder};
+use super::decode_errors::from_stream_error;
 use super::uploads::{key, Upload, UploadState};
 use super::State;
 use crate::error::{Error, Result};
@@ -210,7 +211,7 @@ impl Feed<'_> {
                         "finish_write",
                         "data was sent after finish_write",
                     )),
-                    Err(status) => Err(Error::Remote(status)),
+                    Err(status) => Err(from_stream_error(status, "WriteRequest")),
                 };
             }
             msg = match stream.message().await {
@@ -221,13 +222,16 @@ impl Feed<'_> {
                 }
                 Err(status) => {
                     self.flush().await?;
-                    return Err(Error::Remote(status));
+                    return Err(from_stream_error(status, "WriteRequest"));
                 }
             };
         }
     }
 
     async fn accept(&mut self, data: Vec<u8>) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
         self.received += data.len() as u64;
         match self.decoder {
             Some(decoder) => {
@@ -310,7 +314,8 @@ impl ByteStream for ByteStreamService {
         let mut stream = request.into_inner();
         let first = stream
             .message()
-            .await?
+            .await
+            .map_err(|s| from_stream_error(s, "WriteRequest"))?
             .ok_or_else(|| Error::invalid("resource_name", "the Write stream sent no message"))?;
         let name = first.resource_name.clone();
         let resource = parse_write(&name)?;

@@ -1,0 +1,380 @@
+//! ByteStream through real tonic clients: reads, writes, resumption,
+//! compression, and every way a write can be wrong.
+
+mod common;
+
+use common::{assert_status, bytes, TestServer};
+use corral_cas::resource::{read_name, write_name, Compression};
+use corral_cas::{BlobStore, Config, Digest, DigestFunction};
+use corral_proto::bytestream::{QueryWriteStatusRequest, ReadRequest, WriteRequest, WriteResponse};
+use tonic::Code;
+
+fn chunks(name: &str, data: &[u8], start: usize, chunk: usize, finish: bool) -> Vec<WriteRequest> {
+    let mut out = Vec::new();
+    let mut offset = start;
+    for (i, c) in data[start..].chunks(chunk).enumerate() {
+        out.push(WriteRequest {
+            resource_name: if i == 0 {
+                name.to_string()
+            } else {
+                String::new()
+            },
+            write_offset: offset as i64,
+            finish_write: false,
+            data: c.to_vec(),
+        });
+        offset += c.len();
+    }
+    if finish {
+        out.push(WriteRequest {
+            resource_name: if out.is_empty() {
+                name.to_string()
+            } else {
+                String::new()
+            },
+            write_offset: offset as i64,
+            finish_write: true,
+            data: Vec::new(),
+        });
+    }
+    out
+}
+
+async fn write(
+    server: &TestServer,
+    requests: Vec<WriteRequest>,
+) -> Result<WriteResponse, tonic::Status> {
+    server
+        .bytestream()
+        .write(futures::stream::iter(requests))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn read(
+    server: &TestServer,
+    name: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut stream = server
+        .bytestream()
+        .read(ReadRequest {
+            resource_name: name.into(),
+            read_offset: offset,
+            read_limit: limit,
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await? {
+        out.extend(m.data);
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn write_and_read_every_form() {
+    let server = TestServer::start(Config::default()).await;
+    let data = bytes(1, 5 << 20);
+    for function in DigestFunction::ALL {
+        let d = Digest::of_bytes(function, &data);
+        for (i, instance) in ["", "main", "a/b/c"].iter().enumerate() {
+            for compression in [Compression::Identity, Compression::Zstd] {
+                let wire = match compression {
+                    Compression::Identity => data.clone(),
+                    Compression::Zstd => zstd::bulk::compress(&data, 1).unwrap(),
+                };
+                let name = write_name(
+                    instance,
+                    &format!("u{i}{compression:?}{function}"),
+                    compression,
+                    &d,
+                );
+                let name = format!("{name}/some/metadata");
+                let response = write(&server, chunks(&name, &wire, 0, 16 << 10, true))
+                    .await
+                    .unwrap();
+                if i == 0 && compression == Compression::Identity {
+                    assert_eq!(response.committed_size, data.len() as i64);
+                } else {
+                    // Already stored: the server ends the upload at once.
+                    let expect = if compression == Compression::Zstd {
+                        -1
+                    } else {
+                        data.len() as i64
+                    };
+                    assert_eq!(response.committed_size, expect);
+                }
+                let back = read(&server, &read_name(instance, compression, &d), 0, 0)
+                    .await
+                    .unwrap();
+                let back = match compression {
+                    Compression::Identity => back,
+                    Compression::Zstd => zstd::stream::decode_all(&back[..]).unwrap(),
+                };
+                assert!(back == data, "{instance} {compression:?} {function}");
+            }
+        }
+        let name = read_name("x/y", Compression::Identity, &d);
+        assert_eq!(
+            read(&server, &name, 100, 1000).await.unwrap(),
+            data[100..1100]
+        );
+        assert_eq!(
+            read(&server, &name, (5 << 20) - 10, 0).await.unwrap(),
+            data[(5 << 20) - 10..]
+        );
+        assert!(read(&server, &name, 5 << 20, 0).await.unwrap().is_empty());
+        assert_status(
+            read(&server, &name, (5 << 20) + 1, 0).await,
+            Code::OutOfRange,
+            "read_offset",
+        );
+        assert_status(
+            read(&server, &name, -1, 0).await,
+            Code::OutOfRange,
+            "read_offset",
+        );
+        assert_status(
+            read(&server, &name, 0, -1).await,
+            Code::InvalidArgument,
+            "read_limit",
+        );
+    }
+    // A fresh zstd upload reports the compressed bytes it took.
+    let other = bytes(2, 300_000);
+    let d = Digest::of_bytes(DigestFunction::Sha256, &other);
+    let z = zstd::bulk::compress(&other, 3).unwrap();
+    let name = write_name("", "z", Compression::Zstd, &d);
+    let response = write(&server, chunks(&name, &z, 0, 1000, true))
+        .await
+        .unwrap();
+    assert_eq!(response.committed_size, z.len() as i64);
+    assert_eq!(server.store.get(&d).await.unwrap(), other);
+    let missing = read_name(
+        "",
+        Compression::Identity,
+        &Digest::of_bytes(DigestFunction::Sha256, b"no"),
+    );
+    assert_status(
+        read(&server, &missing, 0, 0).await,
+        Code::NotFound,
+        "not found",
+    );
+}
+
+#[tokio::test]
+async fn interrupted_write_resumes_after_query() {
+    let server = TestServer::start(Config::default()).await;
+    let data = bytes(3, 3 << 20);
+    let d = Digest::of_bytes(DigestFunction::Sha256, &data);
+    let name = write_name("inst", "resume-1", Compression::Identity, &d);
+    let query = || QueryWriteStatusRequest {
+        resource_name: name.clone(),
+    };
+    let status = server
+        .bytestream()
+        .query_write_status(query())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((status.committed_size, status.complete), (0, false));
+
+    // First stream ends without finish_write after 1 MiB + 5.
+    let cut = (1 << 20) + 5;
+    let r = write(&server, chunks(&name, &data[..cut], 0, 64 << 10, false)).await;
+    assert_status(r, Code::InvalidArgument, "finish_write");
+    let status = server
+        .bytestream()
+        .query_write_status(query())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (status.committed_size, status.complete),
+        (cut as i64, false)
+    );
+    assert!(!server.store.find_missing(&[d]).await.unwrap().is_empty());
+
+    // Resuming at the wrong offset is refused and changes nothing.
+    let r = write(&server, chunks(&name, &data, cut - 1, 64 << 10, true)).await;
+    assert_status(r, Code::InvalidArgument, "write_offset");
+    let status = server
+        .bytestream()
+        .query_write_status(query())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.committed_size, cut as i64);
+
+    let response = write(&server, chunks(&name, &data, cut, 64 << 10, true))
+        .await
+        .unwrap();
+    assert_eq!(response.committed_size, data.len() as i64);
+    let status = server
+        .bytestream()
+        .query_write_status(query())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (status.committed_size, status.complete),
+        (data.len() as i64, true)
+    );
+    assert_eq!(server.store.get(&d).await.unwrap(), data);
+
+    // Writing to the committed upload again is refused.
+    let r = write(&server, chunks(&name, &data, 0, 1 << 20, true)).await;
+    assert_status(r, Code::AlreadyExists, "resource_name");
+}
+
+#[tokio::test]
+async fn bad_writes_store_nothing_and_the_server_keeps_serving() {
+    let server = TestServer::start(Config::default()).await;
+    let data = bytes(4, 200_000);
+    let d = Digest::of_bytes(DigestFunction::Sha256, &data);
+    let mut n = 0;
+    let mut name = |d: &Digest, c: Compression| {
+        n += 1;
+        write_name("", &format!("bad{n}"), c, d)
+    };
+
+    // Wrong digest: same size, different bytes.
+    let mut wrong = data.clone();
+    wrong[1000] ^= 1;
+    let r = write(
+        &server,
+        chunks(&name(&d, Compression::Identity), &wrong, 0, 50_000, true),
+    )
+    .await;
+    assert_status(r, Code::InvalidArgument, "does not match the digest");
+    // Size mismatch: digest says fewer bytes than sent (over-long).
+    let small = Digest::new(DigestFunction::Sha256, *d.hash(), 100_000);
+    let r = write(
+        &server,
+        chunks(&name(&small, Compression::Identity), &data, 0, 30_000, true),
+    )
+    .await;
+    assert_status(r, Code::InvalidArgument, "data");
+    // Truncated: finish_write before all bytes.
+    let r = write(
+        &server,
+        chunks(
+            &name(&d, Compression::Identity),
+            &data[..150_000],
+            0,
+            30_000,
+            true,
+        ),
+    )
+    .await;
+    assert_status(r, Code::InvalidArgument, "finish_write");
+    // Data after finish_write.
+    let mut reqs = chunks(&name(&d, Compression::Identity), &data, 0, 100_000, true);
+    reqs.push(WriteRequest {
+        write_offset: 200_000,
+        data: vec![1],
+        ..Default::default()
+    });
+    let r = write(&server, reqs).await;
+    assert_status(r, Code::InvalidArgument, "finish_write");
+    // Offsets that skip or repeat bytes.
+    let mut reqs = chunks(&name(&d, Compression::Identity), &data, 0, 50_000, true);
+    reqs[2].write_offset += 1;
+    assert_status(
+        write(&server, reqs).await,
+        Code::InvalidArgument,
+        "write_offset",
+    );
+    // A resource name that changes mid-stream.
+    let mut reqs = chunks(&name(&d, Compression::Identity), &data, 0, 50_000, true);
+    reqs[1].resource_name = write_name("", "other", Compression::Identity, &d);
+    assert_status(
+        write(&server, reqs).await,
+        Code::InvalidArgument,
+        "resource_name",
+    );
+    // zstd that is garbage, truncated, or expands past the digest.
+    let r = write(
+        &server,
+        chunks(&name(&d, Compression::Zstd), b"garbage!", 0, 100, true),
+    )
+    .await;
+    assert_status(r, Code::InvalidArgument, "zstd");
+    let z = zstd::bulk::compress(&data, 1).unwrap();
+    let r = write(
+        &server,
+        chunks(
+            &name(&d, Compression::Zstd),
+            &z[..z.len() - 3],
+            0,
+            1000,
+            true,
+        ),
+    )
+    .await;
+    assert_status(r, Code::InvalidArgument, "data");
+    let zeros = zstd::bulk::compress(&vec![0u8; 50 << 20], 1).unwrap();
+    let r = write(
+        &server,
+        chunks(&name(&d, Compression::Zstd), &zeros, 0, 1 << 20, true),
+    )
+    .await;
+    assert_status(r, Code::InvalidArgument, "data");
+    // Malformed resource names, an empty stream, a first offset past 0.
+    for bad in [
+        "",
+        "blobs/x/1",
+        "uploads/u/blobs/abc/1",
+        "uploads/u/blobs/sha1/x/1",
+    ] {
+        let reqs = vec![WriteRequest {
+            resource_name: bad.into(),
+            finish_write: true,
+            ..Default::default()
+        }];
+        assert_status(
+            write(&server, reqs).await,
+            Code::InvalidArgument,
+            "resource_name",
+        );
+    }
+    assert_status(
+        write(&server, vec![]).await,
+        Code::InvalidArgument,
+        "resource_name",
+    );
+    let reqs = chunks(&name(&d, Compression::Identity), &data, 10, 50_000, true);
+    assert_status(
+        write(&server, reqs).await,
+        Code::InvalidArgument,
+        "write_offset",
+    );
+    let r = server
+        .bytestream()
+        .query_write_status(QueryWriteStatusRequest {
+            resource_name: "nonsense".into(),
+        })
+        .await;
+    assert_status(r, Code::InvalidArgument, "resource_name");
+    assert_status(
+        read(&server, "blobs/zz/1", 0, 0).await,
+        Code::InvalidArgument,
+        "resource_name",
+    );
+
+    // Nothing was stored under any of those names; the only upload left in
+    // tmp is the one refused for a bad offset, which stays resumable. A good
+    // upload still works.
+    assert_eq!(server.store.len(), 0);
+    let tmp = server.dir.path().join("cas/tmp");
+    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 1);
+    let r = write(
+        &server,
+        chunks(&name(&d, Compression::Identity), &data, 0, 50_000, true),
+    )
+    .await;
+    assert_eq!(r.unwrap().committed_size, 200_000);
+    assert_eq!(server.store.get(&d).await.unwrap(), data);
+}

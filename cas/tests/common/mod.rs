@@ -1,0 +1,107 @@
+//! A real server on a loopback port for the service tests.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use corral_cas::service::Services;
+use corral_cas::{BlobStore, Config, DiskActionCache, DiskStore};
+use corral_proto::bytestream::byte_stream_client::ByteStreamClient;
+use corral_proto::reapi::action_cache_client::ActionCacheClient;
+use corral_proto::reapi::capabilities_client::CapabilitiesClient;
+use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub url: String,
+    pub channel: Channel,
+    pub services: Services,
+    pub store: DiskStore,
+    pub dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const MAX: usize = 64 << 20;
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path().join("cas"), config.max_cas_bytes()).unwrap();
+        let cas: Arc<dyn BlobStore> = Arc::new(store.clone());
+        let ac = Arc::new(DiskActionCache::open(dir.path().join("ac"), cas.clone()).unwrap());
+        let services = Services::new(config, cas, ac);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let routes = services.routes();
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        let url = format!("http://{addr}");
+        let channel = Channel::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        TestServer {
+            url,
+            channel,
+            services,
+            store,
+            dir,
+            task,
+        }
+    }
+
+    pub fn cas(&self) -> ContentAddressableStorageClient<Channel> {
+        ContentAddressableStorageClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX)
+            .max_encoding_message_size(MAX)
+    }
+
+    pub fn bytestream(&self) -> ByteStreamClient<Channel> {
+        ByteStreamClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX)
+            .max_encoding_message_size(MAX)
+    }
+
+    pub fn ac(&self) -> ActionCacheClient<Channel> {
+        ActionCacheClient::new(self.channel.clone())
+    }
+
+    pub fn capabilities(&self) -> CapabilitiesClient<Channel> {
+        CapabilitiesClient::new(self.channel.clone())
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v);
+    v
+}
+
+/// Asserts a gRPC error's code and that its message mentions `field`.
+pub fn assert_status<T: std::fmt::Debug>(
+    r: Result<T, tonic::Status>,
+    code: tonic::Code,
+    field: &str,
+) {
+    let status = r.expect_err("expected an error");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(field),
+        "{:?} does not name {field}",
+        status.message()
+    );
+}
