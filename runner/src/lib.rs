@@ -13,6 +13,7 @@
 //! * [`service`]: the runner protocol (gRPC on a unix socket) on top.
 
 pub mod cgroups;
+pub mod client;
 pub mod error;
 pub mod exec;
 pub mod executor;

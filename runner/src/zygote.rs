@@ -1,1 +1,267 @@
+//! The container helper ("zygote"): a process forked before the runner
+//! starts any thread, that stays single-threaded and forks one child per
+//! run. libcontainer clones its caller, which is only sound in a
+//! single-threaded process; the async service talks to the zygote over a
+//! `SOCK_SEQPACKET` socketpair, one message per request and per reply.
+//!
+//! Protocol: the service sends `Job { id, host?, request }` as JSON; the
+//! run's child replies `Reply { id, result }`. When a child dies without
+//! replying, the zygote replies for it with an error. When the service end
+//! closes, the zygote exits, and the kernel kills it if the service dies
+//! (PR_SET_PDEATHSIG).
 
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::request::{Outcome, SandboxRequest};
+use crate::sandbox;
+
+/// Largest message either side sends (requests carry env and argv).
+const MAX_MESSAGE: usize = 4 << 20;
+
+#[derive(Serialize, Deserialize)]
+struct Job {
+    id: u64,
+    request: SandboxRequest,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Reply {
+    id: u64,
+    result: std::result::Result<Outcome, String>,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<std::result::Result<Outcome, String>>>>>;
+
+/// The service's handle on the zygote. Cheap to clone.
+#[derive(Clone)]
+pub struct Zygote {
+    sock: Arc<OwnedFd>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+    alive: Arc<AtomicBool>,
+    pid: Pid,
+}
+
+fn set_buffers(fd: &OwnedFd) {
+    let size = MAX_MESSAGE as libc::c_int;
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt with a valid socket and a c_int option value.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+}
+
+impl Zygote {
+    /// Forks the zygote. Must be called while the process has one thread;
+    /// afterwards the caller may start threads and a runtime.
+    pub fn spawn(host: Host) -> Result<Zygote> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| Error::sys("socketpair for the zygote", e))?;
+        set_buffers(&ours);
+        set_buffers(&theirs);
+        // SAFETY: documented contract: the caller is single-threaded.
+        match unsafe { fork() }.map_err(|e| Error::sys("fork the zygote", e))? {
+            ForkResult::Child => {
+                drop(ours);
+                // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                let code = match serve(&host, &theirs) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("corral runner zygote: {e}");
+                        1
+                    }
+                };
+                // SAFETY: leaves without running the parent's exit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                drop(theirs);
+                let zygote = Zygote {
+                    sock: Arc::new(ours),
+                    pending: Arc::default(),
+                    next_id: Arc::new(AtomicU64::new(1)),
+                    alive: Arc::new(AtomicBool::new(true)),
+                    pid: child,
+                };
+                zygote.start_reader()?;
+                Ok(zygote)
+            }
+        }
+    }
+
+    /// Process id of the zygote.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Whether the zygote still answers.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    fn start_reader(&self) -> Result<()> {
+        let sock = self.sock.clone();
+        let pending = self.pending.clone();
+        let alive = self.alive.clone();
+        std::thread::Builder::new()
+            .name("zygote-reader".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; MAX_MESSAGE];
+                loop {
+                    match recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                        Ok(0) => break,
+                        Ok(n) => match serde_json::from_slice::<Reply>(&buf[..n]) {
+                            Ok(reply) => {
+                                let tx = pending.lock().ok().and_then(|mut p| p.remove(&reply.id));
+                                if let Some(tx) = tx {
+                                    let _ = tx.send(reply.result);
+                                }
+                            }
+                            Err(e) => tracing::error!(error = %e, "bad reply from the zygote"),
+                        },
+                        Err(nix::errno::Errno::EINTR) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading from the zygote");
+                            break;
+                        }
+                    }
+                }
+                alive.store(false, Ordering::SeqCst);
+                if let Ok(mut p) = pending.lock() {
+                    for (_, tx) in p.drain() {
+                        let _ = tx.send(Err("the container helper (zygote) exited".into()));
+                    }
+                }
+            })
+            .map_err(|e| Error::io("start the zygote reader thread", e))?;
+        Ok(())
+    }
+
+    /// Runs one request in a new child of the zygote and waits for it.
+    pub async fn run(&self, request: SandboxRequest) -> Result<Outcome> {
+        if !self.is_alive() {
+            return Err(Error::Zygote("the container helper (zygote) exited".into()));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let bytes = serde_json::to_vec(&Job { id, request })
+            .map_err(|e| Error::Zygote(format!("encode request: {e}")))?;
+        if bytes.len() > MAX_MESSAGE {
+            return Err(Error::InvalidRequest(format!(
+                "request is {} bytes, more than the {MAX_MESSAGE} allowed",
+                bytes.len()
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .map_err(|_| Error::Zygote("pending table poisoned".into()))?
+            .insert(id, tx);
+        let sock = self.sock.clone();
+        let sent = tokio::task::spawn_blocking(move || {
+            send(sock.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)
+        })
+        .await
+        .map_err(|e| Error::Zygote(e.to_string()))?;
+        if let Err(e) = sent {
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&id);
+            }
+            return Err(Error::sys("send to the zygote", e));
+        }
+        match rx.await {
+            Ok(result) => result.map_err(Error::Container),
+            Err(_) => Err(Error::Zygote("the container helper (zygote) exited".into())),
+        }
+    }
+}
+
+fn reply(sock: &OwnedFd, id: u64, result: std::result::Result<Outcome, String>) {
+    if let Ok(bytes) = serde_json::to_vec(&Reply { id, result }) {
+        let _ = send(sock.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL);
+    }
+}
+
+/// The zygote's loop: fork a child per job, reap children, answer for the
+/// ones that died silently. Returns when the service closes its end.
+fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut running: HashMap<Pid, u64> = HashMap::new();
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if ready > 0 {
+            let n = match recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("zygote recv", e)),
+            };
+            let job: Job = match serde_json::from_slice(&buf[..n]) {
+                Ok(job) => job,
+                Err(e) => {
+                    tracing::error!(error = %e, "undecodable job");
+                    continue;
+                }
+            };
+            // SAFETY: the zygote is single-threaded.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => {
+                    let result = sandbox::run(host, &job.request).map_err(|e| e.to_string());
+                    reply(sock, job.id, result);
+                    // SAFETY: leaves without running inherited exit handlers.
+                    unsafe { libc::_exit(0) }
+                }
+                Ok(ForkResult::Parent { child }) => {
+                    running.insert(child, job.id);
+                }
+                Err(e) => reply(sock, job.id, Err(format!("fork for the run: {e}"))),
+            }
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => {
+                    let Some(pid) = status.pid() else { break };
+                    if let Some(id) = running.remove(&pid) {
+                        if !matches!(status, WaitStatus::Exited(_, 0)) {
+                            reply(
+                                sock,
+                                id,
+                                Err(format!("the run's process ended badly: {status:?}")),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

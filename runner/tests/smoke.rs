@@ -1,50 +1,12 @@
 //! Runs real containers through `isolate::run_forked`, as root (CI) in a
 //! busybox root. The full escape suite lives in integration/tests.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use corral_runner::{Host, Limits, Profile, Rootfs, RunnerConfig, SandboxRequest, Stdio};
+use std::path::PathBuf;
 
-fn busybox_root(dir: &Path) {
-    let busybox = Path::new("/bin/busybox");
-    assert!(
-        busybox.exists(),
-        "missing /bin/busybox: install Debian's busybox-static (integration/install-deps.sh)"
-    );
-    for d in ["bin", "tmp", "proc", "dev", "etc"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();
-    let out = std::process::Command::new(busybox)
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&out.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
-        }
-    }
-}
-
-fn request(root: &Path, scratch: &Path, out: &Path, script: &str) -> SandboxRequest {
-    SandboxRequest {
-        rootfs: Rootfs::InputRoot,
-        input_root: root.to_path_buf(),
-        scratch_dir: scratch.to_path_buf(),
-        args: vec!["sh".into(), "-c".into(), script.into()],
-        env: vec![("PATH".into(), "/bin".into())],
-        cwd: String::new(),
-        stdin: Stdio::Null,
-        stdout: Stdio::File(out.to_path_buf()),
-        stderr: Stdio::File(out.with_extension("err")),
-        profile: Profile::default_profile().unwrap(),
-        network: false,
-        limits: Limits::default(),
-        uid: 0,
-        gid: 0,
-        read_only_subtrees: vec![],
-    }
-}
+use common::{busybox_root, request};
+use corral_runner::{Host, RunnerConfig};
 
 #[test]
 fn echo_in_busybox_root() {

@@ -1,0 +1,143 @@
+//! The runner service end to end: zygote forked first, gRPC on a unix
+//! socket, two runs at once, readiness, and errors naming the bad field.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use corral_proto::runner::v1 as pb;
+use corral_runner::zygote::Zygote;
+use corral_runner::{Host, RunnerConfig};
+
+fn run_request(
+    root: &std::path::Path,
+    scratch: &std::path::Path,
+    out: &std::path::Path,
+    script: &str,
+) -> pb::RunRequest {
+    pb::RunRequest {
+        input_root: root.display().to_string(),
+        scratch_dir: scratch.display().to_string(),
+        rootfs: Some(pb::run_request::Rootfs::InputRootAsRoot(
+            pb::InputRootAsRoot {},
+        )),
+        arguments: vec!["sh".into(), "-c".into(), script.into()],
+        environment: vec![pb::EnvironmentVariable {
+            name: "PATH".into(),
+            value: "/bin".into(),
+        }],
+        stdout_path: out.display().to_string(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn serves_concurrent_runs_over_a_unix_socket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    common::busybox_root(&root);
+    let host = Host::probe(&RunnerConfig::default()).unwrap();
+    // Forked before the runtime exists: the zygote is single-threaded.
+    let zygote = Zygote::spawn(host.clone()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let socket = tmp.path().join("runner.sock");
+    rt.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let socket = socket.clone();
+            async move {
+                corral_runner::service::serve(host, zygote, &socket, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            }
+        });
+        let mut client = loop {
+            match corral_runner::client::connect(&socket).await {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let ready = client
+            .ready(pb::ReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ready.ready);
+        assert!(ready
+            .enforced_limits
+            .iter()
+            .any(|l| l.starts_with("memory:")));
+
+        // Two runs that each sleep 1 s finish in well under 2 s together.
+        let mut calls = Vec::new();
+        let started = Instant::now();
+        for i in 0..2 {
+            let scratch = tmp.path().join(format!("scratch{i}"));
+            std::fs::create_dir(&scratch).unwrap();
+            let out = tmp.path().join(format!("out{i}"));
+            let req = run_request(
+                &root,
+                &scratch,
+                &out,
+                &format!("sleep 1; echo run{i} > /result; echo done{i}; exit {i}"),
+            );
+            let mut c = client.clone();
+            calls.push(tokio::spawn(
+                async move { (c.run(req).await, out, scratch) },
+            ));
+        }
+        for (i, call) in calls.into_iter().enumerate() {
+            let (resp, out, scratch) = call.await.unwrap();
+            let resp = resp.unwrap().into_inner();
+            assert_eq!(resp.exit_code, i as i32);
+            assert_eq!(resp.signal, 0);
+            assert!(!resp.timed_out);
+            assert!(resp.wall_time_us >= 1_000_000, "{resp:?}");
+            assert_eq!(std::fs::read_to_string(out).unwrap(), format!("done{i}\n"));
+            // The file the action wrote is in the upper directory, not the root.
+            assert_eq!(resp.upper_dir, scratch.join("upper").display().to_string());
+            assert_eq!(
+                std::fs::read_to_string(scratch.join("upper/result")).unwrap(),
+                format!("run{i}\n")
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(1900),
+            "runs were not concurrent: {:?}",
+            started.elapsed()
+        );
+        assert!(!root.join("result").exists());
+
+        // Mistakes come back as INVALID_ARGUMENT naming what was wrong.
+        let scratch = tmp.path().join("scratch-bad");
+        std::fs::create_dir(&scratch).unwrap();
+        let mut req = run_request(&root, &scratch, &tmp.path().join("o"), "true");
+        req.arguments = vec!["no-such-tool".into()];
+        let err = client.run(req.clone()).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("no-such-tool"), "{}", err.message());
+        req.input_root = "/nonexistent/input".into();
+        let err = client.run(req.clone()).await.unwrap_err();
+        assert!(
+            err.message().contains("/nonexistent/input"),
+            "{}",
+            err.message()
+        );
+        req.input_root = root.display().to_string();
+        req.profile = "/nonexistent/profile.toml".into();
+        let err = client.run(req.clone()).await.unwrap_err();
+        assert!(
+            err.message().contains("/nonexistent/profile.toml"),
+            "{}",
+            err.message()
+        );
+        req.profile = String::new();
+        req.rootfs = None;
+        let err = client.run(req).await.unwrap_err();
+        assert!(err.message().contains("rootfs"), "{}", err.message());
+
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+    });
+}
