@@ -29,14 +29,29 @@ pub struct Registry {
     child: Child,
     dir: tempfile::TempDir,
     addr: String,
+    /// `user:password` that pushes use, when the registry requires them.
+    push_creds: Option<String>,
 }
 
 impl Registry {
     /// Starts a registry on a free loopback port and waits until it answers.
     pub fn start() -> Result<Registry> {
+        Registry::start_with(None)
+    }
+
+    /// Starts a registry that requires HTTP basic authentication for
+    /// `user`, whose bcrypt hash (`$2b$…`, as htpasswd writes it) is
+    /// `bcrypt_hash`; pushes use `user:password`.
+    pub fn start_with_auth(user: &str, password: &str, bcrypt_hash: &str) -> Result<Registry> {
+        let mut registry = Registry::start_with(Some(format!("{user}:{bcrypt_hash}\n")))?;
+        registry.push_creds = Some(format!("{user}:{password}"));
+        Ok(registry)
+    }
+
+    fn start_with(htpasswd: Option<String>) -> Result<Registry> {
         let mut last = None;
         for _ in 0..3 {
-            match Registry::try_start() {
+            match Registry::try_start(htpasswd.as_deref()) {
                 Ok(r) => return Ok(r),
                 Err(e) => last = Some(e),
             }
@@ -44,20 +59,26 @@ impl Registry {
         Err(last.unwrap_or_else(|| anyhow!("docker-registry did not start")))
     }
 
-    fn try_start() -> Result<Registry> {
+    fn try_start(htpasswd: Option<&str>) -> Result<Registry> {
         let dir = tempfile::tempdir().context("temp dir for the registry")?;
         // Bind port 0 to learn a free port; the registry takes it over. A race
         // with another process is possible but rare, and `start` retries.
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("storage").display()
-            ),
-        )?;
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("storage").display()
+        );
+        if let Some(line) = htpasswd {
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, line)?;
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: corral-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        std::fs::write(&config, yaml)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -67,7 +88,12 @@ impl Registry {
             .stderr(log)
             .spawn()
             .map_err(|e| tool_missing("docker-registry", "docker-registry", e))?;
-        let mut registry = Registry { child, dir, addr };
+        let mut registry = Registry {
+            child,
+            dir,
+            addr,
+            push_creds: None,
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if registry.answers() {
@@ -96,8 +122,9 @@ impl Registry {
         if s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").is_err() {
             return false;
         }
+        // 200, or 401 when the registry requires authentication: either way it serves.
         let mut buf = [0u8; 12];
-        s.read_exact(&mut buf).is_ok() && buf.ends_with(b"200")
+        s.read_exact(&mut buf).is_ok() && (buf.ends_with(b"200") || buf.ends_with(b"401"))
     }
 
     /// `127.0.0.1:PORT`.
@@ -149,6 +176,9 @@ impl Registry {
             .arg(&digest_file);
         if all {
             cmd.arg("--all");
+        }
+        if let Some(creds) = &self.push_creds {
+            cmd.arg("--dest-creds").arg(creds);
         }
         cmd.args([
             "--format",

@@ -367,3 +367,49 @@ fn a_second_process_cannot_open_a_cache_in_use() -> TestResult {
     assert!(Path::new(&work.path().join("lock")).exists());
     Ok(())
 }
+
+/// bcrypt of "s3cret" at cost 4, so the registry checks it fast; made with Python's
+/// `crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))`.
+const S3CRET_BCRYPT: &str = "$2b$04$tzJRia6PMvNfqos1S0tCV.wiVV4ot2Ybdwce38eMTYy.uEnlyDQ6e";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_the_config_per_registry() -> TestResult {
+    let registry = Registry::start_with_auth("corral", "s3cret", S3CRET_BCRYPT)?;
+    let work = tempfile::tempdir()?;
+    let layout = OciLayout::create(&work.path().join("oci"))?;
+    marker_image(&layout, "private", host_arch(), "private")?;
+    registry.push(&layout, "private", "corral/private:1", ManifestFormat::Oci)?;
+    let reference = ImageRef::parse(&registry.reference("corral/private:1"))?;
+
+    let anonymous = ImageCache::open(&work.path().join("anon"), config(""))?;
+    let err = anonymous.ensure(&reference).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Registry { .. }), "{text}");
+    assert!(text.contains("corral/private:1"), "{text}");
+    assert!(text.to_lowercase().contains("authoriz"), "says why: {text}");
+
+    let password_file = work.path().join("password");
+    fs::write(&password_file, "s3cret\n")?;
+    let wrong = format!(
+        "[registries.\"{}\"]\nusername = \"corral\"\npassword = \"wrong\"\n",
+        registry.addr()
+    );
+    let err = ImageCache::open(&work.path().join("wrong"), config(&wrong))?
+        .ensure(&reference)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Registry { .. }), "{err}");
+
+    let right = format!(
+        "[registries.\"{}\"]\nusername = \"corral\"\npassword_file = \"{}\"\n",
+        registry.addr(),
+        password_file.display()
+    );
+    let cache = ImageCache::open(&work.path().join("authed"), config(&right))?;
+    let lease = cache.ensure(&reference).await?;
+    assert_eq!(
+        read_in_layers(&lease.layer_dirs(), "etc/marker").as_deref(),
+        Some("private")
+    );
+    Ok(())
+}
