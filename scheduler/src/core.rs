@@ -237,6 +237,7 @@ impl Core {
             c.jobs += 1;
         }
         self.place(jid, now);
+        self.note_unmatched(class, now);
         Ok((name, rx))
     }
 

@@ -36,12 +36,19 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 struct Invocation {
     classes: BTreeMap<ClassId, VecDeque<(u64, JobId)>>,
-    last_served: u64,
 }
 
 #[derive(Debug, Default)]
 struct Instance {
     invocations: BTreeMap<String, Invocation>,
+}
+
+/// A tenant's standing for fair share. Kept while the tenant has anything
+/// running or queued, so that a build submitting one action at a time does
+/// not look new (and win every tie) each time.
+#[derive(Debug, Default, Clone, Copy)]
+struct Share {
+    running: usize,
     last_served: u64,
 }
 
@@ -49,8 +56,8 @@ struct Instance {
 #[derive(Debug, Default)]
 pub struct FairQueue {
     levels: BTreeMap<i32, BTreeMap<String, Instance>>,
-    running_instance: HashMap<String, usize>,
-    running_invocation: HashMap<(String, String), usize>,
+    instances: HashMap<String, Share>,
+    invocations: HashMap<(String, String), Share>,
     serial: u64,
     entries: usize,
 }
@@ -100,30 +107,41 @@ impl FairQueue {
 
     /// A job of this tenant started running (counts towards fair share).
     pub fn started(&mut self, instance: &str, invocation: &str) {
-        *self
-            .running_instance
+        self.instances
             .entry(instance.to_string())
-            .or_default() += 1;
-        *self
-            .running_invocation
+            .or_default()
+            .running += 1;
+        self.invocations
             .entry((instance.to_string(), invocation.to_string()))
-            .or_default() += 1;
+            .or_default()
+            .running += 1;
     }
 
     /// A job of this tenant stopped running.
     pub fn finished(&mut self, instance: &str, invocation: &str) {
-        if let Some(n) = self.running_instance.get_mut(instance) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.running_instance.remove(instance);
-            }
+        if let Some(s) = self.instances.get_mut(instance) {
+            s.running = s.running.saturating_sub(1);
         }
         let key = (instance.to_string(), invocation.to_string());
-        if let Some(n) = self.running_invocation.get_mut(&key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.running_invocation.remove(&key);
-            }
+        if let Some(s) = self.invocations.get_mut(&key) {
+            s.running = s.running.saturating_sub(1);
+        }
+        self.forget_idle(instance, invocation);
+    }
+
+    /// Drops the standing of a tenant with nothing running or queued.
+    fn forget_idle(&mut self, instance: &str, invocation: &str) {
+        let key = (instance.to_string(), invocation.to_string());
+        let queued_inv = self.levels.values().any(|l| {
+            l.get(instance)
+                .is_some_and(|i| i.invocations.contains_key(invocation))
+        });
+        if !queued_inv && self.invocations.get(&key).is_some_and(|s| s.running == 0) {
+            self.invocations.remove(&key);
+        }
+        let queued_inst = self.levels.values().any(|l| l.contains_key(instance));
+        if !queued_inst && self.instances.get(instance).is_some_and(|s| s.running == 0) {
+            self.instances.remove(instance);
         }
     }
 
@@ -147,10 +165,10 @@ impl FairQueue {
     ) -> Option<JobId> {
         let level = self.levels.get_mut(&priority)?;
         let mut instances: Vec<(usize, u64, String)> = level
-            .iter()
-            .map(|(name, i)| {
-                let running = self.running_instance.get(name).copied().unwrap_or(0);
-                (running, i.last_served, name.clone())
+            .keys()
+            .map(|name| {
+                let s = self.instances.get(name).copied().unwrap_or_default();
+                (s.running, s.last_served, name.clone())
             })
             .collect();
         instances.sort();
@@ -161,14 +179,14 @@ impl FairQueue {
             };
             let mut invocations: Vec<(usize, u64, String)> = instance
                 .invocations
-                .iter()
-                .map(|(id, inv)| {
-                    let running = self
-                        .running_invocation
+                .keys()
+                .map(|id| {
+                    let s = self
+                        .invocations
                         .get(&(instance_name.clone(), id.clone()))
                         .copied()
-                        .unwrap_or(0);
-                    (running, inv.last_served, id.clone())
+                        .unwrap_or_default();
+                    (s.running, s.last_served, id.clone())
                 })
                 .collect();
             invocations.sort();
@@ -181,9 +199,16 @@ impl FairQueue {
                 if let Some(job) = job {
                     self.entries -= 1;
                     self.serial += 1;
-                    inv.last_served = self.serial;
-                    instance.last_served = self.serial;
-                    found = Some(job);
+                    let serial = self.serial;
+                    self.instances
+                        .entry(instance_name.clone())
+                        .or_default()
+                        .last_served = serial;
+                    self.invocations
+                        .entry((instance_name.clone(), invocation_id.clone()))
+                        .or_default()
+                        .last_served = serial;
+                    found = Some((job, instance_name.clone(), invocation_id.clone()));
                 }
                 if inv.classes.is_empty() {
                     instance.invocations.remove(invocation_id);
@@ -197,7 +222,9 @@ impl FairQueue {
         if level.is_empty() {
             self.levels.remove(&priority);
         }
-        found
+        let (job, instance, invocation) = found?;
+        self.forget_idle(&instance, &invocation);
+        Some(job)
     }
 }
 

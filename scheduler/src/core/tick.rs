@@ -8,7 +8,7 @@ use corral_proto::worker::v1 as wire;
 
 use super::{failure, message, Core, JobState};
 use crate::platform::explain_unsatisfiable;
-use crate::queue::JobId;
+use crate::queue::{ClassId, JobId};
 
 impl Core {
     /// Applies every time-driven rule as of `now`.
@@ -140,6 +140,28 @@ impl Core {
                 }
                 self.finish(jid, failure(Code::FailedPrecondition, msg.clone()), now);
             }
+        }
+    }
+
+    /// Starts the grace period of a class no worker (connected or recently
+    /// seen) could ever run, so it is counted from submission.
+    pub(super) fn note_unmatched(&mut self, cid: ClassId, now: Duration) {
+        let Some(class) = self.classes.get_mut(&cid) else {
+            return;
+        };
+        if class.queued == 0 || class.unmatched_since.is_some() {
+            return;
+        }
+        let possible = self
+            .workers
+            .values_mut()
+            .any(|w| w.can_ever_run(cid, &class.reqs))
+            || self
+                .lost
+                .iter()
+                .any(|(_, _, o)| o.satisfies_all(&class.reqs));
+        if !possible {
+            class.unmatched_since = Some(now);
         }
     }
 

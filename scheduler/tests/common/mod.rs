@@ -315,7 +315,25 @@ impl Ops {
         }
     }
 
-    /// Whether an update arrives within [`QUIET`].
+    /// True if nothing arrives within [`QUIET`] but keepalive re-sends of
+    /// an unfinished operation.
+    pub async fn pending(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + QUIET;
+        loop {
+            match tokio::time::timeout_at(deadline, self.0.message()).await {
+                Err(_) => return true,
+                Ok(Ok(Some(op))) => {
+                    assert_no_error(&op);
+                    if op.done {
+                        return false;
+                    }
+                }
+                Ok(_) => return false,
+            }
+        }
+    }
+
+    /// Whether no update arrives within [`QUIET`].
     pub async fn quiet(&mut self) -> bool {
         tokio::time::timeout(QUIET, self.0.message()).await.is_err()
     }
