@@ -198,6 +198,7 @@ fn unique_id() -> String {
 pub fn run(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
     let layout = Layout::new(host, req)?;
     check(host, req, &layout)?;
+
     let limits = host.with_defaults(&req.limits);
     make_dir(&layout.rootfs, host)?;
     make_dir(&layout.upper, host)?;
@@ -214,6 +215,19 @@ pub fn run(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
     let cgroups_path = match &cgroup {
         Some(c) => c.relative.clone(),
         None => format!("/corral-nocgroup/{id}"),
+    };
+    let nested;
+    let host = if host.cgroup_parent.is_none() && !host.is_root {
+        crate::nocgroup::enter(&cgroups_path)?;
+        // The container's ids now map to this namespace's 0, the runner.
+        nested = Host {
+            map_uid: 0,
+            map_gid: 0,
+            ..host.clone()
+        };
+        &nested
+    } else {
+        host
     };
     let bundle = host.state_dir.join(format!("{id}.bundle"));
     std::fs::create_dir_all(&bundle)
@@ -272,7 +286,12 @@ fn create_and_wait(
         .map_err(|e| Error::Container(format!("create: {e}")))?;
     drop(status_w);
     let outcome = start_and_wait(&mut container, layout, limits, cgroup, status_r);
-    if let Err(e) = container.delete(true) {
+    if cgroup.is_none() && !host.is_root {
+        // Under nocgroup, libcontainer's delete would kill the stale pids it
+        // wrote into the stand-in cgroup.procs files; the init is dead, its
+        // PID namespace with it, so only the state directory is left.
+        let _ = std::fs::remove_dir_all(host.state_dir.join(id));
+    } else if let Err(e) = container.delete(true) {
         tracing::warn!(container = id, error = %e, "could not delete container");
     }
     outcome
