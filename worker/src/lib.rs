@@ -1,1 +1,26 @@
-//! Worker: scheduler session, input staging from a hardlink-caching local CAS, output capture.
+//! Worker: scheduler session, input staging from a hardlink-caching local
+//! CAS, output capture and upload.
+//!
+//! * [`localcas`]: the local CAS (a corral-cas `DiskStore`) filled from the
+//!   remote CAS in batches and streams, each blob fetched once;
+//!   [`exec_variants`] keeps executable copies apart.
+//! * [`tree`], [`validate`]: fetching and checking input roots.
+//! * [`stage`]: staged input roots, cached by digest and reused as the
+//!   read-only lower layer of the runner's overlay.
+//! * [`remote`]: the batch and stream calls to the remote CAS.
+
+pub mod error;
+pub mod exec_variants;
+pub mod fsutil;
+pub mod localcas;
+pub mod lru;
+pub mod remote;
+pub mod stage;
+pub mod testkit;
+pub mod tree;
+pub mod validate;
+
+pub use error::{Error, Result};
+pub use localcas::{LocalCas, LocalCasOptions};
+pub use remote::RemoteCas;
+pub use stage::{StagedInput, Stager};

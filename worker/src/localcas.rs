@@ -1,0 +1,258 @@
+//! The worker's local CAS: a corral-cas [`DiskStore`] on the same file
+//! system as the build directories, filled from the remote CAS on demand.
+//!
+//! * Blob files are read-only and hardlinked into build directories;
+//!   executable inputs come from [`ExecVariants`], never from a chmod.
+//! * A blob wanted by several actions at once is fetched once: the first
+//!   caller registers it as in flight, the others wait for its outcome.
+//! * Small blobs are fetched together with BatchReadBlobs, up to the
+//!   server's batch limit per call; large ones are streamed with
+//!   ByteStream. Up to `parallel_fetches` calls run at once.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use corral_cas::{BlobStore, Digest, DiskStore};
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::exec_variants::ExecVariants;
+use crate::remote::RemoteCas;
+
+/// Outcome of one in-flight fetch, as its waiters see it.
+type Outcome = Option<std::result::Result<(), String>>;
+
+/// The local CAS. Cheap to clone.
+#[derive(Clone)]
+pub struct LocalCas {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: DiskStore,
+    exec: ExecVariants,
+    remote: RemoteCas,
+    inflight: Mutex<HashMap<Digest, watch::Receiver<Outcome>>>,
+    parallel_fetches: usize,
+}
+
+/// Settings of the local CAS.
+#[derive(Clone, Debug)]
+pub struct LocalCasOptions {
+    /// Bound of the plain blob store.
+    pub max_bytes: u64,
+    /// Bound of the executable copies.
+    pub max_exec_bytes: u64,
+    /// Fetch calls (batches or streams) running at once.
+    pub parallel_fetches: usize,
+}
+
+impl LocalCas {
+    /// Opens the local CAS under `dir` (`dir/blobs`, `dir/exec`). Blocking.
+    pub fn open(dir: &Path, options: &LocalCasOptions, remote: RemoteCas) -> Result<Self> {
+        let store = DiskStore::open(dir.join("blobs"), options.max_bytes)?;
+        let exec = ExecVariants::open(dir.join("exec"), options.max_exec_bytes)?;
+        Ok(LocalCas {
+            inner: Arc::new(Inner {
+                store,
+                exec,
+                remote,
+                inflight: Mutex::new(HashMap::new()),
+                parallel_fetches: options.parallel_fetches.max(1),
+            }),
+        })
+    }
+
+    /// The plain blob store.
+    pub fn store(&self) -> &DiskStore {
+        &self.inner.store
+    }
+
+    /// The remote CAS behind this one.
+    pub fn remote(&self) -> &RemoteCas {
+        &self.inner.remote
+    }
+
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, watch::Receiver<Outcome>>> {
+        // Updated in single statements; a poisoned map is still consistent.
+        self.inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes sure every blob of `digests` is held locally, fetching the
+    /// missing ones from the remote CAS. A blob neither CAS holds is
+    /// [`Error::MissingBlob`].
+    pub async fn ensure(&self, digests: &[Digest]) -> Result<()> {
+        let unique: Vec<Digest> = digests
+            .iter()
+            .copied()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let missing = self.inner.store.find_missing(&unique).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut mine = Vec::new();
+        let mut waits = Vec::new();
+        {
+            let mut inflight = self.inflight();
+            for d in missing {
+                if let Some(rx) = inflight.get(&d) {
+                    waits.push((d, rx.clone()));
+                } else {
+                    let (tx, rx) = watch::channel(None);
+                    inflight.insert(d, rx);
+                    mine.push((d, tx));
+                }
+            }
+        }
+        let guard = InflightGuard {
+            cas: self,
+            digests: mine.iter().map(|(d, _)| *d).collect(),
+        };
+        let fetched = self.fetch(mine).await;
+        drop(guard);
+        fetched?;
+        for (d, mut rx) in waits {
+            match rx.wait_for(Option::is_some).await {
+                Ok(outcome) => {
+                    if let Some(Err(message)) = outcome.as_ref() {
+                        return Err(if message.starts_with("missing blob") {
+                            Error::MissingBlob(d.to_string())
+                        } else {
+                            Error::Internal(format!(
+                                "fetching {d} for another action failed: {message}"
+                            ))
+                        });
+                    }
+                }
+                // The fetching caller was cancelled: fetch it ourselves.
+                Err(_) => Box::pin(self.ensure(&[d])).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches the blobs this caller owns, publishing each outcome.
+    async fn fetch(&self, mine: Vec<(Digest, watch::Sender<Outcome>)>) -> Result<()> {
+        let limit = self.inner.remote.batch_limit();
+        let mut senders: HashMap<Digest, watch::Sender<Outcome>> = HashMap::new();
+        let mut small: Vec<Digest> = Vec::new();
+        let mut calls: Vec<Vec<Digest>> = Vec::new();
+        for (d, tx) in mine {
+            senders.insert(d, tx);
+            if d.size() > limit {
+                calls.push(vec![d]);
+            } else {
+                small.push(d);
+            }
+        }
+        // Pack small blobs into batches of at most `limit` bytes.
+        small.sort_by_key(|d| std::cmp::Reverse(d.size()));
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        for d in small {
+            if !batch.is_empty() && batch_bytes + d.size() > limit {
+                calls.push(std::mem::take(&mut batch));
+                batch_bytes = 0;
+            }
+            batch_bytes += d.size();
+            batch.push(d);
+        }
+        if !batch.is_empty() {
+            calls.push(batch);
+        }
+        let mut results = futures::stream::iter(calls.into_iter().map(|call| async move {
+            let outcome = self.fetch_call(&call).await;
+            (call, outcome)
+        }))
+        .buffer_unordered(self.inner.parallel_fetches);
+        let mut first_error = None;
+        while let Some((call, outcome)) = results.next().await {
+            let published: Outcome = Some(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            for d in &call {
+                if let Some(tx) = senders.remove(d) {
+                    tx.send_replace(published.clone());
+                }
+            }
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// One batch read, or one stream for a single large blob.
+    async fn fetch_call(&self, call: &[Digest]) -> Result<()> {
+        let remote = &self.inner.remote;
+        if let [d] = call {
+            if d.size() > remote.batch_limit() {
+                let writer = self.inner.store.write(d).await?;
+                return remote.read_into(d, writer).await;
+            }
+        }
+        let function = call[0].function();
+        let blobs = remote.batch_read(function, call).await?;
+        for (d, data) in blobs {
+            self.inner.store.put(&d, data).await?;
+        }
+        Ok(())
+    }
+
+    /// A small blob's bytes (Directory messages, say), fetched if needed.
+    pub async fn get(&self, digest: &Digest) -> Result<Bytes> {
+        match self.inner.store.get(digest).await {
+            Ok(b) => Ok(b),
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                self.ensure(&[*digest]).await?;
+                Ok(self.inner.store.get(digest).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The file to hardlink for `digest` (the executable copy if
+    /// `executable`), marking it recently used. The blob must have been
+    /// [`ensure`](Self::ensure)d; it may still be evicted before the link
+    /// is made, which the caller sees as a missing source and answers by
+    /// ensuring again.
+    pub async fn link_source(&self, digest: &Digest, executable: bool) -> Result<PathBuf> {
+        let plain = match self.inner.store.file_for_link(digest).await {
+            Ok(p) => p,
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                return Err(Error::MissingBlob(digest.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !executable {
+            return Ok(plain);
+        }
+        let cas = self.clone();
+        let d = *digest;
+        tokio::task::spawn_blocking(move || cas.inner.exec.get_or_make(&d, &plain))
+            .await
+            .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+    }
+}
+
+/// Removes a caller's in-flight entries when it finishes or is cancelled,
+/// so that waiters never hang on a fetch nobody performs.
+struct InflightGuard<'a> {
+    cas: &'a LocalCas,
+    digests: Vec<Digest>,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self.cas.inflight();
+        for d in &self.digests {
+            inflight.remove(d);
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The remote CAS as the worker sees it: batch reads of many small blobs,
+//! streamed reads and writes of large ones, FindMissingBlobs and batch
+//! uploads. corral-cas's [`GrpcStore`] does one blob per call; the worker
+//! needs whole batches, so this wraps the REAPI clients directly and uses
+//! the `GrpcStore` on the same channel for ByteStream.
+
+use bytes::Bytes;
+use corral_cas::{BlobStore, BlobWriter, Digest, DigestFunction, GrpcStore};
+use corral_proto::reapi;
+use corral_proto::reapi::capabilities_client::CapabilitiesClient;
+use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
+use futures::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+
+/// Largest gRPC message the worker sends or accepts.
+const MAX_MESSAGE: usize = 64 << 20;
+/// Room left in a batch for digests and framing.
+const BATCH_OVERHEAD: u64 = 64 << 10;
+
+/// A connection to the remote CAS. Cheap to clone.
+#[derive(Clone)]
+pub struct RemoteCas {
+    channel: Channel,
+    instance_name: String,
+    batch_limit: u64,
+    store: GrpcStore,
+}
+
+impl RemoteCas {
+    /// Connects to `url` and reads the batch limit from Capabilities.
+    pub async fn connect(url: &str, instance_name: &str) -> Result<Self> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| Error::Config(format!("CAS URL {url:?}: {e}")))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            Error::rpc(
+                format!("connecting to the CAS at {url}"),
+                tonic::Status::unavailable(e.to_string()),
+            )
+        })?;
+        Self::with_channel(channel, instance_name).await
+    }
+
+    /// Uses an existing channel.
+    pub async fn with_channel(channel: Channel, instance_name: &str) -> Result<Self> {
+        let caps = CapabilitiesClient::new(channel.clone())
+            .get_capabilities(reapi::GetCapabilitiesRequest {
+                instance_name: instance_name.to_string(),
+            })
+            .await
+            .map_err(|s| Error::rpc("GetCapabilities", s))?
+            .into_inner();
+        let advertised = caps
+            .cache_capabilities
+            .map(|c| c.max_batch_total_size_bytes)
+            .unwrap_or(0);
+        let advertised = if advertised <= 0 {
+            4 << 20
+        } else {
+            advertised as u64
+        };
+        let store = GrpcStore::with_channel(channel.clone(), instance_name).await?;
+        Ok(RemoteCas {
+            channel,
+            instance_name: instance_name.to_string(),
+            batch_limit: advertised.saturating_sub(BATCH_OVERHEAD).max(1),
+            store,
+        })
+    }
+
+    /// Total bytes of blob data that fit in one batch call.
+    pub fn batch_limit(&self) -> u64 {
+        self.batch_limit
+    }
+
+    pub fn instance_name(&self) -> &str {
+        &self.instance_name
+    }
+
+    /// The ByteStream-capable store on the same channel.
+    pub fn store(&self) -> &GrpcStore {
+        &self.store
+    }
+
+    fn cas(&self) -> ContentAddressableStorageClient<Channel> {
+        ContentAddressableStorageClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    /// Reads several small blobs in one BatchReadBlobs call. A blob the
+    /// server lacks is [`Error::MissingBlob`]. Data is not verified here:
+    /// the local store verifies it when it is put.
+    pub async fn batch_read(
+        &self,
+        function: DigestFunction,
+        digests: &[Digest],
+    ) -> Result<Vec<(Digest, Bytes)>> {
+        let response = self
+            .cas()
+            .batch_read_blobs(reapi::BatchReadBlobsRequest {
+                instance_name: self.instance_name.clone(),
+                digests: digests.iter().map(Digest::to_proto).collect(),
+                acceptable_compressors: Vec::new(),
+                digest_function: function.to_proto(),
+            })
+            .await
+            .map_err(|s| Error::rpc("BatchReadBlobs", s))?
+            .into_inner();
+        let mut out = Vec::with_capacity(digests.len());
+        for entry in response.responses {
+            let digest =
+                corral_cas::Digest::from_proto_field(function, entry.digest.as_ref(), "digest")?;
+            let code = entry.status.as_ref().map_or(0, |s| s.code);
+            match tonic::Code::from_i32(code) {
+                tonic::Code::Ok => out.push((digest, Bytes::from(entry.data))),
+                tonic::Code::NotFound => return Err(Error::MissingBlob(digest.to_string())),
+                other => {
+                    let message = entry.status.map(|s| s.message).unwrap_or_default();
+                    return Err(Error::rpc(
+                        format!("BatchReadBlobs of {digest}"),
+                        tonic::Status::new(other, message),
+                    ));
+                }
+            }
+        }
+        if out.len() != digests.len() {
+            return Err(Error::Internal(format!(
+                "BatchReadBlobs answered {} of {} blobs",
+                out.len(),
+                digests.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Streams one blob from the remote CAS into `writer` and commits it.
+    pub async fn read_into(&self, digest: &Digest, mut writer: Box<dyn BlobWriter>) -> Result<()> {
+        let mut stream = match self.store.read(digest, 0, None).await {
+            Ok(s) => s,
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                return Err(Error::MissingBlob(digest.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(chunk) = stream.next().await {
+            writer.write(chunk?).await?;
+        }
+        writer.commit().await?;
+        Ok(())
+    }
+
+    /// The digests among `digests` that the remote CAS lacks.
+    pub async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        Ok(self.store.find_missing(digests).await?)
+    }
+
+    /// Uploads several small blobs in one BatchUpdateBlobs call.
+    pub async fn batch_update(
+        &self,
+        function: DigestFunction,
+        blobs: Vec<(Digest, Bytes)>,
+    ) -> Result<()> {
+        let requests = blobs
+            .into_iter()
+            .map(|(d, data)| reapi::batch_update_blobs_request::Request {
+                digest: Some(d.to_proto()),
+                data: data.to_vec(),
+                compressor: reapi::compressor::Value::Identity as i32,
+            })
+            .collect();
+        let response = self
+            .cas()
+            .batch_update_blobs(reapi::BatchUpdateBlobsRequest {
+                instance_name: self.instance_name.clone(),
+                requests,
+                digest_function: function.to_proto(),
+            })
+            .await
+            .map_err(|s| Error::rpc("BatchUpdateBlobs", s))?
+            .into_inner();
+        for entry in response.responses {
+            if let Some(status) = entry.status {
+                if status.code != 0 {
+                    let which = entry
+                        .digest
+                        .map(|d| format!("{}/{}", d.hash, d.size_bytes))
+                        .unwrap_or_default();
+                    return Err(Error::rpc(
+                        format!("BatchUpdateBlobs of {which}"),
+                        tonic::Status::new(tonic::Code::from_i32(status.code), status.message),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

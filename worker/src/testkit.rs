@@ -1,0 +1,166 @@
+//! Helpers shared by the worker's tests and `corral bench staging`: a real
+//! CAS (corral-cas's services over a [`MemoryStore`]) on a loopback port,
+//! and a builder for input trees uploaded to it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use corral_cas::service::Services;
+use corral_cas::{BlobStore, Config, Digest, DigestFunction, MemoryActionCache, MemoryStore};
+use corral_proto::reapi;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// A CAS served on `127.0.0.1` for as long as this value lives.
+pub struct LoopbackCas {
+    pub store: Arc<MemoryStore>,
+    pub url: String,
+    task: JoinHandle<()>,
+}
+
+impl Drop for LoopbackCas {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LoopbackCas {
+    /// Starts the CAS services; `max_batch` sets the advertised batch limit.
+    pub async fn start(max_batch: Option<u64>) -> Result<Self> {
+        let store = Arc::new(MemoryStore::new());
+        let dyn_store: Arc<dyn BlobStore> = store.clone();
+        let ac = Arc::new(MemoryActionCache::new(dyn_store.clone()));
+        let config = Config {
+            max_batch_total_size_bytes: max_batch,
+            ..Config::default()
+        };
+        let services = Services::new(config, dyn_store, ac);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::io("binding a loopback port", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("local address", e))?;
+        let routes = services.routes();
+        let task = tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!(error = %e, "loopback CAS stopped");
+            }
+        });
+        Ok(LoopbackCas {
+            store,
+            url: format!("http://{addr}"),
+            task,
+        })
+    }
+
+    /// Stores `data`, returning its SHA-256 digest.
+    pub async fn put(&self, data: impl Into<Bytes>) -> Result<Digest> {
+        let data = data.into();
+        let d = Digest::of_bytes(DigestFunction::Sha256, &data);
+        self.store.put(&d, data).await?;
+        Ok(d)
+    }
+
+    /// Stores a message, returning its digest.
+    pub async fn put_message<M: prost::Message>(&self, m: &M) -> Result<Digest> {
+        self.put(m.encode_to_vec()).await
+    }
+}
+
+/// Builds a Directory message node by node.
+#[derive(Default, Clone, Debug)]
+pub struct DirBuilder {
+    pub dir: reapi::Directory,
+}
+
+impl DirBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn file(mut self, name: &str, digest: &Digest, executable: bool) -> Self {
+        self.dir.files.push(reapi::FileNode {
+            name: name.into(),
+            digest: Some(digest.to_proto()),
+            is_executable: executable,
+            node_properties: None,
+        });
+        self
+    }
+
+    pub fn file_with(mut self, name: &str, digest: &Digest, props: reapi::NodeProperties) -> Self {
+        self.dir.files.push(reapi::FileNode {
+            name: name.into(),
+            digest: Some(digest.to_proto()),
+            is_executable: false,
+            node_properties: Some(props),
+        });
+        self
+    }
+
+    pub fn dir(mut self, name: &str, digest: &Digest) -> Self {
+        self.dir.directories.push(reapi::DirectoryNode {
+            name: name.into(),
+            digest: Some(digest.to_proto()),
+        });
+        self
+    }
+
+    pub fn symlink(mut self, name: &str, target: &str) -> Self {
+        self.dir.symlinks.push(reapi::SymlinkNode {
+            name: name.into(),
+            target: target.into(),
+            node_properties: None,
+        });
+        self
+    }
+
+    pub fn properties(mut self, props: reapi::NodeProperties) -> Self {
+        self.dir.node_properties = Some(props);
+        self
+    }
+
+    /// Sorts the entries by name, as REAPI asks of clients.
+    pub fn build(mut self) -> reapi::Directory {
+        self.dir.files.sort_by(|a, b| a.name.cmp(&b.name));
+        self.dir.directories.sort_by(|a, b| a.name.cmp(&b.name));
+        self.dir.symlinks.sort_by(|a, b| a.name.cmp(&b.name));
+        self.dir
+    }
+
+    /// Builds and uploads the message, returning its digest.
+    pub async fn upload(self, cas: &LoopbackCas) -> Result<Digest> {
+        cas.put_message(&self.build()).await
+    }
+}
+
+/// Uploads a tree of `dirs` × `files_per_dir` distinct small files (each
+/// `file_size` bytes, every seventh one executable) and returns its root.
+pub async fn upload_wide_tree(
+    cas: &LoopbackCas,
+    dirs: usize,
+    files_per_dir: usize,
+    file_size: usize,
+    seed: u64,
+) -> Result<Digest> {
+    let mut root = DirBuilder::new();
+    for d in 0..dirs {
+        let mut sub = DirBuilder::new();
+        for f in 0..files_per_dir {
+            let mut data = format!("seed {seed} dir {d} file {f}\n").into_bytes();
+            data.resize(file_size.max(data.len()), b'x');
+            let digest = cas.put(data).await?;
+            sub = sub.file(&format!("f{f:05}.c"), &digest, f % 7 == 0);
+        }
+        let sub_digest = sub.upload(cas).await?;
+        root = root.dir(&format!("d{d:04}"), &sub_digest);
+    }
+    root.upload(cas).await
+}
