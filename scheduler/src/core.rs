@@ -9,17 +9,18 @@
 //! a slot pulls from the queue in priority and fair-share order.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
+use corral_proto::prost::Message;
+use corral_proto::reapi;
 use corral_proto::reapi::execution_stage::Value as Stage;
 use corral_proto::tonic::Code;
 use corral_proto::worker::v1 as wire;
-use corral_proto::{longrunning, reapi};
-use tokio::sync::watch;
 
 use crate::config::SchedulerConfig;
 use crate::error::{Error, Result};
-use crate::operations::OpTable;
+use crate::operations::{OpTable, OpWatch};
 use crate::platform::{Offer, Requirements};
 use crate::queue::{ClassId, FairQueue, JobId};
 use crate::status::rpc_status;
@@ -69,22 +70,33 @@ enum JobState {
     },
 }
 
+/// One action to run, kept compact: a queue of a hundred thousand holds
+/// this per action, so the Action and Command stay in their wire encoding
+/// (decoded again for each assignment) and absent metadata costs a pointer.
 #[derive(Debug)]
 struct Job {
-    sub: Submission,
+    instance_name: String,
+    action_digest: reapi::Digest,
+    digest_function: i32,
+    priority: i32,
+    action: Vec<u8>,
+    command: Vec<u8>,
+    metadata: Option<Box<reapi::RequestMetadata>>,
     class: ClassId,
     timeout: Duration,
     seq: u64,
     state: JobState,
     attempts: u32,
     enqueued_at: Duration,
-    waiters: Vec<String>,
+    waiters: Vec<Arc<str>>,
     key: Option<ActionKey>,
 }
 
 impl Job {
     fn invocation(&self) -> &str {
-        &self.sub.metadata.tool_invocation_id
+        self.metadata
+            .as_deref()
+            .map_or("", |m| m.tool_invocation_id.as_str())
     }
 }
 
@@ -168,11 +180,7 @@ impl Core {
 
     /// Queues an action (or joins an identical one in flight) and returns
     /// the new operation's name and a watch on it.
-    pub fn submit(
-        &mut self,
-        sub: Submission,
-        now: Duration,
-    ) -> Result<(String, watch::Receiver<longrunning::Operation>)> {
+    pub fn submit(&mut self, sub: Submission, now: Duration) -> Result<(Arc<str>, OpWatch)> {
         // `Command.platform` is deprecated in REAPI 2.2 but is all that older
         // clients (Bazel 4) send, so it is the fallback.
         #[allow(deprecated)]
@@ -221,9 +229,17 @@ impl Core {
         if let Some(k) = &key {
             self.inflight.insert(k.clone(), jid);
         }
+        let metadata =
+            (sub.metadata != reapi::RequestMetadata::default()).then(|| Box::new(sub.metadata));
         let job = Job {
             timeout: self.config.effective_timeout(requested),
-            sub,
+            instance_name: sub.instance_name,
+            action_digest: sub.action_digest,
+            digest_function: sub.digest_function,
+            priority: sub.priority,
+            action: sub.action.encode_to_vec(),
+            command: sub.command.encode_to_vec(),
+            metadata,
             class,
             seq: jid,
             state: JobState::Queued,
@@ -248,17 +264,17 @@ impl Core {
         digest_function: i32,
         response: reapi::ExecuteResponse,
         now: Duration,
-    ) -> (String, watch::Receiver<longrunning::Operation>) {
-        let (name, rx) = self.ops.create(None, action_digest, digest_function, now);
-        self.ops.complete(&name, response, now);
-        (name, rx)
+    ) -> (Arc<str>, OpWatch) {
+        let (name, watch) = self.ops.create(None, action_digest, digest_function, now);
+        self.ops.complete(&name, Arc::new(response), now);
+        (name, watch)
     }
 
-    pub fn subscribe(&self, name: &str) -> Option<watch::Receiver<longrunning::Operation>> {
+    pub fn subscribe(&self, name: &str) -> Option<OpWatch> {
         self.ops.subscribe(name)
     }
 
-    pub fn operation(&self, name: &str) -> Option<longrunning::Operation> {
+    pub fn operation(&self, name: &str) -> Option<corral_proto::longrunning::Operation> {
         self.ops.snapshot(name)
     }
 
@@ -266,7 +282,7 @@ impl Core {
         &self,
         after: &str,
         limit: usize,
-    ) -> (Vec<longrunning::Operation>, Option<String>) {
+    ) -> (Vec<corral_proto::longrunning::Operation>, Option<String>) {
         self.ops.list(after, limit)
     }
 
@@ -282,7 +298,10 @@ impl Core {
         };
         self.ops.complete(
             name,
-            failure(Code::Cancelled, "the operation was cancelled by a client"),
+            Arc::new(failure(
+                Code::Cancelled,
+                "the operation was cancelled by a client",
+            )),
             now,
         );
         self.detach(jid, name, "cancelled by a client", now);
@@ -297,7 +316,7 @@ impl Core {
             .remove(name)
             .ok_or_else(|| Error::NotFound(format!("no operation named {name:?}")))?;
         if let Some(job) = record.job.and_then(|j| self.jobs.get_mut(&j)) {
-            job.waiters.retain(|w| w != name);
+            job.waiters.retain(|w| &**w != name);
         }
         Ok(())
     }
@@ -306,7 +325,7 @@ impl Core {
         let Some(job) = self.jobs.get_mut(&jid) else {
             return;
         };
-        job.waiters.retain(|w| w != name);
+        job.waiters.retain(|w| &**w != name);
         if job.waiters.is_empty() {
             self.abandon(jid, reason, now);
         }
@@ -357,6 +376,7 @@ impl Core {
         let Some(job) = self.jobs.get(&jid) else {
             return;
         };
+        let response = Arc::new(response);
         for name in &job.waiters {
             self.ops.complete(name, response.clone(), now);
         }

@@ -1,14 +1,17 @@
 //! The table of named operations: their stage, their watchers, and the
 //! bounded retention of completed ones.
 //!
-//! Each operation owns a `watch` channel holding its current
-//! `google.longrunning.Operation`; Execute and WaitExecution streams
-//! subscribe to it. A keepalive is a re-send of the same value, which wakes
-//! every open stream. `Operation.error` is never set: a failure of any kind
-//! travels in `ExecuteResponse.status` (BuildStream treats `error` as a
-//! protocol violation).
+//! Each operation owns a `watch` channel holding only its stage and, once
+//! done, a shared `ExecuteResponse` (shared by every caller of a
+//! deduplicated action). The `google.longrunning.Operation` is built when
+//! it is sent, not stored, which keeps a queued operation small. A
+//! keepalive is a re-send of the same value, which wakes every open stream.
+//! `Operation.error` is never set: a failure of any kind travels in
+//! `ExecuteResponse.status` (BuildStream treats `error` as a protocol
+//! violation).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_proto::prost::Message;
@@ -22,6 +25,40 @@ const METADATA_URL: &str =
     "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata";
 const RESPONSE_URL: &str = "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse";
 
+/// What an operation's watchers are told.
+#[derive(Clone, Debug)]
+pub struct OpState {
+    pub stage: Stage,
+    pub response: Option<Arc<reapi::ExecuteResponse>>,
+}
+
+/// A subscription to one operation, able to render it.
+#[derive(Debug)]
+pub struct OpWatch {
+    pub name: Arc<str>,
+    pub action_digest: reapi::Digest,
+    pub digest_function: i32,
+    pub rx: watch::Receiver<OpState>,
+}
+
+impl OpWatch {
+    /// The operation as it stands, marking the state seen.
+    pub fn current(&mut self) -> longrunning::Operation {
+        let state = self.rx.borrow_and_update().clone();
+        self.render(&state)
+    }
+
+    pub fn render(&self, state: &OpState) -> longrunning::Operation {
+        build(
+            &self.name,
+            state.stage,
+            &self.action_digest,
+            self.digest_function,
+            state.response.as_deref(),
+        )
+    }
+}
+
 /// One named operation.
 #[derive(Debug)]
 pub struct OpRecord {
@@ -29,16 +66,33 @@ pub struct OpRecord {
     pub job: Option<JobId>,
     pub action_digest: reapi::Digest,
     pub digest_function: i32,
-    pub stage: Stage,
-    tx: watch::Sender<longrunning::Operation>,
+    name: Arc<str>,
+    tx: watch::Sender<OpState>,
     last_sent: Duration,
+}
+
+impl OpRecord {
+    fn render(&self) -> longrunning::Operation {
+        let state = self.tx.borrow();
+        build(
+            &self.name,
+            state.stage,
+            &self.action_digest,
+            self.digest_function,
+            state.response.as_deref(),
+        )
+    }
+
+    fn done(&self) -> bool {
+        self.tx.borrow().response.is_some()
+    }
 }
 
 /// All operations the scheduler can still name.
 #[derive(Debug)]
 pub struct OpTable {
-    ops: BTreeMap<String, OpRecord>,
-    completed: VecDeque<(Duration, String)>,
+    ops: BTreeMap<Arc<str>, OpRecord>,
+    completed: VecDeque<(Duration, Arc<str>)>,
     prefix: String,
     next: u64,
 }
@@ -69,23 +123,31 @@ impl OpTable {
         action_digest: reapi::Digest,
         digest_function: i32,
         now: Duration,
-    ) -> (String, watch::Receiver<longrunning::Operation>) {
+    ) -> (Arc<str>, OpWatch) {
         self.next += 1;
-        let name = format!("operations/{}-{:012}", self.prefix, self.next);
-        let op = build(&name, Stage::Queued, &action_digest, digest_function, None);
-        let (tx, rx) = watch::channel(op);
+        let name: Arc<str> = format!("operations/{}-{:012}", self.prefix, self.next).into();
+        let (tx, rx) = watch::channel(OpState {
+            stage: Stage::Queued,
+            response: None,
+        });
+        let watch = OpWatch {
+            name: name.clone(),
+            action_digest: action_digest.clone(),
+            digest_function,
+            rx,
+        };
         self.ops.insert(
             name.clone(),
             OpRecord {
                 job,
                 action_digest,
                 digest_function,
-                stage: Stage::Queued,
+                name: name.clone(),
                 tx,
                 last_sent: now,
             },
         );
-        (name, rx)
+        (name, watch)
     }
 
     pub fn get(&self, name: &str) -> Option<&OpRecord> {
@@ -94,48 +156,49 @@ impl OpTable {
 
     /// The operation as clients see it now.
     pub fn snapshot(&self, name: &str) -> Option<longrunning::Operation> {
-        self.ops.get(name).map(|r| r.tx.borrow().clone())
+        self.ops.get(name).map(OpRecord::render)
     }
 
-    pub fn subscribe(&self, name: &str) -> Option<watch::Receiver<longrunning::Operation>> {
-        self.ops.get(name).map(|r| r.tx.subscribe())
+    pub fn subscribe(&self, name: &str) -> Option<OpWatch> {
+        self.ops.get(name).map(|r| OpWatch {
+            name: r.name.clone(),
+            action_digest: r.action_digest.clone(),
+            digest_function: r.digest_function,
+            rx: r.tx.subscribe(),
+        })
     }
 
-    /// Moves a running operation to `stage` (no-op once done).
+    /// Moves an unfinished operation to `stage`.
     pub fn set_stage(&mut self, name: &str, stage: Stage, now: Duration) {
         let Some(r) = self.ops.get_mut(name) else {
             return;
         };
-        if r.job.is_none() || r.stage == stage {
+        if r.job.is_none() || r.tx.borrow().stage == stage {
             return;
         }
-        r.stage = stage;
-        let op = build(name, stage, &r.action_digest, r.digest_function, None);
-        r.tx.send_replace(op);
+        r.tx.send_replace(OpState {
+            stage,
+            response: None,
+        });
         r.last_sent = now;
     }
 
     /// Completes an operation with `response`; it is then kept for the
     /// retention period.
-    pub fn complete(&mut self, name: &str, response: reapi::ExecuteResponse, now: Duration) {
+    pub fn complete(&mut self, name: &str, response: Arc<reapi::ExecuteResponse>, now: Duration) {
         let Some(r) = self.ops.get_mut(name) else {
             return;
         };
-        if r.job.is_none() && r.stage == Stage::Completed {
+        if r.done() {
             return;
         }
         r.job = None;
-        r.stage = Stage::Completed;
-        let op = build(
-            name,
-            Stage::Completed,
-            &r.action_digest,
-            r.digest_function,
-            Some(&response),
-        );
-        r.tx.send_replace(op);
+        r.tx.send_replace(OpState {
+            stage: Stage::Completed,
+            response: Some(response),
+        });
         r.last_sent = now;
-        self.completed.push_back((now, name.to_string()));
+        self.completed.push_back((now, r.name.clone()));
     }
 
     /// Forgets an operation (Operations.DeleteOperation).
@@ -161,11 +224,7 @@ impl OpTable {
     /// ones beyond `max`.
     pub fn evict(&mut self, now: Duration, retention: Duration, max: usize) {
         while let Some((at, name)) = self.completed.front() {
-            let done = self
-                .ops
-                .get(name)
-                .is_some_and(|r| r.job.is_none() && r.stage == Stage::Completed);
-            if !done {
+            if !self.ops.get(name).is_some_and(OpRecord::done) {
                 // Deleted already.
                 self.completed.pop_front();
                 continue;
@@ -182,15 +241,15 @@ impl OpTable {
     /// A page of operations in name order, starting after `after`.
     pub fn list(&self, after: &str, limit: usize) -> (Vec<longrunning::Operation>, Option<String>) {
         use std::ops::Bound;
-        let start = if after.is_empty() {
+        let start: Bound<&str> = if after.is_empty() {
             Bound::Unbounded
         } else {
-            Bound::Excluded(after.to_string())
+            Bound::Excluded(after)
         };
         let mut out = Vec::new();
-        let mut iter = self.ops.range((start, Bound::Unbounded));
+        let mut iter = self.ops.range::<str, _>((start, Bound::Unbounded));
         for (_, r) in iter.by_ref().take(limit) {
-            out.push(r.tx.borrow().clone());
+            out.push(r.render());
         }
         let next = if iter.next().is_some() {
             out.last().map(|o| o.name.clone())
@@ -265,11 +324,7 @@ mod tests {
         let mut names = Vec::new();
         for i in 0..5 {
             let (n, _) = t.create(Some(i), digest(), 1, Duration::ZERO);
-            t.complete(
-                &n,
-                reapi::ExecuteResponse::default(),
-                Duration::from_secs(i),
-            );
+            t.complete(&n, Arc::default(), Duration::from_secs(i));
             names.push(n);
         }
         t.evict(Duration::from_secs(4), Duration::from_secs(100), 3);
@@ -283,10 +338,10 @@ mod tests {
     #[test]
     fn completed_operation_has_response_never_error() {
         let mut t = OpTable::new("t".into());
-        let (n, rx) = t.create(Some(1), digest(), 1, Duration::ZERO);
-        assert_eq!(stage_of(&rx.borrow()), Some(Stage::Queued));
+        let (n, mut w) = t.create(Some(1), digest(), 1, Duration::ZERO);
+        assert_eq!(stage_of(&w.current()), Some(Stage::Queued));
         t.set_stage(&n, Stage::Executing, Duration::ZERO);
-        assert_eq!(stage_of(&rx.borrow()), Some(Stage::Executing));
+        assert_eq!(stage_of(&w.current()), Some(Stage::Executing));
         let resp = reapi::ExecuteResponse {
             status: Some(crate::status::rpc_status(
                 corral_proto::tonic::Code::DeadlineExceeded,
@@ -294,8 +349,9 @@ mod tests {
             )),
             ..Default::default()
         };
-        t.complete(&n, resp.clone(), Duration::ZERO);
-        let op = rx.borrow().clone();
+        t.complete(&n, Arc::new(resp.clone()), Duration::ZERO);
+        let op = w.current();
+        assert_eq!(op.name, &*n);
         assert!(op.done);
         assert_eq!(response_of(&op), Some(resp));
         assert!(!matches!(

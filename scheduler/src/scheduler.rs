@@ -6,16 +6,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use corral_cas::{ActionCache, BlobStore, Digest, DigestFunction};
+use corral_proto::longrunning::operations_server::OperationsServer;
+use corral_proto::reapi;
 use corral_proto::reapi::execution_server::ExecutionServer;
 use corral_proto::worker::v1::worker_service_server::WorkerServiceServer;
-use corral_proto::{longrunning, reapi};
-use longrunning::operations_server::OperationsServer;
-use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::SchedulerConfig;
 use crate::core::{Core, Stats, Submission};
 use crate::error::{Error, Result};
+use crate::operations::OpWatch;
 use crate::service::{ExecutionService, OperationsService, WorkerService};
 use crate::status::blob_subject;
 
@@ -154,7 +154,7 @@ impl Scheduler {
         &self,
         req: reapi::ExecuteRequest,
         metadata: reapi::RequestMetadata,
-    ) -> Result<watch::Receiver<longrunning::Operation>> {
+    ) -> Result<OpWatch> {
         let function = DigestFunction::from_proto(req.digest_function)?;
         let action_digest =
             Digest::from_proto_field(function, req.action_digest.as_ref(), "action_digest")?;

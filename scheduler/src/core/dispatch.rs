@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use corral_proto::prost::Message;
+use corral_proto::reapi;
 use corral_proto::reapi::execution_stage::Value as Stage;
 use corral_proto::worker::v1 as wire;
 
@@ -48,9 +50,9 @@ impl Core {
         };
         job.state = JobState::Queued;
         self.queue.push(
-            job.sub.priority,
-            &job.sub.instance_name,
-            &job.sub.metadata.tool_invocation_id,
+            job.priority,
+            &job.instance_name,
+            job.invocation(),
             job.class,
             job.seq,
             jid,
@@ -118,20 +120,21 @@ impl Core {
         };
         worker.running.insert(assignment_id.clone(), jid);
         worker.consume(&class.reqs);
-        worker.ran_invocation(&job.sub.metadata.tool_invocation_id);
-        self.queue
-            .started(&job.sub.instance_name, &job.sub.metadata.tool_invocation_id);
+        worker.ran_invocation(job.invocation());
+        self.queue.started(&job.instance_name, job.invocation());
         let queued = now.saturating_sub(job.enqueued_at);
         let assignment = wire::Assignment {
             assignment_id: assignment_id.clone(),
-            instance_name: job.sub.instance_name.clone(),
-            action_digest: Some(job.sub.action_digest.clone()),
-            digest_function: job.sub.digest_function,
-            action: Some(job.sub.action.clone()),
-            command: Some(job.sub.command.clone()),
+            instance_name: job.instance_name.clone(),
+            action_digest: Some(job.action_digest.clone()),
+            digest_function: job.digest_function,
+            // Encoded by `submit` from decoded messages, so decoding cannot
+            // fail; `ok()` only avoids a panic path.
+            action: reapi::Action::decode(job.action.as_slice()).ok(),
+            command: reapi::Command::decode(job.command.as_slice()).ok(),
             timeout_millis: u64::try_from(job.timeout.as_millis()).unwrap_or(u64::MAX),
-            request_metadata: Some(job.sub.metadata.clone()),
-            priority: job.sub.priority,
+            request_metadata: Some(job.metadata.as_deref().cloned().unwrap_or_default()),
+            priority: job.priority,
             attempt: job.attempts,
             queued_millis: u64::try_from(queued.as_millis()).unwrap_or(u64::MAX),
         };

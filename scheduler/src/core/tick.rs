@@ -1,6 +1,7 @@
 //! Everything that happens because time passed: lost workers, keepalives
 //! both ways, action timeouts, unsatisfiable requests, retention.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_proto::tonic::Code;
@@ -73,9 +74,9 @@ impl Core {
                 .get(&jid)
                 .map(|j| j.waiters.clone())
                 .unwrap_or_default();
+            let response = Arc::new(failure(Code::DeadlineExceeded, msg));
             for name in &waiters {
-                self.ops
-                    .complete(name, failure(Code::DeadlineExceeded, msg.clone()), now);
+                self.ops.complete(name, response.clone(), now);
             }
             if let Some(job) = self.jobs.get_mut(&jid) {
                 job.waiters.clear();

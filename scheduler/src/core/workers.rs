@@ -136,8 +136,7 @@ impl Core {
         if let Some(class) = self.classes.get(&job.class) {
             worker.release(&class.reqs);
         }
-        self.queue
-            .finished(&job.sub.instance_name, &job.sub.metadata.tool_invocation_id);
+        self.queue.finished(&job.instance_name, job.invocation());
         match &job.state {
             JobState::Running { .. } => {
                 response.cached_result = false;
@@ -202,8 +201,7 @@ impl Core {
             let Some(job) = self.jobs.get(&jid) else {
                 continue;
             };
-            self.queue
-                .finished(&job.sub.instance_name, &job.sub.metadata.tool_invocation_id);
+            self.queue.finished(&job.instance_name, job.invocation());
             match job.state {
                 JobState::Abandoned { .. } => self.drop_job(jid),
                 JobState::Queued => {}

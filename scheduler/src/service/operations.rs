@@ -108,13 +108,14 @@ impl Operations for OperationsService {
             }
             Some(t) => Duration::new(t.seconds as u64, t.nanos as u32),
         };
-        let mut rx = self
+        let mut watch = self
             .scheduler
             .lock()
             .subscribe(&req.name)
             .ok_or_else(|| Self::unknown(&req.name))?;
-        let _ = tokio::time::timeout(wait, rx.wait_for(|op| op.done)).await;
-        let op = rx.borrow().clone();
-        Ok(Response::new(op))
+        // Timing out (or the operation being deleted) just returns the
+        // operation as it stands, as WaitOperation specifies.
+        let _ = tokio::time::timeout(wait, watch.rx.wait_for(|s| s.response.is_some())).await;
+        Ok(Response::new(watch.current()))
     }
 }
