@@ -43,6 +43,8 @@ pub struct ExecOptions {
     pub keep: bool,
     /// Print the outcome as JSON on stderr.
     pub stats: bool,
+    /// Subdirectories of the input root mounted read-only.
+    pub read_only: Vec<String>,
     pub command: Vec<String>,
 }
 
@@ -119,8 +121,11 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
         limits: o.limits.clone(),
         uid: o.uid,
         gid: o.gid,
-        read_only_subtrees: Vec::new(),
+        read_only_subtrees: o.read_only.clone(),
     };
+    // Mistakes are reported here, before the fork, with their own message.
+    let layout = crate::spec::Layout::new(&host, &req)?;
+    crate::sandbox::check(&host, &req, &layout)?;
     let outcome = crate::isolate::run_forked(&host, &req)?;
     if o.stats {
         let json = serde_json::to_string(&outcome).unwrap_or_default();

@@ -25,3 +25,37 @@ fn echo_in_busybox_root() {
     assert_eq!(outcome.exit_code, Some(3));
     assert!(stdout.starts_with("hello\n"));
 }
+
+#[test]
+fn read_only_subtree_refuses_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    busybox_root(&root);
+    std::fs::create_dir(root.join("ro")).unwrap();
+    std::fs::write(root.join("ro/file"), "ro\n").unwrap();
+    let host = Host::probe(&RunnerConfig::default()).unwrap();
+    nix::unistd::chown(
+        &root.join("ro"),
+        Some(host.map_uid.into()),
+        Some(host.map_gid.into()),
+    )
+    .unwrap();
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let out: PathBuf = tmp.path().join("out");
+    let mut req = request(&root, &scratch, &out, "grep ' /ro ' /proc/self/mountinfo; touch /ro/new && echo CREATED; echo x > /ro/file && echo WROTE; true");
+    req.read_only_subtrees = vec!["ro".into()];
+    let outcome = corral_runner::isolate::run_forked(&host, &req).unwrap();
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    let stderr = std::fs::read_to_string(out.with_extension("err")).unwrap();
+    assert_eq!(outcome.exit_code, Some(0), "{stderr}");
+    assert!(
+        !stdout.contains("CREATED") && !stdout.contains("WROTE"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("Read-only file system"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!root.join("ro/new").exists());
+}
