@@ -154,6 +154,8 @@ impl Runner for RunnerService {
         Ok(Response::new(pb::ReadyResponse {
             ready: true,
             enforced_limits: self.host.enforced_limits(),
+            sandbox_uid: self.host.map_uid,
+            sandbox_gid: self.host.map_gid,
         }))
     }
 }

@@ -64,6 +64,7 @@ fn serves_concurrent_runs_over_a_unix_socket() {
             .unwrap()
             .into_inner();
         assert!(ready.ready);
+        assert_eq!((ready.sandbox_uid, ready.sandbox_gid), (65534, 65534));
         assert!(ready
             .enforced_limits
             .iter()
