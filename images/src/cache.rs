@@ -226,7 +226,8 @@ impl ImageCache {
                 None => return Ok(None),
             }
         }
-        let record = if tag_name.is_some() || !record.repositories.contains(&pinned.name()) {
+        let renamed = tag_name.is_some_and(|n| !record.names.iter().any(|have| have == n));
+        let record = if renamed || !record.repositories.contains(&pinned.name()) {
             self.inner
                 .records
                 .put(record, tag_name, Some(&pinned.name()))?

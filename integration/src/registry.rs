@@ -22,6 +22,8 @@ pub enum ManifestFormat {
     Oci,
     /// Docker v2 schema 2 manifest.
     V2s2,
+    /// OCI image manifest with the layers recompressed with zstd.
+    OciZstd,
 }
 
 /// A running `docker-registry`.
@@ -180,13 +182,13 @@ impl Registry {
         if let Some(creds) = &self.push_creds {
             cmd.arg("--dest-creds").arg(creds);
         }
-        cmd.args([
-            "--format",
-            match format {
-                ManifestFormat::Oci => "oci",
-                ManifestFormat::V2s2 => "v2s2",
-            },
-        ]);
+        match format {
+            ManifestFormat::Oci => cmd.args(["--format", "oci"]),
+            ManifestFormat::V2s2 => cmd.args(["--format", "v2s2"]),
+            ManifestFormat::OciZstd => {
+                cmd.args(["--format", "oci", "--dest-compress-format", "zstd"])
+            }
+        };
         cmd.arg(format!("oci:{}:{name}", layout.path().display()))
             .arg(format!("docker://{}/{repo_tag}", self.addr));
         run(&mut cmd, "skopeo", "skopeo")?;

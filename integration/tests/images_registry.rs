@@ -50,9 +50,19 @@ async fn oci_and_docker_v2s2_manifests_pull_by_tag_and_digest() -> TestResult {
     let oci_digest = registry.push(&layout, "base", "corral/base:oci", ManifestFormat::Oci)?;
     let v2_digest = registry.push(&layout, "base", "corral/base:v2s2", ManifestFormat::V2s2)?;
     assert_ne!(oci_digest, v2_digest, "two manifest formats, two digests");
+    // skopeo reuses a blob a registry already has in another compression,
+    // so the zstd variant goes to a registry of its own.
+    let zstd_registry = Registry::start()?;
+    let zstd_digest =
+        zstd_registry.push(&layout, "base", "corral/base:zstd", ManifestFormat::OciZstd)?;
 
     let cache = ImageCache::open(&work.path().join("cache"), config(""))?;
-    for (tag, digest) in [("oci", &oci_digest), ("v2s2", &v2_digest)] {
+    let mut layer_blobs = Vec::new();
+    for (registry, tag, digest) in [
+        (&registry, "oci", &oci_digest),
+        (&registry, "v2s2", &v2_digest),
+        (&zstd_registry, "zstd", &zstd_digest),
+    ] {
         let reference = ImageRef::parse(&registry.reference(&format!("corral/base:{tag}")))?;
         let lease = cache.ensure(&reference).await?;
         assert_eq!(
@@ -70,9 +80,16 @@ async fn oci_and_docker_v2s2_manifests_pull_by_tag_and_digest() -> TestResult {
             "{:?}",
             lease.env()
         );
+        layer_blobs.push(lease.layer_digests().join(","));
     }
-    // skopeo keeps the same gzip blob in both formats: downloaded and unpacked once.
-    assert_eq!(cache.stats().blob_downloads, 1, "{:?}", cache.stats());
+    assert_eq!(layer_blobs[0], layer_blobs[1]);
+    assert_ne!(
+        layer_blobs[0], layer_blobs[2],
+        "the zstd push made its own blob"
+    );
+    // skopeo keeps the same gzip blob in the OCI and v2s2 manifests: that
+    // layer is downloaded and unpacked once; the zstd one is another blob.
+    assert_eq!(cache.stats().blob_downloads, 2, "{:?}", cache.stats());
 
     // By digest, with or without docker://, the warm path needs no pull.
     let before = cache.stats();
@@ -81,7 +98,7 @@ async fn oci_and_docker_v2s2_manifests_pull_by_tag_and_digest() -> TestResult {
     assert_eq!(lease.digest(), oci_digest);
     assert_eq!(cache.stats(), before);
     let listed = cache.cached_images();
-    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed.len(), 3, "{listed:?}");
     assert!(listed.iter().any(|i| i
         .names
         .contains(&format!("{}/corral/base:oci", registry.addr()))));
