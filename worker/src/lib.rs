@@ -9,15 +9,20 @@
 //!   read-only lower layer of the runner's overlay.
 //! * [`remote`]: the batch and stream calls to the remote CAS.
 
+pub mod bench;
+pub mod capture;
 pub mod error;
 pub mod exec_variants;
 pub mod fsutil;
 pub mod localcas;
 pub mod lru;
+pub mod merged;
+pub mod paths;
 pub mod remote;
 pub mod stage;
 pub mod testkit;
 pub mod tree;
+pub mod upload;
 pub mod validate;
 
 pub use error::{Error, Result};
