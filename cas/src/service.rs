@@ -44,6 +44,19 @@ use crate::store::BlobStore;
 
 pub use capabilities::CapabilitiesHandle;
 
+/// A tonic server builder tuned for blob traffic: large HTTP/2 windows so a
+/// single ByteStream call is not throttled by flow control, `TCP_NODELAY`
+/// for small RPCs, and keepalives that notice dead clients. Every role that
+/// serves on the client-facing port should start from it.
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_connection_window_size(32 << 20)
+        .initial_stream_window_size(16 << 20)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+}
+
 /// The storage services over one store and one action cache.
 #[derive(Clone)]
 pub struct Services {

@@ -1,5 +1,7 @@
 //! The benchmark harness behind `corral bench`, and helpers shared by the
 //! end-to-end tests in `tests/`.
 
+pub mod bazel;
 pub mod bench;
 pub mod registry;
+pub mod server;
