@@ -58,6 +58,16 @@ pub struct RegistryConfig {
     pub insecure: Option<bool>,
 }
 
+/// The cache directory used when none is configured:
+/// `/var/cache/corral/images` as root, else `$HOME/.cache/corral/images`
+/// (`None` when not root and `HOME` is unset).
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Some(PathBuf::from("/var/cache/corral/images"));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/corral/images"))
+}
+
 impl ImagesConfig {
     /// Parses TOML text; unknown fields are errors.
     pub fn from_toml(text: &str) -> Result<ImagesConfig> {
@@ -69,8 +79,12 @@ impl ImagesConfig {
     /// Reads and parses a TOML file.
     pub fn load(path: &Path) -> Result<ImagesConfig> {
         let text = std::fs::read_to_string(path).map_err(Error::io("read images config", path))?;
-        ImagesConfig::from_toml(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let in_file = |e: &dyn std::fmt::Display| Error::Config(format!("{}: {e}", path.display()));
+        let cfg: ImagesConfig = toml::from_str(&text).map_err(|e| in_file(&e))?;
+        match cfg.validate() {
+            Err(Error::Config(reason)) => Err(in_file(&reason)),
+            other => other.map(|()| cfg),
+        }
     }
 
     /// Checks the fields that can be checked without the network.

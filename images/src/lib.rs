@@ -22,7 +22,7 @@ mod registry;
 pub mod unpack;
 
 pub use cache::{CacheStats, CachedImage, ImageCache, PruneReport};
-pub use config::{ImagesConfig, RegistryConfig};
+pub use config::{default_cache_dir, ImagesConfig, RegistryConfig};
 pub use error::{Error, Result};
 pub use lease::ImageLease;
 pub use platform::Platform;
