@@ -61,6 +61,9 @@ pub struct BenchReport {
     pub queued_bytes_per_action: f64,
     pub drain_time: Duration,
     pub assignments_per_second: f64,
+    /// CPU time the whole process (server and simulated workers) spent
+    /// while draining: a figure that holds on a busy machine too.
+    pub drain_cpu: Duration,
     pub latency_p50: Duration,
     pub latency_p99: Duration,
     pub peak_rss_kib: u64,
@@ -85,6 +88,12 @@ impl std::fmt::Display for BenchReport {
             self.assignments_per_second,
             o.actions,
             self.drain_time.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "CPU per assignment (server and simulated workers together): {:.1} us, i.e. {:.0} assignments per CPU-second",
+            self.drain_cpu.as_secs_f64() * 1e6 / o.actions.max(1) as f64,
+            o.actions as f64 / self.drain_cpu.as_secs_f64().max(1e-9)
         )?;
         writeln!(
             f,
@@ -159,6 +168,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
 
     // Phase 2: workers connect and drain the queue.
     let started = Instant::now();
+    let cpu_before = cpu_time()?;
     let done = tally.done.notified();
     for i in 0..options.workers {
         let channel = channels[i % channels.len()].clone();
@@ -166,6 +176,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
     }
     done.await;
     let drain_time = started.elapsed();
+    let drain_cpu = cpu_time()?.saturating_sub(cpu_before);
 
     // Phase 3: latency with idle workers.
     tally
@@ -199,6 +210,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
         queued_bytes_per_action,
         drain_time,
         assignments_per_second: options.actions as f64 / drain_time.as_secs_f64(),
+        drain_cpu,
         latency_p50: pick(0.50),
         latency_p99: pick(0.99),
         peak_rss_kib: rss_kib("VmHWM")?,
@@ -342,6 +354,17 @@ async fn worker(channel: Channel, name: String, tally: Arc<Tally>) {
 
 fn nanos(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// User plus system CPU time of the whole process so far.
+fn cpu_time() -> Result<Duration> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage =
+        getrusage(UsageWho::RUSAGE_SELF).map_err(|e| bench_err(format!("getrusage: {e}")))?;
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::new(t.tv_sec().max(0) as u64, (t.tv_usec().max(0) as u32) * 1000)
+    };
+    Ok(tv(usage.user_time()) + tv(usage.system_time()))
 }
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
