@@ -119,6 +119,20 @@ pub struct Stats {
     pub assignments: u64,
 }
 
+/// An operator's view of one connected worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub name: String,
+    pub slots: usize,
+    /// Slots in use (including cancelled work not yet reported back).
+    pub running: usize,
+    pub draining: bool,
+    /// Time since the worker was last heard from.
+    pub silent_for: Duration,
+    /// The offered properties, as matching sees them.
+    pub offer: String,
+}
+
 /// The scheduler's whole state. See the module comment.
 #[derive(Debug)]
 pub struct Core {
@@ -169,6 +183,24 @@ impl Core {
             operations: self.ops.len(),
             assignments: self.assignments,
         }
+    }
+
+    /// Every connected worker, by name.
+    pub fn workers(&self, now: Duration) -> Vec<WorkerInfo> {
+        let mut out: Vec<WorkerInfo> = self
+            .workers
+            .values()
+            .map(|w| WorkerInfo {
+                name: w.name.clone(),
+                slots: w.slots,
+                running: w.running.len(),
+                draining: w.draining,
+                silent_for: now.saturating_sub(w.last_heard),
+                offer: w.offer.to_string(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     fn id(&mut self) -> u64 {

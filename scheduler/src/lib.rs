@@ -15,6 +15,6 @@ pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{PropertyPolicy, SchedulerConfig};
-pub use core::Stats;
+pub use core::{Stats, WorkerInfo};
 pub use error::{Error, Result};
 pub use scheduler::Scheduler;

@@ -13,7 +13,7 @@ use corral_proto::worker::v1::worker_service_server::WorkerServiceServer;
 
 use crate::clock::Clock;
 use crate::config::SchedulerConfig;
-use crate::core::{Core, Stats, Submission};
+use crate::core::{Core, Stats, Submission, WorkerInfo};
 use crate::error::{Error, Result};
 use crate::operations::OpWatch;
 use crate::service::{ExecutionService, OperationsService, WorkerService};
@@ -128,6 +128,12 @@ impl Scheduler {
     pub fn drain_worker(&self, name: &str, reason: &str) -> Result<()> {
         let now = self.clock.now();
         self.lock().drain_by_name(name, reason, now)
+    }
+
+    /// Every connected worker, by name: for status pages and tests.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        let now = self.clock.now();
+        self.lock().workers(now)
     }
 
     pub fn stats(&self) -> Stats {

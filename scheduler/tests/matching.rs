@@ -98,7 +98,7 @@ async fn workers_that_recently_ran_the_invocation_are_preferred() {
     let by = b.assignment().await;
     a.finish(&ax, 0).await;
     b.finish(&by, 0).await;
-    assert!(a.idle().await && b.idle().await);
+    farm.settle("both idle", |s| s.stats().running == 0).await;
     // The next "y" action goes to b although a was first seen.
     let d = farm.action(Spec::new("y2")).await;
     let _o = farm.execute(&d, Call::invocation("y")).await;

@@ -81,10 +81,9 @@ async fn a_silent_worker_is_dropped_and_its_work_requeued() {
     assert!(matches!(chatty.next().await, Down::KeepAlive(_)));
     // Only one of them answers in kind.
     for _ in 0..5 {
-        chatty.send(Up::KeepAlive(wire::KeepAlive {})).await;
         chatty.send(Up::Progress(wire::Progress::default())).await;
-        // Yield until the scheduler has read the keepalive, then move time.
-        assert!(chatty.idle().await);
+        chatty.send(Up::KeepAlive(wire::KeepAlive {})).await;
+        farm.heard("chatty").await;
         farm.advance(Duration::from_secs(5));
     }
     assert!(
@@ -124,7 +123,7 @@ async fn drain_finishes_running_work_takes_nothing_new() {
         reason: "upgrade".into(),
     }))
     .await;
-    assert!(w.idle().await);
+    farm.settle("w draining", |s| s.workers()[0].draining).await;
     let mut ops2 = farm.execute(&two, Call::default()).await;
     assert!(w.idle().await, "a draining worker gets nothing new");
     w.finish(&a, 0).await;
@@ -182,8 +181,7 @@ async fn an_action_past_its_timeout_is_stopped_with_deadline_exceeded() {
     // The worker gets the timeout plus grace (10 s) to enforce it itself.
     for _ in 0..7 {
         w.send(Up::KeepAlive(wire::KeepAlive {})).await;
-        // Yield until the scheduler has read the keepalive, then move time.
-        assert!(w.idle().await);
+        farm.heard("w").await;
         farm.advance(Duration::from_millis(5_500));
     }
     // 38.5 s: still within timeout plus grace.

@@ -143,6 +143,30 @@ impl Farm {
         self.scheduler.tick();
     }
 
+    /// Waits (in real time, bounded) until the scheduler's state satisfies
+    /// `cond`: the way a test knows a message it sent has been handled.
+    pub async fn settle(&self, what: &str, cond: impl Fn(&Scheduler) -> bool) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !cond(&self.scheduler) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "scheduler never reached: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Waits until the scheduler has heard from `worker` at the current
+    /// (manual) time.
+    pub async fn heard(&self, worker: &str) {
+        self.settle(&format!("{worker} heard from"), |s| {
+            s.workers()
+                .iter()
+                .any(|w| w.name == worker && w.silent_for.is_zero())
+        })
+        .await;
+    }
+
     pub fn execution(&self) -> ExecutionClient<Channel> {
         ExecutionClient::new(self.channel.clone())
     }
