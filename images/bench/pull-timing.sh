@@ -31,3 +31,11 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break
 skopeo copy --quiet --dest-tls-verify=false "oci:$work/oci:bench" "docker://127.0.0.1:$port/bench/python:1"
 
 "$target/release/examples/pull_timing" "docker://127.0.0.1:$port/bench/python:1" "$work/cache" 20
+
+# Reference, same image and registry: skopeo pull into an OCI layout, then
+# umoci's rootless unpack (the usual tools for the same job).
+start=$(date +%s%N)
+skopeo copy --quiet --src-tls-verify=false "docker://127.0.0.1:$port/bench/python:1" "oci:$work/ref:bench"
+umoci unpack --rootless --image "$work/ref:bench" "$work/ref-bundle" >/dev/null
+end=$(date +%s%N)
+echo "reference skopeo copy + umoci unpack --rootless: $(( (end - start) / 1000000 )) ms"

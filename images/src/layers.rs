@@ -30,7 +30,13 @@ struct LayerMeta {
 struct Entry {
     meta: LayerMeta,
     pins: u32,
+    /// `last_used` as last written to disk.
+    persisted: u64,
 }
+
+/// How stale the on-disk `last_used` may get: the warm path then touches no
+/// file, and after a restart LRU order is right to within this much.
+const PERSIST_EVERY_MS: u64 = 60_000;
 
 #[derive(Debug, Default)]
 struct State {
@@ -94,9 +100,15 @@ impl LayerStore {
                 match meta {
                     Some(meta) if dir.join(hex).is_dir() => {
                         state.clock = state.clock.max(meta.last_used);
-                        state
-                            .layers
-                            .insert(format!("sha256:{hex}"), Entry { meta, pins: 0 });
+                        let persisted = meta.last_used;
+                        state.layers.insert(
+                            format!("sha256:{hex}"),
+                            Entry {
+                                meta,
+                                pins: 0,
+                                persisted,
+                            },
+                        );
                     }
                     _ => {
                         tracing::warn!(path = %path.display(), "dropping layer metadata without a layer");
@@ -147,15 +159,22 @@ impl LayerStore {
 
     /// Pins the layer if it is present, marking it used now.
     pub(crate) fn pin(self: &Arc<Self>, digest: &str) -> Option<LayerPin> {
-        let meta = {
+        let stale = {
             let mut state = self.lock();
             let now = tick(&mut state);
             let entry = state.layers.get_mut(digest)?;
             entry.pins += 1;
             entry.meta.last_used = now;
-            entry.meta.clone()
+            if now.saturating_sub(entry.persisted) > PERSIST_EVERY_MS {
+                entry.persisted = now;
+                Some(entry.meta.clone())
+            } else {
+                None
+            }
         };
-        self.write_meta(digest, &meta);
+        if let Some(meta) = stale {
+            self.write_meta(digest, &meta);
+        }
         Some(LayerPin {
             store: Arc::clone(self),
             digest: digest.to_string(),
@@ -200,6 +219,7 @@ impl LayerStore {
                 Entry {
                     meta: meta.clone(),
                     pins: 1,
+                    persisted: now,
                 },
             );
             meta

@@ -23,9 +23,12 @@ impl ImageLease {
         &self.reference
     }
 
-    /// The digest the reference resolved to (the index's, if it named one).
+    /// The digest the reference resolved to (an index's, if it named one).
     pub fn digest(&self) -> &str {
-        &self.record.digest
+        self.reference
+            .digest
+            .as_deref()
+            .unwrap_or(&self.record.digest)
     }
 
     /// The digest of the platform-specific manifest whose layers these are.

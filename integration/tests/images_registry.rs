@@ -195,6 +195,15 @@ async fn an_index_yields_the_workers_platform() -> TestResult {
         read_in_layers(&lease.layer_dirs(), "etc/marker").as_deref(),
         Some("native")
     );
+    // The platform manifest's own digest reaches the same cached image.
+    let before = cache.stats();
+    let by_manifest = cache
+        .ensure(&reference.with_digest(&native_manifest))
+        .await?;
+    assert_eq!(by_manifest.digest(), native_manifest);
+    assert_eq!(by_manifest.layer_dirs(), lease.layer_dirs());
+    assert_eq!(cache.stats(), before, "served from the cache");
+    drop(by_manifest);
     drop(lease);
     drop(cache);
 
