@@ -2,6 +2,7 @@
 //! the calling process's forked child, so the caller must not have started
 //! any thread.
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -116,6 +117,7 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
         stdin: Stdio::Inherit,
         stdout: Stdio::Inherit,
         stderr: Stdio::Inherit,
+        controlling_tty: false,
         profile,
         network: o.network,
         limits: o.limits.clone(),
@@ -126,7 +128,30 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
     // Mistakes are reported here, before the fork, with their own message.
     let layout = crate::spec::Layout::new(&host, &req)?;
     crate::sandbox::check(&host, &req, &layout)?;
-    let outcome = crate::isolate::run_forked(&host, &req)?;
+    let interactive = o.shell && nix::unistd::isatty(0).unwrap_or(false);
+    let outcome = if interactive {
+        let mut pty = crate::tty::Pty::open()?;
+        let slave = pty
+            .take_slave()
+            .ok_or_else(|| Error::InvalidRequest("pty already handed out".into()))?;
+        let fd = slave.as_raw_fd();
+        let req = SandboxRequest {
+            stdin: Stdio::Fd(fd),
+            stdout: Stdio::Fd(fd),
+            stderr: Stdio::Fd(fd),
+            controlling_tty: true,
+            ..req
+        };
+        // Fork first (no thread may exist yet), then copy the terminal.
+        let running = crate::isolate::spawn(&host, &req)?;
+        drop(slave);
+        pty.start_copying()?;
+        let outcome = running.wait();
+        drop(pty);
+        outcome
+    } else {
+        crate::isolate::run_forked(&host, &req)
+    }?;
     if o.stats {
         let json = serde_json::to_string(&outcome).unwrap_or_default();
         eprintln!("{json}");

@@ -60,6 +60,8 @@ pub struct SandboxExecutor {
     pub writable: Vec<PathBuf>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// Make stdin the controlling terminal of a new session (`--shell`).
+    pub controlling_tty: bool,
 }
 
 fn fail(msg: String) -> ExecutorError {
@@ -136,6 +138,13 @@ impl Executor for SandboxExecutor {
                 // SAFETY: closing our own copy of the status pipe; the
                 // command must not be able to forge a status.
                 unsafe { libc::close(STATUS_FD) };
+                if self.controlling_tty {
+                    // A new session whose controlling terminal is the pty on
+                    // stdin: job control and /dev/tty work in the shell.
+                    let _ = nix::unistd::setsid();
+                    // SAFETY: TIOCSCTTY on fd 0 with argument 0 (no stealing).
+                    unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+                }
                 let err = nix::unistd::execvp(&program, &argv).unwrap_err();
                 eprintln!("corral sandbox: cannot execute {:?}: {err}", self.args[0]);
                 // SAFETY: _exit is always safe.

@@ -2,13 +2,15 @@
 //! (cloning, `chdir`, non-dumpable) stay out of the caller, and returns the
 //! child's verdict through a pipe.
 //!
-//! The caller must be single-threaded (no tokio runtime yet): `runner exec`
-//! and the zygote are.
+//! The caller must be single-threaded (no tokio runtime yet) when it calls
+//! [`spawn`]; it may start threads afterwards (`runner exec --shell` does,
+//! to copy the terminal).
 
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult};
+use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -18,8 +20,14 @@ use crate::sandbox;
 /// The child's answer: the outcome or the error message.
 type Verdict = std::result::Result<Outcome, String>;
 
-/// Runs `req` in a forked child and waits for it.
-pub fn run_forked(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
+/// A sandbox running in a forked child.
+pub struct Running {
+    child: Pid,
+    answer: OwnedFd,
+}
+
+/// Forks a child that runs `req`.
+pub fn spawn(host: &Host, req: &SandboxRequest) -> Result<Running> {
     let (r, w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
     // SAFETY: the caller is single-threaded (documented contract), so the
@@ -39,14 +47,25 @@ pub fn run_forked(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
         }
         ForkResult::Parent { child } => {
             drop(w);
-            let mut bytes = Vec::new();
-            let read = std::fs::File::from(r).read_to_end(&mut bytes);
-            let _ = waitpid(child, None);
-            read.map_err(|e| Error::io("read the sandbox child's answer", e))?;
-            let verdict: Verdict = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Zygote(format!("sandbox child died without an answer ({e})"))
-            })?;
-            verdict.map_err(Error::Container)
+            Ok(Running { child, answer: r })
         }
     }
+}
+
+impl Running {
+    /// Waits for the child's answer.
+    pub fn wait(self) -> Result<Outcome> {
+        let mut bytes = Vec::new();
+        let read = std::fs::File::from(self.answer).read_to_end(&mut bytes);
+        let _ = waitpid(self.child, None);
+        read.map_err(|e| Error::io("read the sandbox child's answer", e))?;
+        let verdict: Verdict = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Zygote(format!("sandbox child died without an answer ({e})")))?;
+        verdict.map_err(Error::Container)
+    }
+}
+
+/// Runs `req` in a forked child and waits for it.
+pub fn run_forked(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
+    spawn(host, req)?.wait()
 }

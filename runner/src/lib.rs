@@ -27,6 +27,7 @@ pub mod seccomp;
 pub mod service;
 pub mod spec;
 pub mod syscalls;
+pub mod tty;
 pub mod zygote;
 
 pub use error::{Error, Result};

@@ -31,6 +31,9 @@ pub enum Stdio {
     File(PathBuf),
     /// The runner's own stream of the same number (`runner exec`).
     Inherit,
+    /// This descriptor of the calling process (`runner exec --shell`, a pty;
+    /// meaningless through the zygote, which is another process).
+    Fd(i32),
 }
 
 /// Resource limits; `None` means no limit of that kind.
@@ -70,6 +73,9 @@ pub struct SandboxRequest {
     pub gid: u32,
     /// Relative to the input root; mounted read-only.
     pub read_only_subtrees: Vec<String>,
+    /// Make stdin (a terminal) the command's controlling terminal.
+    #[serde(default)]
+    pub controlling_tty: bool,
 }
 
 /// Which limit stopped the command, if any.

@@ -146,10 +146,13 @@ fn open_stdio(which: &Stdio, fd: i32) -> Result<OwnedFd> {
         Stdio::File(path) => File::create(path)
             .map(OwnedFd::from)
             .map_err(|e| Error::io(format!("create {}", path.display()), e)),
-        Stdio::Inherit => nix::unistd::dup(fd)
-            // SAFETY: dup returned a new descriptor that nothing else owns.
-            .map(|raw| unsafe { OwnedFd::from_raw_fd(raw) })
-            .map_err(|e| Error::sys(format!("dup fd {fd}"), e)),
+        Stdio::Inherit | Stdio::Fd(_) => nix::unistd::dup(match which {
+            Stdio::Fd(own) => *own,
+            _ => fd,
+        })
+        // SAFETY: dup returned a new descriptor that nothing else owns.
+        .map(|raw| unsafe { OwnedFd::from_raw_fd(raw) })
+        .map_err(|e| Error::sys(format!("dup fd {fd}"), e)),
     }
 }
 
@@ -255,6 +258,7 @@ fn create_and_wait(
         writable: layout.writable.clone(),
         env: req.env.clone(),
         args: req.args.clone(),
+        controlling_tty: req.controlling_tty,
     };
     // The status pipe's write end must be fd 3 in the container.
     let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)

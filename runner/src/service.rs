@@ -103,6 +103,7 @@ pub fn to_sandbox_request(host: &Host, r: pb::RunRequest) -> Result<SandboxReque
         uid: r.uid,
         gid: r.gid,
         read_only_subtrees: r.read_only_subtrees,
+        controlling_tty: false,
     })
 }
 

@@ -45,5 +45,6 @@ pub fn request(root: &Path, scratch: &Path, out: &Path, script: &str) -> Sandbox
         uid: 0,
         gid: 0,
         read_only_subtrees: vec![],
+        controlling_tty: false,
     }
 }
