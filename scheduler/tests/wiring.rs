@@ -101,7 +101,7 @@ async fn scheduler_beside_the_cas_services_on_one_port() {
     .map(
         |(digest, data)| reapi::batch_update_blobs_request::Request {
             digest: Some(digest),
-            data: data.into(),
+            data,
             ..Default::default()
         },
     )
