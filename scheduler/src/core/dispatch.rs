@@ -12,6 +12,10 @@ use super::{message, Core, JobState};
 use crate::queue::{JobId, Verdict};
 use crate::worker::WorkerId;
 
+/// How many matching idle workers a new action is compared across before
+/// the best of them is taken.
+const PLACEMENT_CANDIDATES: usize = 64;
+
 impl Core {
     /// Runs a job that is not running: on the best idle worker that can take
     /// it now, else into the queue.
@@ -24,7 +28,9 @@ impl Core {
         };
         let image = class.reqs.image();
         let invocation = job.invocation();
+        let want = (u8::from(image.is_some()), u8::from(!invocation.is_empty()));
         let mut best: Option<((u8, u8, usize), WorkerId)> = None;
+        let mut candidates = 0;
         for &wid in &self.idle {
             let Some(w) = self.workers.get_mut(&wid) else {
                 continue;
@@ -36,6 +42,14 @@ impl Core {
             // Higher score wins; on a tie the lower id (first seen) wins.
             if best.as_ref().is_none_or(|(s, _)| score > *s) {
                 best = Some((score, wid));
+            }
+            // A wholly free worker with every affinity wanted cannot be
+            // beaten; and a thousand idle workers must not make each new
+            // action cost a thousand checks.
+            candidates += 1;
+            let perfect = (score.0, score.1) == want && score.2 == w.slots;
+            if perfect || candidates >= PLACEMENT_CANDIDATES {
+                break;
             }
         }
         match best {
