@@ -196,9 +196,49 @@ fn unique_id() -> String {
     format!("corral-{}-{nanos:09}", std::process::id())
 }
 
+/// What is left to do once the command has ended: delete the container
+/// (its cgroups and state) and the bundle. Deferred so that the caller can
+/// answer first; nothing here touches the scratch directory.
+pub struct Cleanup {
+    container: Option<libcontainer::container::Container>,
+    state_dir: PathBuf,
+    bundle: PathBuf,
+}
+
+impl Cleanup {
+    /// Does the clean-up; errors are logged, never fatal.
+    pub fn finish(mut self) {
+        let t0 = Instant::now();
+        match self.container.take() {
+            Some(mut container) => {
+                if let Err(e) = container.delete(true) {
+                    tracing::warn!(container = container.id(), error = %e, "could not delete container");
+                }
+            }
+            // Under nocgroup, libcontainer's delete would kill the stale pids
+            // it wrote into the stand-in cgroup.procs files; the init is dead,
+            // its PID namespace with it, so only the state directory is left.
+            None => {
+                let _ = std::fs::remove_dir_all(&self.state_dir);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.bundle);
+        tracing::debug!(ms = ms(t0), "delete");
+    }
+}
+
 /// Runs the request in a new container and waits for it. See the module
 /// comment for the constraints on the calling process.
 pub fn run(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
+    let (outcome, cleanup) = run_deferred(host, req)?;
+    cleanup.finish();
+    Ok(outcome)
+}
+
+/// Like [`run`], but returns as soon as the command has ended and leaves
+/// the clean-up to the caller.
+pub fn run_deferred(host: &Host, req: &SandboxRequest) -> Result<(Outcome, Cleanup)> {
+    let t0 = Instant::now();
     let layout = Layout::new(host, req)?;
     check(host, req, &layout)?;
 
@@ -238,8 +278,11 @@ pub fn run(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
     let config = spec::build(host, req, &layout, &limits, &cgroups_path);
     std::fs::write(bundle.join("config.json"), config.to_string())
         .map_err(|e| Error::io("write config.json", e))?;
+    tracing::debug!(ms = ms(t0), "prepared scratch directory and bundle");
     let result = create_and_wait(host, req, &layout, &limits, &id, &bundle, cgroup.as_ref());
-    let _ = std::fs::remove_dir_all(&bundle);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&bundle);
+    }
     result
 }
 
@@ -251,7 +294,7 @@ fn create_and_wait(
     id: &str,
     bundle: &Path,
     cgroup: Option<&RunCgroup>,
-) -> Result<Outcome> {
+) -> Result<(Outcome, Cleanup)> {
     let executor = SandboxExecutor {
         filters: Filters::build(&req.profile)?,
         landlock: req.profile.landlock,
@@ -275,6 +318,7 @@ fn create_and_wait(
     // SAFETY: dup2 just made STATUS_FD a descriptor that this function owns.
     let status_w = unsafe { OwnedFd::from_raw_fd(STATUS_FD) };
 
+    let t0 = Instant::now();
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(&host.state_dir)
         .map_err(|e| Error::Container(e.to_string()))?
@@ -288,17 +332,29 @@ fn create_and_wait(
         .with_detach(true)
         .build()
         .map_err(|e| Error::Container(format!("create: {e}")))?;
+    tracing::debug!(ms = ms(t0), "libcontainer create");
     drop(status_w);
+    let t0 = Instant::now();
     let outcome = start_and_wait(&mut container, layout, limits, cgroup, status_r);
-    if cgroup.is_none() && !host.is_root {
-        // Under nocgroup, libcontainer's delete would kill the stale pids it
-        // wrote into the stand-in cgroup.procs files; the init is dead, its
-        // PID namespace with it, so only the state directory is left.
-        let _ = std::fs::remove_dir_all(host.state_dir.join(id));
-    } else if let Err(e) = container.delete(true) {
-        tracing::warn!(container = id, error = %e, "could not delete container");
+    tracing::debug!(ms = ms(t0), "start, run and wait");
+    let nocgroup = cgroup.is_none() && !host.is_root;
+    let cleanup = Cleanup {
+        container: (!nocgroup).then_some(container),
+        state_dir: host.state_dir.join(id),
+        bundle: bundle.to_path_buf(),
+    };
+    match outcome {
+        Ok(outcome) => Ok((outcome, cleanup)),
+        Err(e) => {
+            cleanup.finish();
+            Err(e)
+        }
     }
-    outcome
+}
+
+/// Milliseconds since `t0`, for the phase timings logged at debug level.
+fn ms(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1000.0
 }
 
 fn start_and_wait(

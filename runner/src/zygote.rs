@@ -235,8 +235,15 @@ fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
             // SAFETY: the zygote is single-threaded.
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
-                    let result = sandbox::run(host, &job.request).map_err(|e| e.to_string());
-                    reply(sock, job.id, result);
+                    // Answer as soon as the command has ended; delete the
+                    // container afterwards, off the caller's clock.
+                    match sandbox::run_deferred(host, &job.request) {
+                        Ok((outcome, cleanup)) => {
+                            reply(sock, job.id, Ok(outcome));
+                            cleanup.finish();
+                        }
+                        Err(e) => reply(sock, job.id, Err(e.to_string())),
+                    }
                     // SAFETY: leaves without running inherited exit handlers.
                     unsafe { libc::_exit(0) }
                 }
