@@ -190,3 +190,59 @@ impl Records {
         all
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(digest: &str, layer: &str) -> ImageRecord {
+        ImageRecord {
+            digest: digest.to_string(),
+            manifest_digest: format!("{digest}-manifest"),
+            config_digest: "sha256:c".to_string(),
+            platform: "linux/amd64".to_string(),
+            layers: vec![LayerRecord {
+                digest: layer.to_string(),
+                diff_id: "sha256:d".to_string(),
+                size: 1,
+            }],
+            env: vec!["A=b".to_string()],
+            names: Vec::new(),
+            repositories: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_tag_moves_between_images_and_records_survive_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records = Records::open(tmp.path()).unwrap();
+        records
+            .put(
+                record("sha256:one", "sha256:l1"),
+                Some("r/x:latest"),
+                Some("r/x"),
+            )
+            .unwrap();
+        records
+            .put(
+                record("sha256:two", "sha256:l2"),
+                Some("r/x:latest"),
+                Some("r/x"),
+            )
+            .unwrap();
+        assert_eq!(records.by_name("r/x:latest").unwrap().digest, "sha256:two");
+        assert!(records.by_digest("sha256:one").unwrap().names.is_empty());
+        assert_eq!(
+            records.by_digest("sha256:two-manifest").unwrap().digest,
+            "sha256:two"
+        );
+        drop(records);
+
+        let records = Records::open(tmp.path()).unwrap();
+        assert_eq!(records.by_name("r/x:latest").unwrap().digest, "sha256:two");
+        let dropped = records.drop_using(&["sha256:l1".to_string()]);
+        assert_eq!(dropped.len(), 1);
+        assert!(records.by_digest("sha256:one").is_none());
+        assert_eq!(records.all().len(), 1);
+    }
+}
