@@ -378,3 +378,57 @@ async fn bad_writes_store_nothing_and_the_server_keeps_serving() {
     assert_eq!(r.unwrap().committed_size, 200_000);
     assert_eq!(server.store.get(&d).await.unwrap(), data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_clients() {
+    let server = std::sync::Arc::new(TestServer::start(Config::default()).await);
+    let shared = bytes(100, 2 << 20);
+    let shared_d = Digest::of_bytes(DigestFunction::Blake3, &shared);
+    let tasks: Vec<_> = (0..32u64)
+        .map(|i| {
+            let server = server.clone();
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                // Each client uploads its own blob and the shared one, then
+                // reads both back over its own connection.
+                let channel = tonic::transport::Channel::from_shared(server.url.clone())
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                let mut client =
+                    corral_proto::bytestream::byte_stream_client::ByteStreamClient::new(channel);
+                let own = bytes(i, 300_000 + i as usize);
+                let own_d = Digest::of_bytes(DigestFunction::Blake3, &own);
+                for (d, data) in [(own_d, &own), (shared_d, &shared)] {
+                    let name = write_name(
+                        "c",
+                        &format!("client{i}-{}", d.hash_hex()),
+                        Compression::Identity,
+                        &d,
+                    );
+                    let reqs = chunks(&name, data, 0, 64 << 10, true);
+                    client.write(futures::stream::iter(reqs)).await.unwrap();
+                    let mut stream = client
+                        .read(ReadRequest {
+                            resource_name: read_name("c", Compression::Identity, &d),
+                            read_offset: 0,
+                            read_limit: 0,
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    let mut back = Vec::new();
+                    while let Some(m) = stream.message().await.unwrap() {
+                        back.extend(m.data);
+                    }
+                    assert!(&back == data);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(server.store.len(), 33);
+}

@@ -197,8 +197,11 @@ impl Feed<'_> {
                     format!("is {}, expected {}", msg.write_offset, self.received),
                 ));
             }
-            self.accept(msg.data).await?;
+            let ready = self.take(msg.data)?;
             if msg.finish_write {
+                if let Some(chunk) = ready {
+                    self.writer.write(chunk).await?;
+                }
                 self.flush().await?;
                 if let Some(d) = self.decoder.as_ref() {
                     if !d.frame_done() {
@@ -214,7 +217,16 @@ impl Feed<'_> {
                     Err(status) => Err(from_stream_error(status, "WriteRequest")),
                 };
             }
-            msg = match stream.message().await {
+            // Hash and store this chunk while the next message arrives.
+            let next = match ready {
+                Some(chunk) => {
+                    let (written, next) = tokio::join!(self.writer.write(chunk), stream.message());
+                    written?;
+                    next
+                }
+                None => stream.message().await,
+            };
+            msg = match next {
                 Ok(Some(m)) => m,
                 Ok(None) => {
                     self.flush().await?;
@@ -228,19 +240,19 @@ impl Feed<'_> {
         }
     }
 
-    async fn accept(&mut self, data: Vec<u8>) -> Result<()> {
+    /// Accepts one message's data; returns a chunk ready for the store once
+    /// enough has gathered (or at once for a large message).
+    fn take(&mut self, data: Vec<u8>) -> Result<Option<Bytes>> {
         if data.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        self.received += data.len() as u64;
+        let room = self.size - self.writer.committed() - self.pending.len() as u64;
         match self.decoder {
             Some(decoder) => {
-                let room = self.size - self.writer.committed() - self.pending.len() as u64;
                 let plain = decoder.decode(&data, room)?;
                 self.pending.extend_from_slice(&plain);
             }
             None => {
-                let room = self.size - self.writer.committed() - self.pending.len() as u64;
                 if data.len() as u64 > room {
                     return Err(Error::invalid(
                         "data",
@@ -248,15 +260,17 @@ impl Feed<'_> {
                     ));
                 }
                 if self.pending.is_empty() && data.len() >= COALESCE {
-                    return self.writer.write(Bytes::from(data)).await;
+                    self.received += data.len() as u64;
+                    return Ok(Some(Bytes::from(data)));
                 }
                 self.pending.extend_from_slice(&data);
             }
         }
+        self.received += data.len() as u64;
         if self.pending.len() >= COALESCE {
-            self.flush().await?;
+            return Ok(Some(self.pending.split().freeze()));
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn flush(&mut self) -> Result<()> {
@@ -298,7 +312,7 @@ impl ByteStream for ByteStreamService {
         let stream: ReadStream = match resource.compression {
             Compression::Identity => Box::pin(chunks.map(|c| {
                 c.map(|data| ReadResponse {
-                    data: data.to_vec(),
+                    data: Vec::from(data),
                 })
                 .map_err(Status::from)
             })),
