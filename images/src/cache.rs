@@ -25,7 +25,7 @@ use crate::policy::check_allowed;
 use crate::records::{ImageRecord, LayerRecord, Records};
 use crate::reference::ImageRef;
 use crate::registry::{BlobSource, Registries};
-use crate::unpack::{remove_tree, unpack_layer, UnpackOptions};
+use crate::unpack::{unpack_layer, UnpackOptions};
 
 /// Layers downloaded and unpacked at the same time within one pull.
 const PARALLEL_LAYERS: usize = 3;
@@ -321,38 +321,28 @@ impl ImageCache {
             }
             return Ok(pin);
         }
-        let blob = store.temp_path("blob");
-        let fetched = source.fetch_to_file(desc, &blob).await;
+        // Both scratch paths are removed when this function returns, whether
+        // it succeeds, fails or is cancelled (the layer is renamed away first).
+        let blob = store.scratch("blob");
+        let fetched = source.fetch_to_file(desc, blob.path()).await;
         self.inner.blob_downloads.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = fetched {
-            let _ = std::fs::remove_file(&blob);
-            return Err(e);
-        }
-        let dir = store.temp_path("layer");
-        std::fs::create_dir(&dir).map_err(Error::io("create unpack directory", &dir))?;
+        fetched?;
+        let dir = store.scratch("layer");
+        std::fs::create_dir(dir.path())
+            .map_err(Error::io("create unpack directory", dir.path()))?;
         let name = format!("{} of image {shown}", desc.digest);
         let opts = self.inner.unpack;
-        let (blob_c, dir_c) = (blob.clone(), dir.clone());
+        let (blob_path, dir_path) = (blob.path().to_path_buf(), dir.path().to_path_buf());
         let unpacked =
-            tokio::task::spawn_blocking(move || unpack_layer(&blob_c, &dir_c, &name, opts)).await;
-        let _ = std::fs::remove_file(&blob);
-        let unpacked = match unpacked {
-            Ok(Ok(u)) => u,
-            Ok(Err(e)) => {
-                remove_tree(&dir)?;
-                return Err(e);
-            }
-            Err(join) => {
-                remove_tree(&dir)?;
-                return Err(Error::Layer {
+            tokio::task::spawn_blocking(move || unpack_layer(&blob_path, &dir_path, &name, opts))
+                .await
+                .map_err(|join| Error::Layer {
                     layer: desc.digest.clone(),
                     entry: String::new(),
                     reason: format!("unpack task failed: {join}"),
-                });
-            }
-        };
+                })??;
+        drop(blob);
         if unpacked.diff_id != diff_id {
-            remove_tree(&dir)?;
             return Err(Error::DigestMismatch {
                 image: shown.to_string(),
                 what: format!("uncompressed layer {} (DiffID)", desc.digest),
@@ -361,7 +351,7 @@ impl ImageCache {
             });
         }
         tracing::debug!(layer = %desc.digest, bytes = unpacked.bytes, skipped = unpacked.skipped, "layer unpacked");
-        store.insert(&desc.digest, &dir, &unpacked.diff_id, unpacked.bytes)
+        store.insert(&desc.digest, dir.path(), &unpacked.diff_id, unpacked.bytes)
     }
 
     /// Imports images from an OCI image layout directory. With `name`, only

@@ -52,6 +52,30 @@ pub(crate) struct LayerStore {
     state: Mutex<State>,
 }
 
+/// A temporary file or directory, removed on drop (if still there).
+#[derive(Debug)]
+pub(crate) struct Scratch(PathBuf);
+
+impl Scratch {
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let result = match std::fs::symlink_metadata(&self.0) {
+            Ok(meta) if meta.is_dir() => remove_tree(&self.0),
+            Ok(_) => std::fs::remove_file(&self.0).map_err(Error::io("remove temp file", &self.0)),
+            Err(_) => Ok(()),
+        };
+        if let Err(e) = result {
+            // Left for the next open, which empties tmp/.
+            tracing::debug!(error = %e, "temp path not removed");
+        }
+    }
+}
+
 /// Holds one layer in use: it is not evicted while a pin exists.
 #[derive(Debug)]
 pub(crate) struct LayerPin {
@@ -149,12 +173,15 @@ impl LayerStore {
         self.dir.join(format!("{}.json", Self::hex(digest)))
     }
 
-    /// A fresh directory under `tmp/` for an unpack or a download.
-    pub(crate) fn temp_path(&self, what: &str) -> PathBuf {
+    /// A fresh path under `tmp/` for a download or an unpack, removed when
+    /// the returned guard drops: a failed or cancelled pull leaves nothing.
+    pub(crate) fn scratch(&self, what: &str) -> Scratch {
         let mut state = self.lock();
         state.clock += 1;
-        self.tmp
-            .join(format!("{what}-{}-{}", std::process::id(), state.clock))
+        Scratch(
+            self.tmp
+                .join(format!("{what}-{}-{}", std::process::id(), state.clock)),
+        )
     }
 
     /// Pins the layer if it is present, marking it used now.
@@ -308,10 +335,26 @@ mod tests {
     use super::*;
 
     fn add(store: &Arc<LayerStore>, digest: &str, bytes: u64) -> LayerPin {
-        let dir = store.temp_path("unpack");
-        std::fs::create_dir_all(dir.join("sub")).unwrap();
-        std::fs::write(dir.join("sub/file"), vec![0u8; bytes as usize]).unwrap();
-        store.insert(digest, &dir, "sha256:diff", bytes).unwrap()
+        let dir = store.scratch("unpack");
+        std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/file"), vec![0u8; bytes as usize]).unwrap();
+        store
+            .insert(digest, dir.path(), "sha256:diff", bytes)
+            .unwrap()
+    }
+
+    #[test]
+    fn scratch_paths_are_removed_on_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LayerStore::open(tmp.path()).unwrap();
+        let file = store.scratch("blob");
+        std::fs::write(file.path(), b"x").unwrap();
+        let dir = store.scratch("layer");
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        let (f, d) = (file.path().to_path_buf(), dir.path().to_path_buf());
+        drop(file);
+        drop(dir);
+        assert!(!f.exists() && !d.exists());
     }
 
     #[test]

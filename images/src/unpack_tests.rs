@@ -238,3 +238,39 @@ fn garbage_and_truncated_streams_fail_clearly() {
     let (_tmp, _dest, result) = unpack_bytes(&tar[..1024]);
     assert!(result.is_err());
 }
+
+#[test]
+fn as_root_device_nodes_and_owners_are_kept() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (CI runs the suite as root): it checks mknod and chown"
+    );
+    let tar = Tar::new()
+        .raw("dev/null", tar::EntryType::Char, "", b"", 0o666)
+        .file("home/f", "x")
+        .finish();
+    // Give the file an owner other than root.
+    let mut tar = tar;
+    let mut header = tar::Header::from_byte_slice(&tar[512..1024]).clone();
+    header.set_uid(1234);
+    header.set_gid(5678);
+    header.set_cksum();
+    tar[512..1024].copy_from_slice(header.as_bytes());
+    let tmp = tempfile::tempdir().unwrap();
+    let blob = tmp.path().join("blob");
+    fs::write(&blob, &tar).unwrap();
+    let dest = tmp.path().join("layer");
+    fs::create_dir(&dest).unwrap();
+    let unpacked = unpack_layer(
+        &blob,
+        &dest,
+        "sha256:test",
+        UnpackOptions { rootless: false },
+    )
+    .unwrap();
+    assert_eq!(unpacked.skipped, 0);
+    let null = fs::symlink_metadata(dest.join("dev/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    let f = fs::metadata(dest.join("home/f")).unwrap();
+    assert_eq!((f.uid(), f.gid()), (1234, 5678));
+}
