@@ -279,10 +279,13 @@ fn host_loopback_port_is_unreachable() {
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     let r = w.run(&w.sh(&format!(
-        "if echo hi | nc -w 2 127.0.0.1 {port}; then echo CONNECTED; else echo refused; fi; cat /proc/net/dev"
+        "if echo hi | nc -w 2 127.0.0.1 {port}; then echo CONNECTED; else echo refused; fi; \
+         nc -l -p {port} > /tmp/got & sleep 0.3; echo inside | nc -w 2 127.0.0.1 {port}; \
+         sleep 0.3; echo \"got $(cat /tmp/got)\"; cat /proc/net/dev"
     )));
+    // The host's port is unreachable, the sandbox's own loopback works.
     assert!(
-        r.stdout.starts_with("refused\n"),
+        r.stdout.starts_with("refused\ngot inside\n"),
         "{}\n{}",
         r.stdout,
         r.stderr
@@ -291,7 +294,7 @@ fn host_loopback_port_is_unreachable() {
     let ifaces: Vec<&str> = r
         .stdout
         .lines()
-        .skip(3)
+        .skip(4)
         .filter_map(|l| l.split(':').next())
         .map(str::trim)
         .collect();

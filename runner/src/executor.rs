@@ -62,6 +62,9 @@ pub struct SandboxExecutor {
     pub args: Vec<String>,
     /// Make stdin the controlling terminal of a new session (`--shell`).
     pub controlling_tty: bool,
+    /// The network namespace is private: bring `lo` up (the init still holds
+    /// the capabilities of [`crate::loopback::INIT_CAPS`] for this).
+    pub loopback_up: bool,
 }
 
 fn fail(msg: String) -> ExecutorError {
@@ -119,6 +122,10 @@ impl SandboxExecutor {
 
 impl Executor for SandboxExecutor {
     fn exec(&self, _spec: &Spec) -> Result<(), ExecutorError> {
+        if self.loopback_up {
+            crate::loopback::bring_up().map_err(|e| fail(e.to_string()))?;
+        }
+        crate::loopback::drop_all_capabilities().map_err(|e| fail(e.to_string()))?;
         if self.landlock {
             self.restrict_writes()?;
         }

@@ -19,6 +19,7 @@ pub mod exec;
 pub mod executor;
 pub mod host;
 pub mod isolate;
+pub mod loopback;
 pub mod nocgroup;
 pub mod profile;
 pub mod request;

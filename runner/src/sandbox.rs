@@ -302,6 +302,7 @@ fn create_and_wait(
         env: req.env.clone(),
         args: req.args.clone(),
         controlling_tty: req.controlling_tty,
+        loopback_up: !req.network,
     };
     // The status pipe's write end must be fd 3 in the container.
     let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)

@@ -186,6 +186,15 @@ pub fn build(
     }
     let env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let no_caps: Vec<String> = Vec::new();
+    // Only for bringing up lo; the executor drops them before exec.
+    let init_caps: Vec<String> = if req.network {
+        Vec::new()
+    } else {
+        crate::loopback::INIT_CAPS
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    };
     json!({
         "ociVersion": "1.0.2",
         "root": { "path": layout.rootfs, "readonly": !matches!(req.rootfs, Rootfs::InputRoot) },
@@ -197,8 +206,8 @@ pub fn build(
             "env": env,
             "cwd": layout.cwd,
             "capabilities": {
-                "bounding": no_caps, "effective": no_caps, "inheritable": no_caps,
-                "permitted": no_caps, "ambient": no_caps,
+                "bounding": init_caps, "effective": init_caps, "inheritable": no_caps,
+                "permitted": init_caps, "ambient": no_caps,
             },
             "rlimits": rlimits,
             "noNewPrivileges": true,
