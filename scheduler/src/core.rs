@@ -246,6 +246,7 @@ impl Core {
                 if matches!(job.state, JobState::Running { .. }) {
                     self.ops.set_stage(&name, Stage::Executing, now);
                 }
+                self.raise_priority(jid, sub.priority);
                 tracing::debug!(operation = %name, job = jid, "joined identical action in flight");
                 return Ok((name, rx));
             }

@@ -146,9 +146,11 @@ impl FairQueue {
     }
 
     /// Removes and returns the first job, in queue order, for which `check`
-    /// says [`Verdict::Take`]. `check(class, job)` is asked about the head of
-    /// each class; stale heads are dropped and the next one is asked.
-    pub fn pop(&mut self, mut check: impl FnMut(ClassId, JobId) -> Verdict) -> Option<JobId> {
+    /// says [`Verdict::Take`]. `check(priority, class, job)` is asked about
+    /// the head of each class; stale heads are dropped and the next one is
+    /// asked. The priority lets the caller recognise the stale entry a job
+    /// leaves behind when it moves to a more urgent level.
+    pub fn pop(&mut self, mut check: impl FnMut(i32, ClassId, JobId) -> Verdict) -> Option<JobId> {
         let levels: Vec<i32> = self.levels.keys().copied().collect();
         for priority in levels {
             if let Some(job) = self.pop_level(priority, &mut check) {
@@ -161,7 +163,7 @@ impl FairQueue {
     fn pop_level(
         &mut self,
         priority: i32,
-        check: &mut impl FnMut(ClassId, JobId) -> Verdict,
+        check: &mut impl FnMut(i32, ClassId, JobId) -> Verdict,
     ) -> Option<JobId> {
         let level = self.levels.get_mut(&priority)?;
         let mut instances: Vec<(usize, u64, String)> = level
@@ -194,7 +196,7 @@ impl FairQueue {
                 let Some(inv) = instance.invocations.get_mut(invocation_id) else {
                     continue;
                 };
-                let (job, dropped) = take_from(inv, check);
+                let (job, dropped) = take_from(inv, &mut |class, job| check(priority, class, job));
                 self.entries -= dropped;
                 if let Some(job) = job {
                     self.entries -= 1;
@@ -267,7 +269,7 @@ fn take_from(
 mod tests {
     use super::*;
 
-    fn take_all(_: ClassId, _: JobId) -> Verdict {
+    fn take_all(_: i32, _: ClassId, _: JobId) -> Verdict {
         Verdict::Take
     }
 
@@ -325,7 +327,7 @@ mod tests {
         q.push(0, "x", "a", 0, 4, 4);
         q.push(0, "y", "c", 0, 5, 5);
         let mut order = Vec::new();
-        while let Some(j) = q.pop(|_, _| Verdict::Take) {
+        while let Some(j) = q.pop(take_all) {
             order.push(j);
             let (inst, inv) = match j {
                 1 | 4 => ("x", "a"),
@@ -345,14 +347,14 @@ mod tests {
         q.push(0, "", "a", 8, 2, 2);
         q.push(0, "", "a", 8, 3, 3);
         // Class 7 is not runnable here; job 2 was cancelled.
-        let got = q.pop(|class, job| match (class, job) {
+        let got = q.pop(|_, class, job| match (class, job) {
             (7, _) => Verdict::Skip,
             (_, 2) => Verdict::Stale,
             _ => Verdict::Take,
         });
         assert_eq!(got, Some(3));
         assert_eq!(q.len(), 1);
-        assert_eq!(q.pop(|_, _| Verdict::Skip), None);
+        assert_eq!(q.pop(|_, _, _| Verdict::Skip), None);
         assert_eq!(q.pop(take_all), Some(1));
         assert!(q.is_empty());
     }

@@ -58,6 +58,26 @@ impl Core {
         }
     }
 
+    /// A more urgent caller joined a queued job: move it to that priority
+    /// (its old entry goes stale), keeping its place by `seq`.
+    pub(super) fn raise_priority(&mut self, jid: JobId, priority: i32) {
+        let Some(job) = self.jobs.get_mut(&jid) else {
+            return;
+        };
+        if job.state != JobState::Queued || priority >= job.priority {
+            return;
+        }
+        job.priority = priority;
+        self.queue.push(
+            job.priority,
+            &job.instance_name,
+            job.invocation(),
+            job.class,
+            job.seq,
+            jid,
+        );
+    }
+
     fn enqueue(&mut self, jid: JobId) {
         let Some(job) = self.jobs.get_mut(&jid) else {
             return;
@@ -87,9 +107,9 @@ impl Core {
             }
             let jobs = &self.jobs;
             let classes = &self.classes;
-            let picked = self.queue.pop(|class, jid| {
+            let picked = self.queue.pop(|priority, class, jid| {
                 match jobs.get(&jid) {
-                    Some(job) if job.state == JobState::Queued => {}
+                    Some(job) if job.state == JobState::Queued && job.priority == priority => {}
                     _ => return Verdict::Stale,
                 }
                 let Some(c) = classes.get(&class) else {
