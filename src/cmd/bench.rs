@@ -19,6 +19,8 @@ enum Which {
     Sandbox(bench::sandbox::Args),
     /// Execute round trip of a trivial action, cache off.
     Execute(bench::execute::Args),
+    /// Worker input staging of a 10,000-file input root, cold and warm.
+    Staging(super::worker::BenchArgs),
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -26,6 +28,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Which::Cas(a) => bench::cas::run(a),
         Which::Sandbox(a) => bench::sandbox::run(a),
         Which::Execute(a) => bench::execute::run(a),
+        Which::Staging(a) => super::worker::bench(a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

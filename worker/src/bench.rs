@@ -16,7 +16,7 @@ use corral_cas::DigestFunction;
 use crate::error::Result;
 use crate::localcas::{LocalCas, LocalCasOptions};
 use crate::remote::RemoteCas;
-use crate::stage::Stager;
+use crate::stage::{Stager, StagerOptions};
 use crate::testkit::{upload_wide_tree, LoopbackCas};
 use crate::validate::SymlinkPolicy;
 
@@ -70,8 +70,11 @@ pub async fn measure(options: &StagingOptions) -> Result<StagingReport> {
         let stager = Stager::open(
             local_cas.clone(),
             work.path().join("trees"),
-            SymlinkPolicy::default(),
-            10_000_000,
+            StagerOptions {
+                policy: SymlinkPolicy::default(),
+                max_files: 10_000_000,
+                owner: None,
+            },
         )?;
         let t = Instant::now();
         let staged = stager.stage(DigestFunction::Sha256, root).await?;
@@ -87,8 +90,11 @@ pub async fn measure(options: &StagingOptions) -> Result<StagingReport> {
         let fresh = Stager::open(
             local_cas,
             work.path().join("trees2"),
-            SymlinkPolicy::default(),
-            10_000_000,
+            StagerOptions {
+                policy: SymlinkPolicy::default(),
+                max_files: 10_000_000,
+                owner: None,
+            },
         )?;
         let t = Instant::now();
         let staged = fresh.stage(DigestFunction::Sha256, root).await?;

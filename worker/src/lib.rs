@@ -9,6 +9,7 @@
 //!   read-only lower layer of the runner's overlay.
 //! * [`remote`]: the batch and stream calls to the remote CAS.
 
+pub mod action;
 pub mod bench;
 pub mod capture;
 pub mod error;
@@ -19,7 +20,9 @@ pub mod lru;
 pub mod merged;
 pub mod paths;
 pub mod remote;
+pub mod runner;
 pub mod stage;
+pub mod status;
 pub mod testkit;
 pub mod tree;
 pub mod upload;

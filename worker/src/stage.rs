@@ -44,9 +44,22 @@ pub struct Stager {
 struct Inner {
     cas: LocalCas,
     root: PathBuf,
-    policy: SymlinkPolicy,
-    max_files: u64,
+    options: StagerOptions,
     state: Mutex<State>,
+}
+
+/// Settings of the [`Stager`].
+#[derive(Clone, Copy, Debug)]
+pub struct StagerOptions {
+    /// Which symlink targets input trees may hold.
+    pub policy: SymlinkPolicy,
+    /// Files (summed over staged trees) kept before least-recently-used
+    /// trees not in use are removed.
+    pub max_files: u64,
+    /// Host uid and gid that staged directories are given, so that the
+    /// sandbox's user may create entries in them through the overlay (the
+    /// runner's `sandbox_uid`/`sandbox_gid`). None: leave the worker's.
+    pub owner: Option<(u32, u32)>,
 }
 
 #[derive(Default)]
@@ -104,12 +117,7 @@ impl Drop for StagedInput {
 
 impl Stager {
     /// Opens (emptying) the staged-tree cache at `root`. Blocking.
-    pub fn open(
-        cas: LocalCas,
-        root: PathBuf,
-        policy: SymlinkPolicy,
-        max_files: u64,
-    ) -> Result<Self> {
+    pub fn open(cas: LocalCas, root: PathBuf, options: StagerOptions) -> Result<Self> {
         remove_tree(&root)?;
         fs::create_dir_all(&root)
             .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
@@ -117,8 +125,7 @@ impl Stager {
             inner: Arc::new(Inner {
                 cas,
                 root,
-                policy,
-                max_files,
+                options,
                 state: Mutex::new(State::default()),
             }),
         })
@@ -135,7 +142,7 @@ impl Stager {
 
     fn evict(&self, state: &mut State) -> Vec<Arc<Staged>> {
         let State { entries, lru } = state;
-        let keys = lru.evict(self.inner.max_files, |k| {
+        let keys = lru.evict(self.inner.options.max_files, |k| {
             entries.get(k).is_some_and(|e| e.users > 0)
         });
         keys.iter()
@@ -174,7 +181,8 @@ impl Stager {
                 stager: self.clone(),
             });
         }
-        let tree = Arc::new(fetch_tree(&self.inner.cas, function, root, self.inner.policy).await?);
+        let tree =
+            Arc::new(fetch_tree(&self.inner.cas, function, root, self.inner.options.policy).await?);
         let mut attempt = 0;
         let staged = loop {
             attempt += 1;
@@ -254,8 +262,17 @@ impl Stager {
         ));
         let tree = tree.clone();
         let target = dir.clone();
+        let owner = self.inner.options.owner.filter(|(uid, gid)| {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ) != (*uid, *gid)
+        });
         let result = tokio::task::spawn_blocking(move || {
-            let mut out = Materialised::default();
+            let mut out = Materialised {
+                owner,
+                ..Default::default()
+            };
             materialise(&tree, &sources, &tree.root, &target, "", &mut out)?;
             Ok::<_, Error>(out)
         })
@@ -275,6 +292,7 @@ impl Stager {
 struct Materialised {
     read_only: Vec<String>,
     files: u64,
+    owner: Option<(u32, u32)>,
 }
 
 /// Creates `dest` from the Directory `digest` of `tree`. Blocking.
@@ -328,6 +346,10 @@ fn materialise(
     let props = dir.node_properties.as_ref();
     if is_subtree_read_only(props) {
         out.read_only.push(rel.to_string());
+    }
+    if let Some((uid, gid)) = out.owner {
+        nix::unistd::chown(dest, Some(uid.into()), Some(gid.into()))
+            .map_err(|e| Error::io(format!("chown {}", dest.display()), e.into()))?;
     }
     let mode = props
         .and_then(|p| p.unix_mode.as_ref())

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use corral_cas::{BlobStore, Digest, DigestFunction};
 use corral_proto::reapi;
 use corral_worker::capture::{capture, Captured};
+use corral_worker::stage::StagerOptions;
 use corral_worker::testkit::{upload_wide_tree, DirBuilder, LoopbackCas};
 use corral_worker::upload::upload;
 use corral_worker::validate::SymlinkPolicy;
@@ -82,8 +83,11 @@ async fn setup() -> Setup {
     let stager = Stager::open(
         local,
         work.path().join("trees"),
-        SymlinkPolicy::default(),
-        1_000_000,
+        StagerOptions {
+            policy: SymlinkPolicy::default(),
+            max_files: 1_000_000,
+            owner: None,
+        },
     )
     .unwrap();
     let scratch = tempfile::tempdir().unwrap();

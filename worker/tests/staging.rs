@@ -6,6 +6,7 @@ use std::path::Path;
 
 use corral_cas::{Digest, DigestFunction};
 use corral_proto::reapi;
+use corral_worker::stage::StagerOptions;
 use corral_worker::testkit::{upload_wide_tree, DirBuilder, LoopbackCas};
 use corral_worker::validate::SymlinkPolicy;
 use corral_worker::{LocalCas, LocalCasOptions, RemoteCas, Stager};
@@ -20,7 +21,16 @@ async fn stager(cas: &LoopbackCas, dir: &Path, policy: SymlinkPolicy) -> Stager 
         parallel_fetches: 4,
     };
     let local = LocalCas::open(&dir.join("cas"), &options, remote).unwrap();
-    Stager::open(local, dir.join("trees"), policy, 1_000_000).unwrap()
+    Stager::open(
+        local,
+        dir.join("trees"),
+        StagerOptions {
+            policy,
+            max_files: 1_000_000,
+            owner: None,
+        },
+    )
+    .unwrap()
 }
 
 fn mtime(secs: i64) -> reapi::NodeProperties {
@@ -249,8 +259,11 @@ async fn evicted_trees_are_removed_and_leased_ones_kept() {
     let stager = Stager::open(
         local,
         work.path().join("trees"),
-        SymlinkPolicy::default(),
-        10,
+        StagerOptions {
+            policy: SymlinkPolicy::default(),
+            max_files: 10,
+            owner: None,
+        },
     )
     .unwrap();
     let a = stager.stage(SHA, one).await.unwrap();

@@ -1,0 +1,404 @@
+//! Running one assignment: stage the input root, prepare the build
+//! directory, have the runner run the command, capture and upload the
+//! outputs (also when the command failed or timed out), and answer with
+//! an `ExecuteResponse` whose metadata records every phase.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use corral_cas::{Digest, DigestFunction};
+use corral_proto::protobuf::{Any, Timestamp};
+use corral_proto::reapi;
+use corral_proto::runner::v1 as pb;
+use corral_proto::worker::v1::{Assignment, Stage};
+use prost::Message;
+
+use crate::capture::{capture, Blob};
+use crate::error::{Error, Result};
+use crate::fsutil::remove_tree;
+use crate::merged::hash_file;
+use crate::paths;
+use crate::runner::Runner;
+use crate::stage::{StagedInput, Stager};
+use crate::status::{status, to_status};
+use crate::upload::upload;
+
+/// Platform property that picks the rootfs: `input-root` or `host`.
+pub const ROOTFS_PROPERTY: &str = "corral-rootfs";
+
+/// Settings of the executor.
+#[derive(Clone, Debug)]
+pub struct ExecutorOptions {
+    /// Worker name for ExecutedActionMetadata.
+    pub name: String,
+    /// Where per-action build directories are made.
+    pub builds_dir: PathBuf,
+    /// Sandbox profile passed to the runner ("" = its default).
+    pub profile: String,
+    /// Upload calls running at once.
+    pub parallel_uploads: usize,
+    /// Host uid/gid that directories made for the action are given.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// Runs assignments. Cheap to share (`Arc`).
+pub struct Executor {
+    options: ExecutorOptions,
+    stager: Stager,
+    runner: Arc<Runner>,
+}
+
+impl Executor {
+    pub fn new(options: ExecutorOptions, stager: Stager, runner: Arc<Runner>) -> Self {
+        Executor {
+            options,
+            stager,
+            runner,
+        }
+    }
+
+    pub fn stager(&self) -> &Stager {
+        &self.stager
+    }
+
+    /// Runs `a` to completion. Never fails: every failure is a status in
+    /// the response. `progress` hears each stage as it starts.
+    pub async fn execute(
+        &self,
+        a: &Assignment,
+        progress: &(dyn Fn(Stage) + Send + Sync),
+    ) -> reapi::ExecuteResponse {
+        let mut meta = reapi::ExecutedActionMetadata {
+            worker: self.options.name.clone(),
+            worker_start_timestamp: Some(now()),
+            queued_timestamp: queued_at(a.queued_millis),
+            ..Default::default()
+        };
+        let dir = self.options.builds_dir.join(format!(
+            "{}-{:08x}",
+            sanitize(&a.assignment_id),
+            fastrand::u32(..)
+        ));
+        let outcome = self.execute_in(a, &dir, &mut meta, progress).await;
+        let removed = dir.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = remove_tree(&removed) {
+                tracing::warn!(error = %e, "could not remove a build directory");
+            }
+        })
+        .await;
+        meta.worker_completed_timestamp = Some(now());
+        match outcome {
+            Ok((mut result, status)) => {
+                result.execution_metadata = Some(meta);
+                reapi::ExecuteResponse {
+                    result: Some(result),
+                    status: Some(status),
+                    message: String::new(),
+                    ..Default::default()
+                }
+            }
+            Err(e) => {
+                tracing::info!(assignment = %a.assignment_id, error = %e, "action failed in the worker");
+                reapi::ExecuteResponse {
+                    status: Some(to_status(&e)),
+                    message: e.to_string(),
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
+    async fn execute_in(
+        &self,
+        a: &Assignment,
+        dir: &Path,
+        meta: &mut reapi::ExecutedActionMetadata,
+        progress: &(dyn Fn(Stage) + Send + Sync),
+    ) -> Result<(reapi::ActionResult, corral_proto::rpc::Status)> {
+        let function = DigestFunction::from_proto(a.digest_function)?;
+        let action = a
+            .action
+            .as_ref()
+            .ok_or_else(|| Error::invalid("action", "is missing"))?;
+        let command = a
+            .command
+            .as_ref()
+            .ok_or_else(|| Error::invalid("command", "is missing"))?;
+        if command.arguments.is_empty() {
+            return Err(Error::invalid("command.arguments", "is empty"));
+        }
+        let root = Digest::from_proto_field(
+            function,
+            action.input_root_digest.as_ref(),
+            "action.input_root_digest",
+        )?;
+
+        progress(Stage::FetchingInputs);
+        meta.input_fetch_start_timestamp = Some(now());
+        let staged = self.stager.stage(function, root).await?;
+        meta.input_fetch_completed_timestamp = Some(now());
+
+        let scratch = dir.join("scratch");
+        let (stdout, stderr) = (dir.join("stdout"), dir.join("stderr"));
+        {
+            let (staged_for, scratch, owner, command) = (
+                staged.staged.clone(),
+                scratch.clone(),
+                self.options.owner,
+                command.clone(),
+            );
+            let dir = dir.to_path_buf();
+            blocking(move || prepare(&dir, &scratch, &staged_for.tree, &command, owner)).await?;
+        }
+        let request = pb::RunRequest {
+            input_root: staged.path.display().to_string(),
+            scratch_dir: scratch.display().to_string(),
+            rootfs: Some(rootfs(command, action, &staged)),
+            arguments: command.arguments.clone(),
+            environment: command
+                .environment_variables
+                .iter()
+                .map(|v| pb::EnvironmentVariable {
+                    name: v.name.clone(),
+                    value: v.value.clone(),
+                })
+                .collect(),
+            working_directory: paths::working_directory(&command.working_directory)?.join("/"),
+            stdout_path: stdout.display().to_string(),
+            stderr_path: stderr.display().to_string(),
+            profile: self.options.profile.clone(),
+            network: false,
+            limits: Some(pb::Limits {
+                timeout_ms: a.timeout_millis,
+                ..Default::default()
+            }),
+            uid: 0,
+            gid: 0,
+            read_only_subtrees: staged.read_only_subtrees.clone(),
+        };
+
+        progress(Stage::Running);
+        meta.execution_start_timestamp = Some(now());
+        let response = self.runner.run(request).await?;
+        meta.execution_completed_timestamp = Some(now());
+        meta.auxiliary_metadata.push(Any {
+            type_url: "type.googleapis.com/corral.runner.v1.RunResponse".into(),
+            value: response.encode_to_vec(),
+        });
+
+        progress(Stage::UploadingOutputs);
+        meta.output_upload_start_timestamp = Some(now());
+        let upper = if response.upper_dir.is_empty() {
+            scratch.join("upper")
+        } else {
+            PathBuf::from(&response.upper_dir)
+        };
+        let (tree, command_owned) = (staged.staged.clone(), command.clone());
+        let (mut captured, std_digests) = blocking(move || {
+            let mut captured = capture(&command_owned, &tree.tree, Some(upper))?;
+            let mut digests = Vec::new();
+            for p in [stdout, stderr] {
+                let d = if p.exists() {
+                    hash_file(function, &p)?
+                } else {
+                    Digest::of_bytes(function, b"")
+                };
+                captured.blobs.insert(d, Blob::File(p));
+                digests.push(d);
+            }
+            Ok((captured, digests))
+        })
+        .await?;
+        let remote = self.stager.cas().remote().clone();
+        upload(&remote, &captured.blobs, self.options.parallel_uploads).await?;
+        meta.output_upload_completed_timestamp = Some(now());
+
+        let mut result = std::mem::take(&mut captured.result);
+        result.exit_code = if response.signal != 0 {
+            128 + response.signal
+        } else {
+            response.exit_code
+        };
+        result.stdout_digest = Some(std_digests[0].to_proto());
+        result.stderr_digest = Some(std_digests[1].to_proto());
+        let st = if response.timed_out {
+            status(
+                tonic::Code::DeadlineExceeded,
+                format!("the action ran past its {} ms timeout", a.timeout_millis),
+            )
+        } else {
+            status(tonic::Code::Ok, "")
+        };
+        Ok((result, st))
+    }
+}
+
+/// Input root as `/` when the platform says so with `corral-rootfs`, or,
+/// without that property, when the input root looks like a whole system
+/// root (it has `dev`, `proc` and `tmp` directories, as every BuildStream
+/// sandbox has); otherwise the host's system directories with the input
+/// root at the runner's exec path.
+// Bazel 4 sends the platform in the (deprecated) Command field only.
+#[allow(deprecated)]
+fn rootfs(
+    command: &reapi::Command,
+    action: &reapi::Action,
+    staged: &StagedInput,
+) -> pb::run_request::Rootfs {
+    use pb::run_request::Rootfs;
+    let props = action
+        .platform
+        .iter()
+        .chain(command.platform.iter())
+        .flat_map(|p| p.properties.iter());
+    for p in props {
+        if p.name == ROOTFS_PROPERTY {
+            return if p.value == "input-root" {
+                Rootfs::InputRootAsRoot(pb::InputRootAsRoot {})
+            } else {
+                Rootfs::Host(pb::HostRoot {})
+            };
+        }
+    }
+    let looks_like_root = staged
+        .tree
+        .dir(&staged.tree.root)
+        .map(|d| {
+            ["dev", "proc", "tmp"]
+                .iter()
+                .all(|n| d.directories.iter().any(|s| s.name == *n))
+        })
+        .unwrap_or(false);
+    if looks_like_root {
+        Rootfs::InputRootAsRoot(pb::InputRootAsRoot {})
+    } else {
+        Rootfs::Host(pb::HostRoot {})
+    }
+}
+
+/// Makes the build directory and, in the overlay's upper directory, the
+/// working directory and the parents of every output that the input root
+/// lacks (REAPI: the worker creates them), owned by the sandbox user.
+fn prepare(
+    dir: &Path,
+    scratch: &Path,
+    tree: &crate::tree::InputTree,
+    command: &reapi::Command,
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    fs::create_dir_all(scratch)
+        .map_err(|e| Error::io(format!("creating {}", scratch.display()), e))?;
+    let _ = dir;
+    let upper = scratch.join("upper");
+    let wd = paths::working_directory(&command.working_directory)?;
+    let mut wanted: Vec<Vec<String>> = vec![wd.clone()];
+    #[allow(deprecated)]
+    let outputs = command
+        .output_paths
+        .iter()
+        .chain(&command.output_files)
+        .chain(&command.output_directories);
+    for o in outputs {
+        let mut comps = paths::resolve(&command.working_directory, o, "output_paths")?;
+        comps.pop();
+        wanted.push(comps);
+    }
+    let mut made = false;
+    for comps in wanted {
+        // Walk the input tree; create in upper only below the first missing
+        // directory (an existing lower directory needs nothing).
+        let mut lower = Some(tree.dir(&tree.root)?);
+        let mut path = upper.clone();
+        for c in &comps {
+            path.push(c);
+            if let Some(d) = lower {
+                if let Some(node) = d.directories.iter().find(|s| &s.name == c) {
+                    let digest =
+                        Digest::from_proto_field(tree.function, node.digest.as_ref(), "digest")?;
+                    lower = Some(tree.dir(&digest)?);
+                    continue;
+                }
+                if d.files.iter().any(|f| &f.name == c) || d.symlinks.iter().any(|l| &l.name == c) {
+                    // Not a directory in the input: leave it to the action.
+                    break;
+                }
+            }
+            lower = None;
+            if !path.exists() {
+                fs::create_dir_all(&path)
+                    .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+                made = true;
+                if let Some((uid, gid)) = owner {
+                    chown_from(&upper, &path, uid, gid)?;
+                }
+            }
+        }
+    }
+    if made || owner.is_some() {
+        fs::create_dir_all(&upper)
+            .map_err(|e| Error::io(format!("creating {}", upper.display()), e))?;
+        if let Some((uid, gid)) = owner {
+            chown(&upper, uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+fn chown(p: &Path, uid: u32, gid: u32) -> Result<()> {
+    nix::unistd::chown(p, Some(uid.into()), Some(gid.into()))
+        .map_err(|e| Error::io(format!("chown {}", p.display()), e.into()))
+}
+
+/// Chowns `leaf` and every directory between `base` and it.
+fn chown_from(base: &Path, leaf: &Path, uid: u32, gid: u32) -> Result<()> {
+    let mut p = leaf.to_path_buf();
+    while p.starts_with(base) && p != base {
+        chown(&p, uid, gid)?;
+        if !p.pop() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}
+
+fn now() -> Timestamp {
+    timestamp(SystemTime::now())
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn queued_at(queued_millis: u64) -> Option<Timestamp> {
+    SystemTime::now()
+        .checked_sub(std::time::Duration::from_millis(queued_millis))
+        .map(timestamp)
+}
+
+/// Assignment ids come from the scheduler; keep only safe characters for a
+/// directory name.
+fn sanitize(id: &str) -> String {
+    let s: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(64)
+        .collect();
+    if s.is_empty() {
+        "action".into()
+    } else {
+        s
+    }
+}
