@@ -3,5 +3,6 @@
 
 pub mod bazel;
 pub mod bench;
+pub mod buildstream;
 pub mod registry;
 pub mod server;

