@@ -84,6 +84,7 @@ impl World {
             uid: 0,
             gid: 0,
             read_only_subtrees: vec![],
+            writable_subtrees: vec![],
             controlling_tty: false,
         }
     }

@@ -124,6 +124,7 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
         uid: o.uid,
         gid: o.gid,
         read_only_subtrees: o.read_only.clone(),
+        writable_subtrees: Vec::new(),
     };
     // Mistakes are reported here, before the fork, with their own message.
     let layout = crate::spec::Layout::new(&host, &req)?;

@@ -73,6 +73,9 @@ pub struct SandboxRequest {
     pub gid: u32,
     /// Relative to the input root; mounted read-only.
     pub read_only_subtrees: Vec<String>,
+    /// Relative to the input root, inside a read-only subtree; writable again.
+    #[serde(default)]
+    pub writable_subtrees: Vec<String>,
     /// Make stdin (a terminal) the command's controlling terminal.
     #[serde(default)]
     pub controlling_tty: bool,

@@ -57,12 +57,27 @@ pub fn check(host: &Host, req: &SandboxRequest, layout: &Layout) -> Result<()> {
             }
         }
     }
-    for sub in &req.read_only_subtrees {
-        spec::check_relative("read-only subtree", sub)?;
-        if !req.input_root.join(sub).is_dir() {
-            return Err(Error::InvalidRequest(format!(
-                "read-only subtree {sub:?} is not a directory of the input root"
-            )));
+    let subtrees = (req
+        .read_only_subtrees
+        .iter()
+        .map(|s| ("read-only subtree", s)))
+    .chain(
+        req.writable_subtrees
+            .iter()
+            .map(|s| ("writable subtree", s)),
+    );
+    for (what, sub) in subtrees {
+        spec::check_relative(what, sub)?;
+        // Every component must be a real directory: the mount's source is
+        // resolved on the host, so a symlink could point anywhere.
+        let mut path = req.input_root.clone();
+        for component in sub.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            path.push(component);
+            if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                return Err(Error::InvalidRequest(format!(
+                    "{what} {sub:?} is not a directory of the input root (at {component:?})"
+                )));
+            }
         }
     }
     let cwd = req.input_root.join(&req.cwd);

@@ -103,6 +103,7 @@ pub fn to_sandbox_request(host: &Host, r: pb::RunRequest) -> Result<SandboxReque
         uid: r.uid,
         gid: r.gid,
         read_only_subtrees: r.read_only_subtrees,
+        writable_subtrees: r.writable_subtrees,
         controlling_tty: false,
     })
 }
@@ -210,6 +211,18 @@ pub fn serve_blocking(config: &RunnerConfig, socket: &Path) -> Result<()> {
         .build()
         .map_err(|e| Error::io("start the async runtime", e))?;
     runtime.block_on(serve(host, zygote, socket, async {
-        let _ = tokio::signal::ctrl_c().await;
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("runner shutting down");
     }))
 }

@@ -82,12 +82,45 @@ fn bind_ro(src: &Path, dest: &Path) -> Value {
     })
 }
 
+/// `SubtreeReadOnly` directories and the writable exceptions below them,
+/// each bound onto itself from the input root's overlay (never from the
+/// cached lower layer), deepest first: a bind carries the mounts beneath
+/// it, and `ro` applies to its own top only, so an exception mounted before
+/// its read-only parent stays writable.
+fn subtree_mounts(req: &SandboxRequest, layout: &Layout) -> Vec<Value> {
+    let inside = layout
+        .input_mount
+        .strip_prefix("/")
+        .unwrap_or(&layout.input_mount);
+    let overlay_root = layout.rootfs.join(inside);
+    let mut subtrees: Vec<(&String, bool)> = (req.read_only_subtrees.iter().map(|s| (s, true)))
+        .chain(req.writable_subtrees.iter().map(|s| (s, false)))
+        .collect();
+    let depth = |s: &str| s.split('/').filter(|c| !c.is_empty() && *c != ".").count();
+    subtrees.sort_by_key(|(s, _)| std::cmp::Reverse(depth(s)));
+    subtrees
+        .into_iter()
+        .map(|(sub, read_only)| {
+            let mut options = vec!["rbind", "nosuid", "nodev"];
+            if read_only {
+                options.push("ro");
+            }
+            json!({
+                "destination": layout.input_mount.join(sub),
+                "type": "bind",
+                "source": overlay_root.join(sub),
+                "options": options,
+            })
+        })
+        .collect()
+}
+
 fn tmpfs(dest: &str, options: &[&str]) -> Value {
     json!({ "destination": dest, "type": "tmpfs", "source": "tmpfs", "options": options })
 }
 
-/// The mount table: the root's own mounts first, then the input root,
-/// read-only subtrees, and the kernel filesystems.
+/// The mount table: the root's own mounts first, then the input root, the
+/// kernel filesystems, and the read-only subtrees.
 fn mounts(host: &Host, req: &SandboxRequest, layout: &Layout, limits: &Limits) -> Vec<Value> {
     let mut out = Vec::new();
     match &req.rootfs {
@@ -118,12 +151,6 @@ fn mounts(host: &Host, req: &SandboxRequest, layout: &Layout, limits: &Limits) -
         &layout.upper,
         &layout.work,
     ));
-    for sub in &req.read_only_subtrees {
-        out.push(bind_ro(
-            &req.input_root.join(sub),
-            &layout.input_mount.join(sub),
-        ));
-    }
     let _ = host;
     out.push(json!({
         "destination": "/proc", "type": "proc", "source": "proc",
@@ -143,6 +170,9 @@ fn mounts(host: &Host, req: &SandboxRequest, layout: &Layout, limits: &Limits) -
     ));
     let tmp_size = format!("size={}", limits.max_written_bytes.unwrap_or(1 << 30));
     out.push(tmpfs("/tmp", &["nosuid", "nodev", "mode=1777", &tmp_size]));
+    // Last: a read-only `/` (input root as root) must carry the kernel
+    // filesystems above along with it, writable as they are.
+    out.extend(subtree_mounts(req, layout));
     out
 }
 

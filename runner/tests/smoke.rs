@@ -27,6 +27,67 @@ fn echo_in_busybox_root() {
 }
 
 #[test]
+fn writable_exceptions_inside_a_read_only_root() {
+    // BuildStream marks the whole input root SubtreeReadOnly and the
+    // directories a command must write (install root, build dir) false.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    busybox_root(&root);
+    for d in ["dev", "proc", "tmp", "install/locked"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let host = Host::probe(&RunnerConfig::default()).unwrap();
+    for d in ["", "install", "install/locked"] {
+        nix::unistd::chown(
+            &root.join(d),
+            Some(host.map_uid.into()),
+            Some(host.map_gid.into()),
+        )
+        .unwrap();
+    }
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let out: PathBuf = tmp.path().join("out");
+    let mut req = request(
+        &root,
+        &scratch,
+        &out,
+        "touch /new 2>/dev/null && echo ROOT-WRITABLE; \
+         touch /install/ok && echo install-ok; \
+         touch /install/locked/x 2>/dev/null && echo LOCKED-WRITABLE; \
+         echo t > /tmp/t && echo tmp-ok; echo > /dev/null && echo dev-ok; \
+         test -r /proc/self/status && echo proc-ok",
+    );
+    req.rootfs = corral_runner::request::Rootfs::InputRoot;
+    req.read_only_subtrees = vec!["".into(), "install/locked".into()];
+    req.writable_subtrees = vec!["install".into()];
+    let outcome = corral_runner::isolate::run_forked(&host, &req).unwrap();
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    let stderr = std::fs::read_to_string(out.with_extension("err")).unwrap();
+    assert_eq!(outcome.exit_code, Some(0), "{stdout}\n{stderr}");
+    assert_eq!(stdout, "install-ok\ntmp-ok\ndev-ok\nproc-ok\n", "{stderr}");
+    // The write went to the overlay's upper directory, not the input root.
+    assert!(!root.join("install/ok").exists());
+    assert!(scratch.join("upper/install/ok").exists());
+}
+
+#[test]
+fn subtree_paths_through_symlinks_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    busybox_root(&root);
+    std::os::unix::fs::symlink("/etc", root.join("sneaky")).unwrap();
+    let host = Host::probe(&RunnerConfig::default()).unwrap();
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let out: PathBuf = tmp.path().join("out");
+    let mut req = request(&root, &scratch, &out, "true");
+    req.writable_subtrees = vec!["sneaky".into()];
+    let err = corral_runner::isolate::run_forked(&host, &req).unwrap_err();
+    assert!(err.to_string().contains("sneaky"), "{err}");
+}
+
+#[test]
 fn read_only_subtree_refuses_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");

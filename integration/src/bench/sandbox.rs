@@ -104,6 +104,7 @@ fn request(root: &Path, scratch: PathBuf, profile: &Profile) -> SandboxRequest {
         uid: 0,
         gid: 0,
         read_only_subtrees: vec![],
+        writable_subtrees: vec![],
         controlling_tty: false,
     }
 }

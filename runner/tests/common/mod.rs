@@ -45,6 +45,7 @@ pub fn request(root: &Path, scratch: &Path, out: &Path, script: &str) -> Sandbox
         uid: 0,
         gid: 0,
         read_only_subtrees: vec![],
+        writable_subtrees: vec![],
         controlling_tty: false,
     }
 }
