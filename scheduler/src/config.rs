@@ -73,8 +73,38 @@ pub struct SchedulerConfig {
     /// keepalives and retention. Default 1 000.
     pub tick_ms: u64,
     /// Matching policy per platform property key; keys not listed are
-    /// `exact`. Default: `container-image = "any"`.
+    /// `exact`. Default: `any` for `container-image`, `unixUID` and
+    /// `unixGID`.
     pub property_policies: BTreeMap<String, PropertyPolicy>,
+    /// What forms `/` for actions without a `container-image`, by instance
+    /// name: the longest key that equals the instance name or is a prefix of
+    /// it ending at a `/` wins. Default: `buildstream = "input-root"`
+    /// (BuildStream cannot ask for it with a property).
+    pub rootfs_by_instance: BTreeMap<String, RootfsChoice>,
+    /// The rootfs for instance names no key of `rootfs_by_instance` covers.
+    /// Default `host`, so Bazel's host-configured toolchains work.
+    pub default_rootfs: RootfsChoice,
+}
+
+/// What forms an action's `/` when it names no image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RootfsChoice {
+    /// The host's system directories read-only, the input root at the exec
+    /// path.
+    Host,
+    /// The input root is `/` (BuildStream).
+    InputRoot,
+}
+
+impl RootfsChoice {
+    /// The worker-protocol value.
+    pub fn to_wire(self) -> corral_proto::worker::v1::RootfsMode {
+        match self {
+            RootfsChoice::Host => corral_proto::worker::v1::RootfsMode::Host,
+            RootfsChoice::InputRoot => corral_proto::worker::v1::RootfsMode::InputRoot,
+        }
+    }
 }
 
 impl Default for SchedulerConfig {
@@ -92,15 +122,37 @@ impl Default for SchedulerConfig {
             completed_retention_ms: 600_000,
             max_completed_operations: 100_000,
             tick_ms: 1_000,
-            property_policies: BTreeMap::from([(
-                "container-image".to_string(),
-                PropertyPolicy::Any,
+            property_policies: BTreeMap::from([
+                ("container-image".to_string(), PropertyPolicy::Any),
+                // BuildStream's uid/gid for the command: workers that can
+                // give any offer `*`.
+                ("unixUID".to_string(), PropertyPolicy::Any),
+                ("unixGID".to_string(), PropertyPolicy::Any),
+            ]),
+            rootfs_by_instance: BTreeMap::from([(
+                "buildstream".to_string(),
+                RootfsChoice::InputRoot,
             )]),
+            default_rootfs: RootfsChoice::Host,
         }
     }
 }
 
 impl SchedulerConfig {
+    /// The rootfs for `instance`: the longest key of `rootfs_by_instance`
+    /// that is the instance name or a `/`-separated prefix of it.
+    pub fn rootfs_for(&self, instance: &str) -> RootfsChoice {
+        self.rootfs_by_instance
+            .iter()
+            .filter(|(key, _)| {
+                instance
+                    .strip_prefix(key.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || key.is_empty())
+            })
+            .max_by_key(|(key, _)| key.len())
+            .map_or(self.default_rootfs, |(_, choice)| *choice)
+    }
+
     /// Parses a `[scheduler]` table given as TOML text and checks it.
     pub fn from_toml(text: &str) -> Result<Self> {
         let config: SchedulerConfig =
@@ -162,6 +214,29 @@ impl SchedulerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rootfs_follows_the_longest_instance_prefix() {
+        let c = SchedulerConfig::from_toml(
+            r#"
+            default_rootfs = "host"
+            [rootfs_by_instance]
+            buildstream = "input-root"
+            "buildstream/bazel" = "host"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.rootfs_for("buildstream"), RootfsChoice::InputRoot);
+        assert_eq!(c.rootfs_for("buildstream/x"), RootfsChoice::InputRoot);
+        assert_eq!(c.rootfs_for("buildstream/bazel/y"), RootfsChoice::Host);
+        // Not a prefix at a `/`: a different name.
+        assert_eq!(c.rootfs_for("buildstreamer"), RootfsChoice::Host);
+        assert_eq!(c.rootfs_for(""), RootfsChoice::Host);
+        let d = SchedulerConfig::default();
+        assert_eq!(d.rootfs_for("buildstream"), RootfsChoice::InputRoot);
+        assert_eq!(d.rootfs_for("main"), RootfsChoice::Host);
+        assert!(SchedulerConfig::from_toml("default_rootfs = \"chroot\"").is_err());
+    }
 
     #[test]
     fn empty_table_gives_defaults() {

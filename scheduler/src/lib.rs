@@ -14,7 +14,7 @@ pub mod status;
 pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{PropertyPolicy, SchedulerConfig};
+pub use config::{PropertyPolicy, RootfsChoice, SchedulerConfig};
 pub use core::{Stats, WorkerInfo};
 pub use error::{Error, Result};
 pub use scheduler::Scheduler;

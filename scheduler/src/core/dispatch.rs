@@ -171,6 +171,7 @@ impl Core {
             priority: job.priority,
             attempt: job.attempts,
             queued_millis: u64::try_from(queued.as_millis()).unwrap_or(u64::MAX),
+            rootfs: self.config.rootfs_for(&job.instance_name).to_wire() as i32,
         };
         tracing::debug!(worker = %worker.name, assignment = %assignment_id, "assigned");
         worker.send(
