@@ -8,11 +8,26 @@ pub mod up;
 pub mod worker;
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+///
+/// They are written through a private, close-on-exec copy of the stderr
+/// descriptor rather than fd 2: libcontainer logs from inside a
+/// container's init after fd 2 has become the action's stderr, and the
+/// runner's log must never end up in an action's output.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match private_stderr() {
+        Some(log) => builder.with_writer(std::sync::Arc::new(log)).init(),
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+/// A close-on-exec duplicate of stderr numbered 100 or higher, where a
+/// descriptor the process opens later will not land.
+fn private_stderr() -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let fd = nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100)).ok()?;
+    // SAFETY: fcntl just returned this descriptor; nothing else owns it.
+    Some(unsafe { std::fs::File::from_raw_fd(fd) })
 }

@@ -1,8 +1,10 @@
 //! `corral server`: the client-facing REAPI services on one port.
 //!
-//! Today that is the storage half (Capabilities, CAS, ByteStream,
-//! ActionCache) over a disk store under `--data`. Settings come from flags
-//! and, optionally, a TOML file; a flag wins over the file.
+//! Storage (Capabilities, CAS, ByteStream, ActionCache over a disk store
+//! under `--data`) and, unless the config turns it off, execution (the
+//! scheduler's Execution and Operations services and the worker protocol).
+//! Settings come from flags and, optionally, a TOML file; a flag wins over
+//! the file. [`start`] is shared with `corral up`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,8 +13,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use corral_cas::service::{server_builder, Services};
-use corral_cas::{BlobStore, DiskActionCache, DiskStore};
+use corral_cas::{ActionCache, BlobStore, DiskActionCache, DiskStore};
+use corral_scheduler::{Scheduler, SchedulerConfig, SystemClock};
 use serde::Deserialize;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// How long running calls may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -36,19 +41,35 @@ pub struct Args {
 }
 
 /// The server's TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServerConfig {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
     /// Address to listen on; `--listen` overrides it.
-    listen: Option<SocketAddr>,
+    pub listen: Option<SocketAddr>,
     /// Data directory; `--data` overrides it.
-    data: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    /// Serve Execution, Operations and the worker protocol. Default true;
+    /// false makes a storage-only server.
+    pub execution: bool,
     /// Storage settings (`[cas]` table).
-    #[serde(default)]
-    cas: corral_cas::Config,
+    pub cas: corral_cas::Config,
+    /// Scheduler settings (`[scheduler]` table, docs/scheduler.md).
+    pub scheduler: SchedulerConfig,
 }
 
-fn load_config(path: &Path) -> anyhow::Result<ServerConfig> {
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: None,
+            data: None,
+            execution: true,
+            cas: corral_cas::Config::default(),
+            scheduler: SchedulerConfig::default(),
+        }
+    }
+}
+
+pub fn load_config(path: &Path) -> anyhow::Result<ServerConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
@@ -75,65 +96,109 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .thread_name("corral-server")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(listen, data, config.cas))?;
+    runtime.block_on(async {
+        let server = start(listen, &data, config).await?;
+        // One line on stdout, once the socket accepts connections: scripts
+        // and tests wait for it and read the port from it.
+        println!("corral server listening on http://{}", server.addr);
+        shutdown_signal().await;
+        server.stop().await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(
+/// A server started by [`start`].
+pub struct RunningServer {
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// The scheduler, when execution is on.
+    pub scheduler: Option<Arc<Scheduler>>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningServer {
+    /// Stops accepting and lets running calls finish, but not forever: a
+    /// client that keeps its connection open must not hold the process.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
+            Ok(joined) => joined.context("server task")?.context("serving")?,
+            Err(_) => {
+                tracing::warn!(
+                    grace = ?SHUTDOWN_GRACE,
+                    "connections still open after the grace period; closing them"
+                );
+                task.abort();
+            }
+        }
+        tracing::info!("server shut down");
+        Ok(())
+    }
+}
+
+/// Opens the stores under `data`, builds the services and serves them on
+/// `listen` in a background task.
+pub async fn start(
     listen: SocketAddr,
-    data: PathBuf,
-    cas_config: corral_cas::Config,
-) -> anyhow::Result<()> {
+    data: &Path,
+    config: ServerConfig,
+) -> anyhow::Result<RunningServer> {
+    let cas_config = config.cas;
     let max_bytes = cas_config.max_cas_bytes();
     let cas_dir = data.join("cas");
     let store = tokio::task::spawn_blocking(move || DiskStore::open(cas_dir, max_bytes))
         .await
         .context("opening the CAS")??;
     let store: Arc<dyn BlobStore> = Arc::new(store);
-    let action_cache = Arc::new(
+    let action_cache: Arc<dyn ActionCache> = Arc::new(
         DiskActionCache::open(data.join("ac"), store.clone())
             .context("opening the action cache")?,
     );
-    let services = Services::new(cas_config, store, action_cache);
+    let services = Services::new(cas_config, store.clone(), action_cache.clone());
+    let mut routes = tonic::service::RoutesBuilder::default();
+    services.add_to(&mut routes);
+    let scheduler = if config.execution {
+        let scheduler = Scheduler::new(
+            config.scheduler,
+            store,
+            action_cache,
+            Arc::new(SystemClock::new()),
+        )
+        .context("scheduler configuration")?;
+        services.set_execution_capabilities(Some(scheduler.execution_capabilities()));
+        scheduler.add_to(&mut routes);
+        scheduler.spawn_ticker();
+        Some(scheduler)
+    } else {
+        None
+    };
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = server_builder()
-        .add_routes(services.routes())
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stop_rx.await;
-        });
-    // One line on stdout, once the socket accepts connections: scripts and
-    // tests wait for it and read the port from it.
-    println!("corral server listening on http://{addr}");
-    tracing::info!(%addr, data = %data.display(), "serving");
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result.context("serving")?,
-        () = shutdown_signal() => {
-            // Stop accepting and let running calls finish, but not forever:
-            // a client that keeps its connection open must not hold the
-            // process.
-            let _ = stop_tx.send(());
-            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-                Ok(result) => result.context("serving")?,
-                Err(_) => tracing::warn!(
-                    grace = ?SHUTDOWN_GRACE,
-                    "connections still open after the grace period; closing them"
-                ),
-            }
-        }
-    }
-    tracing::info!("shut down");
-    Ok(())
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(
+        server_builder()
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            }),
+    );
+    tracing::info!(%addr, data = %data.display(), execution = scheduler.is_some(), "serving");
+    Ok(RunningServer {
+        addr,
+        scheduler,
+        stop,
+        task,
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

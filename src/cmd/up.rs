@@ -1,11 +1,200 @@
-//! `corral up`.
+//! `corral up`: the whole farm on this machine with embedded defaults. A
+//! server (CAS, action cache, scheduler) on `127.0.0.1:8980`, and one worker
+//! in the same process that starts its runner as a child process (the
+//! runner must fork its container helper while single-threaded, which this
+//! multi-threaded process no longer is).
+//!
+//! Data lives under `$XDG_CACHE_HOME/corral` (`~/.cache/corral`) unless
+//! `--data` says otherwise: `server/` and `worker/` beneath it.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use corral_scheduler::SchedulerConfig;
+use corral_worker::config::WorkerConfig;
+use corral_worker::daemon::{Worker, WorkerSettings};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::server::{self, ServerConfig};
+
+/// How long the worker may take to register after start.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long running actions may take to finish after Ctrl-C or SIGTERM.
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// Options of `corral up`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address the REAPI services listen on.
+    #[arg(long, default_value = "127.0.0.1:8980")]
+    listen: SocketAddr,
+    /// Data directory (default: $XDG_CACHE_HOME/corral).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Actions run at once (default: the number of cores).
+    #[arg(long)]
+    slots: Option<u32>,
+    /// TOML configuration with `[cas]`, `[scheduler]` and `[worker]` tables,
+    /// each as for `corral server` and `corral worker`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`corral up` is not built yet")
+/// `corral up --config FILE`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct UpConfig {
+    cas: corral_cas::Config,
+    scheduler: SchedulerConfig,
+    worker: WorkerConfig,
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(cache).join("corral"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .context("neither XDG_CACHE_HOME nor HOME is set: pass --data DIR")?;
+    Ok(PathBuf::from(home).join(".cache").join("corral"))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config: UpConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?
+        }
+        None => UpConfig::default(),
+    };
+    let data = match args.data {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    let mut worker_config = config.worker;
+    if args.slots.is_some() {
+        worker_config.slots = args.slots;
+    }
+    let server_config = ServerConfig {
+        listen: Some(args.listen),
+        data: Some(data.join("server")),
+        execution: true,
+        cas: config.cas,
+        scheduler: config.scheduler,
+    };
+    let corral_binary = std::env::current_exe().context("locating the corral binary")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("corral-up")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(up(
+        args.listen,
+        &data,
+        server_config,
+        worker_config,
+        corral_binary,
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn up(
+    listen: SocketAddr,
+    data: &Path,
+    server_config: ServerConfig,
+    worker_config: WorkerConfig,
+    corral_binary: PathBuf,
+) -> anyhow::Result<()> {
+    let server = server::start(listen, &data.join("server"), server_config).await?;
+    let url = format!("http://{}", server.addr);
+    let worker = Worker::start(WorkerSettings {
+        config: worker_config,
+        scheduler: url.clone(),
+        data: data.join("worker"),
+        corral_binary,
+    })
+    .await
+    .context("starting the worker")?;
+    let shutdown = CancellationToken::new();
+    let mut worker_task = tokio::spawn(worker.run(shutdown.clone()));
+
+    let scheduler = server
+        .scheduler
+        .clone()
+        .context("the server runs without a scheduler")?;
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let slots = loop {
+        if let Some(w) = scheduler.workers().first() {
+            break w.slots;
+        }
+        if worker_task.is_finished() || tokio::time::Instant::now() > deadline {
+            shutdown.cancel();
+            let outcome = worker_task.await;
+            server.stop().await?;
+            return match outcome {
+                Ok(Err(e)) => Err(e).context("the worker stopped before registering"),
+                _ => anyhow::bail!("the worker did not register within {READY_TIMEOUT:?}"),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    print_ready(&url, slots, data);
+
+    tokio::select! {
+        () = server::shutdown_signal() => {}
+        result = &mut worker_task => {
+            // The worker only stops on its own when it fails.
+            server.stop().await?;
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e).context("the worker stopped"),
+                Err(e) => Err(e).context("the worker task failed"),
+            };
+        }
+    }
+    eprintln!("corral up: stopping (running actions may take up to {DRAIN_GRACE:?} to finish)");
+    shutdown.cancel();
+    match tokio::time::timeout(DRAIN_GRACE, &mut worker_task).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "worker stopped with an error"),
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!("running actions did not finish in time; stopping anyway");
+            worker_task.abort();
+        }
+    }
+    server.stop().await?;
+    eprintln!("corral up: stopped");
+    Ok(())
+}
+
+/// The one ready line (scripts and tests wait for it), then how to use the
+/// farm.
+fn print_ready(url: &str, slots: usize, data: &Path) {
+    let grpc = url.replacen("http://", "grpc://", 1);
+    println!(
+        "corral up: ready on {url} ({slots} slots, data in {})",
+        data.display()
+    );
+    println!();
+    println!("Bazel:");
+    println!("  bazel build --remote_executor={grpc} --spawn_strategy=remote --genrule_strategy=remote //...");
+    println!();
+    println!("BuildStream (project.conf or buildstream.conf):");
+    println!("  remote-execution:");
+    for service in [
+        "execution-service",
+        "storage-service",
+        "action-cache-service",
+    ] {
+        println!("    {service}:");
+        println!("      url: {url}");
+        println!("      instance-name: buildstream");
+    }
+    println!();
+    println!("Ctrl-C stops the farm.");
 }

@@ -1,15 +1,82 @@
 //! `corral worker`, and the `corral bench staging` harness of the worker.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use corral_worker::config::WorkerConfig;
+use corral_worker::daemon::{Worker, WorkerSettings};
+use tokio_util::sync::CancellationToken;
 
 /// Options of `corral worker`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
-
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`corral worker` is not built yet")
+pub struct Args {
+    /// Scheduler URL, e.g. http://127.0.0.1:8980.
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// CAS URL (default: the scheduler's).
+    #[arg(long)]
+    cas: Option<String>,
+    /// Data directory: local CAS, staged trees, build directories.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Actions run at once (default: the number of cores).
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Name shown by the scheduler (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// TOML configuration (docs/worker.md); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => WorkerConfig::load(path)?,
+        None => WorkerConfig::default(),
+    };
+    if args.cas.is_some() {
+        config.cas = args.cas;
+    }
+    if args.slots.is_some() {
+        config.slots = args.slots;
+    }
+    if args.name.is_some() {
+        config.name = args.name;
+    }
+    let scheduler = args
+        .scheduler
+        .or(config.scheduler.clone())
+        .context("no scheduler: pass --scheduler URL or set `scheduler` in the config")?;
+    let data = args
+        .data
+        .or(config.data.clone())
+        .context("no data directory: pass --data DIR or set `data` in the config")?;
+    let settings = WorkerSettings {
+        config,
+        scheduler,
+        data,
+        corral_binary: std::env::current_exe().context("locating the corral binary")?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("corral-worker")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let worker = Worker::start(settings).await?;
+        let shutdown = CancellationToken::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            super::server::shutdown_signal().await;
+            trigger.cancel();
+        });
+        worker.run(shutdown).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
 /// Options of `corral bench staging`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {

@@ -12,7 +12,7 @@ use corral_cas::{Digest, DigestFunction};
 use corral_proto::protobuf::{Any, Timestamp};
 use corral_proto::reapi;
 use corral_proto::runner::v1 as pb;
-use corral_proto::worker::v1::{Assignment, Stage};
+use corral_proto::worker::v1::{Assignment, RootfsMode, Stage};
 use prost::Message;
 
 use crate::capture::{capture, Blob};
@@ -21,12 +21,10 @@ use crate::fsutil::remove_tree;
 use crate::merged::hash_file;
 use crate::paths;
 use crate::runner::Runner;
-use crate::stage::{StagedInput, Stager};
+use crate::stage::Stager;
 use crate::status::{status, to_status};
 use crate::upload::upload;
-
-/// Platform property that picks the rootfs: `input-root` or `host`.
-pub const ROOTFS_PROPERTY: &str = "corral-rootfs";
+use tokio_util::sync::CancellationToken;
 
 /// Settings of the executor.
 #[derive(Clone, Debug)]
@@ -69,6 +67,7 @@ impl Executor {
         &self,
         a: &Assignment,
         progress: &(dyn Fn(Stage) + Send + Sync),
+        cancel: &CancellationToken,
     ) -> reapi::ExecuteResponse {
         let mut meta = reapi::ExecutedActionMetadata {
             worker: self.options.name.clone(),
@@ -81,7 +80,12 @@ impl Executor {
             sanitize(&a.assignment_id),
             fastrand::u32(..)
         ));
-        let outcome = self.execute_in(a, &dir, &mut meta, progress).await;
+        // Dropping the run on cancel closes the runner call, and the runner
+        // kills the container; the build directory is removed below either way.
+        let outcome = tokio::select! {
+            outcome = self.execute_in(a, &dir, &mut meta, progress) => outcome,
+            () = cancel.cancelled() => Err(Error::Cancelled("the scheduler cancelled the action".into())),
+        };
         let removed = dir.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if let Err(e) = remove_tree(&removed) {
@@ -156,7 +160,7 @@ impl Executor {
         let request = pb::RunRequest {
             input_root: staged.path.display().to_string(),
             scratch_dir: scratch.display().to_string(),
-            rootfs: Some(rootfs(command, action, &staged)),
+            rootfs: Some(rootfs(a)),
             arguments: command.arguments.clone(),
             environment: command
                 .environment_variables
@@ -175,9 +179,10 @@ impl Executor {
                 timeout_ms: a.timeout_millis,
                 ..Default::default()
             }),
-            uid: 0,
-            gid: 0,
+            uid: id_property(action, command, "unixUID")?,
+            gid: id_property(action, command, "unixGID")?,
             read_only_subtrees: staged.read_only_subtrees.clone(),
+            writable_subtrees: staged.writable_subtrees.clone(),
         };
 
         progress(Stage::Running);
@@ -236,46 +241,42 @@ impl Executor {
     }
 }
 
-/// Input root as `/` when the platform says so with `corral-rootfs`, or,
-/// without that property, when the input root looks like a whole system
-/// root (it has `dev`, `proc` and `tmp` directories, as every BuildStream
-/// sandbox has); otherwise the host's system directories with the input
-/// root at the runner's exec path.
-// Bazel 4 sends the platform in the (deprecated) Command field only.
-#[allow(deprecated)]
-fn rootfs(
-    command: &reapi::Command,
-    action: &reapi::Action,
-    staged: &StagedInput,
-) -> pb::run_request::Rootfs {
+/// The rootfs the scheduler chose for the action's instance name.
+fn rootfs(a: &Assignment) -> pb::run_request::Rootfs {
     use pb::run_request::Rootfs;
-    let props = action
-        .platform
-        .iter()
-        .chain(command.platform.iter())
-        .flat_map(|p| p.properties.iter());
-    for p in props {
-        if p.name == ROOTFS_PROPERTY {
-            return if p.value == "input-root" {
-                Rootfs::InputRootAsRoot(pb::InputRootAsRoot {})
-            } else {
-                Rootfs::Host(pb::HostRoot {})
-            };
-        }
+    match RootfsMode::try_from(a.rootfs) {
+        Ok(RootfsMode::InputRoot) => Rootfs::InputRootAsRoot(pb::InputRootAsRoot {}),
+        _ => Rootfs::Host(pb::HostRoot {}),
     }
-    let looks_like_root = staged
-        .tree
-        .dir(&staged.tree.root)
-        .map(|d| {
-            ["dev", "proc", "tmp"]
-                .iter()
-                .all(|n| d.directories.iter().any(|s| s.name == *n))
-        })
-        .unwrap_or(false);
-    if looks_like_root {
-        Rootfs::InputRootAsRoot(pb::InputRootAsRoot {})
-    } else {
-        Rootfs::Host(pb::HostRoot {})
+}
+
+/// The value of platform property `name`, from the Action's platform, else
+/// the Command's (Bazel 4 sends only the latter).
+// `Command.platform` is deprecated in REAPI 2.2 but still what older clients send.
+#[allow(deprecated)]
+fn property<'a>(
+    action: &'a reapi::Action,
+    command: &'a reapi::Command,
+    name: &str,
+) -> Option<&'a str> {
+    let platform = action.platform.as_ref().or(command.platform.as_ref())?;
+    platform
+        .properties
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| p.value.as_str())
+}
+
+/// uid or gid asked for with BuildStream's `unixUID`/`unixGID`.
+fn id_property(action: &reapi::Action, command: &reapi::Command, name: &str) -> Result<u32> {
+    match property(action, command, name) {
+        None | Some("") => Ok(0),
+        Some(v) => v.parse().map_err(|_| {
+            Error::invalid(
+                format!("platform property {name}"),
+                format!("{v:?} is not a uid/gid number"),
+            )
+        }),
     }
 }
 

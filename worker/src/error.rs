@@ -38,6 +38,13 @@ pub enum Error {
     /// The runner could not run the command (died, refused, unreachable).
     #[error("runner: {0}")]
     Runner(String),
+    /// A service the worker needs (the scheduler) cannot be reached.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The scheduler cancelled the action (a client gave up, or its
+    /// deadline passed) or the worker lost its stream.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
     /// A bug or an impossible state; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
@@ -84,6 +91,8 @@ impl Error {
                 tonic::Code::NotFound => tonic::Code::FailedPrecondition,
                 code => code,
             },
+            Error::Unavailable(_) => tonic::Code::Unavailable,
+            Error::Cancelled(_) => tonic::Code::Cancelled,
             Error::Io { .. } | Error::Config(_) | Error::Runner(_) | Error::Internal(_) => {
                 tonic::Code::Internal
             }

@@ -8,10 +8,15 @@
 //! * [`stage`]: staged input roots, cached by digest and reused as the
 //!   read-only lower layer of the runner's overlay.
 //! * [`remote`]: the batch and stream calls to the remote CAS.
+//! * [`action`]: one assignment from staging to upload; [`runner`] reaches
+//!   (and restarts) the runner process; [`session`] is the stream to the
+//!   scheduler; [`daemon`] wires them from a [`config::WorkerConfig`].
 
 pub mod action;
 pub mod bench;
 pub mod capture;
+pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod exec_variants;
 pub mod fsutil;
@@ -21,6 +26,7 @@ pub mod merged;
 pub mod paths;
 pub mod remote;
 pub mod runner;
+pub mod session;
 pub mod stage;
 pub mod status;
 pub mod testkit;

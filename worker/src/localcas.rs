@@ -120,18 +120,23 @@ impl LocalCas {
         drop(guard);
         fetched?;
         for (d, mut rx) in waits {
-            match rx.wait_for(Option::is_some).await {
-                Ok(outcome) => {
-                    if let Some(Err(message)) = outcome.as_ref() {
-                        return Err(if message.starts_with("missing blob") {
-                            Error::MissingBlob(d.to_string())
-                        } else {
-                            Error::Internal(format!(
-                                "fetching {d} for another action failed: {message}"
-                            ))
-                        });
-                    }
+            // Copy the outcome out: the watch guard must not live across an
+            // await (it is not Send).
+            let outcome = rx
+                .wait_for(Option::is_some)
+                .await
+                .map(|o| o.as_ref().and_then(|r| r.as_ref().err().cloned()));
+            match outcome {
+                Ok(Some(message)) => {
+                    return Err(if message.starts_with("missing blob") {
+                        Error::MissingBlob(d.to_string())
+                    } else {
+                        Error::Internal(format!(
+                            "fetching {d} for another action failed: {message}"
+                        ))
+                    });
                 }
+                Ok(None) => {}
                 // The fetching caller was cancelled: fetch it ourselves.
                 Err(_) => Box::pin(self.ensure(&[d])).await?,
             }

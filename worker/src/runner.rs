@@ -20,6 +20,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::error::{Error, Result};
 
+/// How long a runner may take to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// How long a freshly started runner may take to answer `Ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -149,6 +152,30 @@ impl Runner {
             self.socket().display(),
             READY_TIMEOUT
         )))
+    }
+
+    /// Stops a runner the worker started: SIGTERM, then SIGKILL if it has
+    /// not exited within a few seconds. A runner reached by socket is left
+    /// alone.
+    pub async fn stop(&self) {
+        let mut state = self.state.lock().await;
+        state.client = None;
+        let Some(mut child) = state.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+            Ok(Ok(status)) => tracing::info!(%status, "runner stopped"),
+            _ => {
+                tracing::warn!("the runner did not stop in time; killing it");
+                let _ = child.kill().await;
+            }
+        }
     }
 
     /// Runs one request. A runner that dies during the call fails this

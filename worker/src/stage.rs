@@ -33,7 +33,7 @@ use crate::fsutil::remove_tree;
 use crate::localcas::LocalCas;
 use crate::lru::Lru;
 use crate::tree::{fetch_tree, InputTree};
-use crate::validate::{is_subtree_read_only, SymlinkPolicy};
+use crate::validate::{subtree_read_only, SymlinkPolicy};
 
 /// Builds and caches staged input roots.
 #[derive(Clone)]
@@ -80,8 +80,12 @@ pub struct Staged {
     pub path: PathBuf,
     /// Every Directory message of the tree (for output capture).
     pub tree: Arc<InputTree>,
-    /// Directories (relative to the input root) marked `SubtreeReadOnly`.
+    /// Directories (relative to the input root) where a `SubtreeReadOnly`
+    /// region starts.
     pub read_only_subtrees: Vec<String>,
+    /// Directories inside such a region marked `SubtreeReadOnly: false`,
+    /// where writing is allowed again.
+    pub writable_subtrees: Vec<String>,
     /// Files placed in the tree (counting repeats).
     pub files: u64,
 }
@@ -194,12 +198,13 @@ impl Stager {
                 Err(e) => return Err(e),
             }
         };
-        let (dir, read_only_subtrees, files) = staged;
+        let (dir, made) = staged;
         let staged = Arc::new(Staged {
             path: dir,
             tree,
-            read_only_subtrees,
-            files,
+            read_only_subtrees: made.read_only,
+            writable_subtrees: made.writable,
+            files: made.files,
         });
         let victims = {
             let mut state = self.state();
@@ -223,7 +228,7 @@ impl Stager {
                     users: 1,
                 },
             );
-            state.lru.insert(root, files.max(1));
+            state.lru.insert(root, staged.files.max(1));
             self.evict(&mut state)
         };
         self.delete_later(victims);
@@ -245,7 +250,7 @@ impl Stager {
 
     /// Makes sure every file is local, then materialises the tree in a
     /// fresh directory.
-    async fn build(&self, tree: &Arc<InputTree>) -> Result<(PathBuf, Vec<String>, u64)> {
+    async fn build(&self, tree: &Arc<InputTree>) -> Result<(PathBuf, Materialised)> {
         let cas = &self.inner.cas;
         let digests: Vec<Digest> = tree.files.iter().map(|(d, _)| *d).collect();
         cas.ensure(&digests).await?;
@@ -273,13 +278,13 @@ impl Stager {
                 owner,
                 ..Default::default()
             };
-            materialise(&tree, &sources, &tree.root, &target, "", &mut out)?;
+            materialise(&tree, &sources, &tree.root, &target, "", false, &mut out)?;
             Ok::<_, Error>(out)
         })
         .await
         .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?;
         match result {
-            Ok(out) => Ok((dir, out.read_only, out.files)),
+            Ok(out) => Ok((dir, out)),
             Err(e) => {
                 let _ = remove_tree(&dir);
                 Err(e)
@@ -291,20 +296,31 @@ impl Stager {
 #[derive(Default)]
 struct Materialised {
     read_only: Vec<String>,
+    writable: Vec<String>,
     files: u64,
     owner: Option<(u32, u32)>,
 }
 
 /// Creates `dest` from the Directory `digest` of `tree`. Blocking.
+/// `parent_read_only`: whether the parent lies in a `SubtreeReadOnly`
+/// region; a directory where that changes is recorded for the runner.
 fn materialise(
     tree: &InputTree,
     sources: &HashMap<(Digest, bool), PathBuf>,
     digest: &Digest,
     dest: &Path,
     rel: &str,
+    parent_read_only: bool,
     out: &mut Materialised,
 ) -> Result<()> {
     let dir = tree.dir(digest)?;
+    let props = dir.node_properties.as_ref();
+    let read_only = subtree_read_only(props).unwrap_or(parent_read_only);
+    match (parent_read_only, read_only) {
+        (false, true) => out.read_only.push(rel.to_string()),
+        (true, false) => out.writable.push(rel.to_string()),
+        _ => {}
+    }
     fs::create_dir(dest).map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
     for f in &dir.files {
         let d = Digest::from_proto_field(tree.function, f.digest.as_ref(), "digest")?;
@@ -341,11 +357,15 @@ fn materialise(
         } else {
             format!("{rel}/{}", sub.name)
         };
-        materialise(tree, sources, &d, &dest.join(&sub.name), &sub_rel, out)?;
-    }
-    let props = dir.node_properties.as_ref();
-    if is_subtree_read_only(props) {
-        out.read_only.push(rel.to_string());
+        materialise(
+            tree,
+            sources,
+            &d,
+            &dest.join(&sub.name),
+            &sub_rel,
+            read_only,
+            out,
+        )?;
     }
     if let Some((uid, gid)) = out.owner {
         nix::unistd::chown(dest, Some(uid.into()), Some(gid.into()))

@@ -139,13 +139,14 @@ fn check_properties(props: Option<&reapi::NodeProperties>, field: &str) -> Resul
     Ok(())
 }
 
-/// True if a Directory's properties ask for it to be mounted read-only.
-pub fn is_subtree_read_only(props: Option<&reapi::NodeProperties>) -> bool {
-    props.is_some_and(|p| {
-        p.properties
-            .iter()
-            .any(|np| np.name == "SubtreeReadOnly" && np.value != "false")
-    })
+/// The `SubtreeReadOnly` value a Directory sets, if any: "true" starts a
+/// read-only region, "false" makes a directory inside one writable again.
+pub fn subtree_read_only(props: Option<&reapi::NodeProperties>) -> Option<bool> {
+    props?
+        .properties
+        .iter()
+        .find(|np| np.name == "SubtreeReadOnly")
+        .map(|np| np.value != "false")
 }
 
 #[cfg(test)]

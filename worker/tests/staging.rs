@@ -283,3 +283,62 @@ async fn evicted_trees_are_removed_and_leased_ones_kept() {
         .mode();
     assert_eq!(mode & 0o222, 0);
 }
+
+fn read_only(value: &str) -> reapi::NodeProperties {
+    reapi::NodeProperties {
+        properties: vec![reapi::NodeProperty {
+            name: "SubtreeReadOnly".into(),
+            value: value.into(),
+        }],
+        ..Default::default()
+    }
+}
+
+/// BuildStream's shape: the root read-only, the directories a command
+/// writes marked false, and a read-only region again below one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_subtree_read_only_regions_are_reported_where_they_change() {
+    let cas = LoopbackCas::start(None).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let locked = DirBuilder::new()
+        .properties(read_only("true"))
+        .upload(&cas)
+        .await
+        .unwrap();
+    let install = DirBuilder::new()
+        .dir("locked", &locked)
+        .properties(read_only("false"))
+        .upload(&cas)
+        .await
+        .unwrap();
+    // Says false inside a writable region: no change, nothing to mount.
+    let scratch = DirBuilder::new()
+        .properties(read_only("false"))
+        .upload(&cas)
+        .await
+        .unwrap();
+    let plain = DirBuilder::new().upload(&cas).await.unwrap();
+    let root = DirBuilder::new()
+        .dir("install", &install)
+        .dir("usr", &plain)
+        .properties(read_only("true"))
+        .upload(&cas)
+        .await
+        .unwrap();
+    let top = DirBuilder::new()
+        .dir("sysroot", &root)
+        .dir("scratch", &scratch)
+        .upload(&cas)
+        .await
+        .unwrap();
+    let stager = stager(&cas, work.path(), SymlinkPolicy::default()).await;
+    let staged = stager.stage(SHA, top).await.unwrap();
+    assert_eq!(
+        staged.read_only_subtrees,
+        vec!["sysroot".to_string(), "sysroot/install/locked".to_string()]
+    );
+    assert_eq!(
+        staged.writable_subtrees,
+        vec!["sysroot/install".to_string()]
+    );
+}

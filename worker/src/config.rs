@@ -1,0 +1,111 @@
+//! The worker's TOML configuration. Every field is optional; `corral up`
+//! needs none. Flags of `corral worker` override the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// `corral worker --config FILE`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Scheduler URL (`http://HOST:PORT`); `--scheduler` overrides it.
+    pub scheduler: Option<String>,
+    /// CAS URL; default: the scheduler's URL (one server serves both).
+    pub cas: Option<String>,
+    /// Data directory for the local CAS, staged input trees, build
+    /// directories and the runner's socket; `--data` overrides it.
+    pub data: Option<PathBuf>,
+    /// Name shown in the scheduler and in ExecutedActionMetadata.
+    /// Default: the host name.
+    pub name: Option<String>,
+    /// Actions run at once. Default: the number of cores.
+    pub slots: Option<u32>,
+    /// Platform properties offered, added to (and overriding) the detected
+    /// ones: `OSFamily` (`linux`), `ISA` (e.g. `x86-64`), and `*` for
+    /// `unixUID` and `unixGID` (any uid/gid is honoured).
+    pub platform: BTreeMap<String, String>,
+    /// Bytes the local CAS keeps before it evicts least-recently-used
+    /// blobs. Default 10 GiB.
+    pub max_cas_bytes: Option<u64>,
+    /// Files the staged-tree cache keeps (summed over trees) before
+    /// least-recently-used trees not in use are removed. Default 1,000,000.
+    pub max_staged_files: Option<u64>,
+    /// Connect to a runner already serving on this socket instead of
+    /// starting `corral runner` as a child.
+    pub runner_socket: Option<PathBuf>,
+    /// Runner configuration file handed to the runner the worker starts.
+    pub runner_config: Option<PathBuf>,
+    /// Sandbox profile for every action ("" = the runner's default).
+    pub profile: String,
+    /// Blob fetches and uploads in flight at once. Default 8.
+    pub parallel_transfers: Option<usize>,
+}
+
+impl WorkerConfig {
+    /// Reads and parses `path`, naming it in any error.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading config {}", path.display()), e))?;
+        toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("parsing config {}: {e}", path.display())))
+    }
+
+    /// The platform the worker offers: detected defaults, then the
+    /// configured ones on top.
+    pub fn platform(&self) -> Vec<(String, String)> {
+        let mut props = detected_platform();
+        for (k, v) in &self.platform {
+            props.insert(k.clone(), v.clone());
+        }
+        props.into_iter().collect()
+    }
+}
+
+/// `OSFamily`, `ISA` in the spelling BuildStream uses, and `*` for the ids
+/// the runner can give the command.
+pub fn detected_platform() -> BTreeMap<String, String> {
+    let isa = match std::env::consts::ARCH {
+        "x86_64" => "x86-64",
+        "aarch64" => "aarch64",
+        other => other,
+    };
+    BTreeMap::from([
+        ("OSFamily".to_string(), std::env::consts::OS.to_string()),
+        ("ISA".to_string(), isa.to_string()),
+        ("unixUID".to_string(), "*".to_string()),
+        ("unixGID".to_string(), "*".to_string()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_properties_override_detected_ones() {
+        let c: WorkerConfig = toml::from_str(
+            r#"
+            slots = 3
+            [platform]
+            ISA = "x86_64"
+            pool = "big"
+            "#,
+        )
+        .unwrap();
+        let p: BTreeMap<_, _> = c.platform().into_iter().collect();
+        assert_eq!(p["ISA"], "x86_64");
+        assert_eq!(p["pool"], "big");
+        assert_eq!(p["OSFamily"], "linux");
+        assert_eq!(c.slots, Some(3));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let e = toml::from_str::<WorkerConfig>("slot = 3").unwrap_err();
+        assert!(e.to_string().contains("slot"), "{e}");
+    }
+}
