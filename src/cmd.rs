@@ -7,7 +7,12 @@ pub mod server;
 pub mod up;
 pub mod worker;
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+const DEFAULT_LOG_FILTER: &str = "info,libcgroups=error,libcontainer=error";
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`, with
+/// libcontainer's per-container chatter about cgroup controllers this host
+/// lacks and about its own seccomp support, which Corral does not use,
+/// kept to errors).
 ///
 /// They are written through a private, close-on-exec copy of the stderr
 /// descriptor rather than fd 2: libcontainer logs from inside a
@@ -15,7 +20,7 @@ pub mod worker;
 /// runner's log must never end up in an action's output.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match private_stderr() {
         Some(log) => builder.with_writer(std::sync::Arc::new(log)).init(),

@@ -61,10 +61,21 @@ pub fn validate(function: DigestFunction, result: &reapi::ActionResult) -> Resul
             true,
             &format!("action_result.output_directories[{i}].path"),
         )?;
-        digest(
-            d.tree_digest.as_ref(),
-            format!("action_result.output_directories[{i}].tree_digest"),
-        )?;
+        // REAPI 2.3 lets a result carry the Tree, the root Directory (with
+        // every Directory uploaded, `output_directory_format`
+        // DIRECTORY_ONLY, as BuildStream asks), or both.
+        if d.tree_digest.is_none() && d.root_directory_digest.is_none() {
+            return Err(Error::invalid(
+                format!("action_result.output_directories[{i}]"),
+                "has neither tree_digest nor root_directory_digest",
+            ));
+        }
+        if let Some(tree) = &d.tree_digest {
+            digest(
+                Some(tree),
+                format!("action_result.output_directories[{i}].tree_digest"),
+            )?;
+        }
         if let Some(root) = &d.root_directory_digest {
             digest(
                 Some(root),
@@ -120,6 +131,70 @@ fn check_path(path: &str, may_be_empty: bool, field: &str) -> Result<()> {
     Ok(())
 }
 
+/// Adds a Tree and the files it lists to `out`; false if the Tree is gone.
+async fn tree_blobs(
+    cas: &dyn BlobStore,
+    function: DigestFunction,
+    tree: &reapi::Digest,
+    out: &mut Vec<Digest>,
+) -> Result<bool> {
+    let tree_digest = Digest::from_proto_field(function, Some(tree), "tree_digest")?;
+    let tree: reapi::Tree = match get_message(cas, &tree_digest).await {
+        Ok(t) => t,
+        Err(Error::NotFound(_)) | Err(Error::InvalidArgument { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    out.push(tree_digest);
+    for d in tree.root.iter().chain(tree.children.iter()) {
+        for f in &d.files {
+            if let Some(fd) = &f.digest {
+                out.push(Digest::from_proto(function, fd)?);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Adds a root Directory, every Directory below it and their files to
+/// `out`; false if any Directory is gone.
+async fn directory_blobs(
+    cas: &dyn BlobStore,
+    function: DigestFunction,
+    root: &reapi::Digest,
+    out: &mut Vec<Digest>,
+) -> Result<bool> {
+    let mut pending = vec![Digest::from_proto_field(
+        function,
+        Some(root),
+        "root_directory_digest",
+    )?];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(digest) = pending.pop() {
+        if !seen.insert(digest) {
+            continue;
+        }
+        let dir: reapi::Directory = match get_message(cas, &digest).await {
+            Ok(d) => d,
+            Err(Error::NotFound(_)) | Err(Error::InvalidArgument { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        out.push(digest);
+        for f in &dir.files {
+            if let Some(fd) = &f.digest {
+                out.push(Digest::from_proto(function, fd)?);
+            }
+        }
+        for sub in &dir.directories {
+            pending.push(Digest::from_proto_field(
+                function,
+                sub.digest.as_ref(),
+                "digest",
+            )?);
+        }
+    }
+    Ok(true)
+}
+
 /// Every blob an ActionResult refers to, including the files inside its
 /// output directories' Tree messages. A Tree that is itself missing or
 /// unreadable makes the result incomplete (`Ok(None)`).
@@ -141,20 +216,13 @@ pub async fn referenced_blobs(
     push(&result.stdout_digest)?;
     push(&result.stderr_digest)?;
     for dir in &result.output_directories {
-        let tree_digest =
-            Digest::from_proto_field(function, dir.tree_digest.as_ref(), "tree_digest")?;
-        let tree: reapi::Tree = match get_message(cas, &tree_digest).await {
-            Ok(t) => t,
-            Err(Error::NotFound(_)) | Err(Error::InvalidArgument { .. }) => return Ok(None),
-            Err(e) => return Err(e),
+        let complete = match (&dir.tree_digest, &dir.root_directory_digest) {
+            (Some(tree), _) => tree_blobs(cas, function, tree, &mut out).await?,
+            (None, Some(root)) => directory_blobs(cas, function, root, &mut out).await?,
+            (None, None) => false,
         };
-        out.push(tree_digest);
-        for d in tree.root.iter().chain(tree.children.iter()) {
-            for f in &d.files {
-                if let Some(fd) = &f.digest {
-                    out.push(Digest::from_proto(function, fd)?);
-                }
-            }
+        if !complete {
+            return Ok(None);
         }
     }
     Ok(Some(out))

@@ -362,6 +362,61 @@ async fn get_tree_pages_through_a_tree() {
     assert_status(r.map(drop), Code::InvalidArgument, "page_size");
 }
 
+/// `output_directory_format` DIRECTORY_ONLY (BuildStream): the result names
+/// the root Directory, not a Tree; a hit needs every Directory below it and
+/// every file.
+#[tokio::test]
+async fn action_cache_accepts_root_directory_outputs_and_checks_them_whole() {
+    let server = TestServer::start(Config::default()).await;
+    let f = DigestFunction::Sha256;
+    let file = Digest::of_bytes(f, b"leaf");
+    server.store.put(&file, "leaf".into()).await.unwrap();
+    let child = dir_with(&[], &[("leaf", file)]);
+    let child_d = corral_cas::store::put_message(&server.store, f, &child)
+        .await
+        .unwrap();
+    let root = dir_with(&[("sub", child_d)], &[]);
+    let root_d = corral_cas::store::put_message(&server.store, f, &root)
+        .await
+        .unwrap();
+    let result = reapi::ActionResult {
+        output_directories: vec![reapi::OutputDirectory {
+            path: String::new(),
+            root_directory_digest: Some(root_d.to_proto()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let action = Digest::of_bytes(f, b"bst action");
+    let mut ac = server.ac();
+    ac.update_action_result(reapi::UpdateActionResultRequest {
+        instance_name: "buildstream".into(),
+        action_digest: Some(action.to_proto()),
+        action_result: Some(result.clone()),
+        digest_function: f.to_proto(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let get = || reapi::GetActionResultRequest {
+        instance_name: "buildstream".into(),
+        action_digest: Some(action.to_proto()),
+        digest_function: f.to_proto(),
+        ..Default::default()
+    };
+    assert_eq!(
+        ac.get_action_result(get()).await.unwrap().into_inner(),
+        result
+    );
+    // A Directory deep in the output disappears: no longer a hit.
+    std::fs::remove_file(server.store.path(&child_d)).unwrap();
+    assert_status(
+        ac.get_action_result(get()).await,
+        Code::NotFound,
+        "action result",
+    );
+}
+
 #[tokio::test]
 async fn action_cache_per_instance_and_only_complete_hits() {
     let server = TestServer::start(Config::default()).await;
@@ -467,7 +522,7 @@ async fn action_cache_per_instance_and_only_complete_hits() {
     assert_status(
         ac.update_action_result(update("i", bad)).await,
         Code::InvalidArgument,
-        "action_result.output_directories[0].tree_digest",
+        "action_result.output_directories[0]",
     );
     let mut missing = update("i", result.clone());
     missing.action_result = None;

@@ -474,6 +474,44 @@ fn has_elf_interpreter(path: &Path) -> anyhow::Result<bool> {
     Ok(false)
 }
 
+/// The line `fails.bst` writes to stderr before it exits 3.
+pub const FAIL_LINE: &str = "corral-e2e: about to fail";
+
+/// What `hello.bst` installs. REAPI keeps only the executable bit of a file,
+/// so the `chmod 0600` on the greeting comes back as a plain non-executable
+/// file (0644 under the usual umask 022) from either sandbox.
+pub fn check_hello_tree(root: &Path) -> anyhow::Result<()> {
+    let greeting = root.join("share/hello/greeting");
+    assert_eq!(std::fs::read_to_string(&greeting)?, "hello from Linux\n");
+    let mode = std::fs::metadata(&greeting)?.permissions().mode() & 0o777;
+    assert_eq!(mode & 0o111, 0, "greeting must not be executable: {mode:o}");
+    assert_eq!(mode & 0o600, 0o600, "greeting must be owner rw: {mode:o}");
+
+    let zeros = std::fs::read_to_string(root.join("share/hello/zeros"))?;
+    assert_eq!(zeros.split_whitespace().collect::<Vec<_>>(), vec!["00"; 16]);
+
+    let hi = root.join("bin/hi");
+    assert_eq!(std::fs::read_to_string(&hi)?, "#!/bin/sh\necho hi\n");
+    let mode = std::fs::metadata(&hi)?.permissions().mode();
+    assert_eq!(mode & 0o111, 0o111, "bin/hi must be executable: {mode:o}");
+
+    let link = root.join("bin/greeting-link");
+    assert!(std::fs::symlink_metadata(&link)?.file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_link(&link)?,
+        Path::new("../share/hello/greeting")
+    );
+
+    let empty = root.join("empty-dir");
+    assert!(empty.is_dir(), "empty-dir is missing");
+    assert_eq!(
+        std::fs::read_dir(&empty)?.count(),
+        0,
+        "empty-dir is not empty"
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,5 +4,6 @@
 pub mod bazel;
 pub mod bench;
 pub mod buildstream;
+pub mod farm;
 pub mod registry;
 pub mod server;

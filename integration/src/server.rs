@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 /// How long a server may take to print its ready line.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The `corral` binary to test: `$CORRAL_BIN` if set, else the one cargo
 /// built next to the running test (`target/<profile>/corral`).
@@ -93,29 +93,9 @@ impl CorralServer {
             cmd.arg("--config").arg(path);
         }
         cmd.args(&options.extra_args)
-            .envs(options.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().context("starting `corral server`")?;
-        let stdout = child.stdout.take().context("no stdout pipe")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // Only the first line matters; later ones are passed through
-                // so a chatty server does not block on a full pipe.
-                let _ = tx.send(line.clone());
-                println!("[corral server] {line}");
-            }
-        });
-        let addr = match wait_ready(&rx, &mut child) {
-            Ok(addr) => addr,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-        };
+            .envs(options.env.iter().map(|(k, v)| (k, v)));
+        let (child, addr) =
+            start_process(cmd, "corral server", "corral server listening on http://")?;
         Ok(CorralServer {
             child,
             addr,
@@ -150,22 +130,7 @@ impl CorralServer {
 
     /// Sends SIGTERM and waits up to 20 s for a clean exit.
     pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
-        let pid = i32::try_from(self.child.id()).context("pid out of range")?;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .with_context(|| format!("sending SIGTERM to {pid}"))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().context("waiting for the server")? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!("corral server did not exit within 20 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate(&mut self.child, "corral server", Duration::from_secs(20))
     }
 }
 
@@ -176,30 +141,96 @@ impl Drop for CorralServer {
     }
 }
 
-fn wait_ready(rx: &mpsc::Receiver<String>, child: &mut Child) -> anyhow::Result<SocketAddr> {
+/// Spawns `cmd` with its stdout piped (and echoed with a `[name]` prefix)
+/// and waits for a stdout line starting with `ready_prefix`, followed by the
+/// address it listens on. Kills the process if it never gets there.
+pub fn start_process(
+    mut cmd: Command,
+    name: &str,
+    ready_prefix: &str,
+) -> anyhow::Result<(Child, SocketAddr)> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().with_context(|| format!("starting `{name}`"))?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let (tx, rx) = mpsc::channel();
+    let label = name.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // Only the ready line matters; later ones are passed through so
+            // a chatty process does not block on a full pipe.
+            let _ = tx.send(line.clone());
+            println!("[{label}] {line}");
+        }
+    });
+    match wait_ready(&rx, &mut child, name, ready_prefix) {
+        Ok(addr) => Ok((child, addr)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+/// Sends SIGTERM and waits up to `patience` for the process to exit.
+pub fn terminate(child: &mut Child, name: &str, patience: Duration) -> anyhow::Result<ExitStatus> {
+    let pid = i32::try_from(child.id()).context("pid out of range")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .with_context(|| format!("sending SIGTERM to {pid}"))?;
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("waiting for {name}"))?
+        {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not exit within {patience:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_ready(
+    rx: &mpsc::Receiver<String>,
+    child: &mut Child,
+    name: &str,
+    ready_prefix: &str,
+) -> anyhow::Result<SocketAddr> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(line) => {
-                let Some(rest) = line.strip_prefix("corral server listening on http://") else {
+                let Some(rest) = line.strip_prefix(ready_prefix) else {
                     continue;
                 };
-                return rest
-                    .trim()
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                return addr
                     .parse()
                     .with_context(|| format!("unexpected ready line {line:?}"));
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = child.wait().context("waiting for the server")?;
-                bail!("corral server exited before it was ready ({status}); its stderr is above");
+                let status = child
+                    .wait()
+                    .with_context(|| format!("waiting for {name}"))?;
+                bail!("{name} exited before it was ready ({status}); its stderr is above");
             }
         }
-        if let Some(status) = child.try_wait().context("polling the server")? {
-            bail!("corral server exited before it was ready ({status}); its stderr is above");
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("polling {name}"))?
+        {
+            bail!("{name} exited before it was ready ({status}); its stderr is above");
         }
         if Instant::now() > deadline {
-            bail!("corral server printed no ready line within {START_TIMEOUT:?}");
+            bail!("{name} printed no ready line within {START_TIMEOUT:?}");
         }
     }
 }

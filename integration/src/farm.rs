@@ -1,0 +1,170 @@
+//! Start the whole farm, `corral up`, as a real process for end-to-end
+//! tests: server, scheduler, a worker and its runner, on an ephemeral
+//! loopback port with data in a temporary directory.
+//!
+//! [`CorralFarm::stop`] sends SIGTERM, waits for a clean exit and then
+//! checks what the issue promises: no process started by the farm and no
+//! mount under its data directory is left behind.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::server::{corral_binary, start_process, terminate};
+
+/// Options of a farm start; `Default` is `corral up` with no config.
+#[derive(Debug, Default, Clone)]
+pub struct FarmOptions {
+    /// Contents of a TOML file passed with `--config` (`[cas]`,
+    /// `[scheduler]`, `[worker]` tables).
+    pub config_toml: Option<String>,
+    /// `--slots`.
+    pub slots: Option<u32>,
+    /// Extra environment, e.g. `RUST_LOG`.
+    pub env: Vec<(String, String)>,
+}
+
+/// A running `corral up`.
+pub struct CorralFarm {
+    child: Child,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    _temp: tempfile::TempDir,
+}
+
+impl CorralFarm {
+    /// `corral up` with embedded defaults.
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(FarmOptions::default())
+    }
+
+    pub fn start_with(options: FarmOptions) -> anyhow::Result<Self> {
+        let temp = tempfile::tempdir().context("creating a temporary directory")?;
+        let data_dir = temp.path().join("data");
+        let mut cmd = Command::new(corral_binary()?);
+        cmd.arg("up")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(&data_dir);
+        if let Some(slots) = options.slots {
+            cmd.arg("--slots").arg(slots.to_string());
+        }
+        if let Some(toml) = &options.config_toml {
+            let path = temp.path().join("up.toml");
+            std::fs::write(&path, toml).context("writing the farm config")?;
+            cmd.arg("--config").arg(path);
+        }
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
+        let (child, addr) = start_process(cmd, "corral up", "corral up: ready on http://")?;
+        Ok(CorralFarm {
+            child,
+            addr,
+            data_dir,
+            _temp: temp,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, for gRPC clients and BuildStream.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `grpc://127.0.0.1:PORT`, for Bazel's `--remote_executor`.
+    pub fn grpc_url(&self) -> String {
+        format!("grpc://{}", self.addr)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, a clean exit within 60 s, and nothing left behind: no
+    /// descendant process of the farm and no mount under its data
+    /// directory.
+    pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
+        let before = descendants(self.child.id());
+        let status = terminate(&mut self.child, "corral up", Duration::from_secs(60))?;
+        // Processes the farm started may need a moment to be reaped.
+        let mut alive = Vec::new();
+        for _ in 0..100 {
+            alive = before
+                .iter()
+                .copied()
+                .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+                .collect();
+            if alive.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !alive.is_empty() {
+            bail!("processes started by corral up outlived it: {alive:?}");
+        }
+        let mounts =
+            std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+        let data = self.data_dir.display().to_string();
+        let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&data)).collect();
+        if !left.is_empty() {
+            bail!(
+                "mounts under the farm's data directory outlived it:\n{}",
+                left.join("\n")
+            );
+        }
+        Ok(status)
+    }
+}
+
+impl Drop for CorralFarm {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = terminate(&mut self.child, "corral up", Duration::from_secs(30));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Every process below `pid`, found through /proc's parent links.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            // The command name is in parentheses and may hold spaces.
+            let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+                continue;
+            };
+            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|v| v.parse().ok()) {
+                parents.push((p, ppid));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, ppid) in &parents {
+            if ppid == parent && !found.contains(&child) {
+                found.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    found
+}

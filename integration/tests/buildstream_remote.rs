@@ -1,0 +1,181 @@
+//! Real BuildStream 2.8.1 building on the whole farm (`corral up`): the
+//! input root becomes `/` for the `buildstream` instance name, and the
+//! checked-out artifact matches BuildStream's own bubblewrap sandbox byte
+//! for byte.
+
+use corral_integration::buildstream::{
+    check_hello_tree, compare_trees, BstProject, Sandbox, FAIL_LINE,
+};
+use corral_integration::farm::CorralFarm;
+use corral_proto::reapi;
+use corral_proto::reapi::action_cache_client::ActionCacheClient;
+
+/// hello.bst remotely on Corral and locally under bwrap: identical trees.
+#[test]
+fn hello_on_the_farm_matches_the_local_sandbox() -> anyhow::Result<()> {
+    let farm = CorralFarm::start()?;
+    let project = BstProject::new()?;
+    let out = tempfile::tempdir()?;
+
+    let remote = project.build("hello.bst", Sandbox::remote(farm.url(), "buildstream"))?;
+    assert!(
+        remote.output.success,
+        "remote build failed:\n{}",
+        remote.output.log
+    );
+    assert!(
+        remote
+            .output
+            .log
+            .contains("Waiting for the remote build to complete"),
+        "bst did not build remotely:\n{}",
+        remote.output.log
+    );
+    eprintln!(
+        "remote build of hello.bst on corral: {:?}",
+        remote.output.wall
+    );
+    let local = project.build("hello.bst", Sandbox::Local)?;
+    assert!(
+        local.output.success,
+        "local build failed:\n{}",
+        local.output.log
+    );
+
+    let (local_tree, remote_tree) = (out.path().join("local"), out.path().join("remote"));
+    local.checkout(&local_tree)?;
+    remote.checkout(&remote_tree)?;
+    let diffs = compare_trees(&local_tree, &remote_tree)?;
+    assert!(
+        diffs.is_empty(),
+        "local and remote artifacts differ:\n{}",
+        diffs.join("\n")
+    );
+    check_hello_tree(&remote_tree)?;
+
+    let status = farm.stop()?;
+    assert!(status.success(), "corral up exit: {status}");
+    Ok(())
+}
+
+/// fails.bst fails the build cleanly, with its stderr and exit code in bst's
+/// log.
+#[test]
+fn failing_element_fails_cleanly_with_its_log() -> anyhow::Result<()> {
+    let farm = CorralFarm::start()?;
+    let project = BstProject::new()?;
+    let build = project.build("fails.bst", Sandbox::remote(farm.url(), "buildstream"))?;
+    assert!(
+        !build.output.success,
+        "fails.bst must fail:\n{}",
+        build.output.log
+    );
+    assert!(
+        build.output.has_line(FAIL_LINE),
+        "the failing command's stderr is not in the log:\n{}",
+        build.output.log
+    );
+    assert!(
+        build.output.log.contains("exitcode 3"),
+        "bst should report exit code 3:\n{}",
+        build.output.log
+    );
+    Ok(())
+}
+
+/// Two builds at once under different instance names both finish, and each
+/// result is in its own instance's action cache only.
+#[test]
+fn two_instances_build_at_once_with_separate_action_caches() -> anyhow::Result<()> {
+    let farm = CorralFarm::start()?;
+    let names = ["buildstream/team-a", "buildstream/team-b"];
+    let results: Vec<anyhow::Result<bool>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let url = farm.url();
+                scope.spawn(move || {
+                    let project = BstProject::new()?;
+                    let build = project.build("hello.bst", Sandbox::remote(url, *name))?;
+                    if !build.output.success {
+                        anyhow::bail!("build for {name} failed:\n{}", build.output.log);
+                    }
+                    Ok(build
+                        .output
+                        .log
+                        .contains("Waiting for the remote build to complete"))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("build thread"))
+            .collect()
+    });
+    for (name, r) in names.iter().zip(results) {
+        assert!(r?, "{name}: bst did not build remotely");
+    }
+
+    // Both ran the same action (same input root, same command); each
+    // instance's cache holds it, a third instance's does not.
+    let action = single_action_digest(&farm)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut ac = ActionCacheClient::connect(farm.url()).await?;
+        for name in names {
+            let hit = ac
+                .get_action_result(reapi::GetActionResultRequest {
+                    instance_name: name.to_string(),
+                    action_digest: Some(action.clone()),
+                    ..Default::default()
+                })
+                .await;
+            assert!(hit.is_ok(), "{name} should have its own result: {hit:?}");
+        }
+        let miss = ac
+            .get_action_result(reapi::GetActionResultRequest {
+                instance_name: "buildstream/team-c".into(),
+                action_digest: Some(action.clone()),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(
+            miss.expect_err("another instance must not see the result")
+                .code(),
+            tonic::Code::NotFound
+        );
+        anyhow::Ok(())
+    })?;
+    drop(runtime);
+    let status = farm.stop()?;
+    assert!(status.success());
+    Ok(())
+}
+
+/// The digest of the one action in the farm's action cache, read from its
+/// on-disk layout `ac/<function>/<instance hash>/<hash>-<size>` (both
+/// instances stored the same action).
+fn single_action_digest(farm: &CorralFarm) -> anyhow::Result<reapi::Digest> {
+    let ac = farm.data_dir().join("server/ac");
+    let mut digests = std::collections::BTreeSet::new();
+    let mut instances = 0;
+    for function in std::fs::read_dir(&ac)? {
+        for instance in std::fs::read_dir(function?.path())? {
+            instances += 1;
+            for entry in std::fs::read_dir(instance?.path())? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if let Some((hash, size)) = name.split_once('-') {
+                    digests.insert((hash.to_string(), size.parse::<i64>()?));
+                }
+            }
+        }
+    }
+    anyhow::ensure!(
+        instances == 2,
+        "expected two instances in {}, found {instances}",
+        ac.display()
+    );
+    anyhow::ensure!(digests.len() == 1, "expected one action, found {digests:?}");
+    let (hash, size_bytes) = digests.into_iter().next().expect("one digest");
+    Ok(reapi::Digest { hash, size_bytes })
+}
