@@ -12,6 +12,7 @@
 //!   forks one child per run so runs are concurrent.
 //! * [`service`]: the runner protocol (gRPC on a unix socket) on top.
 
+pub mod cancel;
 pub mod cgroups;
 pub mod client;
 pub mod error;

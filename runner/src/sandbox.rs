@@ -392,6 +392,7 @@ fn start_and_wait(
         .map_err(|e| Error::Container(format!("start: {e}")))?;
     let pidfd = pidfd_open(pid)?;
     let mut timed_out = false;
+    let mut cancelled = false;
     let mut over_written = false;
     let mut next_disk_check = started + DISK_POLL;
     loop {
@@ -399,6 +400,11 @@ fn start_and_wait(
         let deadline = limits.timeout.map(|t| started + t);
         if deadline.is_some_and(|d| now >= d) && !timed_out {
             timed_out = true;
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        if crate::cancel::requested() && !cancelled {
+            cancelled = true;
+            tracing::info!("run cancelled by its caller; killing the container");
             let _ = kill(pid, Signal::SIGKILL);
         }
         if let Some(max) = limits.max_written_bytes {

@@ -4,8 +4,10 @@
 //! single-threaded process; the async service talks to the zygote over a
 //! `SOCK_SEQPACKET` socketpair, one message per request and per reply.
 //!
-//! Protocol: the service sends `Job { id, host?, request }` as JSON; the
-//! run's child replies `Reply { id, result }`. When a child dies without
+//! Protocol: the service sends `Run { id, request }` as JSON; the run's
+//! child replies `Reply { id, result }`. `Cancel { id }` (sent when the
+//! caller of a run goes away) makes the zygote signal that run's child,
+//! which kills its container (see [`crate::cancel`]). When a child dies without
 //! replying, the zygote replies for it with an error. When the service end
 //! closes, the zygote exits, and the kernel kills it if the service dies
 //! (PR_SET_PDEATHSIG).
@@ -29,10 +31,16 @@ use crate::sandbox;
 /// Largest message either side sends (requests carry env and argv).
 const MAX_MESSAGE: usize = 4 << 20;
 
+/// What the service sends the zygote.
 #[derive(Serialize, Deserialize)]
-struct Job {
-    id: u64,
-    request: SandboxRequest,
+enum ToZygote {
+    /// Run `request` in a new child; reply under `id`.
+    Run {
+        id: u64,
+        request: Box<SandboxRequest>,
+    },
+    /// The caller of run `id` went away: kill its container.
+    Cancel { id: u64 },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -167,8 +175,11 @@ impl Zygote {
             return Err(Error::Zygote("the container helper (zygote) exited".into()));
         }
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let bytes = serde_json::to_vec(&Job { id, request })
-            .map_err(|e| Error::Zygote(format!("encode request: {e}")))?;
+        let bytes = serde_json::to_vec(&ToZygote::Run {
+            id,
+            request: Box::new(request),
+        })
+        .map_err(|e| Error::Zygote(format!("encode request: {e}")))?;
         if bytes.len() > MAX_MESSAGE {
             return Err(Error::InvalidRequest(format!(
                 "request is {} bytes, more than the {MAX_MESSAGE} allowed",
@@ -192,9 +203,44 @@ impl Zygote {
             }
             return Err(Error::sys("send to the zygote", e));
         }
-        match rx.await {
+        // Dropped before the reply (the caller went away): cancel the run.
+        let mut guard = CancelOnDrop {
+            zygote: self,
+            id,
+            armed: true,
+        };
+        let result = rx.await;
+        guard.armed = false;
+        match result {
             Ok(result) => result.map_err(Error::Container),
             Err(_) => Err(Error::Zygote("the container helper (zygote) exited".into())),
+        }
+    }
+}
+
+/// Sends `Cancel` for a run whose future was dropped while it waited.
+struct CancelOnDrop<'a> {
+    zygote: &'a Zygote,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(mut p) = self.zygote.pending.lock() {
+            p.remove(&self.id);
+        }
+        if let Ok(bytes) = serde_json::to_vec(&ToZygote::Cancel { id: self.id }) {
+            // A few bytes on a socket sized for 4 MiB messages: never blocks
+            // in practice, and must not block a drop.
+            let _ = send(
+                self.zygote.sock.as_raw_fd(),
+                &bytes,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            );
         }
     }
 }
@@ -225,8 +271,14 @@ fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(Error::sys("zygote recv", e)),
             };
-            let job: Job = match serde_json::from_slice(&buf[..n]) {
-                Ok(job) => job,
+            let (id, request) = match serde_json::from_slice(&buf[..n]) {
+                Ok(ToZygote::Run { id, request }) => (id, request),
+                Ok(ToZygote::Cancel { id }) => {
+                    if let Some((pid, _)) = running.iter().find(|(_, run)| **run == id) {
+                        let _ = nix::sys::signal::kill(*pid, crate::cancel::SIGNAL);
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "undecodable job");
                     continue;
@@ -235,22 +287,27 @@ fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
             // SAFETY: the zygote is single-threaded.
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
+                    if let Err(e) = crate::cancel::install() {
+                        reply(sock, id, Err(e.to_string()));
+                        // SAFETY: leaves without running inherited exit handlers.
+                        unsafe { libc::_exit(0) }
+                    }
                     // Answer as soon as the command has ended; delete the
                     // container afterwards, off the caller's clock.
-                    match sandbox::run_deferred(host, &job.request) {
+                    match sandbox::run_deferred(host, &request) {
                         Ok((outcome, cleanup)) => {
-                            reply(sock, job.id, Ok(outcome));
+                            reply(sock, id, Ok(outcome));
                             cleanup.finish();
                         }
-                        Err(e) => reply(sock, job.id, Err(e.to_string())),
+                        Err(e) => reply(sock, id, Err(e.to_string())),
                     }
                     // SAFETY: leaves without running inherited exit handlers.
                     unsafe { libc::_exit(0) }
                 }
                 Ok(ForkResult::Parent { child }) => {
-                    running.insert(child, job.id);
+                    running.insert(child, id);
                 }
-                Err(e) => reply(sock, job.id, Err(format!("fork for the run: {e}"))),
+                Err(e) => reply(sock, id, Err(format!("fork for the run: {e}"))),
             }
         }
         loop {

@@ -142,3 +142,81 @@ fn serves_concurrent_runs_over_a_unix_socket() {
         server.await.unwrap().unwrap();
     });
 }
+
+/// Host processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(marker) {
+                found.push(text);
+            }
+        }
+    }
+    found
+}
+
+/// A caller that drops its `Run` call (the worker cancelled the action)
+/// gets the container killed: nothing of it is left running.
+#[test]
+fn a_dropped_call_kills_its_container() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    common::busybox_root(&root);
+    let host = Host::probe(&RunnerConfig::default()).unwrap();
+    let zygote = Zygote::spawn(host.clone()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let socket = tmp.path().join("runner.sock");
+    let marker = format!("4{}.5", std::process::id());
+    rt.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let socket = socket.clone();
+            async move {
+                corral_runner::service::serve(host, zygote, &socket, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            }
+        });
+        let mut client = loop {
+            match corral_runner::client::connect(&socket).await {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        // A child that would outlive a plain kill of the shell.
+        let req = run_request(
+            &root,
+            &scratch,
+            &tmp.path().join("out"),
+            &format!("sleep {marker} & sleep {marker}"),
+        );
+        let call = client.run(req);
+        let started = Instant::now();
+        let dropped = tokio::time::timeout(Duration::from_secs(1), call).await;
+        assert!(dropped.is_err(), "the run ended on its own: {dropped:?}");
+        assert!(
+            !processes_with(&format!("sleep {marker}")).is_empty(),
+            "the command was not running when the call was dropped"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = processes_with(&format!("sleep {marker}"));
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 10 s after the call was dropped: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+    });
+}
