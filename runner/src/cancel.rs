@@ -6,7 +6,8 @@
 //! [`SIGNAL`]. The child's handler only sets a flag; its wait loop sees the
 //! flag (the signal also interrupts its `poll`) and kills the container's
 //! PID 1, which takes the whole PID namespace with it, then cleans up as
-//! after any other end.
+//! after any other end. The same happens when the zygote dies (the
+//! runner was killed): the signal is also the child's parent-death signal.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,6 +38,25 @@ pub fn install() -> Result<()> {
     unsafe { sigaction(SIGNAL, &action) }
         .map(drop)
         .map_err(|e| Error::sys("sigaction for cancel", e))
+}
+
+/// [`install`], and ask the kernel to send the cancel signal when the
+/// zygote (`parent`) dies: a runner killed outright (its zygote dies with
+/// it) must not leave containers running.
+pub fn install_with_parent(parent: nix::unistd::Pid) -> Result<()> {
+    install()?;
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a valid signal number.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, SIGNAL as libc::c_int) } != 0 {
+        return Err(Error::sys(
+            "prctl PR_SET_PDEATHSIG",
+            nix::errno::Errno::last(),
+        ));
+    }
+    // The zygote may have died before the prctl took effect.
+    if nix::unistd::getppid() != parent {
+        REQUESTED.store(true, Ordering::SeqCst);
+    }
+    Ok(())
 }
 
 /// Whether this run was cancelled.

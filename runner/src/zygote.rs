@@ -254,6 +254,7 @@ fn reply(sock: &OwnedFd, id: u64, result: std::result::Result<Outcome, String>) 
 /// The zygote's loop: fork a child per job, reap children, answer for the
 /// ones that died silently. Returns when the service closes its end.
 fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
+    let zygote_pid = nix::unistd::getpid();
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut running: HashMap<Pid, u64> = HashMap::new();
     loop {
@@ -287,7 +288,7 @@ fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
             // SAFETY: the zygote is single-threaded.
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
-                    if let Err(e) = crate::cancel::install() {
+                    if let Err(e) = crate::cancel::install_with_parent(zygote_pid) {
                         reply(sock, id, Err(e.to_string()));
                         // SAFETY: leaves without running inherited exit handlers.
                         unsafe { libc::_exit(0) }

@@ -110,12 +110,29 @@ impl Runner {
         {
             if state.child.is_none() {
                 let _ = std::fs::remove_file(socket);
-                let child = Command::new(program)
+                let mut command = Command::new(program);
+                command
                     .args(args)
                     .arg("--socket")
                     .arg(socket)
                     .stdin(Stdio::null())
-                    .kill_on_drop(true)
+                    .kill_on_drop(true);
+                // A worker killed outright must not leave its runner (and
+                // the runner's containers) behind: SIGTERM on our death,
+                // which the runner handles as a shutdown. The signal follows
+                // the spawning thread, a runtime worker that lives as long
+                // as the worker.
+                // SAFETY: prctl is async-signal-safe and touches no memory
+                // of the parent, as a pre_exec hook must.
+                unsafe {
+                    command.pre_exec(|| {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                let child = command
                     .spawn()
                     .map_err(|e| Error::Runner(format!("starting {}: {e}", program.display())))?;
                 tracing::info!(pid = child.id(), socket = %socket.display(), "runner started");
