@@ -12,12 +12,13 @@ use corral_cas::{Digest, DigestFunction};
 use corral_proto::protobuf::{Any, Timestamp};
 use corral_proto::reapi;
 use corral_proto::runner::v1 as pb;
-use corral_proto::worker::v1::{Assignment, RootfsMode, Stage};
+use corral_proto::worker::v1::{Assignment, ResolvedImage, RootfsMode, Stage};
 use prost::Message;
 
 use crate::capture::{capture, Blob};
 use crate::error::{Error, Result};
 use crate::fsutil::remove_tree;
+use crate::images::{self, Images};
 use crate::merged::hash_file;
 use crate::paths;
 use crate::runner::Runner;
@@ -46,15 +47,29 @@ pub struct Executor {
     options: ExecutorOptions,
     stager: Stager,
     runner: Arc<Runner>,
+    images: Option<Arc<Images>>,
 }
 
 impl Executor {
-    pub fn new(options: ExecutorOptions, stager: Stager, runner: Arc<Runner>) -> Self {
+    /// `images`: the image cache, or None if actions may not name a
+    /// `container-image` here.
+    pub fn new(
+        options: ExecutorOptions,
+        stager: Stager,
+        runner: Arc<Runner>,
+        images: Option<Arc<Images>>,
+    ) -> Self {
         Executor {
             options,
             stager,
             runner,
+            images,
         }
+    }
+
+    /// The `container-image` values whose images this worker holds.
+    pub fn cached_images(&self) -> Vec<String> {
+        self.images.as_ref().map(|i| i.cached()).unwrap_or_default()
     }
 
     pub fn stager(&self) -> &Stager {
@@ -142,8 +157,31 @@ impl Executor {
 
         progress(Stage::FetchingInputs);
         meta.input_fetch_start_timestamp = Some(now());
-        let staged = self.stager.stage(function, root).await?;
+        // The image (if any) is pulled while the input root is staged.
+        let image_wanted = property(action, command, images::PROPERTY).filter(|v| !v.is_empty());
+        let (staged, image) = tokio::try_join!(self.stager.stage(function, root), async {
+            match (image_wanted, &self.images) {
+                (None, _) => Ok(None),
+                (Some(value), Some(images)) => images.prepare(value).await.map(Some),
+                (Some(value), None) => Err(Error::FailedPrecondition(format!(
+                    "{} {value}: this worker runs no images",
+                    images::PROPERTY
+                ))),
+            }
+        })?;
         meta.input_fetch_completed_timestamp = Some(now());
+        if let (Some(lease), Some(requested)) = (&image, image_wanted) {
+            meta.auxiliary_metadata.push(Any {
+                type_url: "type.googleapis.com/corral.worker.v1.ResolvedImage".into(),
+                value: ResolvedImage {
+                    requested: requested.to_string(),
+                    reference: lease.reference().to_string(),
+                    digest: lease.digest().to_string(),
+                    manifest_digest: lease.manifest_digest().to_string(),
+                }
+                .encode_to_vec(),
+            });
+        }
 
         let scratch = dir.join("scratch");
         let (stdout, stderr) = (dir.join("stdout"), dir.join("stderr"));
@@ -160,16 +198,18 @@ impl Executor {
         let request = pb::RunRequest {
             input_root: staged.path.display().to_string(),
             scratch_dir: scratch.display().to_string(),
-            rootfs: Some(rootfs(a)),
+            rootfs: Some(match &image {
+                Some(lease) => pb::run_request::Rootfs::Lower(pb::LowerDirs {
+                    dirs: lease
+                        .layer_dirs()
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect(),
+                }),
+                None => rootfs(a),
+            }),
             arguments: command.arguments.clone(),
-            environment: command
-                .environment_variables
-                .iter()
-                .map(|v| pb::EnvironmentVariable {
-                    name: v.name.clone(),
-                    value: v.value.clone(),
-                })
-                .collect(),
+            environment: environment(image.as_ref().map(|l| l.env()).unwrap_or(&[]), command),
             working_directory: paths::working_directory(&command.working_directory)?.join("/"),
             stdout_path: stdout.display().to_string(),
             stderr_path: stderr.display().to_string(),
@@ -248,6 +288,27 @@ fn rootfs(a: &Assignment) -> pb::run_request::Rootfs {
         Ok(RootfsMode::InputRoot) => Rootfs::InputRootAsRoot(pb::InputRootAsRoot {}),
         _ => Rootfs::Host(pb::HostRoot {}),
     }
+}
+
+/// The image's `Env` (`NAME=value`) as the base, the Command's variables
+/// over it: REAPI's environment is what the action asked for, the image
+/// only fills in what it did not set.
+fn environment(image_env: &[String], command: &reapi::Command) -> Vec<pb::EnvironmentVariable> {
+    let own = &command.environment_variables;
+    let mut env: Vec<pb::EnvironmentVariable> = image_env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(name, _)| !own.iter().any(|v| v.name == *name))
+        .map(|(name, value)| pb::EnvironmentVariable {
+            name: name.to_string(),
+            value: value.to_string(),
+        })
+        .collect();
+    env.extend(own.iter().map(|v| pb::EnvironmentVariable {
+        name: v.name.clone(),
+        value: v.value.clone(),
+    }));
+    env
 }
 
 /// The value of platform property `name`, from the Action's platform, else

@@ -43,6 +43,13 @@ pub struct WorkerConfig {
     pub profile: String,
     /// Blob fetches and uploads in flight at once. Default 8.
     pub parallel_transfers: Option<usize>,
+    /// Run actions that name a `container-image` (the worker then offers
+    /// `container-image=*`). Default true.
+    pub images_enabled: Option<bool>,
+    /// The image cache (`[worker.images]` in `corral up`, `[images]` here):
+    /// size bound, registries and credentials, allowed repositories,
+    /// offline use. See docs/images.md. Kept under DATA/images.
+    pub images: corral_images::ImagesConfig,
 }
 
 impl WorkerConfig {
@@ -54,10 +61,18 @@ impl WorkerConfig {
             .map_err(|e| Error::Config(format!("parsing config {}: {e}", path.display())))
     }
 
+    /// Whether actions may name a `container-image`.
+    pub fn images_enabled(&self) -> bool {
+        self.images_enabled.unwrap_or(true)
+    }
+
     /// The platform the worker offers: detected defaults, then the
     /// configured ones on top.
     pub fn platform(&self) -> Vec<(String, String)> {
         let mut props = detected_platform();
+        if self.images_enabled() {
+            props.insert(crate::images::PROPERTY.to_string(), "*".to_string());
+        }
         for (k, v) in &self.platform {
             props.insert(k.clone(), v.clone());
         }

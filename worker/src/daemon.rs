@@ -4,7 +4,8 @@
 //!
 //! Layout under the data directory:
 //! `cas/` (local CAS), `trees/` (staged input roots), `builds/` (one
-//! directory per running action) and `runner.sock`. The first three must
+//! directory per running action), `images/` (the image cache) and
+//! `runner.sock`. The first three must
 //! share a filesystem, since staging is hardlinking.
 
 use std::os::unix::fs::MetadataExt;
@@ -18,6 +19,7 @@ use crate::action::{Executor, ExecutorOptions};
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
 use crate::fsutil::remove_tree;
+use crate::images::Images;
 use crate::runner::{Runner, RunnerSpec};
 use crate::session::{self, SessionOptions};
 use crate::stage::StagerOptions;
@@ -138,6 +140,15 @@ impl Worker {
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))??
         };
+        let images = if config.images_enabled() {
+            let (dir, images_config) = (data.join("images"), config.images.clone());
+            let images = tokio::task::spawn_blocking(move || Images::open(&dir, images_config))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+            Some(Arc::new(images))
+        } else {
+            None
+        };
         let name = config.name.clone().unwrap_or_else(host_name);
         let executor = Arc::new(Executor::new(
             ExecutorOptions {
@@ -149,6 +160,7 @@ impl Worker {
             },
             stager,
             runner.clone(),
+            images,
         ));
         let slots = config
             .slots

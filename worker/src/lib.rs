@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod error;
 pub mod exec_variants;
 pub mod fsutil;
+pub mod images;
 pub mod localcas;
 pub mod lru;
 pub mod merged;

@@ -110,6 +110,7 @@ async fn stream_once(
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let (tx, rx) = mpsc::unbounded_channel();
+    let mut images_reported = executor.cached_images();
     send(
         &tx,
         ToScheduler::Hello(wire::Hello {
@@ -125,7 +126,7 @@ async fn stream_once(
                     .collect(),
             }),
             slots: options.slots,
-            cached_images: Vec::new(),
+            cached_images: images_reported.clone(),
         }),
     );
     let mut inbound = client
@@ -184,6 +185,14 @@ async fn stream_once(
                 match done {
                     Ok(id) => { running.remove(&id); }
                     Err(e) => tracing::error!(error = %e, "an action task failed"),
+                }
+                // An action may have pulled an image (or a pull evicted
+                // one): tell the scheduler, which prefers workers holding
+                // an action's image.
+                let images = executor.cached_images();
+                if images != images_reported {
+                    images_reported = images.clone();
+                    send(&tx, ToScheduler::CachedImages(wire::CachedImages { images }));
                 }
             }
             _ = ticker.tick() => {
