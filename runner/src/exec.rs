@@ -1,6 +1,11 @@
 //! `corral runner exec`: the sandbox a worker uses, run by hand. Runs in
 //! the calling process's forked child, so the caller must not have started
-//! any thread.
+//! any thread (or must have stopped every one it started).
+//!
+//! By default it is a convenience for people (a default `PATH`, this
+//! terminal's stdin, a throwaway scratch directory). `runner exec --action`
+//! turns those off ([`ExecOptions::exact_env`], [`ExecOptions::null_stdin`],
+//! [`ExecOptions::scratch_dir`]) so the command sees what a worker's would.
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -46,11 +51,62 @@ pub struct ExecOptions {
     pub stats: bool,
     /// Subdirectories of the input root mounted read-only.
     pub read_only: Vec<String>,
+    /// Subdirectories inside those that are writable again (REAPI
+    /// `SubtreeReadOnly: false` below a read-only directory).
+    pub writable: Vec<String>,
     pub command: Vec<String>,
+    /// `env` is the whole environment: no default `PATH` is added (a
+    /// worker adds none).
+    pub exact_env: bool,
+    /// The command's stdin is `/dev/null`, as for a worker's action,
+    /// instead of this process's.
+    pub null_stdin: bool,
+    /// Use this existing, empty directory as the scratch directory
+    /// (`upper/`, `work/`, `rootfs/`) instead of a temporary one. It stays
+    /// the caller's, whatever `keep` says: after the run `upper/` holds
+    /// what the command changed, as it does for a worker. As root, the
+    /// caller makes sure the sandbox's uid can reach it.
+    pub scratch_dir: Option<PathBuf>,
 }
 
-/// Runs the command; returns the status a shell would report.
+/// The number of threads of this process (`Threads:` in
+/// `/proc/self/status`).
+pub fn thread_count() -> Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| Error::io("read /proc/self/status", e))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| Error::InvalidRequest("no Threads: line in /proc/self/status".into()))
+}
+
+/// Waits up to `patience` for this process to be down to its main thread,
+/// and refuses if it is not: the sandbox forks and libcontainer clones the
+/// caller, which is only sound in a single-threaded process. A thread that
+/// was just joined may still be counted for a moment (the kernel wakes the
+/// joiner before it has released the thread), hence the wait.
+pub fn wait_single_threaded(patience: std::time::Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let n = thread_count()?;
+        if n <= 1 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::InvalidRequest(format!(
+                "this process has {n} threads, but the sandbox must be started from a \
+                 single-threaded process (it forks, and libcontainer clones its caller)"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Runs the command; returns the status a shell would report. Refuses to
+/// start if this process has more than one thread.
 pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
+    wait_single_threaded(std::time::Duration::ZERO)?;
     let host = Host::probe(config)?;
     let profile = Profile::load(&o.profile, host.profile_dir.as_deref())?;
     let mut env = Vec::new();
@@ -60,7 +116,7 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
             .ok_or_else(|| Error::InvalidRequest(format!("--env {kv:?}: expected K=V")))?;
         env.push((k.to_string(), v.to_string()));
     }
-    if !env.iter().any(|(k, _)| k == "PATH") {
+    if !o.exact_env && !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
     if o.shell && !env.iter().any(|(k, _)| k == "TERM") {
@@ -99,8 +155,15 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
     }
     let input_root = std::path::absolute(&input)
         .map_err(|e| Error::io(format!("input root {}", input.display()), e))?;
-    let work = scratch.path().join("run");
-    std::fs::create_dir(&work).map_err(|e| Error::io("create the scratch directory", e))?;
+    let work = match &o.scratch_dir {
+        Some(dir) => std::path::absolute(dir)
+            .map_err(|e| Error::io(format!("scratch directory {}", dir.display()), e))?,
+        None => {
+            let work = scratch.path().join("run");
+            std::fs::create_dir(&work).map_err(|e| Error::io("create the scratch directory", e))?;
+            work
+        }
+    };
     if host.is_root {
         // The sandbox's uid must be able to reach its scratch directory.
         use std::os::unix::fs::PermissionsExt;
@@ -114,7 +177,11 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
         args,
         env,
         cwd: o.cwd.clone(),
-        stdin: Stdio::Inherit,
+        stdin: if o.null_stdin {
+            Stdio::Null
+        } else {
+            Stdio::Inherit
+        },
         stdout: Stdio::Inherit,
         stderr: Stdio::Inherit,
         controlling_tty: false,
@@ -124,7 +191,7 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
         uid: o.uid,
         gid: o.gid,
         read_only_subtrees: o.read_only.clone(),
-        writable_subtrees: Vec::new(),
+        writable_subtrees: o.writable.clone(),
     };
     // Mistakes are reported here, before the fork, with their own message.
     let layout = crate::spec::Layout::new(&host, &req)?;
@@ -160,9 +227,29 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
     if let Some(limit) = outcome.limit_hit {
         eprintln!("corral: stopped by a limit: {limit:?}");
     }
-    if o.keep {
+    if o.keep && o.scratch_dir.is_none() {
         let kept = scratch.keep();
         eprintln!("corral: scratch directory kept at {}", kept.display());
     }
     Ok(outcome.shell_status())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_thread_is_refused_with_the_reason() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let _ = rx.recv();
+        });
+        assert!(thread_count().unwrap() >= 2);
+        let e = wait_single_threaded(std::time::Duration::from_millis(20))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("single-threaded"), "{e}");
+        drop(tx);
+        other.join().unwrap();
+    }
 }

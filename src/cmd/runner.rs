@@ -1,9 +1,14 @@
 //! `corral runner`: serve the runner protocol on a unix socket, or run one
-//! command in the sandbox by hand (`corral runner exec`), or (as root)
-//! delegate a cgroup directory to an unprivileged runner.
+//! command in the sandbox by hand (`corral runner exec`), or reproduce a
+//! remote action (`corral runner exec --action`, see [`reproduce`]), or (as
+//! root) delegate a cgroup directory to an unprivileged runner.
 //!
-//! No thread may exist before the sandbox forks: `exec` never starts a
-//! runtime, and the server forks its container helper first.
+//! No thread may exist when the sandbox forks: `exec` never starts a
+//! runtime, `exec --action` stops its runtime (and checks) before the
+//! sandbox starts, and the server forks its container helper first.
+
+mod outputs;
+mod reproduce;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,8 +40,54 @@ enum Sub {
     Delegate(DelegateArgs),
 }
 
+/// What `/` is for a reproduced action, overriding the scheduler's choice.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RootfsArg {
+    /// The input root is `/` (what the farm does for `buildstream` instances).
+    InputRoot,
+    /// The host's system directories, the input root at the exec path.
+    Host,
+}
+
 #[derive(Debug, clap::Args)]
 struct ExecArgs {
+    /// Reproduce the remote action with this digest (HASH/SIZE) exactly as a
+    /// worker would run it: fetch it and its input root from --remote, run
+    /// its command, print its stdout and stderr and exit with its exit code.
+    #[arg(
+        long,
+        value_name = "HASH/SIZE",
+        requires = "remote",
+        conflicts_with_all = [
+            "root", "host", "lower", "input", "cwd", "env", "network", "uid", "gid",
+            "shell", "read_only", "command",
+        ]
+    )]
+    action: Option<String>,
+    /// With --action: the CAS holding it (a `corral server` or `corral up`),
+    /// e.g. http://127.0.0.1:8980.
+    #[arg(long, value_name = "URL", requires = "action")]
+    remote: Option<String>,
+    /// With --action: the REAPI instance name the action was sent with; it
+    /// also picks the rootfs as the scheduler would (`buildstream…`: the
+    /// input root is `/`; others: the host's system directories).
+    #[arg(long, value_name = "NAME", requires = "action")]
+    instance: Option<String>,
+    /// With --action: override the rootfs the scheduler would pick.
+    #[arg(long, value_enum, requires = "action")]
+    rootfs: Option<RootfsArg>,
+    /// With --action: copy the command's outputs here (a new or empty
+    /// directory standing for the input root).
+    #[arg(long, value_name = "DIR", requires = "action")]
+    outputs: Option<PathBuf>,
+    /// With --action: where the local CAS (kept between runs) and the
+    /// staged input roots live (default $XDG_CACHE_HOME/corral/exec, else
+    /// ~/.cache/corral/exec; as root /var/cache/corral/exec).
+    #[arg(long, value_name = "DIR", requires = "action")]
+    cache: Option<PathBuf>,
+    /// With --action: the digest function of the action (sha256 or blake3).
+    #[arg(long, value_name = "NAME", requires = "action")]
+    digest_function: Option<String>,
     /// DIR becomes `/` (under an overlay: DIR itself is never written).
     #[arg(long, conflicts_with_all = ["host", "lower", "input"])]
     root: Option<PathBuf>,
@@ -62,7 +113,7 @@ struct ExecArgs {
     /// Sandbox profile: a name in the profile directory or a path to a TOML file.
     #[arg(long, default_value = "")]
     profile: String,
-    /// Wall-clock limit in seconds.
+    /// Wall-clock limit in seconds (with --action: replaces the action's).
     #[arg(long)]
     timeout: Option<f64>,
     /// Memory limit in bytes.
@@ -145,11 +196,50 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(a.config.as_ref())?;
+    let limits = Limits {
+        timeout: a.timeout.map(Duration::from_secs_f64),
+        memory_bytes: a.memory,
+        max_pids: a.pids,
+        cpu_millis: None,
+        max_written_bytes: a.max_written,
+    };
+    if let Some(action) = a.action {
+        return reproduce::run(reproduce::Args {
+            action,
+            remote: a.remote.unwrap_or_default(),
+            instance: a.instance.unwrap_or_default(),
+            digest_function: a.digest_function.unwrap_or_else(|| "sha256".into()),
+            outputs: a.outputs,
+            cache: a.cache,
+            rootfs: a.rootfs.map(|r| match r {
+                RootfsArg::InputRoot => corral_scheduler::RootfsChoice::InputRoot,
+                RootfsArg::Host => corral_scheduler::RootfsChoice::Host,
+            }),
+            config,
+            profile: a.profile,
+            limits,
+            stats: a.stats,
+            keep: a.keep,
+        });
+    }
+    let action_only = [
+        ("--remote", a.remote.is_some()),
+        ("--instance", a.instance.is_some()),
+        ("--rootfs", a.rootfs.is_some()),
+        ("--outputs", a.outputs.is_some()),
+        ("--cache", a.cache.is_some()),
+        ("--digest-function", a.digest_function.is_some()),
+    ];
+    if let Some((flag, _)) = action_only.iter().find(|(_, given)| *given) {
+        anyhow::bail!("{flag} goes with --action DIGEST");
+    }
     let root = match (a.root, a.host, a.lower.is_empty()) {
         (Some(root), _, _) => ExecRoot::Dir(root),
         (None, true, _) => ExecRoot::Host,
         (None, false, false) => ExecRoot::Lower(a.lower),
-        (None, false, true) => anyhow::bail!("choose the root: --root DIR, --host or --lower DIR"),
+        (None, false, true) => anyhow::bail!(
+            "choose the root: --root DIR, --host or --lower DIR (or --action DIGEST --remote URL)"
+        ),
     };
     let opts = ExecOptions {
         root,
@@ -158,20 +248,18 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
         env: a.env,
         network: a.network,
         profile: a.profile,
-        limits: Limits {
-            timeout: a.timeout.map(Duration::from_secs_f64),
-            memory_bytes: a.memory,
-            max_pids: a.pids,
-            cpu_millis: None,
-            max_written_bytes: a.max_written,
-        },
+        limits,
         uid: a.uid,
         gid: a.gid,
         shell: a.shell,
         keep: a.keep,
         stats: a.stats,
         read_only: a.read_only,
+        writable: Vec::new(),
         command: a.command,
+        exact_env: false,
+        null_stdin: false,
+        scratch_dir: None,
     };
     let status = corral_runner::exec::run(&config, opts)?;
     Ok(ExitCode::from(status.clamp(0, 255) as u8))

@@ -1,0 +1,611 @@
+//! `corral runner exec --action HASH/SIZE --remote URL`: run a remote
+//! action here, the way a worker would, to reproduce it.
+//!
+//! What a worker does, and this does too, with the worker's own code: fetch
+//! the Action and its Command through a local CAS
+//! ([`corral_worker::LocalCas`], filled from the remote with
+//! [`corral_worker::RemoteCas`]), stage the input root by hardlinks
+//! ([`corral_worker::Stager`]), create the working directory and the
+//! outputs' parent directories in the overlay's upper directory, then run
+//! exactly the Command's arguments, environment and working directory with
+//! the action's timeout (the scheduler's default when it sets none), the
+//! `unixUID`/`unixGID` it asks for, and the rootfs mode the scheduler picks
+//! for the instance name. Outputs are read through the worker's output
+//! capture, so `--outputs` holds what the farm would have uploaded.
+//!
+//! # One process, threads first, then none
+//!
+//! Fetching and staging need a tokio runtime, which means threads; the
+//! sandbox needs a single-threaded caller, because it forks and
+//! libcontainer clones its caller (a fork copies only the forking thread,
+//! so a lock another thread held would stay locked forever in the copy).
+//! So the work happens in two phases in this one process:
+//!
+//! 1. A current-thread runtime fetches and stages. Its only extra threads
+//!    are the blocking pool's (file work, DNS); every task is awaited
+//!    before the phase ends.
+//! 2. The runtime is shut down with [`tokio::runtime::Runtime::shutdown_timeout`],
+//!    which joins the blocking pool's threads; then
+//!    [`corral_runner::exec::wait_single_threaded`] reads `Threads:` in
+//!    `/proc/self/status` until it says 1 (a joined thread can be counted
+//!    for a moment longer) and refuses with an error otherwise. Only then
+//!    is the sandbox started, by the same [`corral_runner::exec::run`] that
+//!    plain `runner exec` uses, which checks the thread count once more.
+//!
+//! Re-executing `corral` for the run was the alternative; it would need
+//! the whole request passed on a command line or in a file, and a second
+//! process to forward signals and exit codes through. The check above
+//! makes a mistake (a library that leaves a thread behind) a clear error
+//! instead of a rare deadlock, so the simpler design is also the safe one.
+//!
+//! # The cache
+//!
+//! `--cache DIR` (default `$XDG_CACHE_HOME/corral/exec`, else
+//! `~/.cache/corral/exec`; as root `/var/cache/corral/exec`, since root's
+//! home is closed to the sandbox's user) holds `cas/` (the local CAS, kept
+//! between runs: a second reproduction downloads nothing) and `trees/`
+//! (staged input roots, rebuilt by hardlinks each run). One reproduction at
+//! a time uses a cache directory (a `lock` file); another waits.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use corral_cas::{Digest, DigestFunction};
+use corral_proto::prost::Message;
+use corral_proto::reapi;
+use corral_runner::exec::{ExecOptions, ExecRoot};
+use corral_runner::{Limits, RunnerConfig};
+use corral_scheduler::{RootfsChoice, SchedulerConfig};
+use corral_worker::fsutil::remove_tree;
+use corral_worker::stage::StagerOptions;
+use corral_worker::tree::InputTree;
+use corral_worker::validate::SymlinkPolicy;
+use corral_worker::{paths, LocalCas, LocalCasOptions, RemoteCas, StagedInput, Stager};
+
+const GIB: u64 = 1 << 30;
+/// How long connecting to the CAS may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the runtime's threads get to finish once the fetch is done.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a joined thread may still be counted by the kernel.
+const THREADS_PATIENCE: Duration = Duration::from_secs(2);
+
+/// What to reproduce and how.
+#[derive(Debug)]
+pub struct Args {
+    /// `HASH/SIZE` of the Action.
+    pub action: String,
+    /// The CAS, e.g. `http://127.0.0.1:8980`.
+    pub remote: String,
+    /// REAPI instance name: for the CAS calls and the rootfs choice.
+    pub instance: String,
+    /// `sha256` or `blake3`.
+    pub digest_function: String,
+    /// Copy the outputs here (DIR stands for the input root).
+    pub outputs: Option<PathBuf>,
+    /// Cache directory (local CAS and staged trees).
+    pub cache: Option<PathBuf>,
+    /// Override of the scheduler's rootfs choice.
+    pub rootfs: Option<RootfsChoice>,
+    pub config: RunnerConfig,
+    pub profile: String,
+    /// Limits given on the command line; a set timeout replaces the action's.
+    pub limits: Limits,
+    pub stats: bool,
+    pub keep: bool,
+}
+
+/// What phase 1 produced.
+struct Fetched {
+    action: reapi::Action,
+    command: reapi::Command,
+    staged: StagedInput,
+    local: LocalCas,
+    /// Keeps the staged tree's cache alive until the run is over.
+    _stager: Stager,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let function = DigestFunction::from_name(&a.digest_function).with_context(|| {
+        format!(
+            "--digest-function {:?}: use sha256 or blake3",
+            a.digest_function
+        )
+    })?;
+    let digest = parse_digest(&a.action, function)?;
+    if let Some(dir) = &a.outputs {
+        check_outputs_dir(dir)?;
+    }
+    let host = corral_runner::Host::probe(&a.config)?;
+    let owner = (host.map_uid, host.map_gid);
+    let cache = match &a.cache {
+        Some(dir) => dir.clone(),
+        None => default_cache()?,
+    };
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let cache =
+        fs::canonicalize(&cache).with_context(|| format!("resolving {}", cache.display()))?;
+    check_reachable(&cache, owner)?;
+    let _lock = lock(&cache)?;
+
+    // Phase 1: threads allowed.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let fetched = quietly(|| runtime.block_on(fetch(&a, digest, &cache, owner)));
+    runtime.shutdown_timeout(SHUTDOWN_PATIENCE);
+    let fetched = fetched?;
+    // Phase 2: none.
+    corral_runner::exec::wait_single_threaded(THREADS_PATIENCE).context(
+        "after fetching the action, threads are still running; not starting the sandbox",
+    )?;
+
+    if fetched.command.arguments.is_empty() {
+        bail!("the action's command has no arguments");
+    }
+    let scratch = scratch_dir(host.is_root)?;
+    let outcome = run_fetched(&a, &fetched, &scratch, owner);
+    drop(fetched);
+    if a.keep {
+        eprintln!(
+            "corral: scratch directory kept at {} (upper/ holds what the action changed)",
+            scratch.display()
+        );
+    } else if let Err(e) = remove_tree(&scratch) {
+        eprintln!("corral: could not remove {}: {e}", scratch.display());
+    }
+    let status = outcome?;
+    Ok(ExitCode::from(status.clamp(0, 255) as u8))
+}
+
+/// Phase 2: prepares the scratch directory, runs the command in the
+/// sandbox, copies the outputs; returns the command's status.
+fn run_fetched(
+    a: &Args,
+    fetched: &Fetched,
+    scratch: &Path,
+    owner: (u32, u32),
+) -> anyhow::Result<i32> {
+    let Fetched {
+        action,
+        command,
+        staged,
+        local,
+        ..
+    } = fetched;
+    let image = property(action, command, "container-image").filter(|v| !v.is_empty());
+    let rootfs = match (a.rootfs, image) {
+        (Some(r), Some(image)) => {
+            eprintln!(
+                "corral: the action asks for container image {image:?}; running it on the \
+                 --rootfs you chose instead"
+            );
+            r
+        }
+        (None, Some(image)) => bail!(
+            "the action asks for container image {image:?} (platform property \
+             container-image): actions with an image are not supported here yet; \
+             --rootfs input-root|host runs it without the image"
+        ),
+        (Some(r), None) => r,
+        (None, None) => SchedulerConfig::default().rootfs_for(&a.instance),
+    };
+    let timeout = match a.limits.timeout {
+        Some(t) => t,
+        None => {
+            let requested = match &action.timeout {
+                None => None,
+                Some(t) if t.seconds < 0 || t.nanos < 0 => {
+                    bail!("the action's timeout is negative")
+                }
+                Some(t) => Some(Duration::new(t.seconds as u64, t.nanos as u32)),
+            };
+            SchedulerConfig::default().effective_timeout(requested)
+        }
+    };
+    prepare_upper(scratch, &staged.tree, command, owner)?;
+    let opts = ExecOptions {
+        root: match rootfs {
+            RootfsChoice::InputRoot => ExecRoot::Dir(staged.path.clone()),
+            RootfsChoice::Host => ExecRoot::Host,
+        },
+        input: Some(staged.path.clone()),
+        cwd: paths::working_directory(&command.working_directory)?.join("/"),
+        env: command
+            .environment_variables
+            .iter()
+            .map(|v| format!("{}={}", v.name, v.value))
+            .collect(),
+        network: false,
+        profile: a.profile.clone(),
+        limits: Limits {
+            timeout: Some(timeout),
+            ..a.limits.clone()
+        },
+        uid: id_property(action, command, "unixUID")?,
+        gid: id_property(action, command, "unixGID")?,
+        shell: false,
+        keep: false,
+        stats: a.stats,
+        read_only: staged.read_only_subtrees.clone(),
+        writable: staged.writable_subtrees.clone(),
+        command: command.arguments.clone(),
+        exact_env: true,
+        null_stdin: true,
+        scratch_dir: Some(scratch.to_path_buf()),
+    };
+    let status = corral_runner::exec::run(&a.config, opts)?;
+    if let Some(dir) = &a.outputs {
+        let written = super::outputs::write_outputs(
+            dir,
+            command,
+            &staged.tree,
+            local,
+            &scratch.join("upper"),
+        )
+        .with_context(|| format!("copying the outputs to {}", dir.display()))?;
+        #[allow(deprecated)]
+        let declared = command.output_paths.len()
+            + command.output_files.len()
+            + command.output_directories.len();
+        if written == 0 && declared > 0 {
+            eprintln!("corral: the action left none of its outputs");
+        }
+    }
+    Ok(status)
+}
+
+/// Parses `HASH/SIZE`.
+fn parse_digest(text: &str, function: DigestFunction) -> anyhow::Result<Digest> {
+    let malformed = || {
+        format!(
+            "--action {text:?} is not a digest: expected HASH/SIZE (64 lower-case hex \
+             digits, a slash, the size in bytes)"
+        )
+    };
+    let (hash, size) = text.split_once('/').with_context(malformed)?;
+    let hash = corral_cas::digest::parse_hash(hash).with_context(malformed)?;
+    let size: u64 = size.parse().with_context(malformed)?;
+    Ok(Digest::new(function, hash, size))
+}
+
+/// `--outputs DIR` must be new or empty: nothing there is overwritten.
+fn check_outputs_dir(dir: &Path) -> anyhow::Result<()> {
+    match fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("--outputs {}", dir.display())),
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!(
+                    "--outputs {} is not empty: give a new or empty directory",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn default_cache() -> anyhow::Result<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| Path::new(x).is_absolute()) {
+        return Ok(PathBuf::from(x).join("corral/exec"));
+    }
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/cache/corral/exec"));
+    }
+    match std::env::var_os("HOME").filter(|h| Path::new(h).is_absolute()) {
+        Some(home) => Ok(PathBuf::from(home).join(".cache/corral/exec")),
+        None => bail!("neither XDG_CACHE_HOME nor HOME is set: give --cache DIR"),
+    }
+}
+
+/// The sandbox's user (another uid when running as root) mounts the
+/// staged tree, so it must be able to traverse every directory above it.
+fn check_reachable(dir: &Path, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
+    if uid == nix::unistd::geteuid().as_raw() {
+        return Ok(());
+    }
+    for d in dir.ancestors() {
+        let m = fs::metadata(d).with_context(|| format!("stat {}", d.display()))?;
+        let bit = if m.uid() == uid {
+            0o100
+        } else if m.gid() == gid {
+            0o010
+        } else {
+            0o001
+        };
+        if m.mode() & bit == 0 {
+            bail!(
+                "the sandbox's user (uid {uid}) cannot reach the cache {}: {} has mode {:o}; \
+                 give --cache DIR on a path every user may traverse (e.g. /var/cache/corral/exec)",
+                dir.display(),
+                d.display(),
+                m.mode() & 0o7777
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Takes the cache's lock, waiting (and saying so) if another run holds it.
+fn lock(cache: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = cache.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+            eprintln!(
+                "corral: waiting for another `runner exec --action` using {} (or give --cache)",
+                cache.display()
+            );
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| e)
+                .with_context(|| format!("locking {}", path.display()))
+        }
+        Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+/// Runs `f` with corral's informational logs quieted (they would land in
+/// the action's stderr), unless `RUST_LOG` asks for them. Warnings stay.
+fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return f();
+    }
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f)
+}
+
+/// Phase 1: connect, fetch the Action and Command, stage the input root.
+async fn fetch(
+    a: &Args,
+    digest: Digest,
+    cache: &Path,
+    owner: (u32, u32),
+) -> anyhow::Result<Fetched> {
+    let url = &a.remote;
+    let remote = tokio::time::timeout(CONNECT_TIMEOUT, RemoteCas::connect(url, &a.instance))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("cannot reach the CAS at {url}"))?;
+    let options = LocalCasOptions {
+        max_bytes: 10 * GIB,
+        max_exec_bytes: 10 * GIB / 4,
+        parallel_fetches: 8,
+    };
+    let local = LocalCas::open(&cache.join("cas"), &options, remote)?;
+    let where_ = if a.instance.is_empty() {
+        format!("the CAS at {url}")
+    } else {
+        format!("the CAS at {url} (instance {:?})", a.instance)
+    };
+    let action: reapi::Action = get_message(&local, &digest, &format!("action {digest}"), &where_)
+        .await
+        .context("reading the Action")?;
+    let command_digest = Digest::from_proto_field(
+        digest.function(),
+        action.command_digest.as_ref(),
+        "action.command_digest",
+    )?;
+    let command: reapi::Command = get_message(
+        &local,
+        &command_digest,
+        &format!("the action's command {command_digest}"),
+        &where_,
+    )
+    .await
+    .context("reading the Command")?;
+    let root = Digest::from_proto_field(
+        digest.function(),
+        action.input_root_digest.as_ref(),
+        "action.input_root_digest",
+    )?;
+    let stager = Stager::open(
+        local.clone(),
+        cache.join("trees"),
+        StagerOptions {
+            policy: SymlinkPolicy::default(),
+            max_files: 1_000_000,
+            owner: Some(owner),
+        },
+    )?;
+    let staged = stager.stage(digest.function(), root).await.map_err(|e| {
+        if e.is_missing_blob() {
+            anyhow::anyhow!("the input root {root} is incomplete in {where_}: {e}")
+        } else {
+            anyhow::Error::from(e).context(format!("staging the input root {root}"))
+        }
+    })?;
+    Ok(Fetched {
+        action,
+        command,
+        staged,
+        local,
+        _stager: stager,
+    })
+}
+
+/// Fetches and decodes one message; a missing blob says what and where.
+async fn get_message<M: Message + Default>(
+    local: &LocalCas,
+    digest: &Digest,
+    what: &str,
+    where_: &str,
+) -> anyhow::Result<M> {
+    let data = match local.get(digest).await {
+        Ok(data) => data,
+        Err(e) if e.is_missing_blob() => bail!("{what} is not in {where_}"),
+        Err(e) => return Err(e.into()),
+    };
+    M::decode(data).with_context(|| format!("{what} in {where_} does not decode"))
+}
+
+/// The value of platform property `name`, from the Action's platform, else
+/// the Command's: the worker's rule (`worker/src/action.rs`).
+// `Command.platform` is deprecated in REAPI 2.2 but still what older clients send.
+#[allow(deprecated)]
+fn property<'a>(
+    action: &'a reapi::Action,
+    command: &'a reapi::Command,
+    name: &str,
+) -> Option<&'a str> {
+    let platform = action.platform.as_ref().or(command.platform.as_ref())?;
+    platform
+        .properties
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| p.value.as_str())
+}
+
+/// uid or gid asked for with `unixUID`/`unixGID`, as the worker reads them.
+fn id_property(
+    action: &reapi::Action,
+    command: &reapi::Command,
+    name: &str,
+) -> anyhow::Result<u32> {
+    match property(action, command, name) {
+        None | Some("") => Ok(0),
+        Some(v) => v
+            .parse()
+            .with_context(|| format!("platform property {name}: {v:?} is not a uid/gid number")),
+    }
+}
+
+/// An empty scratch directory in the temporary directory (like plain
+/// `runner exec`'s), reachable by the sandbox's user when run as root.
+fn scratch_dir(is_root: bool) -> anyhow::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    for attempt in 0..100u32 {
+        let dir = base.join(format!(
+            "corral-exec-{}-{:08x}",
+            std::process::id(),
+            nanos.wrapping_add(attempt)
+        ));
+        match fs::create_dir(&dir) {
+            Ok(()) => {
+                let mode = if is_root { 0o755 } else { 0o700 };
+                fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
+                    .with_context(|| format!("chmod {}", dir.display()))?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    bail!("could not create a scratch directory in {}", base.display())
+}
+
+/// What the worker does before a run: in the overlay's upper directory,
+/// create the working directory and the parents of every output that the
+/// input root lacks (REAPI: the worker creates them), owned by the
+/// sandbox's user, as is `upper/` itself.
+#[allow(deprecated)]
+fn prepare_upper(
+    scratch: &Path,
+    tree: &InputTree,
+    command: &reapi::Command,
+    (uid, gid): (u32, u32),
+) -> anyhow::Result<()> {
+    let upper = scratch.join("upper");
+    fs::create_dir(&upper).with_context(|| format!("creating {}", upper.display()))?;
+    chown(&upper, uid, gid)?;
+    let mut wanted = vec![paths::working_directory(&command.working_directory)?];
+    let outputs = command
+        .output_paths
+        .iter()
+        .chain(&command.output_files)
+        .chain(&command.output_directories);
+    for o in outputs {
+        let mut comps = paths::resolve(&command.working_directory, o, "output_paths")?;
+        comps.pop();
+        wanted.push(comps);
+    }
+    for comps in wanted {
+        let mut lower = Some(tree.dir(&tree.root)?);
+        let mut path = upper.clone();
+        for c in &comps {
+            path.push(c);
+            if let Some(d) = lower {
+                if let Some(node) = d.directories.iter().find(|s| &s.name == c) {
+                    let digest =
+                        Digest::from_proto_field(tree.function, node.digest.as_ref(), "digest")?;
+                    lower = Some(tree.dir(&digest)?);
+                    continue;
+                }
+                if d.files.iter().any(|f| &f.name == c) || d.symlinks.iter().any(|l| &l.name == c) {
+                    // Not a directory in the input: the action's business.
+                    break;
+                }
+            }
+            lower = None;
+            if !path.exists() {
+                // Parents that exist only below (in the input root) are
+                // made here too, owned like the rest.
+                fs::create_dir_all(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                for made in path.ancestors().take_while(|p| *p != upper) {
+                    chown(made, uid, gid)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    if (uid, gid)
+        == (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    {
+        return Ok(());
+    }
+    nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
+        .with_context(|| format!("chown {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_parse_or_say_what_is_expected() {
+        let hash = "a".repeat(64);
+        let d = parse_digest(&format!("{hash}/12"), DigestFunction::Sha256).unwrap();
+        assert_eq!(d.size(), 12);
+        assert_eq!(d.hash_hex(), hash);
+        for bad in [
+            "nonsense".to_string(),
+            hash.clone(),
+            format!("{hash}/-1"),
+            format!("{}/3", "A".repeat(64)),
+            "abc/3".to_string(),
+        ] {
+            let e = parse_digest(&bad, DigestFunction::Sha256).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("expected HASH/SIZE"),
+                "{bad}: {e:#}"
+            );
+        }
+    }
+}
