@@ -6,4 +6,5 @@ pub mod bench;
 pub mod buildstream;
 pub mod farm;
 pub mod registry;
+pub mod remote;
 pub mod server;

