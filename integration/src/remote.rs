@@ -301,7 +301,8 @@ impl RemoteExec {
     }
 
     /// Uploads `command` and an [`action`] running it on `root` (which
-    /// must already be uploaded); returns the Action's digest.
+    /// must already be uploaded), with the Command's platform; returns the
+    /// Action's digest.
     pub async fn upload_action(
         &self,
         root: Digest,
@@ -310,9 +311,14 @@ impl RemoteExec {
         do_not_cache: bool,
         timeout: Option<Duration>,
     ) -> anyhow::Result<Digest> {
+        // The Action carries the same platform as the Command, as clients
+        // that fill both (BuildStream) do.
+        #[allow(deprecated)]
+        let platform = command.platform.clone();
         let (command_digest, command) = message_blob(&command);
-        let (digest, action) =
-            message_blob(&action(command_digest, root, salt, do_not_cache, timeout));
+        let mut action = action(command_digest, root, salt, do_not_cache, timeout);
+        action.platform = platform;
+        let (digest, action) = message_blob(&action);
         let blobs = BTreeMap::from([(command_digest, command), (digest, action)]);
         self.upload(&blobs).await?;
         Ok(digest)

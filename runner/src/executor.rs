@@ -2,9 +2,10 @@
 //! hook, after pivot_root and after capabilities are dropped, right before
 //! the command starts.
 //!
-//! It confines the process (Landlock, then seccomp), then forks: the parent
-//! stays as PID 1 of the sandbox's PID namespace and reaps every orphan,
-//! the child execs the command. When the command exits, PID 1 reports its
+//! It confines the process (capabilities dropped, Landlock, then seccomp),
+//! then forks: the parent stays as PID 1 of the sandbox's PID namespace and
+//! reaps every orphan, the child execs the command. Before all that, it
+//! takes the uid/gid the action asked for (see [`crate::identity`]). When the command exits, PID 1 reports its
 //! wait status on the status pipe and exits, and the kernel kills whatever
 //! the command left behind in the namespace.
 
@@ -65,6 +66,8 @@ pub struct SandboxExecutor {
     /// The network namespace is private: bring `lo` up (the init still holds
     /// the capabilities of [`crate::loopback::INIT_CAPS`] for this).
     pub loopback_up: bool,
+    /// uid and gid the command runs as (see [`crate::identity`]).
+    pub identity: (u32, u32),
 }
 
 fn fail(msg: String) -> ExecutorError {
@@ -96,6 +99,34 @@ impl SandboxExecutor {
         Ok(())
     }
 
+    /// Drops every capability, then applies Landlock and seccomp.
+    fn lock_down(&self) -> Result<(), ExecutorError> {
+        crate::loopback::drop_all_capabilities().map_err(|e| fail(e.to_string()))?;
+        if self.landlock {
+            self.restrict_writes()?;
+        }
+        self.filters.install().map_err(|e| fail(e.to_string()))
+    }
+
+    /// The command's process: closes the status pipe, takes the terminal
+    /// if asked, execs. Never returns.
+    fn run_command(&self, program: &CString, argv: &[CString]) -> ! {
+        // SAFETY: closing our own copy of the status pipe; the command must
+        // not be able to forge a status.
+        unsafe { libc::close(STATUS_FD) };
+        if self.controlling_tty {
+            // A new session whose controlling terminal is the pty on stdin:
+            // job control and /dev/tty work in the shell.
+            let _ = nix::unistd::setsid();
+            // SAFETY: TIOCSCTTY on fd 0 with argument 0 (no stealing).
+            unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+        }
+        let err = nix::unistd::execvp(program, argv).unwrap_err();
+        eprintln!("corral sandbox: cannot execute {:?}: {err}", self.args[0]);
+        // SAFETY: _exit is always safe.
+        unsafe { libc::_exit(127) }
+    }
+
     /// PID 1: reap everything until the command itself is gone, report its
     /// status, exit. Never returns.
     fn reap(&self, command: Pid) -> ! {
@@ -125,11 +156,6 @@ impl Executor for SandboxExecutor {
         if self.loopback_up {
             crate::loopback::bring_up().map_err(|e| fail(e.to_string()))?;
         }
-        crate::loopback::drop_all_capabilities().map_err(|e| fail(e.to_string()))?;
-        if self.landlock {
-            self.restrict_writes()?;
-        }
-        self.filters.install().map_err(|e| fail(e.to_string()))?;
         let program = CString::new(self.args.first().cloned().unwrap_or_default())
             .map_err(|_| ExecutorError::InvalidArg)?;
         let argv: Vec<CString> = self
@@ -138,25 +164,14 @@ impl Executor for SandboxExecutor {
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<_, _>>()
             .map_err(|_| ExecutorError::InvalidArg)?;
+        let (uid, gid) = self.identity;
+        crate::identity::become_ids(uid, gid).map_err(|e| fail(e.to_string()))?;
+        self.lock_down()?;
         // SAFETY: this process is libcontainer's single-threaded container
-        // init, so fork cannot leave another thread's lock held in the child.
+        // init, so fork cannot leave another thread's lock held in the
+        // child.
         match unsafe { fork() } {
-            Ok(ForkResult::Child) => {
-                // SAFETY: closing our own copy of the status pipe; the
-                // command must not be able to forge a status.
-                unsafe { libc::close(STATUS_FD) };
-                if self.controlling_tty {
-                    // A new session whose controlling terminal is the pty on
-                    // stdin: job control and /dev/tty work in the shell.
-                    let _ = nix::unistd::setsid();
-                    // SAFETY: TIOCSCTTY on fd 0 with argument 0 (no stealing).
-                    unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
-                }
-                let err = nix::unistd::execvp(&program, &argv).unwrap_err();
-                eprintln!("corral sandbox: cannot execute {:?}: {err}", self.args[0]);
-                // SAFETY: _exit is always safe.
-                unsafe { libc::_exit(127) }
-            }
+            Ok(ForkResult::Child) => self.run_command(&program, &argv),
             Ok(ForkResult::Parent { child }) => self.reap(child),
             Err(e) => Err(fail(format!("fork of the command: {e}"))),
         }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod exec;
 pub mod executor;
 pub mod host;
+pub mod identity;
 pub mod isolate;
 pub mod loopback;
 pub mod nocgroup;

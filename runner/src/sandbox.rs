@@ -80,8 +80,11 @@ pub fn check(host: &Host, req: &SandboxRequest, layout: &Layout) -> Result<()> {
             }
         }
     }
-    let cwd = req.input_root.join(&req.cwd);
-    if !std::fs::symlink_metadata(&cwd).is_ok_and(|m| m.is_dir()) {
+    // The caller may have made a working directory the input root lacks in
+    // the overlay's upper directory (REAPI: the worker creates it).
+    let is_dir =
+        |base: &Path| std::fs::symlink_metadata(base.join(&req.cwd)).is_ok_and(|m| m.is_dir());
+    if !is_dir(&req.input_root) && !is_dir(&layout.upper) {
         return Err(Error::BadWorkingDirectory(req.cwd.clone()));
     }
     resolve_command(req, layout).map(|_| ())
@@ -318,6 +321,7 @@ fn create_and_wait(
         args: req.args.clone(),
         controlling_tty: req.controlling_tty,
         loopback_up: !req.network,
+        identity: (req.uid, req.gid),
     };
     // The status pipe's write end must be fd 3 in the container.
     let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)

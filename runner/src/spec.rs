@@ -216,22 +216,25 @@ pub fn build(
     }
     let env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let no_caps: Vec<String> = Vec::new();
-    // Only for bringing up lo; the executor drops them before exec.
-    let init_caps: Vec<String> = if req.network {
-        Vec::new()
-    } else {
-        crate::loopback::INIT_CAPS
-            .iter()
-            .map(|c| c.to_string())
-            .collect()
-    };
+    // Only for bringing up lo and for mapping the command's own user
+    // namespace; the executor drops them all before exec.
+    let mut init_caps: Vec<String> = Vec::new();
+    if !req.network {
+        init_caps.extend(crate::loopback::INIT_CAPS.iter().map(|c| c.to_string()));
+    }
+    if (req.uid, req.gid) != (0, 0) {
+        init_caps.extend(crate::identity::INIT_CAPS.iter().map(|c| c.to_string()));
+    }
     json!({
         "ociVersion": "1.0.2",
         "root": { "path": layout.rootfs, "readonly": !matches!(req.rootfs, Rootfs::InputRoot) },
         "hostname": "corral",
         "process": {
             "terminal": false,
-            "user": { "uid": req.uid, "gid": req.gid },
+            // libcontainer sets up the container as uid/gid 0; the executor
+            // then becomes the requested ids in a nested user namespace
+            // (see `crate::identity`).
+            "user": { "uid": 0, "gid": 0 },
             "args": req.args,
             "env": env,
             "cwd": layout.cwd,
@@ -245,8 +248,8 @@ pub fn build(
         "mounts": mounts(host, req, layout, limits),
         "linux": {
             "namespaces": namespaces,
-            "uidMappings": [{ "containerID": req.uid, "hostID": host.map_uid, "size": 1 }],
-            "gidMappings": [{ "containerID": req.gid, "hostID": host.map_gid, "size": 1 }],
+            "uidMappings": [{ "containerID": 0, "hostID": host.map_uid, "size": 1 }],
+            "gidMappings": [{ "containerID": 0, "hostID": host.map_gid, "size": 1 }],
             "cgroupsPath": cgroups_path,
             "maskedPaths": [
                 "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",

@@ -120,3 +120,35 @@ fn read_only_subtree_refuses_writes() {
     );
     assert!(!root.join("ro/new").exists());
 }
+
+/// BuildStream's `unixUID`/`unixGID`: the command runs as those ids, with
+/// no capability and no way to make another user namespace.
+#[test]
+fn requested_uid_and_gid_hold_no_capability() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    busybox_root(&root);
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let out: PathBuf = tmp.path().join("out");
+    let host = Host::probe(&RunnerConfig::default()).unwrap();
+    let mut req = request(
+        &root,
+        &scratch,
+        &out,
+        "id -u; id -g; grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; \
+         unshare -U true 2>/dev/null && echo NESTED-USERNS; true",
+    );
+    req.uid = 1000;
+    req.gid = 1234;
+    let outcome = corral_runner::isolate::run_forked(&host, &req).unwrap();
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    let stderr = std::fs::read_to_string(out.with_extension("err")).unwrap();
+    assert_eq!(outcome.exit_code, Some(0), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout,
+        "1000\n1234\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n\
+         CapBnd:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n",
+        "{stderr}"
+    );
+}

@@ -1,0 +1,114 @@
+//! REAPI actions on the whole farm (`corral up`) that no build tool in the
+//! other tests sends: a working directory the input root lacks, BuildStream's
+//! uid/gid, a timeout, and a hostile input tree.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use corral_cas::Digest;
+use corral_integration::farm::CorralFarm;
+use corral_integration::remote::{command, message_blob, BusyboxRoot, RemoteExec, FUNCTION};
+use corral_proto::reapi;
+
+const APPLETS: &[&str] = &["sh", "pwd", "id", "sleep", "echo", "true"];
+
+fn stdout(client: &RemoteExec, rt: &tokio::runtime::Runtime, r: &reapi::ActionResult) -> String {
+    let d =
+        Digest::from_proto(FUNCTION, r.stdout_digest.as_ref().expect("stdout")).expect("digest");
+    String::from_utf8(rt.block_on(client.get_blob(d)).expect("stdout blob")).expect("utf-8")
+}
+
+#[test]
+fn actions_the_build_tools_do_not_send() -> anyhow::Result<()> {
+    let farm = CorralFarm::start()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let client = rt.block_on(RemoteExec::connect(&farm.url(), "buildstream"))?;
+    let root = BusyboxRoot::with_applets(APPLETS)?;
+    rt.block_on(client.upload(&root.blobs))?;
+    let run = |cmd: reapi::Command, salt: &str, timeout: Option<Duration>| {
+        let action = rt.block_on(client.upload_action(
+            root.root,
+            cmd,
+            salt.as_bytes().to_vec(),
+            true,
+            timeout,
+        ))?;
+        rt.block_on(client.execute(action, true))
+    };
+
+    // A working directory the input root lacks: the worker creates it.
+    let mut cmd = command(["sh", "-c", "pwd"], &[("PATH", "/bin")]);
+    cmd.working_directory = "made/by/the/worker".into();
+    let r = run(cmd, "cwd", None)?;
+    let result = r.result.clone().expect("result");
+    assert_eq!(result.exit_code, 0, "{r:?}");
+    assert_eq!(stdout(&client, &rt, &result), "/made/by/the/worker\n");
+
+    // BuildStream's unixUID/unixGID.
+    #[allow(deprecated)]
+    let mut cmd = command(["sh", "-c", "id -u; id -g"], &[("PATH", "/bin")]);
+    #[allow(deprecated)]
+    if let Some(platform) = cmd.platform.as_mut() {
+        for (name, value) in [("unixGID", "1234"), ("unixUID", "1000")] {
+            platform.properties.push(reapi::platform::Property {
+                name: name.into(),
+                value: value.into(),
+            });
+        }
+        platform.properties.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    let r = run(cmd, "uid", None)?;
+    let result = r
+        .result
+        .clone()
+        .unwrap_or_else(|| panic!("no result: {r:?}"));
+    assert_eq!(result.exit_code, 0, "{r:?}");
+    assert_eq!(stdout(&client, &rt, &result), "1000\n1234\n");
+
+    // A timeout: DEADLINE_EXCEEDED, with the partial result.
+    let cmd = command(["sh", "-c", "echo started; sleep 30"], &[("PATH", "/bin")]);
+    let r = run(cmd, "timeout", Some(Duration::from_secs(1)))?;
+    let status = r.status.clone().unwrap_or_default();
+    assert_eq!(status.code, tonic::Code::DeadlineExceeded as i32, "{r:?}");
+    let result = r.result.clone().expect("the partial result");
+    assert_eq!(stdout(&client, &rt, &result), "started\n");
+
+    // A hostile input tree: refused naming the bad name, nothing runs, the
+    // farm keeps serving.
+    let file = Digest::of_bytes(FUNCTION, b"x");
+    let evil = reapi::Directory {
+        files: vec![reapi::FileNode {
+            name: "../escape".into(),
+            digest: Some(file.to_proto()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let (evil_digest, evil_bytes) = message_blob(&evil);
+    rt.block_on(client.upload(&BTreeMap::from([
+        (file, b"x".to_vec()),
+        (evil_digest, evil_bytes),
+    ])))?;
+    let action = rt.block_on(client.upload_action(
+        evil_digest,
+        command(["/bin/true"], &[]),
+        b"hostile".to_vec(),
+        true,
+        None,
+    ))?;
+    let r = rt.block_on(client.execute(action, true))?;
+    let status = r.status.clone().unwrap_or_default();
+    assert_eq!(status.code, tonic::Code::InvalidArgument as i32, "{r:?}");
+    assert!(status.message.contains("../escape"), "{}", status.message);
+    let cmd = command(["sh", "-c", "echo still serving"], &[("PATH", "/bin")]);
+    let r = run(cmd, "after-hostile", None)?;
+    assert_eq!(
+        stdout(&client, &rt, &r.result.expect("result")),
+        "still serving\n"
+    );
+
+    drop(rt);
+    let status = farm.stop()?;
+    assert!(status.success());
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Failures in the middle of an action, on real processes: the runner
+//! killed (only that action fails, clearly; the next one runs) and a worker
+//! killed (the scheduler gives the action to another worker). Nothing of a
+//! killed sandbox keeps running, and results stay readable and verified.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_cas::Digest;
+use corral_integration::farm::{descendants, CorralFarm};
+use corral_integration::remote::{command, BusyboxRoot, RemoteExec};
+use corral_integration::server::{corral_binary, CorralServer};
+use corral_proto::reapi;
+use corral_proto::reapi::execution_stage::Value as Stage;
+
+const APPLETS: &[&str] = &["sh", "sleep", "echo", "true", "cat"];
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// Host processes whose command line contains `marker`.
+fn running(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| cmdline(*pid).contains(marker))
+        .collect()
+}
+
+fn wait_until(what: &str, patience: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {patience:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("kill");
+}
+
+/// A `sleep` argument of about `secs` seconds whose fractional digits are
+/// unique, so the test can find exactly its own sandbox processes.
+fn marker(secs: u32) -> String {
+    format!("{secs}.{}{:03}", std::process::id(), fastrand_suffix())
+}
+
+fn fastrand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() % 1000)
+        .unwrap_or(0)
+}
+
+fn stdout_of(client: &RemoteExec, rt: &tokio::runtime::Runtime, r: &reapi::ActionResult) -> String {
+    let digest = r.stdout_digest.as_ref().expect("stdout digest");
+    let digest = Digest::from_proto(corral_integration::remote::FUNCTION, digest).expect("digest");
+    String::from_utf8(rt.block_on(client.get_blob(digest)).expect("stdout blob")).expect("utf-8")
+}
+
+#[test]
+fn a_killed_runner_fails_only_its_action_and_is_started_again() -> anyhow::Result<()> {
+    let farm = CorralFarm::start()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let client = rt.block_on(RemoteExec::connect(&farm.url(), "buildstream"))?;
+    let root = BusyboxRoot::with_applets(APPLETS)?;
+    rt.block_on(client.upload(&root.blobs))?;
+    let mark = marker(60);
+    let long = rt.block_on(client.upload_action(
+        root.root,
+        command(["sh", "-c", &format!("sleep {mark}")], &[("PATH", "/bin")]),
+        b"runner-killed".to_vec(),
+        true,
+        None,
+    ))?;
+
+    let farm_pid = farm.pid();
+    let killer = std::thread::spawn(move || {
+        wait_until("the action's sleep starts", Duration::from_secs(60), || {
+            !running(&format!("sleep {mark}")).is_empty()
+        });
+        let runner = descendants(farm_pid)
+            .into_iter()
+            .find(|pid| cmdline(*pid).contains(" runner --socket"))
+            .expect("the farm's runner process");
+        kill(runner, nix::sys::signal::Signal::SIGKILL);
+        mark
+    });
+    let response = rt.block_on(client.execute(long, true))?;
+    let mark = killer.join().expect("killer thread");
+    let status = response.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.code,
+        tonic::Code::Internal as i32,
+        "the action whose runner died fails as INTERNAL: {response:?}"
+    );
+    assert!(status.message.contains("runner"), "{}", status.message);
+    // Its sandbox does not outlive the runner.
+    wait_until(
+        "the killed run's processes exit",
+        Duration::from_secs(15),
+        || running(&format!("sleep {mark}")).is_empty(),
+    );
+
+    // The next action gets a fresh runner.
+    let next = rt.block_on(client.upload_action(
+        root.root,
+        command(["sh", "-c", "echo after"], &[("PATH", "/bin")]),
+        b"after-runner-killed".to_vec(),
+        true,
+        None,
+    ))?;
+    let response = rt.block_on(client.execute(next, true))?;
+    let result = response.result.clone().expect("a result");
+    assert_eq!(result.exit_code, 0, "{response:?}");
+    assert_eq!(stdout_of(&client, &rt, &result), "after\n");
+    drop(rt);
+    let status = farm.stop()?;
+    assert!(status.success());
+    Ok(())
+}
+
+/// `corral worker --name NAME` against `scheduler`, data under `dir`.
+fn start_worker(scheduler: &str, dir: &Path, name: &str) -> anyhow::Result<Child> {
+    Ok(Command::new(corral_binary()?)
+        .args([
+            "worker",
+            "--scheduler",
+            scheduler,
+            "--slots",
+            "1",
+            "--name",
+            name,
+        ])
+        .arg("--data")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .spawn()?)
+}
+
+#[test]
+fn a_killed_workers_action_runs_again_on_another_worker() -> anyhow::Result<()> {
+    let server = CorralServer::start()?;
+    let work = tempfile::tempdir()?;
+    let mut a = start_worker(&server.url(), &work.path().join("a"), "worker-a")?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let client = rt.block_on(RemoteExec::connect(&server.url(), "buildstream"))?;
+    let root = BusyboxRoot::with_applets(APPLETS)?;
+    rt.block_on(client.upload(&root.blobs))?;
+    let mark = marker(2);
+    let action = rt.block_on(client.upload_action(
+        root.root,
+        command(
+            ["sh", "-c", &format!("sleep {mark} & wait; echo finished")],
+            &[("PATH", "/bin")],
+        ),
+        b"worker-killed".to_vec(),
+        true,
+        None,
+    ))?;
+
+    let url = server.url();
+    let b_dir = work.path().join("b");
+    let a_pid = a.id();
+    let mut b: Option<Child> = None;
+    let mut killed = false;
+    let response = rt.block_on(client.execute_observed(action, true, |stage| {
+        if stage == Stage::Executing && !killed {
+            killed = true;
+            wait_until("worker-a's sandbox starts", Duration::from_secs(60), || {
+                !running(&format!("sleep {mark}")).is_empty()
+            });
+            b = Some(start_worker(&url, &b_dir, "worker-b").expect("start worker-b"));
+            kill(a_pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }))?;
+    assert!(killed, "the action never reached EXECUTING");
+    let _ = a.wait();
+    let result = response.result.clone().expect("a result");
+    assert_eq!(result.exit_code, 0, "{response:?}");
+    let meta = result.execution_metadata.clone().expect("metadata");
+    assert_eq!(meta.worker, "worker-b", "the retry ran on the other worker");
+    assert_eq!(stdout_of(&client, &rt, &result), "finished\n");
+    // worker-a's runner and sandbox died with it.
+    wait_until("worker-a's processes exit", Duration::from_secs(15), || {
+        running(&format!("sleep {mark}")).is_empty()
+            && running(&work.path().join("a").display().to_string()).is_empty()
+    });
+    if let Some(mut b) = b {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+    Ok(())
+}
