@@ -3,7 +3,6 @@
 //! outputs (also when the command failed or timed out), and answer with
 //! an `ExecuteResponse` whose metadata records every phase.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -21,6 +20,8 @@ use crate::fsutil::remove_tree;
 use crate::images::{self, Images};
 use crate::merged::hash_file;
 use crate::paths;
+use crate::platform::{id_property, property};
+use crate::prepare::prepare_upper;
 use crate::runner::Runner;
 use crate::stage::Stager;
 use crate::status::{status, to_status};
@@ -192,8 +193,10 @@ impl Executor {
                 self.options.owner,
                 command.clone(),
             );
-            let dir = dir.to_path_buf();
-            blocking(move || prepare(&dir, &scratch, &staged_for.tree, &command, owner)).await?;
+            blocking(move || {
+                prepare_upper(&scratch.join("upper"), &staged_for.tree, &command, owner)
+            })
+            .await?;
         }
         let request = pb::RunRequest {
             input_root: staged.path.display().to_string(),
@@ -309,121 +312,6 @@ fn environment(image_env: &[String], command: &reapi::Command) -> Vec<pb::Enviro
         value: v.value.clone(),
     }));
     env
-}
-
-/// The value of platform property `name`, from the Action's platform, else
-/// the Command's (Bazel 4 sends only the latter).
-// `Command.platform` is deprecated in REAPI 2.2 but still what older clients send.
-#[allow(deprecated)]
-fn property<'a>(
-    action: &'a reapi::Action,
-    command: &'a reapi::Command,
-    name: &str,
-) -> Option<&'a str> {
-    let platform = action.platform.as_ref().or(command.platform.as_ref())?;
-    platform
-        .properties
-        .iter()
-        .find(|p| p.name == name)
-        .map(|p| p.value.as_str())
-}
-
-/// uid or gid asked for with BuildStream's `unixUID`/`unixGID`.
-fn id_property(action: &reapi::Action, command: &reapi::Command, name: &str) -> Result<u32> {
-    match property(action, command, name) {
-        None | Some("") => Ok(0),
-        Some(v) => v.parse().map_err(|_| {
-            Error::invalid(
-                format!("platform property {name}"),
-                format!("{v:?} is not a uid/gid number"),
-            )
-        }),
-    }
-}
-
-/// Makes the build directory and, in the overlay's upper directory, the
-/// working directory and the parents of every output that the input root
-/// lacks (REAPI: the worker creates them), owned by the sandbox user.
-fn prepare(
-    dir: &Path,
-    scratch: &Path,
-    tree: &crate::tree::InputTree,
-    command: &reapi::Command,
-    owner: Option<(u32, u32)>,
-) -> Result<()> {
-    fs::create_dir_all(scratch)
-        .map_err(|e| Error::io(format!("creating {}", scratch.display()), e))?;
-    let _ = dir;
-    let upper = scratch.join("upper");
-    let wd = paths::working_directory(&command.working_directory)?;
-    let mut wanted: Vec<Vec<String>> = vec![wd.clone()];
-    #[allow(deprecated)]
-    let outputs = command
-        .output_paths
-        .iter()
-        .chain(&command.output_files)
-        .chain(&command.output_directories);
-    for o in outputs {
-        let mut comps = paths::resolve(&command.working_directory, o, "output_paths")?;
-        comps.pop();
-        wanted.push(comps);
-    }
-    let mut made = false;
-    for comps in wanted {
-        // Walk the input tree; create in upper only below the first missing
-        // directory (an existing lower directory needs nothing).
-        let mut lower = Some(tree.dir(&tree.root)?);
-        let mut path = upper.clone();
-        for c in &comps {
-            path.push(c);
-            if let Some(d) = lower {
-                if let Some(node) = d.directories.iter().find(|s| &s.name == c) {
-                    let digest =
-                        Digest::from_proto_field(tree.function, node.digest.as_ref(), "digest")?;
-                    lower = Some(tree.dir(&digest)?);
-                    continue;
-                }
-                if d.files.iter().any(|f| &f.name == c) || d.symlinks.iter().any(|l| &l.name == c) {
-                    // Not a directory in the input: leave it to the action.
-                    break;
-                }
-            }
-            lower = None;
-            if !path.exists() {
-                fs::create_dir_all(&path)
-                    .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-                made = true;
-                if let Some((uid, gid)) = owner {
-                    chown_from(&upper, &path, uid, gid)?;
-                }
-            }
-        }
-    }
-    if made || owner.is_some() {
-        fs::create_dir_all(&upper)
-            .map_err(|e| Error::io(format!("creating {}", upper.display()), e))?;
-        if let Some((uid, gid)) = owner {
-            chown(&upper, uid, gid)?;
-        }
-    }
-    Ok(())
-}
-
-fn chown(p: &Path, uid: u32, gid: u32) -> Result<()> {
-    nix::unistd::chown(p, Some(uid.into()), Some(gid.into()))
-        .map_err(|e| Error::io(format!("chown {}", p.display()), e.into()))
-}
-
-/// Chowns `leaf` and every directory between `base` and it.
-fn chown_from(base: &Path, leaf: &Path, uid: u32, gid: u32) -> Result<()> {
-    let mut p = leaf.to_path_buf();
-    while p.starts_with(base) && p != base {
-        chown(&p, uid, gid)?;
-        if !p.pop() {
-            break;
-        }
-    }
-    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

@@ -25,6 +25,8 @@ pub mod localcas;
 pub mod lru;
 pub mod merged;
 pub mod paths;
+pub mod platform;
+pub mod prepare;
 pub mod remote;
 pub mod runner;
 pub mod session;

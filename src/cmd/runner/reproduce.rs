@@ -61,8 +61,9 @@ use corral_runner::exec::{ExecOptions, ExecRoot};
 use corral_runner::{Limits, RunnerConfig};
 use corral_scheduler::{RootfsChoice, SchedulerConfig};
 use corral_worker::fsutil::remove_tree;
+use corral_worker::platform::{id_property, property};
+use corral_worker::prepare::prepare_upper;
 use corral_worker::stage::StagerOptions;
-use corral_worker::tree::InputTree;
 use corral_worker::validate::SymlinkPolicy;
 use corral_worker::{paths, LocalCas, LocalCasOptions, RemoteCas, StagedInput, Stager};
 
@@ -208,7 +209,7 @@ fn run_fetched(
             SchedulerConfig::default().effective_timeout(requested)
         }
     };
-    prepare_upper(scratch, &staged.tree, command, owner)?;
+    prepare_upper(&scratch.join("upper"), &staged.tree, command, Some(owner))?;
     let opts = ExecOptions {
         root: match rootfs {
             RootfsChoice::InputRoot => ExecRoot::Dir(staged.path.clone()),
@@ -455,37 +456,6 @@ async fn get_message<M: Message + Default>(
     M::decode(data).with_context(|| format!("{what} in {where_} does not decode"))
 }
 
-/// The value of platform property `name`, from the Action's platform, else
-/// the Command's: the worker's rule (`worker/src/action.rs`).
-// `Command.platform` is deprecated in REAPI 2.2 but still what older clients send.
-#[allow(deprecated)]
-fn property<'a>(
-    action: &'a reapi::Action,
-    command: &'a reapi::Command,
-    name: &str,
-) -> Option<&'a str> {
-    let platform = action.platform.as_ref().or(command.platform.as_ref())?;
-    platform
-        .properties
-        .iter()
-        .find(|p| p.name == name)
-        .map(|p| p.value.as_str())
-}
-
-/// uid or gid asked for with `unixUID`/`unixGID`, as the worker reads them.
-fn id_property(
-    action: &reapi::Action,
-    command: &reapi::Command,
-    name: &str,
-) -> anyhow::Result<u32> {
-    match property(action, command, name) {
-        None | Some("") => Ok(0),
-        Some(v) => v
-            .parse()
-            .with_context(|| format!("platform property {name}: {v:?} is not a uid/gid number")),
-    }
-}
-
 /// An empty scratch directory in the temporary directory (like plain
 /// `runner exec`'s), reachable by the sandbox's user when run as root.
 fn scratch_dir(is_root: bool) -> anyhow::Result<PathBuf> {
@@ -512,76 +482,6 @@ fn scratch_dir(is_root: bool) -> anyhow::Result<PathBuf> {
         }
     }
     bail!("could not create a scratch directory in {}", base.display())
-}
-
-/// What the worker does before a run: in the overlay's upper directory,
-/// create the working directory and the parents of every output that the
-/// input root lacks (REAPI: the worker creates them), owned by the
-/// sandbox's user, as is `upper/` itself.
-#[allow(deprecated)]
-fn prepare_upper(
-    scratch: &Path,
-    tree: &InputTree,
-    command: &reapi::Command,
-    (uid, gid): (u32, u32),
-) -> anyhow::Result<()> {
-    let upper = scratch.join("upper");
-    fs::create_dir(&upper).with_context(|| format!("creating {}", upper.display()))?;
-    chown(&upper, uid, gid)?;
-    let mut wanted = vec![paths::working_directory(&command.working_directory)?];
-    let outputs = command
-        .output_paths
-        .iter()
-        .chain(&command.output_files)
-        .chain(&command.output_directories);
-    for o in outputs {
-        let mut comps = paths::resolve(&command.working_directory, o, "output_paths")?;
-        comps.pop();
-        wanted.push(comps);
-    }
-    for comps in wanted {
-        let mut lower = Some(tree.dir(&tree.root)?);
-        let mut path = upper.clone();
-        for c in &comps {
-            path.push(c);
-            if let Some(d) = lower {
-                if let Some(node) = d.directories.iter().find(|s| &s.name == c) {
-                    let digest =
-                        Digest::from_proto_field(tree.function, node.digest.as_ref(), "digest")?;
-                    lower = Some(tree.dir(&digest)?);
-                    continue;
-                }
-                if d.files.iter().any(|f| &f.name == c) || d.symlinks.iter().any(|l| &l.name == c) {
-                    // Not a directory in the input: the action's business.
-                    break;
-                }
-            }
-            lower = None;
-            if !path.exists() {
-                // Parents that exist only below (in the input root) are
-                // made here too, owned like the rest.
-                fs::create_dir_all(&path)
-                    .with_context(|| format!("creating {}", path.display()))?;
-                for made in path.ancestors().take_while(|p| *p != upper) {
-                    chown(made, uid, gid)?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
-    if (uid, gid)
-        == (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        )
-    {
-        return Ok(());
-    }
-    nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
-        .with_context(|| format!("chown {}", path.display()))
 }
 
 #[cfg(test)]
