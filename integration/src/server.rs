@@ -55,6 +55,9 @@ pub struct ServerOptions {
     pub extra_args: Vec<String>,
     /// Extra environment (e.g. `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// Listen here instead of on an ephemeral port (to restart a server
+    /// where its clients expect it).
+    pub listen: Option<SocketAddr>,
 }
 
 /// A running `corral server`.
@@ -81,7 +84,11 @@ impl CorralServer {
         let mut cmd = Command::new(corral_binary()?);
         cmd.arg("server")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(
+                options
+                    .listen
+                    .map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string()),
+            )
             .arg("--data")
             .arg(&data_dir);
         if let Some(max) = options.max_cas_bytes {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use corral_cas::Digest;
 use corral_integration::farm::{descendants, CorralFarm};
 use corral_integration::remote::{command, BusyboxRoot, RemoteExec};
-use corral_integration::server::{corral_binary, CorralServer};
+use corral_integration::server::{corral_binary, CorralServer, ServerOptions};
 use corral_proto::reapi;
 use corral_proto::reapi::execution_stage::Value as Stage;
 
@@ -196,5 +196,54 @@ fn a_killed_workers_action_runs_again_on_another_worker() -> anyhow::Result<()> 
         let _ = b.kill();
         let _ = b.wait();
     }
+    Ok(())
+}
+
+/// The scheduler goes away (server restarted on the same port and data):
+/// the worker reconnects by itself and runs the next action.
+#[test]
+fn a_worker_reconnects_after_the_server_restarts() -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let server_data = work.path().join("server");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let options = ServerOptions {
+        data_dir: Some(server_data.clone()),
+        listen: Some(port),
+        ..Default::default()
+    };
+    let server = CorralServer::start_with(options.clone())?;
+    let mut worker = start_worker(&server.url(), &work.path().join("w"), "worker-r")?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let root = BusyboxRoot::with_applets(APPLETS)?;
+    let run = |salt: &str| -> anyhow::Result<String> {
+        let client = rt.block_on(RemoteExec::connect(
+            &format!("http://{port}"),
+            "buildstream",
+        ))?;
+        rt.block_on(client.upload(&root.blobs))?;
+        let action = rt.block_on(client.upload_action(
+            root.root,
+            command(["sh", "-c", &format!("echo {salt}")], &[("PATH", "/bin")]),
+            salt.as_bytes().to_vec(),
+            true,
+            None,
+        ))?;
+        let response = rt.block_on(client.execute(action, true))?;
+        let result = response
+            .result
+            .clone()
+            .unwrap_or_else(|| panic!("{response:?}"));
+        Ok(stdout_of(&client, &rt, &result))
+    };
+    assert_eq!(run("before")?, "before\n");
+    server.stop()?;
+    // The worker loses its stream and retries with backoff meanwhile.
+    std::thread::sleep(Duration::from_millis(500));
+    let _server = CorralServer::start_with(options)?;
+    assert_eq!(run("after")?, "after\n");
+    assert!(worker.try_wait()?.is_none(), "the worker must still run");
+    kill(worker.id(), nix::sys::signal::Signal::SIGTERM);
+    let status = worker.wait()?;
+    assert!(status.success(), "worker exit on SIGTERM: {status}");
     Ok(())
 }

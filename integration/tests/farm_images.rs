@@ -1,0 +1,101 @@
+//! `container-image` through REAPI on the whole farm: what ran is recorded
+//! in the result's auxiliary metadata, pinned to the digest the tag
+//! resolved to, and a moved tag runs the new image.
+
+use std::fs;
+
+use corral_cas::Digest;
+use corral_integration::farm::CorralFarm;
+use corral_integration::registry::{host_arch, ManifestFormat, OciLayout, Registry};
+use corral_integration::remote::{command, BusyboxRoot, RemoteExec, FUNCTION};
+use corral_proto::prost::Message;
+use corral_proto::reapi;
+use corral_proto::worker::v1::ResolvedImage;
+
+/// A busybox image whose `/etc/which` says `which`.
+fn image(layout: &OciLayout, name: &str, which: &str) -> anyhow::Result<()> {
+    layout.new_image(name, host_arch())?;
+    layout.add_layer(name, |root| {
+        fs::create_dir_all(root.join("bin"))?;
+        fs::copy("/bin/busybox", root.join("bin/busybox"))?;
+        for applet in ["sh", "cat"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
+        }
+        fs::create_dir_all(root.join("etc"))?;
+        fs::write(root.join("etc/which"), format!("{which}\n"))?;
+        Ok(())
+    })
+}
+
+#[test]
+fn results_record_the_image_digest_that_ran() -> anyhow::Result<()> {
+    let registry = Registry::start()?;
+    let work = tempfile::tempdir()?;
+    let layout = OciLayout::create(&work.path().join("oci"))?;
+    image(&layout, "one", "first")?;
+    image(&layout, "two", "second")?;
+    let first = registry.push(&layout, "one", "corral/moving:latest", ManifestFormat::Oci)?;
+    let reference = registry.reference("corral/moving:latest");
+
+    let farm = CorralFarm::start()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let client = rt.block_on(RemoteExec::connect(&farm.url(), "main"))?;
+    // The input root is irrelevant here; an empty directory will do.
+    let root = BusyboxRoot::new()?;
+    rt.block_on(client.upload(&root.blobs))?;
+    let run = |salt: &str| -> anyhow::Result<(String, ResolvedImage)> {
+        #[allow(deprecated)]
+        let mut cmd = command(["/bin/sh", "-c", "cat /etc/which"], &[]);
+        #[allow(deprecated)]
+        if let Some(p) = cmd.platform.as_mut() {
+            p.properties.push(reapi::platform::Property {
+                name: "container-image".into(),
+                value: reference.clone(),
+            });
+            p.properties.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        let action = rt.block_on(client.upload_action(
+            root.root,
+            cmd,
+            salt.as_bytes().to_vec(),
+            true,
+            None,
+        ))?;
+        let response = rt.block_on(client.execute(action, true))?;
+        let result = response
+            .result
+            .clone()
+            .unwrap_or_else(|| panic!("{response:?}"));
+        assert_eq!(result.exit_code, 0, "{response:?}");
+        let out = Digest::from_proto(FUNCTION, result.stdout_digest.as_ref().expect("stdout"))?;
+        let stdout = String::from_utf8(rt.block_on(client.get_blob(out))?)?;
+        let meta = result.execution_metadata.expect("metadata");
+        let any = meta
+            .auxiliary_metadata
+            .iter()
+            .find(|a| a.type_url.ends_with("corral.worker.v1.ResolvedImage"))
+            .expect("a ResolvedImage in the auxiliary metadata");
+        Ok((stdout, ResolvedImage::decode(any.value.as_slice())?))
+    };
+
+    let (stdout, resolved) = run("first")?;
+    assert_eq!(stdout, "first\n");
+    assert_eq!(resolved.requested, reference);
+    assert_eq!(resolved.digest, first);
+    assert!(
+        resolved.reference.ends_with(&format!("@{first}")),
+        "{resolved:?}"
+    );
+
+    // The tag moves: the next action resolves it again and runs the new image.
+    let second = registry.push(&layout, "two", "corral/moving:latest", ManifestFormat::Oci)?;
+    assert_ne!(first, second);
+    let (stdout, resolved) = run("second")?;
+    assert_eq!(stdout, "second\n");
+    assert_eq!(resolved.digest, second);
+
+    drop(rt);
+    let status = farm.stop()?;
+    assert!(status.success());
+    Ok(())
+}
