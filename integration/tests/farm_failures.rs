@@ -247,3 +247,57 @@ fn a_worker_reconnects_after_the_server_restarts() -> anyhow::Result<()> {
     assert!(status.success(), "worker exit on SIGTERM: {status}");
     Ok(())
 }
+
+/// SIGTERM while an action runs: the action finishes and reports, then the
+/// worker leaves cleanly. Build directories go after each action, and
+/// leftovers of a crash at start-up.
+#[test]
+fn sigterm_drains_and_build_directories_do_not_pile_up() -> anyhow::Result<()> {
+    let server = CorralServer::start()?;
+    let work = tempfile::tempdir()?;
+    let data = work.path().join("w");
+    let leftover = data.join("builds/leftover-of-a-crash/scratch");
+    std::fs::create_dir_all(&leftover)?;
+    let mut worker = start_worker(&server.url(), &data, "worker-t")?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let client = rt.block_on(RemoteExec::connect(&server.url(), "buildstream"))?;
+    let root = BusyboxRoot::with_applets(APPLETS)?;
+    rt.block_on(client.upload(&root.blobs))?;
+    let action = rt.block_on(client.upload_action(
+        root.root,
+        command(["sh", "-c", "sleep 2; echo drained"], &[("PATH", "/bin")]),
+        b"drain".to_vec(),
+        true,
+        None,
+    ))?;
+    let worker_pid = worker.id();
+    let mut signalled = false;
+    let response = rt.block_on(client.execute_observed(action, true, |stage| {
+        if stage == Stage::Executing && !signalled {
+            signalled = true;
+            kill(worker_pid, nix::sys::signal::Signal::SIGTERM);
+        }
+    }))?;
+    assert!(signalled, "the action never reached EXECUTING");
+    let result = response
+        .result
+        .clone()
+        .unwrap_or_else(|| panic!("{response:?}"));
+    assert_eq!(result.exit_code, 0, "{response:?}");
+    assert_eq!(stdout_of(&client, &rt, &result), "drained\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = worker.try_wait()? {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not leave after draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "worker exit: {status}");
+    let left: Vec<_> = std::fs::read_dir(data.join("builds"))?.collect();
+    assert!(left.is_empty(), "build directories left behind: {left:?}");
+    Ok(())
+}
