@@ -117,6 +117,10 @@ fn measure_corral(
     pair: bool,
 ) -> anyhow::Result<Vec<Duration>> {
     let profile = Profile::default_profile()?;
+    // Scratch directories of this call only: the warm-up and every row
+    // each get their own, so names never collide with an earlier call's.
+    let work = tempfile::Builder::new().prefix("row-").tempdir_in(work)?;
+    let work = work.path();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
