@@ -6,14 +6,14 @@
 //! checks what the issue promises: no process started by the farm and no
 //! mount under its data directory is left behind.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::server::{corral_binary, start_process, terminate};
+use crate::process::ServedProcess;
+use crate::server::corral_binary;
 
 /// Options of a farm start; `Default` is `corral up` with no config.
 #[derive(Debug, Default, Clone)]
@@ -27,12 +27,16 @@ pub struct FarmOptions {
     pub env: Vec<(String, String)>,
 }
 
-/// A running `corral up`.
+/// A running `corral up`; [`ServedProcess`] gives its address.
 pub struct CorralFarm {
-    child: Child,
-    addr: SocketAddr,
-    data_dir: PathBuf,
-    _temp: tempfile::TempDir,
+    process: ServedProcess,
+}
+
+impl std::ops::Deref for CorralFarm {
+    type Target = ServedProcess;
+    fn deref(&self) -> &ServedProcess {
+        &self.process
+    }
 }
 
 impl CorralFarm {
@@ -59,39 +63,22 @@ impl CorralFarm {
             cmd.arg("--config").arg(path);
         }
         cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
-        let (child, addr) = start_process(cmd, "corral up", "corral up: ready on http://")?;
-        Ok(CorralFarm {
-            child,
-            addr,
+        let process = ServedProcess::start(
+            cmd,
+            "corral up",
+            "corral up: ready on http://",
             data_dir,
-            _temp: temp,
-        })
-    }
-
-    /// `http://127.0.0.1:PORT`, for gRPC clients and BuildStream.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// `grpc://127.0.0.1:PORT`, for Bazel's `--remote_executor`.
-    pub fn grpc_url(&self) -> String {
-        format!("grpc://{}", self.addr)
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+            Some(temp),
+        )?;
+        Ok(CorralFarm { process })
     }
 
     /// SIGTERM, a clean exit within 60 s, and nothing left behind: no
     /// descendant process of the farm and no mount under its data
     /// directory.
     pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
-        let before = descendants(self.child.id());
-        let status = terminate(&mut self.child, "corral up", Duration::from_secs(60))?;
+        let before = descendants(self.process.pid());
+        let status = self.process.terminate(Duration::from_secs(60))?;
         // Processes the farm started may need a moment to be reaped.
         let mut alive = Vec::new();
         for _ in 0..100 {
@@ -110,7 +97,7 @@ impl CorralFarm {
         }
         let mounts =
             std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
-        let data = self.data_dir.display().to_string();
+        let data = self.process.data_dir().display().to_string();
         let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&data)).collect();
         if !left.is_empty() {
             bail!(
@@ -119,16 +106,6 @@ impl CorralFarm {
             );
         }
         Ok(status)
-    }
-}
-
-impl Drop for CorralFarm {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = terminate(&mut self.child, "corral up", Duration::from_secs(30));
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

@@ -5,6 +5,7 @@ pub mod bazel;
 pub mod bench;
 pub mod buildstream;
 pub mod farm;
+pub mod process;
 pub mod registry;
 pub mod remote;
 pub mod server;

@@ -21,6 +21,8 @@ pub mod runner {
     }
 }
 
+pub mod error_details;
+
 pub use prost;
 pub use tonic;
 

@@ -28,6 +28,8 @@ use crate::spec::{self, Layout};
 
 /// How often the runner measures the upper directory against the bound.
 const DISK_POLL: Duration = Duration::from_millis(200);
+/// Longest wait between two looks at the cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
 
 /// Checks everything a person could have got wrong, before any container
 /// exists, so the error names the real problem.
@@ -395,6 +397,7 @@ fn start_and_wait(
         .start()
         .map_err(|e| Error::Container(format!("start: {e}")))?;
     let pidfd = pidfd_open(pid)?;
+    let pid_ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
     let mut timed_out = false;
     let mut cancelled = false;
     let mut over_written = false;
@@ -409,7 +412,14 @@ fn start_and_wait(
         if crate::cancel::requested() && !cancelled {
             cancelled = true;
             tracing::info!("run cancelled by its caller; killing the container");
-            let _ = kill(pid, Signal::SIGKILL);
+        }
+        // Once the run must end, kill every process of its PID namespace on
+        // each wake-up until PID 1 is gone. Killing PID 1 alone should take
+        // the namespace with it, but a SIGKILL that lands while the init is
+        // forking the command has been seen to leave that child running,
+        // with the init stuck waiting for it.
+        if timed_out || cancelled || over_written {
+            kill_namespace(pid, pid_ns.as_deref());
         }
         if let Some(max) = limits.max_written_bytes {
             if now >= next_disk_check && !over_written {
@@ -420,7 +430,9 @@ fn start_and_wait(
                 }
             }
         }
-        let mut wait = Duration::from_secs(3600);
+        // Never sleep long: a cancel that lands between the check above and
+        // the poll below must still be seen promptly.
+        let mut wait = CANCEL_POLL;
         if let Some(d) = deadline.filter(|_| !timed_out) {
             wait = wait.min(d.saturating_duration_since(now));
         }
@@ -431,7 +443,8 @@ fn start_and_wait(
             break;
         }
     }
-    let (status, rusage) = wait4(pid)?;
+    let ending = timed_out || cancelled || over_written;
+    let (status, rusage) = wait4(pid, ending.then_some(pid_ns.as_deref()))?;
     let wall_time = started.elapsed();
     let mut buf = [0u8; 8];
     let n = nix::unistd::read(status_r.as_raw_fd(), &mut buf).unwrap_or(0);
@@ -490,6 +503,28 @@ fn dup_high(fd: &OwnedFd) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// SIGKILL to `init` and to every process whose PID namespace is `ns`
+/// (the `pid:[…]` link of `init`'s `/proc/PID/ns/pid`).
+fn kill_namespace(init: Pid, ns: Option<&Path>) {
+    let _ = kill(init, Signal::SIGKILL);
+    let Some(ns) = ns else { return };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("ns/pid")).is_ok_and(|l| l == ns) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
@@ -520,15 +555,26 @@ fn poll_readable(fd: &OwnedFd, timeout: Duration) -> Result<bool> {
     Ok(n > 0)
 }
 
-fn wait4(pid: Pid) -> Result<(i32, libc::rusage)> {
+/// Reaps `pid`. With `kill_ns`, the run was stopped: until the init is
+/// reaped, every process of its namespace is killed again every 50 ms (see
+/// [`kill_namespace`]), so an init waiting for a straggler cannot hang us.
+fn wait4(pid: Pid, kill_ns: Option<Option<&Path>>) -> Result<(i32, libc::rusage)> {
     let mut status = 0;
     // SAFETY: rusage is plain data; zeroed is a valid value.
     let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    let flags = if kill_ns.is_some() { libc::WNOHANG } else { 0 };
     loop {
+        if let Some(ns) = kill_ns {
+            kill_namespace(pid, ns);
+        }
         // SAFETY: status and rusage are valid for writes during the call.
-        let r = unsafe { libc::wait4(pid.as_raw(), &mut status, 0, &mut rusage) };
-        if r >= 0 {
+        let r = unsafe { libc::wait4(pid.as_raw(), &mut status, flags, &mut rusage) };
+        if r > 0 || (r == 0 && kill_ns.is_none()) {
             return Ok((status, rusage));
+        }
+        if r == 0 {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
         }
         let err = nix::errno::Errno::last();
         if err != nix::errno::Errno::EINTR {

@@ -195,14 +195,24 @@ fn a_dropped_call_kills_its_container() {
             &tmp.path().join("out"),
             &format!("sleep {marker} & sleep {marker}"),
         );
-        let call = client.run(req);
+        // Boxed, so that `drop` below really drops the call.
+        let mut call = Box::pin(client.run(req));
         let started = Instant::now();
-        let dropped = tokio::time::timeout(Duration::from_secs(1), call).await;
-        assert!(dropped.is_err(), "the run ended on its own: {dropped:?}");
-        assert!(
-            !processes_with(&format!("sleep {marker}")).is_empty(),
-            "the command was not running when the call was dropped"
-        );
+        // Keep the call open until the command runs, then drop it.
+        loop {
+            tokio::select! {
+                ended = &mut call => panic!("the run ended on its own: {ended:?}"),
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            if !processes_with(&format!("sleep {marker}")).is_empty() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the command never started"
+            );
+        }
+        drop(call);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = processes_with(&format!("sleep {marker}"));

@@ -2,30 +2,7 @@
 //! them.
 
 use corral_proto::prost::Message;
-use corral_proto::{protobuf, rpc, tonic};
-
-/// `google.rpc.PreconditionFailure` from `google/rpc/error_details.proto`,
-/// which the `bazel-remote-apis` crate does not generate. REAPI requires it
-/// in the details of a FAILED_PRECONDITION caused by missing blobs, with one
-/// violation of type `MISSING` per blob.
-#[derive(Clone, PartialEq, corral_proto::prost::Message)]
-pub struct PreconditionFailure {
-    #[prost(message, repeated, tag = "1")]
-    pub violations: Vec<Violation>,
-}
-
-/// One entry of [`PreconditionFailure`].
-#[derive(Clone, PartialEq, corral_proto::prost::Message)]
-pub struct Violation {
-    #[prost(string, tag = "1")]
-    pub r#type: String,
-    #[prost(string, tag = "2")]
-    pub subject: String,
-    #[prost(string, tag = "3")]
-    pub description: String,
-}
-
-const PRECONDITION_FAILURE_URL: &str = "type.googleapis.com/google.rpc.PreconditionFailure";
+use corral_proto::{rpc, tonic};
 
 /// A `google.rpc.Status` with no details.
 pub fn rpc_status(code: tonic::Code, message: impl Into<String>) -> rpc::Status {
@@ -38,24 +15,7 @@ pub fn rpc_status(code: tonic::Code, message: impl Into<String>) -> rpc::Status 
 
 /// The `google.rpc.Status` REAPI wants for missing blobs.
 pub fn missing_blobs_rpc(message: &str, subjects: &[String]) -> rpc::Status {
-    let failure = PreconditionFailure {
-        violations: subjects
-            .iter()
-            .map(|s| Violation {
-                r#type: "MISSING".to_string(),
-                subject: s.clone(),
-                description: String::new(),
-            })
-            .collect(),
-    };
-    rpc::Status {
-        code: tonic::Code::FailedPrecondition as i32,
-        message: message.to_string(),
-        details: vec![protobuf::Any {
-            type_url: PRECONDITION_FAILURE_URL.to_string(),
-            value: failure.encode_to_vec(),
-        }],
-    }
+    corral_proto::error_details::missing_blobs_status(message, subjects)
 }
 
 /// A gRPC FAILED_PRECONDITION error naming missing blobs in its details.
@@ -72,6 +32,7 @@ pub fn blob_subject(hash: &str, size: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use corral_proto::error_details::{PreconditionFailure, PRECONDITION_FAILURE_URL};
 
     #[test]
     fn missing_blob_status_carries_precondition_failure() {

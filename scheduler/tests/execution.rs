@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{cached, config, Call, Farm, Ops, SimWorker, Spec};
+use corral_proto::error_details::PreconditionFailure;
 use corral_proto::longrunning::{
     CancelOperationRequest, DeleteOperationRequest, GetOperationRequest, ListOperationsRequest,
 };
@@ -15,7 +16,6 @@ use corral_proto::reapi::{self, WaitExecutionRequest};
 use corral_proto::tonic::Code;
 use corral_proto::{rpc, worker::v1 as wire};
 use corral_scheduler::operations::stage_of;
-use corral_scheduler::status::PreconditionFailure;
 
 fn code(r: &reapi::ExecuteResponse) -> Code {
     Code::from_i32(r.status.as_ref().map_or(0, |s| s.code))
