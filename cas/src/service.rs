@@ -16,7 +16,7 @@
 //! // routes.add_service(my_execution_server);
 //! tonic::transport::Server::builder()
 //!     .add_routes(routes.routes())
-//!     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+//!     .serve_with_incoming(corral_cas::service::incoming(listener))
 //!     .await
 //! # }
 //! ```
@@ -47,7 +47,9 @@ pub use capabilities::CapabilitiesHandle;
 /// A tonic server builder tuned for blob traffic: large HTTP/2 windows so a
 /// single ByteStream call is not throttled by flow control, `TCP_NODELAY`
 /// for small RPCs, and keepalives that notice dead clients. Every role that
-/// serves on the client-facing port should start from it.
+/// serves on the client-facing port should start from it, with a listener
+/// wrapped by [`incoming`]: the builder's `tcp_nodelay` does not reach
+/// connections accepted from a listener of our own.
 pub fn server_builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .initial_connection_window_size(32 << 20)
@@ -55,6 +57,13 @@ pub fn server_builder() -> tonic::transport::Server {
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+}
+
+/// The connections of `listener`, with `TCP_NODELAY` set on each: without
+/// it every small unary call waits for Nagle and delayed ACKs (40 ms a
+/// round trip measured on loopback).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// The storage services over one store and one action cache.

@@ -136,7 +136,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
     let server = Server::builder()
         .add_service(scheduler.execution_server())
         .add_service(scheduler.worker_server())
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        .serve_with_incoming(corral_cas::service::incoming(listener));
     tokio::spawn(server);
     let uri = format!("http://{addr}");
     let channels = connect(&uri, 8).await?;

@@ -50,7 +50,7 @@ async fn scheduler_beside_the_cas_services_on_one_port() {
     tokio::spawn(async move {
         Server::builder()
             .add_routes(routes)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .serve_with_incoming(corral_cas::service::incoming(listener))
             .await
             .expect("server runs");
     });

@@ -179,7 +179,7 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = corral_cas::service::incoming(listener);
     let (stop, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(
         server_builder()

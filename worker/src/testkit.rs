@@ -44,7 +44,7 @@ impl LoopbackCas {
             .map_err(|e| Error::io("local address", e))?;
         let routes = services.routes();
         let task = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = corral_cas::service::incoming(listener);
             if let Err(e) = tonic::transport::Server::builder()
                 .add_routes(routes)
                 .serve_with_incoming(incoming)

@@ -42,7 +42,7 @@ impl TestServer {
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_routes(routes)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .serve_with_incoming(corral_cas::service::incoming(listener))
                 .await
                 .unwrap();
         });

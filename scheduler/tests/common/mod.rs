@@ -119,7 +119,7 @@ impl Farm {
         tokio::spawn(async move {
             Server::builder()
                 .add_routes(routes)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .serve_with_incoming(corral_cas::service::incoming(listener))
                 .await
                 .expect("server runs");
         });
