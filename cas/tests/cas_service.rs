@@ -226,6 +226,47 @@ async fn batch_limits_and_digest_function_errors() {
     assert_status(r, Code::InvalidArgument, "blob_digests[0].size_bytes");
 }
 
+/// The answer lists exactly the missing digests, in the order asked, a
+/// digest asked twice twice; the empty blob is never missing; upper-case
+/// hex is refused naming the entry.
+#[tokio::test]
+async fn find_missing_answers_in_request_order() {
+    let server = TestServer::start(Config::default()).await;
+    let mut cas = server.cas();
+    let f = DigestFunction::Sha256;
+    let present = Digest::of_bytes(f, b"present");
+    server.store.put(&present, "present".into()).await.unwrap();
+    let a = Digest::of_bytes(f, b"a");
+    let b = Digest::of_bytes(f, b"b");
+    let empty = Digest::of_bytes(f, b"");
+    let ask = [b, present, a, empty, b];
+    let missing = cas
+        .find_missing_blobs(reapi::FindMissingBlobsRequest {
+            blob_digests: ask.iter().map(Digest::to_proto).collect(),
+            digest_function: f.to_proto(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .missing_blob_digests;
+    assert_eq!(missing, vec![b.to_proto(), a.to_proto(), b.to_proto()]);
+    let r = cas
+        .find_missing_blobs(reapi::FindMissingBlobsRequest {
+            blob_digests: vec![
+                a.to_proto(),
+                reapi::Digest {
+                    hash: a.hash_hex().to_uppercase(),
+                    size_bytes: 1,
+                },
+            ],
+            digest_function: f.to_proto(),
+            ..Default::default()
+        })
+        .await;
+    assert_status(r, Code::InvalidArgument, "blob_digests[1].hash");
+}
+
 fn dir_with(children: &[(&str, Digest)], files: &[(&str, Digest)]) -> reapi::Directory {
     reapi::Directory {
         directories: children

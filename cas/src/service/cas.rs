@@ -114,8 +114,24 @@ impl ContentAddressableStorage for CasService {
         }
         let digests = parse_all(function, &req.blob_digests, "blob_digests")?;
         let missing = self.state.store.find_missing(&digests).await?;
+        // Answer with the client's own digest messages (canonical, since
+        // they parsed) rather than encoding hex again; stores answer in any
+        // order, so match by value (a digest asked twice is answered twice).
+        let mut counts: std::collections::HashMap<Digest, usize> = std::collections::HashMap::new();
+        for d in missing {
+            *counts.entry(d).or_default() += 1;
+        }
+        let mut parsed = digests.iter();
+        let mut blob_digests = req.blob_digests;
+        blob_digests.retain(|_| match parsed.next().and_then(|d| counts.get_mut(d)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        });
         Ok(Response::new(reapi::FindMissingBlobsResponse {
-            missing_blob_digests: missing.iter().map(Digest::to_proto).collect(),
+            missing_blob_digests: blob_digests,
         }))
     }
 
