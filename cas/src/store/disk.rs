@@ -457,6 +457,10 @@ impl BlobStore for DiskStore {
     }
 }
 
+/// Chunks at least this large are hashed on a second thread while they are
+/// written; below it the thread costs more than it saves.
+const PARALLEL_HASH_BYTES: usize = 256 << 10;
+
 /// A streaming upload into a temp file, hashed as it is written.
 struct DiskWriter {
     store: DiskStore,
@@ -480,10 +484,25 @@ impl BlobWriter for DiskWriter {
         let tmp = self.tmp.clone();
         let len = data.len() as u64;
         let (file, verifier) = run_blocking(move || {
-            file.write_all(&data)
-                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-            verifier.update(&data)?;
-            Ok((file, verifier))
+            // Hashing and writing each take about as long for a large
+            // chunk: do them on two threads at once.
+            let hashed = if data.len() >= PARALLEL_HASH_BYTES {
+                std::thread::scope(|scope| {
+                    let hashing = scope.spawn(|| verifier.update(&data));
+                    let written = file.write_all(&data);
+                    let hashed = hashing
+                        .join()
+                        .unwrap_or_else(|_| Err(Error::Internal("hashing thread panicked".into())));
+                    written
+                        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))
+                        .and(hashed)
+                })
+            } else {
+                file.write_all(&data)
+                    .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))
+                    .and_then(|()| verifier.update(&data))
+            };
+            hashed.map(|()| (file, verifier))
         })
         .await?;
         self.state = Some((file, verifier));
