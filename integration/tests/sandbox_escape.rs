@@ -281,8 +281,10 @@ fn host_loopback_port_is_unreachable() {
     let port = listener.local_addr().unwrap().port();
     let r = w.run(&w.sh(&format!(
         "if echo hi | nc -w 2 127.0.0.1 {port}; then echo CONNECTED; else echo refused; fi; \
-         nc -l -p {port} > /tmp/got & sleep 0.3; echo inside | nc -w 2 127.0.0.1 {port}; \
-         sleep 0.3; echo \"got $(cat /tmp/got)\"; cat /proc/net/dev"
+         nc -l -p {port} > /tmp/got & \
+         i=0; while [ $i -lt 100 ]; do \
+           echo inside | nc -w 2 127.0.0.1 {port} 2>/dev/null && break; i=$((i+1)); sleep 0.1; \
+         done; wait; echo \"got $(cat /tmp/got)\"; cat /proc/net/dev"
     )));
     // The host's port is unreachable, the sandbox's own loopback works.
     assert!(
