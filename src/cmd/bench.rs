@@ -1,5 +1,5 @@
 //! `corral bench …`: the harness lives in `corral-integration` (CAS,
-//! sandbox, execute), `corral-worker` (staging) and `corral-scheduler`
+//! sandbox, execute, e2e), `corral-worker` (staging) and `corral-scheduler`
 //! (scheduler).
 
 use std::process::ExitCode;
@@ -22,6 +22,10 @@ enum Which {
     Sandbox(bench::sandbox::Args),
     /// Execute round trip of a trivial action, cache off.
     Execute(bench::execute::Args),
+    /// Wall time of real BuildStream and Bazel builds on `corral up` next
+    /// to buildbox-casd and local sandboxes, and where a round trip's time
+    /// goes.
+    E2e(bench::e2e::Args),
     /// Worker input staging of a 10,000-file input root, cold and warm.
     Staging(super::worker::BenchArgs),
     /// Scheduler load: simulated workers draining queued trivial actions
@@ -55,6 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Which::Cas(a) => bench::cas::run(a),
         Which::Sandbox(a) => bench::sandbox::run(a),
         Which::Execute(a) => bench::execute::run(a),
+        Which::E2e(a) => bench::e2e::run(a),
         Which::Staging(a) => super::worker::bench(a),
         Which::Scheduler(a) => scheduler(a),
     }?;
