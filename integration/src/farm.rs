@@ -6,6 +6,7 @@
 //! checks what the issue promises: no process started by the farm and no
 //! mount under its data directory is left behind.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
@@ -47,6 +48,9 @@ impl CorralFarm {
 
     pub fn start_with(options: FarmOptions) -> anyhow::Result<Self> {
         let temp = tempfile::tempdir().context("creating a temporary directory")?;
+        // The sandbox's user must traverse down to the worker's directories.
+        std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755))
+            .context("opening the temporary directory to the sandbox's user")?;
         let data_dir = temp.path().join("data");
         let mut cmd = Command::new(corral_binary()?);
         cmd.arg("up")

@@ -126,6 +126,15 @@ fn a_killed_runner_fails_only_its_action_and_is_started_again() -> anyhow::Resul
     Ok(())
 }
 
+/// A temporary directory the sandbox's user may traverse (as a worker's
+/// data directory must be).
+fn work_dir() -> anyhow::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
 /// `corral worker --name NAME` against `scheduler`, data under `dir`.
 fn start_worker(scheduler: &str, dir: &Path, name: &str) -> anyhow::Result<Child> {
     Ok(Command::new(corral_binary()?)
@@ -147,7 +156,7 @@ fn start_worker(scheduler: &str, dir: &Path, name: &str) -> anyhow::Result<Child
 #[test]
 fn a_killed_workers_action_runs_again_on_another_worker() -> anyhow::Result<()> {
     let server = CorralServer::start()?;
-    let work = tempfile::tempdir()?;
+    let work = work_dir()?;
     let mut a = start_worker(&server.url(), &work.path().join("a"), "worker-a")?;
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(RemoteExec::connect(&server.url(), "buildstream"))?;
@@ -203,7 +212,7 @@ fn a_killed_workers_action_runs_again_on_another_worker() -> anyhow::Result<()> 
 /// the worker reconnects by itself and runs the next action.
 #[test]
 fn a_worker_reconnects_after_the_server_restarts() -> anyhow::Result<()> {
-    let work = tempfile::tempdir()?;
+    let work = work_dir()?;
     let server_data = work.path().join("server");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let options = ServerOptions {
@@ -254,7 +263,7 @@ fn a_worker_reconnects_after_the_server_restarts() -> anyhow::Result<()> {
 #[test]
 fn sigterm_drains_and_build_directories_do_not_pile_up() -> anyhow::Result<()> {
     let server = CorralServer::start()?;
-    let work = tempfile::tempdir()?;
+    let work = work_dir()?;
     let data = work.path().join("w");
     let leftover = data.join("builds/leftover-of-a-crash/scratch");
     std::fs::create_dir_all(&leftover)?;
@@ -299,5 +308,30 @@ fn sigterm_drains_and_build_directories_do_not_pile_up() -> anyhow::Result<()> {
     assert!(status.success(), "worker exit: {status}");
     let left: Vec<_> = std::fs::read_dir(data.join("builds"))?.collect();
     assert!(left.is_empty(), "build directories left behind: {left:?}");
+    Ok(())
+}
+
+/// A data directory the sandbox's user cannot reach is refused at start-up,
+/// naming the closed directory, instead of failing actions later.
+#[test]
+fn a_data_directory_closed_to_the_sandbox_is_refused() -> anyhow::Result<()> {
+    let server = CorralServer::start()?;
+    let closed = tempfile::tempdir()?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700))?;
+    }
+    let output = Command::new(corral_binary()?)
+        .args(["worker", "--scheduler", &server.url(), "--slots", "1"])
+        .arg("--data")
+        .arg(closed.path().join("data"))
+        .stdin(Stdio::null())
+        .output()?;
+    assert!(!output.status.success(), "the worker must refuse to start");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach") && stderr.contains(&closed.path().display().to_string()),
+        "{stderr}"
+    );
     Ok(())
 }

@@ -4,8 +4,9 @@
 //! runner must fork its container helper while single-threaded, which this
 //! multi-threaded process no longer is).
 //!
-//! Data lives under `$XDG_CACHE_HOME/corral` (`~/.cache/corral`) unless
-//! `--data` says otherwise: `server/` and `worker/` beneath it.
+//! Data lives under `$XDG_CACHE_HOME/corral` (`~/.cache/corral`, or
+//! `/var/cache/corral` for root) unless `--data` says otherwise: `server/`
+//! and `worker/` beneath it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,8 @@ pub struct Args {
     /// Address the REAPI services listen on.
     #[arg(long, default_value = "127.0.0.1:8980")]
     listen: SocketAddr,
-    /// Data directory (default: $XDG_CACHE_HOME/corral).
+    /// Data directory (default: $XDG_CACHE_HOME/corral; for root without
+    /// XDG_CACHE_HOME, /var/cache/corral).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Actions run at once (default: the number of cores).
@@ -53,9 +55,15 @@ struct UpConfig {
     worker: WorkerConfig,
 }
 
+/// `$XDG_CACHE_HOME/corral`, else `/var/cache/corral` for root (whose
+/// home is usually closed to the sandbox's user, which must reach the
+/// staged inputs), else `~/.cache/corral`.
 fn default_data_dir() -> anyhow::Result<PathBuf> {
     if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(cache).join("corral"));
+    }
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/cache/corral"));
     }
     let home = std::env::var_os("HOME")
         .filter(|v| !v.is_empty())

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::action::{Executor, ExecutorOptions};
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
-use crate::fsutil::remove_tree;
+use crate::fsutil::{allow_traversal, check_traversable, remove_tree};
 use crate::images::Images;
 use crate::runner::{Runner, RunnerSpec};
 use crate::session::{self, SessionOptions};
@@ -115,6 +115,12 @@ impl Worker {
             tracing::info!("runner enforces {line}");
         }
         let owner = Some((ready.sandbox_uid, ready.sandbox_gid));
+        for d in [&data, &trees, &builds] {
+            allow_traversal(d)?;
+        }
+        for d in [&trees, &builds] {
+            check_traversable(d, (ready.sandbox_uid, ready.sandbox_gid))?;
+        }
 
         let cas_url = config.cas.clone().unwrap_or_else(|| scheduler.clone());
         let remote = RemoteCas::connect(&cas_url, "").await?;

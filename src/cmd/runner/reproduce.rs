@@ -48,7 +48,7 @@
 //! a time uses a cache directory (a `lock` file); another waits.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -130,7 +130,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     let cache =
         fs::canonicalize(&cache).with_context(|| format!("resolving {}", cache.display()))?;
-    check_reachable(&cache, owner)?;
+    corral_worker::fsutil::check_traversable(&cache, owner).context(
+        "give --cache DIR on a path every user may traverse (e.g. /var/cache/corral/exec)",
+    )?;
     let _lock = lock(&cache)?;
 
     // Phase 1: threads allowed.
@@ -303,34 +305,6 @@ fn default_cache() -> anyhow::Result<PathBuf> {
         Some(home) => Ok(PathBuf::from(home).join(".cache/corral/exec")),
         None => bail!("neither XDG_CACHE_HOME nor HOME is set: give --cache DIR"),
     }
-}
-
-/// The sandbox's user (another uid when running as root) mounts the
-/// staged tree, so it must be able to traverse every directory above it.
-fn check_reachable(dir: &Path, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
-    if uid == nix::unistd::geteuid().as_raw() {
-        return Ok(());
-    }
-    for d in dir.ancestors() {
-        let m = fs::metadata(d).with_context(|| format!("stat {}", d.display()))?;
-        let bit = if m.uid() == uid {
-            0o100
-        } else if m.gid() == gid {
-            0o010
-        } else {
-            0o001
-        };
-        if m.mode() & bit == 0 {
-            bail!(
-                "the sandbox's user (uid {uid}) cannot reach the cache {}: {} has mode {:o}; \
-                 give --cache DIR on a path every user may traverse (e.g. /var/cache/corral/exec)",
-                dir.display(),
-                d.display(),
-                m.mode() & 0o7777
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Takes the cache's lock, waiting (and saying so) if another run holds it.
