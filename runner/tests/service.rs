@@ -31,6 +31,34 @@ fn run_request(
     }
 }
 
+type Served = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<corral_runner::Result<()>>,
+    corral_proto::runner::v1::runner_client::RunnerClient<tonic::transport::Channel>,
+);
+
+/// Serves the runner protocol on `socket` until the returned sender fires;
+/// returns a connected client.
+async fn serve(host: Host, zygote: Zygote, socket: &std::path::Path) -> Served {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let socket = socket.to_path_buf();
+        async move {
+            corral_runner::service::serve(host, zygote, &socket, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        }
+    });
+    let client = loop {
+        match corral_runner::client::connect(socket).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    (stop_tx, server, client)
+}
+
 #[test]
 fn serves_concurrent_runs_over_a_unix_socket() {
     let tmp = tempfile::tempdir().unwrap();
@@ -42,22 +70,7 @@ fn serves_concurrent_runs_over_a_unix_socket() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let socket = tmp.path().join("runner.sock");
     rt.block_on(async {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn({
-            let socket = socket.clone();
-            async move {
-                corral_runner::service::serve(host, zygote, &socket, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-            }
-        });
-        let mut client = loop {
-            match corral_runner::client::connect(&socket).await {
-                Ok(c) => break c,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
+        let (stop_tx, server, mut client) = serve(host, zygote, &socket).await;
         let ready = client
             .ready(pb::ReadyRequest {})
             .await
@@ -170,22 +183,7 @@ fn a_dropped_call_kills_its_container() {
     let socket = tmp.path().join("runner.sock");
     let marker = format!("4{}.5", std::process::id());
     rt.block_on(async {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn({
-            let socket = socket.clone();
-            async move {
-                corral_runner::service::serve(host, zygote, &socket, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-            }
-        });
-        let mut client = loop {
-            match corral_runner::client::connect(&socket).await {
-                Ok(c) => break c,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
+        let (stop_tx, server, mut client) = serve(host, zygote, &socket).await;
         let scratch = tmp.path().join("scratch");
         std::fs::create_dir(&scratch).unwrap();
         // A child that would outlive a plain kill of the shell.

@@ -68,14 +68,7 @@ impl Core {
             return;
         }
         job.priority = priority;
-        self.queue.push(
-            job.priority,
-            &job.instance_name,
-            job.invocation(),
-            job.class,
-            job.seq,
-            jid,
-        );
+        queue_entry(&mut self.queue, job, jid);
     }
 
     fn enqueue(&mut self, jid: JobId) {
@@ -83,14 +76,7 @@ impl Core {
             return;
         };
         job.state = JobState::Queued;
-        self.queue.push(
-            job.priority,
-            &job.instance_name,
-            job.invocation(),
-            job.class,
-            job.seq,
-            jid,
-        );
+        queue_entry(&mut self.queue, job, jid);
         if let Some(c) = self.classes.get_mut(&job.class) {
             c.queued += 1;
         }
@@ -206,4 +192,16 @@ impl Core {
             );
         }
     }
+}
+
+/// Puts `job` in the fair queue at its priority, keeping its place by `seq`.
+fn queue_entry(queue: &mut crate::queue::FairQueue, job: &super::Job, jid: JobId) {
+    queue.push(
+        job.priority,
+        &job.instance_name,
+        job.invocation(),
+        job.class,
+        job.seq,
+        jid,
+    );
 }
