@@ -477,6 +477,25 @@ fn has_elf_interpreter(path: &Path) -> anyhow::Result<bool> {
 /// The line `fails.bst` writes to stderr before it exits 3.
 pub const FAIL_LINE: &str = "corral-e2e: about to fail";
 
+/// Checks that a build of `fails.bst` failed the way a clean failure does:
+/// bst reports failure, the command's stderr line is in the log, and so is
+/// its exit code 3. The error carries the whole log.
+pub fn check_failed_cleanly(output: &BstOutput) -> anyhow::Result<()> {
+    if output.success {
+        bail!("fails.bst must fail:\n{}", output.log);
+    }
+    if !output.has_line(FAIL_LINE) {
+        bail!(
+            "the failing command's stderr is not in the log:\n{}",
+            output.log
+        );
+    }
+    if !output.log.contains("exitcode 3") {
+        bail!("bst should report exit code 3:\n{}", output.log);
+    }
+    Ok(())
+}
+
 /// What `hello.bst` installs. REAPI keeps only the executable bit of a file,
 /// so the `chmod 0600` on the greeting comes back as a plain non-executable
 /// file (0644 under the usual umask 022) from either sandbox.

@@ -324,6 +324,16 @@ impl RemoteExec {
         Ok(digest)
     }
 
+    /// The stdout an ActionResult names, read back and checked.
+    pub async fn stdout(&self, result: &reapi::ActionResult) -> anyhow::Result<String> {
+        let digest = result
+            .stdout_digest
+            .as_ref()
+            .context("the result names no stdout digest")?;
+        let data = self.get_blob(Digest::from_proto(FUNCTION, digest)?).await?;
+        String::from_utf8(data).context("stdout is not UTF-8")
+    }
+
     /// Reads one blob (BatchReadBlobs, or ByteStream Read if it is too big
     /// for a batch) and checks it against `digest`.
     pub async fn get_blob(&self, digest: Digest) -> anyhow::Result<Vec<u8>> {

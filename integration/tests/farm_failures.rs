@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use corral_cas::Digest;
 use corral_integration::farm::{descendants, CorralFarm};
 use corral_integration::remote::{command, BusyboxRoot, RemoteExec};
 use corral_integration::server::{corral_binary, CorralServer, ServerOptions};
@@ -59,9 +58,7 @@ fn fastrand_suffix() -> u32 {
 }
 
 fn stdout_of(client: &RemoteExec, rt: &tokio::runtime::Runtime, r: &reapi::ActionResult) -> String {
-    let digest = r.stdout_digest.as_ref().expect("stdout digest");
-    let digest = Digest::from_proto(corral_integration::remote::FUNCTION, digest).expect("digest");
-    String::from_utf8(rt.block_on(client.get_blob(digest)).expect("stdout blob")).expect("utf-8")
+    rt.block_on(client.stdout(r)).expect("the result's stdout")
 }
 
 #[test]

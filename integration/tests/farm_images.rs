@@ -4,10 +4,9 @@
 
 use std::fs;
 
-use corral_cas::Digest;
 use corral_integration::farm::CorralFarm;
 use corral_integration::registry::{host_arch, ManifestFormat, OciLayout, Registry};
-use corral_integration::remote::{command, BusyboxRoot, RemoteExec, FUNCTION};
+use corral_integration::remote::{command, BusyboxRoot, RemoteExec};
 use corral_proto::prost::Message;
 use corral_proto::reapi;
 use corral_proto::worker::v1::ResolvedImage;
@@ -67,8 +66,7 @@ fn results_record_the_image_digest_that_ran() -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| panic!("{response:?}"));
         assert_eq!(result.exit_code, 0, "{response:?}");
-        let out = Digest::from_proto(FUNCTION, result.stdout_digest.as_ref().expect("stdout"))?;
-        let stdout = String::from_utf8(rt.block_on(client.get_blob(out))?)?;
+        let stdout = rt.block_on(client.stdout(&result))?;
         let meta = result.execution_metadata.expect("metadata");
         let any = meta
             .auxiliary_metadata
