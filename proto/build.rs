@@ -7,6 +7,10 @@
 //! resolve them; `extern_path` then points the generated code at the types
 //! of the `bazel-remote-apis` crate, so a `Command` in the worker protocol is
 //! the very same Rust type the REAPI services use.
+//!
+//! ByteStream is the one protocol generated here although the crate has it
+//! too: `bytestream/` compiles its payloads to `bytes::Bytes`, which saves a
+//! copy of every chunk in each direction (see that file's header).
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     protos.sort();
     println!("cargo:rerun-if-changed=corral");
     println!("cargo:rerun-if-changed=extern");
+    println!("cargo:rerun-if-changed=bytestream");
+    let bytestream = root.join("bytestream/google/bytestream/bytestream.proto");
+    tonic_prost_build::configure()
+        .bytes(".google.bytestream")
+        .compile_fds(protox::compile([&bytestream], [root.join("bytestream")])?)?;
     if protos.is_empty() {
         return Ok(());
     }

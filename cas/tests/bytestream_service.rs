@@ -21,7 +21,7 @@ fn chunks(name: &str, data: &[u8], start: usize, chunk: usize, finish: bool) -> 
             },
             write_offset: offset as i64,
             finish_write: false,
-            data: c.to_vec(),
+            data: c.to_vec().into(),
         });
         offset += c.len();
     }
@@ -34,7 +34,7 @@ fn chunks(name: &str, data: &[u8], start: usize, chunk: usize, finish: bool) -> 
             },
             write_offset: offset as i64,
             finish_write: true,
-            data: Vec::new(),
+            data: Default::default(),
         });
     }
     out
@@ -274,7 +274,7 @@ async fn bad_writes_store_nothing_and_the_server_keeps_serving() {
     let mut reqs = chunks(&name(&d, Compression::Identity), &data, 0, 100_000, true);
     reqs.push(WriteRequest {
         write_offset: 200_000,
-        data: vec![1],
+        data: vec![1].into(),
         ..Default::default()
     });
     let r = write(&server, reqs).await;

@@ -281,7 +281,7 @@ impl RemoteExec {
                 resource_name: if i == 0 { name.clone() } else { String::new() },
                 write_offset: (i * CHUNK) as i64,
                 finish_write: i * CHUNK + piece.len() == data.len(),
-                data: piece.to_vec(),
+                data: piece.to_vec().into(),
             })
             .collect();
         let response = self

@@ -1,14 +1,20 @@
 //! Protocol types for Corral.
 //!
-//! The REAPI v2, ByteStream, longrunning and rpc types are those of the
+//! The REAPI v2, longrunning and rpc types are those of the
 //! `bazel-remote-apis` crate, re-exported under short names so the rest of the
-//! workspace never spells out the long package paths. Corral's own protocols
+//! workspace never spells out the long package paths. ByteStream is generated
+//! here from `proto/bytestream/`, with `bytes::Bytes` payloads (same wire
+//! format; one copy fewer per chunk each way). Corral's own protocols
 //! (worker ↔ scheduler, worker ↔ runner) are generated from `corral/**.proto`
 //! by `build.rs` without a system `protoc`.
 
 pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 pub use bazel_remote_apis::build::bazel::semver;
-pub use bazel_remote_apis::google::bytestream;
+/// ByteStream (`google.bytestream`), wire-identical to the crate's but with
+/// `data: bytes::Bytes`.
+pub mod bytestream {
+    tonic::include_proto!("google.bytestream");
+}
 pub use bazel_remote_apis::google::longrunning;
 pub use bazel_remote_apis::google::protobuf;
 pub use bazel_remote_apis::google::rpc;

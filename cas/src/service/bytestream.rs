@@ -242,7 +242,7 @@ impl Feed<'_> {
 
     /// Accepts one message's data; returns a chunk ready for the store once
     /// enough has gathered (or at once for a large message).
-    fn take(&mut self, data: Vec<u8>) -> Result<Option<Bytes>> {
+    fn take(&mut self, data: Bytes) -> Result<Option<Bytes>> {
         if data.is_empty() {
             return Ok(None);
         }
@@ -261,7 +261,7 @@ impl Feed<'_> {
                 }
                 if self.pending.is_empty() && data.len() >= COALESCE {
                     self.received += data.len() as u64;
-                    return Ok(Some(Bytes::from(data)));
+                    return Ok(Some(data));
                 }
                 self.pending.extend_from_slice(&data);
             }
@@ -310,12 +310,9 @@ impl ByteStream for ByteStreamService {
             .read(&resource.digest, req.read_offset as u64, limit)
             .await?;
         let stream: ReadStream = match resource.compression {
-            Compression::Identity => Box::pin(chunks.map(|c| {
-                c.map(|data| ReadResponse {
-                    data: Vec::from(data),
-                })
-                .map_err(Status::from)
-            })),
+            Compression::Identity => {
+                Box::pin(chunks.map(|c| c.map(|data| ReadResponse { data }).map_err(Status::from)))
+            }
             Compression::Zstd => Box::pin(compress(chunks)?),
         };
         Ok(Response::new(stream))
@@ -391,13 +388,16 @@ fn compress(
                     Some(chunk) => {
                         let out = enc.encode(&chunk?)?;
                         if !out.is_empty() {
-                            return Ok(Some((ReadResponse { data: out }, (chunks, encoder))));
+                            return Ok(Some((
+                                ReadResponse { data: out.into() },
+                                (chunks, encoder),
+                            )));
                         }
                     }
                     None => {
                         let out = enc.finish()?;
                         encoder = None;
-                        return Ok(Some((ReadResponse { data: out }, (chunks, encoder))));
+                        return Ok(Some((ReadResponse { data: out.into() }, (chunks, encoder))));
                     }
                 }
             }

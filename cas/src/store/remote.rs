@@ -214,7 +214,7 @@ impl BlobStore for GrpcStore {
         let expected = end - start;
         let digest = *digest;
         let mapped = stream.map(move |item| {
-            let data = Bytes::from(item?.data);
+            let data = item?.data;
             seen += data.len() as u64;
             if seen > expected {
                 return Err(Error::Internal(format!(
@@ -268,7 +268,7 @@ struct RemoteWriter {
 }
 
 impl RemoteWriter {
-    fn request(&mut self, data: Vec<u8>, finish_write: bool) -> WriteRequest {
+    fn request(&mut self, data: Bytes, finish_write: bool) -> WriteRequest {
         let resource_name = if self.sent_first {
             String::new()
         } else {
@@ -287,9 +287,11 @@ impl RemoteWriter {
 #[async_trait]
 impl BlobWriter for RemoteWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        for chunk in data.chunks(WRITE_CHUNK) {
-            let request = self.request(chunk.to_vec(), false);
-            self.verifier.update(chunk)?;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let chunk = rest.split_to(rest.len().min(WRITE_CHUNK));
+            let request = self.request(chunk.clone(), false);
+            self.verifier.update(&chunk)?;
             if let Some(tx) = &self.tx {
                 if tx.send(request).await.is_err() {
                     // The server ended the call early (it has the blob, or
@@ -308,7 +310,7 @@ impl BlobWriter for RemoteWriter {
     async fn commit(mut self: Box<Self>) -> Result<()> {
         let digest = *self.verifier.expected();
         let size = digest.size() as i64;
-        let request = self.request(Vec::new(), true);
+        let request = self.request(Bytes::new(), true);
         // Checked before finish_write goes out: a wrong upload is dropped,
         // which aborts the call, rather than committed.
         std::mem::replace(&mut self.verifier, Verifier::new(digest)).finish()?;

@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
 use corral_cas::resource::{read_name, write_name, Compression};
 use corral_cas::{Digest, DigestFunction};
 use corral_proto::bytestream::byte_stream_client::ByteStreamClient;
@@ -120,6 +121,7 @@ async fn bench(args: &Args, function: DigestFunction) -> anyhow::Result<()> {
         .with_context(|| format!("--target {:?}", args.target))?
         .initial_connection_window_size(32 << 20)
         .initial_stream_window_size(16 << 20)
+        .max_frame_size(corral_cas::service::MAX_FRAME)
         .tcp_nodelay(true)
         .connect()
         .await
@@ -290,7 +292,7 @@ async fn bytestream(args: &Args, function: DigestFunction, channel: Channel) -> 
     let mut reads = Vec::new();
     for round in 0..args.rounds {
         let seed = now_nanos() ^ (round as u64);
-        let data = fill(seed.wrapping_add(0xABCD), size);
+        let data = Bytes::from(fill(seed.wrapping_add(0xABCD), size));
         let digest = Digest::of_bytes(function, &data);
         let name = write_name(
             &args.instance,
@@ -298,17 +300,24 @@ async fn bytestream(args: &Args, function: DigestFunction, channel: Channel) -> 
             Compression::Identity,
             &digest,
         );
-        let mut requests = Vec::new();
-        let mut offset = 0usize;
-        for (i, piece) in data.chunks(chunk).enumerate() {
-            requests.push(WriteRequest {
-                resource_name: if i == 0 { name.clone() } else { String::new() },
-                write_offset: offset as i64,
-                finish_write: offset + piece.len() == size,
-                data: piece.to_vec(),
-            });
-            offset += piece.len();
-        }
+        // The requests share `data` (no copy), as a client streaming a
+        // file it has mapped or read once would.
+        let requests: Vec<WriteRequest> = (0..size)
+            .step_by(chunk)
+            .map(|offset| {
+                let end = (offset + chunk).min(size);
+                WriteRequest {
+                    resource_name: if offset == 0 {
+                        name.clone()
+                    } else {
+                        String::new()
+                    },
+                    write_offset: offset as i64,
+                    finish_write: end == size,
+                    data: data.slice(offset..end),
+                }
+            })
+            .collect();
         let start = Instant::now();
         let response = client
             .write(futures::stream::iter(requests))
@@ -333,13 +342,18 @@ async fn bytestream(args: &Args, function: DigestFunction, channel: Channel) -> 
             .await
             .context("ByteStream Read")?
             .into_inner();
-        let mut back = Vec::with_capacity(size);
+        // Every chunk is compared with what was written as it arrives.
+        let mut seen = 0usize;
         while let Some(m) = stream.message().await.context("ByteStream Read")? {
-            back.extend_from_slice(&m.data);
+            let end = seen + m.data.len();
+            if end > size || m.data != data[seen..end] {
+                bail!("ByteStream Read returned different bytes at offset {seen}");
+            }
+            seen = end;
         }
         reads.push(start.elapsed());
-        if back != data {
-            bail!("ByteStream Read returned different bytes");
+        if seen != size {
+            bail!("ByteStream Read returned {seen} of {size} bytes");
         }
     }
     for (what, times) in [("ByteStream Write", writes), ("ByteStream Read", reads)] {
