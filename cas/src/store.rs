@@ -13,6 +13,7 @@
 pub mod disk;
 pub mod memory;
 pub mod remote;
+mod stage;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -95,17 +96,7 @@ impl Verifier {
 
     /// Refuses `len` more bytes if they would overrun the expected size.
     pub fn check_room(&self, len: usize) -> Result<()> {
-        let total = self.hasher.len().saturating_add(len as u64);
-        if total > self.expected.size() {
-            return Err(Error::invalid(
-                "data",
-                format!(
-                    "upload of {} is longer than its digest says: {} bytes so far",
-                    self.expected, total
-                ),
-            ));
-        }
-        Ok(())
+        check_room(&self.expected, self.hasher.len(), len)
     }
 
     /// Hashes `data` after [`Verifier::check_room`] allowed it.
@@ -139,6 +130,21 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+/// Refuses `len` more bytes of an upload of `expected` that has `so_far`.
+pub fn check_room(expected: &Digest, so_far: u64, len: usize) -> Result<()> {
+    let total = so_far.saturating_add(len as u64);
+    if total > expected.size() {
+        return Err(Error::invalid(
+            "data",
+            format!(
+                "upload of {} is longer than its digest says: {} bytes so far",
+                expected, total
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a whole blob against its digest.

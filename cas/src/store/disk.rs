@@ -21,9 +21,9 @@
 //! start the index is rebuilt from the files (oldest modification first), so
 //! everything stored before a restart is still served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,8 +32,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{read_range, verify, BlobStore, BlobWriter, ChunkStream, Verifier};
-use crate::digest::{parse_hash, Digest, DigestFunction};
+use super::stage::Stage;
+use super::{check_room, read_range, verify, BlobStore, BlobWriter, ChunkStream, Verifier};
+use crate::digest::{parse_hash, Digest, DigestFunction, DigestMap};
 use crate::error::{Error, Result};
 
 /// Chunk size of streamed reads from disk.
@@ -54,7 +55,7 @@ struct Inner {
 /// LRU bookkeeping: each blob has a tick; `order` maps ticks back to blobs.
 #[derive(Default)]
 struct Index {
-    ticks: HashMap<Digest, u64>,
+    ticks: DigestMap<u64>,
     order: BTreeMap<u64, Digest>,
     next_tick: u64,
     total: u64,
@@ -427,10 +428,23 @@ impl BlobStore for DiskStore {
                 }
                 let n = (end - pos).min(READ_CHUNK) as usize;
                 let chunk = run_blocking(move || {
-                    let mut buf = vec![0u8; n];
-                    file.read_exact_at(&mut buf, pos)
-                        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-                    Ok(Bytes::from(buf))
+                    // Read into spare capacity: zeroing a buffer the read
+                    // then overwrites would cost a pass over every byte.
+                    let mut buf = Vec::with_capacity(n);
+                    let read = (&*file)
+                        .seek(SeekFrom::Start(pos))
+                        .and_then(|_| (&*file).take(n as u64).read_to_end(&mut buf));
+                    match read {
+                        Ok(got) if got == n => Ok(Bytes::from(buf)),
+                        Ok(got) => Err(Error::io(
+                            format!("reading {}", path.display()),
+                            std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                format!("ended after {got} of {n} bytes at offset {pos}"),
+                            ),
+                        )),
+                        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+                    }
                 })
                 .await?;
                 Ok(Some((chunk, pos + n as u64)))
@@ -449,91 +463,90 @@ impl BlobStore for DiskStore {
         .await?;
         Ok(Box::new(DiskWriter {
             store: self.clone(),
-            state: Some((file, Verifier::new(*digest))),
+            expected: *digest,
+            hashing: Stage::spawn(
+                "hashing",
+                Verifier::new(*digest),
+                STAGE_DEPTH,
+                |v, chunk| v.update(chunk),
+            ),
+            writing: Stage::spawn(
+                "writing",
+                (file, tmp.clone()),
+                STAGE_DEPTH,
+                |(f, tmp), chunk| {
+                    f.write_all(chunk)
+                        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))
+                },
+            ),
             committed: 0,
-            tmp,
-            published: false,
+            tmp: TempFile {
+                path: tmp,
+                published: false,
+            },
         }))
     }
 }
 
-/// Chunks at least this large are hashed on a second thread while they are
-/// written; below it the thread costs more than it saves.
-const PARALLEL_HASH_BYTES: usize = 256 << 10;
+/// Chunks (of about 1 MiB from the ByteStream service) queued per stage of
+/// an upload before the receiver waits.
+const STAGE_DEPTH: usize = 4;
 
-/// A streaming upload into a temp file, hashed as it is written.
+/// A streaming upload into a temp file: each chunk is hashed and written at
+/// the same time, by two [`Stage`]s.
 struct DiskWriter {
     store: DiskStore,
-    /// Taken while a blocking write runs; `None` after a failure.
-    state: Option<(File, Verifier)>,
+    expected: Digest,
+    hashing: Stage<Verifier>,
+    writing: Stage<(File, PathBuf)>,
+    /// Bytes accepted (queued to both stages).
     committed: u64,
-    tmp: PathBuf,
-    published: bool,
+    tmp: TempFile,
 }
 
 #[async_trait]
 impl BlobWriter for DiskWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        if let Some((_, verifier)) = &self.state {
-            verifier.check_room(data.len())?;
-        }
-        let (mut file, mut verifier) = self
-            .state
-            .take()
-            .ok_or_else(|| Error::Internal("write after a failed write".into()))?;
-        let tmp = self.tmp.clone();
-        let len = data.len() as u64;
-        let (file, verifier) = run_blocking(move || {
-            // Hashing and writing each take about as long for a large
-            // chunk: do them on two threads at once.
-            let hashed = if data.len() >= PARALLEL_HASH_BYTES {
-                std::thread::scope(|scope| {
-                    let hashing = scope.spawn(|| verifier.update(&data));
-                    let written = file.write_all(&data);
-                    let hashed = hashing
-                        .join()
-                        .unwrap_or_else(|_| Err(Error::Internal("hashing thread panicked".into())));
-                    written
-                        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))
-                        .and(hashed)
-                })
-            } else {
-                file.write_all(&data)
-                    .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))
-                    .and_then(|()| verifier.update(&data))
-            };
-            hashed.map(|()| (file, verifier))
-        })
-        .await?;
-        self.state = Some((file, verifier));
-        self.committed += len;
-        Ok(())
+        check_room(&self.expected, self.committed, data.len())?;
+        self.committed += data.len() as u64;
+        self.hashing.send(data.clone()).await?;
+        self.writing.send(data).await
     }
 
     fn committed(&self) -> u64 {
         self.committed
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<()> {
-        let (file, verifier) = self
-            .state
-            .take()
-            .ok_or_else(|| Error::Internal("commit after a failed write".into()))?;
-        let digest = *verifier.expected();
-        verifier.finish()?;
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let DiskWriter {
+            store,
+            expected,
+            hashing,
+            writing,
+            mut tmp,
+            ..
+        } = *self;
+        let (verified, written) = tokio::join!(hashing.finish(), writing.finish());
+        let (file, _) = written?;
         drop(file);
-        let store = self.store.clone();
-        let tmp = self.tmp.clone();
-        run_blocking(move || store.publish(&digest, &tmp)).await?;
-        self.published = true;
+        verified?.finish()?;
+        let path = tmp.path.clone();
+        run_blocking(move || store.publish(&expected, &path)).await?;
+        tmp.published = true;
         Ok(())
     }
 }
 
-impl Drop for DiskWriter {
+/// An upload's temp file, removed when dropped unless it was published.
+struct TempFile {
+    path: PathBuf,
+    published: bool,
+}
+
+impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.published {
-            let _ = fs::remove_file(&self.tmp);
+            let _ = fs::remove_file(&self.path);
         }
     }
 }
