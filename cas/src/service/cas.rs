@@ -8,16 +8,23 @@ use std::sync::Arc;
 use bytes::Bytes;
 use corral_proto::reapi;
 use corral_proto::reapi::content_addressable_storage_server::ContentAddressableStorage;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{tree, State};
-use crate::digest::{Digest, DigestFunction};
+use crate::digest::{Digest, DigestFunction, DigestMap};
 use crate::error::{Error, Result};
 
 /// Largest number of digests accepted in one FindMissingBlobs call; far
 /// above what fits a message anyway, it bounds the work of one request.
 const MAX_FIND_MISSING: usize = 1_000_000;
+
+/// Blobs of one batch call stored or read at a time. Each is a blocking
+/// file operation; starting all of a batch's hundreds at once put hundreds
+/// of threads on two cores. With this bound BatchReadBlobs of 899 × 4 KiB
+/// blobs is about a quarter faster and uploads are no slower (see
+/// docs/benchmarks.md).
+const BATCH_PARALLELISM: usize = 8;
 
 pub struct CasService {
     state: Arc<State>,
@@ -117,7 +124,7 @@ impl ContentAddressableStorage for CasService {
         // Answer with the client's own digest messages (canonical, since
         // they parsed) rather than encoding hex again; stores answer in any
         // order, so match by value (a digest asked twice is answered twice).
-        let mut counts: std::collections::HashMap<Digest, usize> = std::collections::HashMap::new();
+        let mut counts: DigestMap<usize> = DigestMap::default();
         for d in missing {
             *counts.entry(d).or_default() += 1;
         }
@@ -152,12 +159,14 @@ impl ContentAddressableStorage for CasService {
         }
         let echoed: Vec<Option<reapi::Digest>> =
             req.requests.iter().map(|r| r.digest.clone()).collect();
-        let results = futures::future::join_all(
+        let results: Vec<Result<()>> = futures::stream::iter(
             req.requests
                 .into_iter()
                 .enumerate()
                 .map(|(i, r)| self.update_one(function, i, r)),
         )
+        .buffered(BATCH_PARALLELISM)
+        .collect()
         .await;
         let responses = echoed
             .into_iter()
@@ -195,7 +204,14 @@ impl ContentAddressableStorage for CasService {
             .into());
         }
         let store = &self.state.store;
-        let results = futures::future::join_all(digests.iter().map(|d| store.get(d))).await;
+        let results: Vec<Result<Bytes>> = futures::stream::iter(digests.iter().copied())
+            .map(|d| {
+                let store = store.clone();
+                async move { store.get(&d).await }
+            })
+            .buffered(BATCH_PARALLELISM)
+            .collect()
+            .await;
         let responses = digests
             .iter()
             .zip(results)

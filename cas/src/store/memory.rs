@@ -1,14 +1,13 @@
 //! A blob store in a hash map: for tests and for short-lived processes that
 //! need a CAS without a disk.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{read_range, verify, BlobStore, BlobWriter, ChunkStream, Verifier};
-use crate::digest::Digest;
+use crate::digest::{Digest, DigestMap};
 use crate::error::{Error, Result};
 
 /// Chunk size of streamed reads from memory.
@@ -17,7 +16,7 @@ const READ_CHUNK: usize = 1 << 20;
 /// An unbounded in-memory store.
 #[derive(Default, Clone)]
 pub struct MemoryStore {
-    blobs: Arc<RwLock<HashMap<Digest, Bytes>>>,
+    blobs: Arc<RwLock<DigestMap<Bytes>>>,
 }
 
 impl MemoryStore {
@@ -39,13 +38,13 @@ impl MemoryStore {
         self.map_write().remove(digest).is_some()
     }
 
-    fn map_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Digest, Bytes>> {
+    fn map_read(&self) -> std::sync::RwLockReadGuard<'_, DigestMap<Bytes>> {
         // A panic while holding the lock cannot leave the map half-updated
         // (every update is a single insert or remove), so poison is ignored.
         self.blobs.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn map_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Digest, Bytes>> {
+    fn map_write(&self) -> std::sync::RwLockWriteGuard<'_, DigestMap<Bytes>> {
         self.blobs.write().unwrap_or_else(|p| p.into_inner())
     }
 
