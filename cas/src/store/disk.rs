@@ -27,7 +27,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -480,6 +480,7 @@ impl BlobStore for DiskStore {
                 },
             ),
             committed: 0,
+            started: Instant::now(),
             tmp: TempFile {
                 path: tmp,
                 published: false,
@@ -502,6 +503,7 @@ struct DiskWriter {
     /// Bytes accepted (queued to both stages).
     committed: u64,
     tmp: TempFile,
+    started: Instant,
 }
 
 #[async_trait]
@@ -524,15 +526,24 @@ impl BlobWriter for DiskWriter {
             hashing,
             writing,
             mut tmp,
+            started,
             ..
         } = *self;
         let (verified, written) = tokio::join!(hashing.finish(), writing.finish());
-        let (file, _) = written?;
+        let ((file, _), writing_busy) = written?;
         drop(file);
-        verified?.finish()?;
+        let (verifier, hashing_busy) = verified?;
+        verifier.finish()?;
         let path = tmp.path.clone();
         run_blocking(move || store.publish(&expected, &path)).await?;
         tmp.published = true;
+        tracing::debug!(
+            blob = %expected,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            hashing_ms = hashing_busy.as_secs_f64() * 1e3,
+            writing_ms = writing_busy.as_secs_f64() * 1e3,
+            "upload committed"
+        );
         Ok(())
     }
 }

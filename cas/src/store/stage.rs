@@ -13,6 +13,8 @@
 //! client that stalls in the middle of an upload ties up nothing but memory,
 //! and at most `depth` chunks of that.
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -25,7 +27,7 @@ pub type Work<S> = fn(&mut S, &[u8]) -> Result<()>;
 pub struct Stage<S> {
     name: &'static str,
     queue: Option<mpsc::Sender<Bytes>>,
-    task: Option<JoinHandle<Result<S>>>,
+    task: Option<JoinHandle<Result<(S, Duration)>>>,
 }
 
 impl<S: Send + 'static> Stage<S> {
@@ -35,22 +37,26 @@ impl<S: Send + 'static> Stage<S> {
         let (queue, mut chunks) = mpsc::channel::<Bytes>(depth.max(1));
         let task = tokio::spawn(async move {
             let mut state = state;
+            let mut busy = Duration::ZERO;
             while let Some(first) = chunks.recv().await {
                 // Everything already queued goes to one blocking call.
                 let mut batch = vec![first];
                 while let Ok(more) = chunks.try_recv() {
                     batch.push(more);
                 }
-                state = tokio::task::spawn_blocking(move || {
+                let (back, took) = tokio::task::spawn_blocking(move || {
+                    let start = Instant::now();
                     for chunk in &batch {
                         work(&mut state, chunk)?;
                     }
-                    Ok::<_, Error>(state)
+                    Ok::<_, Error>((state, start.elapsed()))
                 })
                 .await
                 .map_err(|e| Error::Internal(format!("{name}: {e}")))??;
+                state = back;
+                busy += took;
             }
-            Ok(state)
+            Ok((state, busy))
         });
         Stage {
             name,
@@ -79,13 +85,15 @@ impl<S: Send + 'static> Stage<S> {
         }
     }
 
-    /// Waits for every queued chunk to be done and returns the state.
-    pub async fn finish(mut self) -> Result<S> {
+    /// Waits for every queued chunk to be done; returns the state and the
+    /// time spent working (for the upload's log line: which stage bounds
+    /// an upload shows there).
+    pub async fn finish(mut self) -> Result<(S, Duration)> {
         self.queue = None;
         self.ended().await
     }
 
-    async fn ended(&mut self) -> Result<S> {
+    async fn ended(&mut self) -> Result<(S, Duration)> {
         let task = self
             .task
             .take()
@@ -113,7 +121,7 @@ mod tests {
         for i in 0..100u8 {
             stage.send(Bytes::from(vec![i; 3])).await.unwrap();
         }
-        let seen = stage.finish().await.unwrap();
+        let (seen, _) = stage.finish().await.unwrap();
         let expected: Vec<u8> = (0..100u8).flat_map(|i| [i; 3]).collect();
         assert_eq!(seen, expected);
     }
