@@ -32,7 +32,7 @@ use corral_proto::reapi::capabilities_client::CapabilitiesClient;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use corral_proto::reapi::execution_client::ExecutionClient;
 use corral_proto::reapi::execution_stage::Value as Stage;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub use busybox::{BusyboxRoot, MINIMAL_APPLETS};
 
@@ -133,9 +133,8 @@ impl RemoteExec {
     /// Connects to `url` (`http://HOST:PORT`) and checks with
     /// GetCapabilities that `instance` executes actions and takes SHA-256.
     pub async fn connect(url: &str, instance: &str) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(url.to_string())
+        let channel = corral_cas::store::remote::endpoint(url)
             .with_context(|| format!("bad URL {url:?}"))?
-            .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .connect()
             .await

@@ -7,17 +7,14 @@
 use bytes::Bytes;
 use corral_cas::{BlobStore, BlobWriter, Digest, DigestFunction, GrpcStore};
 use corral_proto::reapi;
-use corral_proto::reapi::capabilities_client::CapabilitiesClient;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use futures::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 
 /// Largest gRPC message the worker sends or accepts.
 const MAX_MESSAGE: usize = 64 << 20;
-/// Room left in a batch for digests and framing.
-const BATCH_OVERHEAD: u64 = 64 << 10;
 
 /// A connection to the remote CAS. Cheap to clone.
 #[derive(Clone)]
@@ -31,8 +28,8 @@ pub struct RemoteCas {
 impl RemoteCas {
     /// Connects to `url` and reads the batch limit from Capabilities.
     pub async fn connect(url: &str, instance_name: &str) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| Error::Config(format!("CAS URL {url:?}: {e}")))?;
+        let endpoint = corral_cas::store::remote::endpoint(url)
+            .map_err(|e| Error::Config(format!("CAS URL: {e}")))?;
         let channel = endpoint.connect().await.map_err(|e| {
             Error::rpc(
                 format!("connecting to the CAS at {url}"),
@@ -44,27 +41,11 @@ impl RemoteCas {
 
     /// Uses an existing channel.
     pub async fn with_channel(channel: Channel, instance_name: &str) -> Result<Self> {
-        let caps = CapabilitiesClient::new(channel.clone())
-            .get_capabilities(reapi::GetCapabilitiesRequest {
-                instance_name: instance_name.to_string(),
-            })
-            .await
-            .map_err(|s| Error::rpc("GetCapabilities", s))?
-            .into_inner();
-        let advertised = caps
-            .cache_capabilities
-            .map(|c| c.max_batch_total_size_bytes)
-            .unwrap_or(0);
-        let advertised = if advertised <= 0 {
-            4 << 20
-        } else {
-            advertised as u64
-        };
         let store = GrpcStore::with_channel(channel.clone(), instance_name).await?;
         Ok(RemoteCas {
             channel,
             instance_name: instance_name.to_string(),
-            batch_limit: advertised.saturating_sub(BATCH_OVERHEAD).max(1),
+            batch_limit: store.batch_limit(),
             store,
         })
     }

@@ -29,6 +29,18 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// ByteStream chunk size for uploads.
 const WRITE_CHUNK: usize = 1 << 20;
 
+/// A client endpoint for a CAS at `url`, tuned like the server's side
+/// (`service::server_builder`): tonic's defaults (64 KiB windows, 16 KiB
+/// frames) hold a large blob to a fraction of what loopback carries.
+pub fn endpoint(url: &str) -> Result<Endpoint> {
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| Error::invalid("url", format!("{url:?}: {e}")))?
+        .initial_connection_window_size(32 << 20)
+        .initial_stream_window_size(16 << 20)
+        .max_frame_size(crate::service::MAX_FRAME)
+        .tcp_nodelay(true))
+}
+
 /// A remote CAS. Cheap to clone (the channel is shared).
 #[derive(Clone)]
 pub struct GrpcStore {
@@ -42,9 +54,7 @@ impl GrpcStore {
     /// Connects to `url` (`http://host:port`) and reads the server's batch
     /// limit from Capabilities.
     pub async fn connect(url: &str, instance_name: &str) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| Error::invalid("url", format!("{url:?}: {e}")))?;
-        let channel = endpoint.connect().await.map_err(|e| {
+        let channel = endpoint(url)?.connect().await.map_err(|e| {
             Error::Remote(tonic::Status::unavailable(format!(
                 "connecting to {url}: {e}"
             )))
@@ -75,6 +85,12 @@ impl GrpcStore {
             // Leave room for the digests and framing in the same message.
             batch_limit: advertised.saturating_sub(64 << 10).max(1),
         })
+    }
+
+    /// Total bytes of blob data that fit in one batch call (the server's
+    /// limit less room for digests and framing).
+    pub fn batch_limit(&self) -> u64 {
+        self.batch_limit
     }
 
     fn cas(&self) -> ContentAddressableStorageClient<Channel> {

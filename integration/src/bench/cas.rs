@@ -23,7 +23,7 @@ use corral_proto::bytestream::{ReadRequest, WriteRequest};
 use corral_proto::reapi;
 use corral_proto::reapi::capabilities_client::CapabilitiesClient;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Options of `corral bench cas`.
 #[derive(Debug, clap::Args)]
@@ -117,12 +117,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 async fn bench(args: &Args, function: DigestFunction) -> anyhow::Result<()> {
-    let channel = Endpoint::from_shared(args.target.clone())
+    let channel = corral_cas::store::remote::endpoint(&args.target)
         .with_context(|| format!("--target {:?}", args.target))?
-        .initial_connection_window_size(32 << 20)
-        .initial_stream_window_size(16 << 20)
-        .max_frame_size(corral_cas::service::MAX_FRAME)
-        .tcp_nodelay(true)
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.target))?;
