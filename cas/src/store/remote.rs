@@ -93,6 +93,59 @@ impl GrpcStore {
         self.batch_limit
     }
 
+    /// The bytes the server sends for a read, checked for length only. For
+    /// callers that verify anyway, such as a copy into another store's
+    /// [`BlobWriter`] (whose commit checks the digest): hashing the stream
+    /// here too would double the cost of every fetched blob.
+    pub async fn read_unverified(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> Result<ChunkStream> {
+        let (start, end) = read_range(digest, offset, limit)?;
+        if start == end {
+            if self.find_missing(&[*digest]).await?.is_empty() {
+                return Ok(Box::pin(futures::stream::empty()));
+            }
+            return Err(Error::NotFound(format!("blob {digest}")));
+        }
+        let request = ReadRequest {
+            resource_name: read_name(&self.instance_name, Compression::Identity, digest),
+            read_offset: start as i64,
+            read_limit: (end - start) as i64,
+        };
+        let stream = match self.bytestream().read(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                return Err(Error::NotFound(format!("blob {digest}")))
+            }
+            Err(s) => return Err(Error::Remote(s)),
+        };
+        let expected = end - start;
+        let digest = *digest;
+        Ok(Box::pin(futures::stream::try_unfold(
+            (stream, 0u64),
+            move |(mut stream, seen)| async move {
+                match stream.message().await.map_err(Error::Remote)? {
+                    Some(m) => {
+                        let seen = seen + m.data.len() as u64;
+                        if seen > expected {
+                            return Err(Error::Internal(format!(
+                                "server sent more than {expected} bytes of {digest}"
+                            )));
+                        }
+                        Ok(Some((m.data, (stream, seen))))
+                    }
+                    None if seen < expected => Err(Error::Internal(format!(
+                        "server ended {digest} after {seen} of {expected} bytes"
+                    ))),
+                    None => Ok(None),
+                }
+            },
+        )))
+    }
+
     fn cas(&self) -> ContentAddressableStorageClient<Channel> {
         ContentAddressableStorageClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
@@ -205,49 +258,27 @@ impl BlobStore for GrpcStore {
 
     async fn read(&self, digest: &Digest, offset: u64, limit: Option<u64>) -> Result<ChunkStream> {
         let (start, end) = read_range(digest, offset, limit)?;
-        if start == end {
-            if self.find_missing(&[*digest]).await?.is_empty() {
-                return Ok(Box::pin(futures::stream::empty()));
-            }
-            return Err(Error::NotFound(format!("blob {digest}")));
+        let stream = self.read_unverified(digest, offset, limit).await?;
+        if start != 0 || end != digest.size() || start == end {
+            return Ok(stream);
         }
-        let request = ReadRequest {
-            resource_name: read_name(&self.instance_name, Compression::Identity, digest),
-            read_offset: start as i64,
-            read_limit: (end - start) as i64,
-        };
-        let stream = match self.bytestream().read(request).await {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                return Err(Error::NotFound(format!("blob {digest}")))
-            }
-            Err(s) => return Err(Error::Remote(s)),
-        };
         // A whole-blob read is verified on the fly; the last chunk fails if
         // the server sent anything but the blob.
-        let mut verifier = (start == 0 && end == digest.size()).then(|| Verifier::new(*digest));
+        let mut verifier = Some(Verifier::new(*digest));
         let mut seen = 0u64;
-        let expected = end - start;
-        let digest = *digest;
-        let mapped = stream.map(move |item| {
-            let data = item?.data;
+        Ok(Box::pin(stream.map(move |item| {
+            let data = item?;
             seen += data.len() as u64;
-            if seen > expected {
-                return Err(Error::Internal(format!(
-                    "server sent more than {expected} bytes of {digest}"
-                )));
-            }
             if let Some(v) = verifier.as_mut() {
                 v.update(&data)?;
-                if seen == expected {
+                if seen == end {
                     if let Some(v) = verifier.take() {
                         v.finish()?;
                     }
                 }
             }
             Ok(data)
-        });
-        Ok(Box::pin(mapped))
+        })))
     }
 
     async fn write(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>> {

@@ -1,0 +1,136 @@
+//! A remote CAS that lies: the gRPC client store must never pass off wrong
+//! or short bytes as the blob, whether it verifies the stream itself
+//! (`read`) or leaves that to the store it copies into (`read_unverified`
+//! into a `BlobWriter`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use corral_cas::store::collect;
+use corral_cas::{
+    BlobStore, Config, Digest, DigestFunction, DiskStore, GrpcStore, MemoryActionCache, MemoryStore,
+};
+use corral_proto::bytestream::byte_stream_server::{ByteStream, ByteStreamServer};
+use corral_proto::bytestream::{
+    QueryWriteStatusRequest, QueryWriteStatusResponse, ReadRequest, ReadResponse, WriteRequest,
+    WriteResponse,
+};
+use futures::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Answers every read with `payload`, whatever blob was asked for.
+struct Liar {
+    payload: Bytes,
+}
+
+#[tonic::async_trait]
+impl ByteStream for Liar {
+    type ReadStream = Pin<Box<dyn Stream<Item = Result<ReadResponse, Status>> + Send>>;
+
+    async fn read(&self, _: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let chunks: Vec<Result<ReadResponse, Status>> = self
+            .payload
+            .chunks(1000)
+            .map(|c| {
+                Ok(ReadResponse {
+                    data: Bytes::copy_from_slice(c),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn write(
+        &self,
+        _: Request<Streaming<WriteRequest>>,
+    ) -> Result<Response<WriteResponse>, Status> {
+        Err(Status::unimplemented("a liar takes no uploads"))
+    }
+
+    async fn query_write_status(
+        &self,
+        _: Request<QueryWriteStatusRequest>,
+    ) -> Result<Response<QueryWriteStatusResponse>, Status> {
+        Err(Status::unimplemented("a liar takes no uploads"))
+    }
+}
+
+/// A server with real Capabilities (so the client connects) and `liar` as
+/// its ByteStream.
+async fn serve(liar: Liar) -> (String, tokio::task::JoinHandle<()>) {
+    let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
+    let services = corral_cas::service::Services::new(
+        Config::default(),
+        store.clone(),
+        Arc::new(MemoryActionCache::new(store)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let capabilities = services.capabilities_server();
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(capabilities)
+            .add_service(ByteStreamServer::new(liar))
+            .serve_with_incoming(corral_cas::service::incoming(listener))
+            .await
+            .unwrap();
+    });
+    (url, task)
+}
+
+fn blob(len: usize, salt: u8) -> Bytes {
+    (0..len).map(|i| (i % 251) as u8 ^ salt).collect()
+}
+
+#[tokio::test]
+async fn wrong_or_short_bytes_from_a_remote_never_become_the_blob() {
+    // Large enough that reads go through ByteStream, not the batch calls.
+    let size = 6 << 20;
+    let real = blob(size, 0);
+    let digest = Digest::of_bytes(DigestFunction::Sha256, &real);
+
+    for (what, payload, refusal) in [
+        (
+            "other bytes of the right length",
+            blob(size, 0x5a),
+            "does not match",
+        ),
+        (
+            "the blob cut short",
+            real.slice(..size - 1),
+            "after 6291455 of 6291456 bytes",
+        ),
+    ] {
+        let (url, server) = serve(Liar { payload }).await;
+        let remote = GrpcStore::connect(&url, "").await.unwrap();
+
+        // A verifying read fails on its last chunk.
+        let stream = remote.read(&digest, 0, None).await.unwrap();
+        let e = collect(stream, size as u64).await.unwrap_err();
+        assert!(e.to_string().contains(refusal), "{what}: {e}");
+
+        // A copy into a local store: the writer's commit refuses it and the
+        // store does not have the blob afterwards.
+        let dir = tempfile::tempdir().unwrap();
+        let local = DiskStore::open(dir.path().join("cas"), u64::MAX).unwrap();
+        let copied = async {
+            let mut stream = remote.read_unverified(&digest, 0, None).await?;
+            let mut writer = local.write(&digest).await?;
+            use futures::StreamExt;
+            while let Some(chunk) = stream.next().await {
+                writer.write(chunk?).await?;
+            }
+            writer.commit().await
+        }
+        .await;
+        let e = copied.expect_err(what);
+        assert!(e.to_string().contains(refusal), "{what}: {e}");
+        assert_eq!(
+            local.find_missing(&[digest]).await.unwrap(),
+            vec![digest],
+            "{what}"
+        );
+        server.abort();
+    }
+}
