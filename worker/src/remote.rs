@@ -19,9 +19,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// A connection to the remote CAS. Cheap to clone.
 #[derive(Clone)]
 pub struct RemoteCas {
-    channel: Channel,
-    instance_name: String,
-    batch_limit: u64,
+    /// Holds the channel, the instance name and the batch limit too.
     store: GrpcStore,
 }
 
@@ -41,22 +39,17 @@ impl RemoteCas {
 
     /// Uses an existing channel.
     pub async fn with_channel(channel: Channel, instance_name: &str) -> Result<Self> {
-        let store = GrpcStore::with_channel(channel.clone(), instance_name).await?;
-        Ok(RemoteCas {
-            channel,
-            instance_name: instance_name.to_string(),
-            batch_limit: store.batch_limit(),
-            store,
-        })
+        let store = GrpcStore::with_channel(channel, instance_name).await?;
+        Ok(RemoteCas { store })
     }
 
     /// Total bytes of blob data that fit in one batch call.
     pub fn batch_limit(&self) -> u64 {
-        self.batch_limit
+        self.store.batch_limit()
     }
 
     pub fn instance_name(&self) -> &str {
-        &self.instance_name
+        self.store.instance_name()
     }
 
     /// The ByteStream-capable store on the same channel.
@@ -65,7 +58,7 @@ impl RemoteCas {
     }
 
     fn cas(&self) -> ContentAddressableStorageClient<Channel> {
-        ContentAddressableStorageClient::new(self.channel.clone())
+        ContentAddressableStorageClient::new(self.store.channel().clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
@@ -81,7 +74,7 @@ impl RemoteCas {
         let response = self
             .cas()
             .batch_read_blobs(reapi::BatchReadBlobsRequest {
-                instance_name: self.instance_name.clone(),
+                instance_name: self.instance_name().to_string(),
                 digests: digests.iter().map(Digest::to_proto).collect(),
                 acceptable_compressors: Vec::new(),
                 digest_function: function.to_proto(),
@@ -154,7 +147,7 @@ impl RemoteCas {
         let response = self
             .cas()
             .batch_update_blobs(reapi::BatchUpdateBlobsRequest {
-                instance_name: self.instance_name.clone(),
+                instance_name: self.instance_name().to_string(),
                 requests,
                 digest_function: function.to_proto(),
             })

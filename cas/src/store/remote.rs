@@ -93,6 +93,15 @@ impl GrpcStore {
         self.batch_limit
     }
 
+    pub fn instance_name(&self) -> &str {
+        &self.instance_name
+    }
+
+    /// The channel, for clients of other services on the same connection.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
     /// The bytes the server sends for a read, checked for length only. For
     /// callers that verify anyway, such as a copy into another store's
     /// [`BlobWriter`] (whose commit checks the digest): hashing the stream
