@@ -18,6 +18,7 @@
 //! kills that group only.
 
 mod casd;
+pub mod debian;
 mod tree;
 
 use std::collections::BTreeSet;
@@ -56,6 +57,11 @@ const INSTALL_HINT: &str = "run `bash integration/install-deps.sh`, which instal
 /// The fixture project in the source tree (never built in place).
 pub fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/buildstream")
+}
+
+/// The Debian fixture project in the source tree (never built in place).
+pub fn debian_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/buildstream-debian")
 }
 
 /// The virtualenv holding BuildStream: `$CORRAL_BST_VENV`, else `.venv` at
@@ -185,25 +191,48 @@ impl BstProject {
     /// `files/base`: busybox plus [`BASE_APPLETS`] links in `bin/`, the
     /// [`BASE_MARKER`], and the empty `dev/ proc/ tmp/` BuildStream expects.
     pub fn new() -> anyhow::Result<Self> {
+        Self::from_fixture(&fixture_dir(), |dir| {
+            let base = dir.join("files/base");
+            if base.exists() {
+                fs::remove_dir_all(&base)
+                    .with_context(|| format!("clearing {}", base.display()))?;
+            }
+            for sub in ["bin", "etc", "dev", "proc", "tmp"] {
+                fs::create_dir_all(base.join(sub))
+                    .with_context(|| format!("creating {}/{sub}", base.display()))?;
+            }
+            fs::copy("/bin/busybox", base.join("bin/busybox")).context("copying /bin/busybox")?;
+            fs::set_permissions(base.join("bin/busybox"), fs::Permissions::from_mode(0o755))?;
+            for applet in BASE_APPLETS.iter().filter(|a| **a != "busybox") {
+                symlink("busybox", base.join("bin").join(applet))
+                    .with_context(|| format!("linking applet {applet}"))?;
+            }
+            fs::write(base.join(BASE_MARKER), "corral busybox base\n").context("writing the marker")
+        })
+    }
+
+    /// The project of `fixtures/buildstream-debian`: a real Debian 12 root
+    /// with gcc and make ([`debian::debian_root`], made and cached on first
+    /// use) linked in as `files/debian-root`, and C elements that build on
+    /// each other (`greet-lib.bst` → `hello-c.bst` → `report.bst`).
+    pub fn debian() -> anyhow::Result<Self> {
+        let root = debian::debian_root()?;
+        Self::from_fixture(&debian_fixture_dir(), |dir| {
+            debian::link_tree(&root, &dir.join("files/debian-root"))
+        })
+    }
+
+    /// Copies `fixture` to a scratch directory and lets `fill` add the
+    /// generated files (git cannot hold a root file system).
+    fn from_fixture(
+        fixture: &Path,
+        fill: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
         check_installed()?;
         let temp = tempfile::tempdir().context("creating a scratch directory")?;
         let dir = temp.path().join("project");
-        copy_tree(&fixture_dir(), &dir)?;
-        let base = dir.join("files/base");
-        if base.exists() {
-            fs::remove_dir_all(&base).with_context(|| format!("clearing {}", base.display()))?;
-        }
-        for sub in ["bin", "etc", "dev", "proc", "tmp"] {
-            fs::create_dir_all(base.join(sub))
-                .with_context(|| format!("creating {}/{sub}", base.display()))?;
-        }
-        fs::copy("/bin/busybox", base.join("bin/busybox")).context("copying /bin/busybox")?;
-        fs::set_permissions(base.join("bin/busybox"), fs::Permissions::from_mode(0o755))?;
-        for applet in BASE_APPLETS.iter().filter(|a| **a != "busybox") {
-            symlink("busybox", base.join("bin").join(applet))
-                .with_context(|| format!("linking applet {applet}"))?;
-        }
-        fs::write(base.join(BASE_MARKER), "corral busybox base\n").context("writing the marker")?;
+        copy_tree(fixture, &dir)?;
+        fill(&dir)?;
         Ok(BstProject { dir, _temp: temp })
     }
 

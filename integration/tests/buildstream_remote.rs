@@ -165,3 +165,91 @@ fn single_action_digest(farm: &CorralFarm) -> anyhow::Result<reapi::Digest> {
     let (hash, size_bytes) = digests.into_iter().next().expect("one digest");
     Ok(reapi::Digest { hash, size_bytes })
 }
+
+/// Aspects `observe.bst` records that must be the same locally and on the
+/// farm: everything an action can see of its sandbox except how its file
+/// systems are mounted, how it is confined (seccomp, the file size limit)
+/// and which process is PID 1 (see docs/sandbox.md).
+const SAME_AS_LOCAL: &[&str] = &[
+    "hostname",
+    "uname-n",
+    "id",
+    "umask",
+    "environment",
+    "dev-entries",
+    "dev-nodes",
+    "dev-subdirs",
+    "proc-entries",
+    "proc-self",
+    "tmp-entries",
+    "tmp-mode",
+    "tmp-writable",
+    "capabilities",
+    "no-new-privs",
+    "network-interfaces",
+    "root-entries",
+    "cwd",
+    "ulimits",
+];
+
+/// The one resource limit the farm sets where BuildStream's sandbox sets
+/// none: the written-bytes bound, enforced per file with RLIMIT_FSIZE.
+const FILE_SIZE_LIMIT: &str = "(-f)";
+
+/// observe.bst records the sandbox an action sees; remote on the farm and
+/// local under BuildStream's bubblewrap runner, every aspect in
+/// [`SAME_AS_LOCAL`] is identical (hostname `buildbox` included).
+#[test]
+fn the_sandbox_an_action_observes_matches_the_local_one() -> anyhow::Result<()> {
+    let farm = CorralFarm::start()?;
+    let project = BstProject::new()?;
+    let out = tempfile::tempdir()?;
+    let remote = project.build("observe.bst", Sandbox::remote(farm.url(), "buildstream"))?;
+    assert!(remote.output.success, "remote:\n{}", remote.output.log);
+    let local = project.build("observe.bst", Sandbox::Local)?;
+    assert!(local.output.success, "local:\n{}", local.output.log);
+    let (local_tree, remote_tree) = (out.path().join("local"), out.path().join("remote"));
+    local.checkout(&local_tree)?;
+    remote.checkout(&remote_tree)?;
+    let mut differences = Vec::new();
+    let mut report = String::new();
+    for entry in std::fs::read_dir(local_tree.join("observed"))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let mut here = std::fs::read_to_string(local_tree.join("observed").join(&name))?;
+        let mut there = std::fs::read_to_string(remote_tree.join("observed").join(&name))
+            .unwrap_or_else(|e| format!("<missing: {e}>"));
+        if name == "ulimits" {
+            here = without_lines_containing(&here, FILE_SIZE_LIMIT);
+            there = without_lines_containing(&there, FILE_SIZE_LIMIT);
+        }
+        if here != there {
+            report.push_str(&format!("== {name}\n-- local:\n{here}-- farm:\n{there}"));
+            if SAME_AS_LOCAL.contains(&name.as_str()) {
+                differences.push(name);
+            }
+        }
+    }
+    eprintln!("aspects that differ:\n{report}");
+    assert!(
+        differences.is_empty(),
+        "the farm's sandbox differs from BuildStream's in {differences:?}:\n{report}"
+    );
+    for name in SAME_AS_LOCAL {
+        assert!(
+            remote_tree.join("observed").join(name).is_file(),
+            "observe.bst recorded no {name}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(remote_tree.join("observed/hostname"))?,
+        "buildbox\n"
+    );
+    Ok(())
+}
+
+fn without_lines_containing(text: &str, needle: &str) -> String {
+    text.lines()
+        .filter(|l| !l.contains(needle))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}

@@ -86,6 +86,7 @@ impl World {
             read_only_subtrees: vec![],
             writable_subtrees: vec![],
             controlling_tty: false,
+            hostname: "corral".into(),
         }
     }
 

@@ -28,6 +28,7 @@ pub mod runner {
 }
 
 pub mod error_details;
+pub mod hostname;
 
 pub use prost;
 pub use tonic;

@@ -67,6 +67,8 @@ pub struct ExecOptions {
     /// what the command changed, as it does for a worker. As root, the
     /// caller makes sure the sandbox's uid can reach it.
     pub scratch_dir: Option<PathBuf>,
+    /// The sandbox's hostname (default `corral`).
+    pub hostname: Option<String>,
 }
 
 /// The number of threads of this process (`Threads:` in
@@ -192,6 +194,15 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
         gid: o.gid,
         read_only_subtrees: o.read_only.clone(),
         writable_subtrees: o.writable.clone(),
+        hostname: match &o.hostname {
+            Some(name) => {
+                corral_proto::hostname::check(name).map_err(|reason| {
+                    Error::InvalidRequest(format!("--hostname {name:?} {reason}"))
+                })?;
+                name.clone()
+            }
+            None => corral_proto::hostname::DEFAULT.to_string(),
+        },
     };
     // Mistakes are reported here, before the fork, with their own message.
     let layout = crate::spec::Layout::new(&host, &req)?;

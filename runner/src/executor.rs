@@ -164,6 +164,15 @@ impl Executor for SandboxExecutor {
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<_, _>>()
             .map_err(|_| ExecutorError::InvalidArg)?;
+        // The `/dev/core` link every other Linux sandbox has (bubblewrap,
+        // runc); `/proc/kcore` itself is masked. Made while still the
+        // container's root, which owns `/dev`.
+        match std::os::unix::fs::symlink("/proc/kcore", "/dev/core") {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(fail(format!("linking /dev/core: {e}")));
+            }
+            _ => {}
+        }
         let (uid, gid) = self.identity;
         crate::identity::become_ids(uid, gid).map_err(|e| fail(e.to_string()))?;
         self.lock_down()?;

@@ -79,6 +79,13 @@ pub struct SandboxRequest {
     /// Make stdin (a terminal) the command's controlling terminal.
     #[serde(default)]
     pub controlling_tty: bool,
+    /// The sandbox's hostname, checked by `corral_proto::hostname::check`.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+}
+
+fn default_hostname() -> String {
+    corral_proto::hostname::DEFAULT.to_string()
 }
 
 /// Which limit stopped the command, if any.

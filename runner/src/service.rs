@@ -105,7 +105,18 @@ pub fn to_sandbox_request(host: &Host, r: pb::RunRequest) -> Result<SandboxReque
         read_only_subtrees: r.read_only_subtrees,
         writable_subtrees: r.writable_subtrees,
         controlling_tty: false,
+        hostname: hostname(r.hostname)?,
     })
+}
+
+/// The requested hostname, or the default for an empty one.
+fn hostname(requested: String) -> Result<String> {
+    if requested.is_empty() {
+        return Ok(corral_proto::hostname::DEFAULT.to_string());
+    }
+    corral_proto::hostname::check(&requested)
+        .map_err(|reason| Error::InvalidRequest(format!("hostname {requested:?} {reason}")))?;
+    Ok(requested)
 }
 
 /// Converts an outcome to the protocol's response.

@@ -164,12 +164,19 @@ fn mounts(host: &Host, req: &SandboxRequest, layout: &Layout, limits: &Limits) -
         "destination": "/dev/pts", "type": "devpts", "source": "devpts",
         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
     }));
+    // BuildStream's local sandbox (bubblewrap) gives `/tmp` and `/dev/shm`
+    // mode 0755; the input-root mode serves BuildStream, so an action sees
+    // the same there as locally. Other modes keep the usual sticky 1777.
+    let shared = match req.rootfs {
+        Rootfs::InputRoot => "mode=755",
+        _ => "mode=1777",
+    };
     out.push(tmpfs(
         "/dev/shm",
-        &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        &["nosuid", "noexec", "nodev", shared, "size=65536k"],
     ));
     let tmp_size = format!("size={}", limits.max_written_bytes.unwrap_or(1 << 30));
-    out.push(tmpfs("/tmp", &["nosuid", "nodev", "mode=1777", &tmp_size]));
+    out.push(tmpfs("/tmp", &["nosuid", "nodev", shared, &tmp_size]));
     // Last: a read-only `/` (input root as root) must carry the kernel
     // filesystems above along with it, writable as they are.
     out.extend(subtree_mounts(req, layout));
@@ -228,7 +235,7 @@ pub fn build(
     json!({
         "ociVersion": "1.0.2",
         "root": { "path": layout.rootfs, "readonly": !matches!(req.rootfs, Rootfs::InputRoot) },
-        "hostname": "corral",
+        "hostname": req.hostname,
         "process": {
             "terminal": false,
             // libcontainer sets up the container as uid/gid 0; the executor

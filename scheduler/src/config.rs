@@ -84,6 +84,14 @@ pub struct SchedulerConfig {
     /// The rootfs for instance names no key of `rootfs_by_instance` covers.
     /// Default `host`, so Bazel's host-configured toolchains work.
     pub default_rootfs: RootfsChoice,
+    /// The sandbox's hostname by instance name, matched like
+    /// `rootfs_by_instance`. Default: `buildstream = "buildbox"`, the name
+    /// BuildStream's own local sandbox gives, so a build that records its
+    /// build host is the same remotely as locally.
+    pub hostname_by_instance: BTreeMap<String, String>,
+    /// The hostname for instance names no key of `hostname_by_instance`
+    /// covers. Default `corral`.
+    pub default_hostname: String,
 }
 
 /// What forms an action's `/` when it names no image.
@@ -134,6 +142,11 @@ impl Default for SchedulerConfig {
                 RootfsChoice::InputRoot,
             )]),
             default_rootfs: RootfsChoice::Host,
+            hostname_by_instance: BTreeMap::from([(
+                "buildstream".to_string(),
+                "buildbox".to_string(),
+            )]),
+            default_hostname: corral_proto::hostname::DEFAULT.to_string(),
         }
     }
 }
@@ -142,15 +155,14 @@ impl SchedulerConfig {
     /// The rootfs for `instance`: the longest key of `rootfs_by_instance`
     /// that is the instance name or a `/`-separated prefix of it.
     pub fn rootfs_for(&self, instance: &str) -> RootfsChoice {
-        self.rootfs_by_instance
-            .iter()
-            .filter(|(key, _)| {
-                instance
-                    .strip_prefix(key.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || key.is_empty())
-            })
-            .max_by_key(|(key, _)| key.len())
-            .map_or(self.default_rootfs, |(_, choice)| *choice)
+        longest_prefix(&self.rootfs_by_instance, instance)
+            .copied()
+            .unwrap_or(self.default_rootfs)
+    }
+
+    /// The sandbox hostname for `instance`, matched like [`Self::rootfs_for`].
+    pub fn hostname_for(&self, instance: &str) -> &str {
+        longest_prefix(&self.hostname_by_instance, instance).unwrap_or(&self.default_hostname)
     }
 
     /// Parses a `[scheduler]` table given as TOML text and checks it.
@@ -183,6 +195,16 @@ impl SchedulerConfig {
                 self.default_timeout_s, self.max_timeout_s
             )));
         }
+        let hostnames = self.hostname_by_instance.iter();
+        for (field, name) in
+            hostnames.chain([(&"default_hostname".to_string(), &self.default_hostname)])
+        {
+            if let Err(reason) = corral_proto::hostname::check(name) {
+                return Err(Error::Config(format!(
+                    "hostname {name:?} for {field:?}: {reason}"
+                )));
+            }
+        }
         if self.worker_timeout_ms <= self.worker_keepalive_ms {
             return Err(Error::Config(format!(
                 "worker_timeout_ms ({}) must exceed worker_keepalive_ms ({})",
@@ -211,6 +233,19 @@ impl SchedulerConfig {
     }
 }
 
+/// The value of the longest key of `map` that equals `instance` or is a
+/// prefix of it ending at a `/` (the empty key is a prefix of every name).
+fn longest_prefix<'a, V>(map: &'a BTreeMap<String, V>, instance: &str) -> Option<&'a V> {
+    map.iter()
+        .filter(|(key, _)| {
+            instance
+                .strip_prefix(key.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || key.is_empty())
+        })
+        .max_by_key(|(key, _)| key.len())
+        .map(|(_, value)| value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +271,31 @@ mod tests {
         assert_eq!(d.rootfs_for("buildstream"), RootfsChoice::InputRoot);
         assert_eq!(d.rootfs_for("main"), RootfsChoice::Host);
         assert!(SchedulerConfig::from_toml("default_rootfs = \"chroot\"").is_err());
+    }
+
+    #[test]
+    fn hostname_follows_the_longest_instance_prefix_and_is_checked() {
+        let d = SchedulerConfig::default();
+        assert_eq!(d.hostname_for("buildstream"), "buildbox");
+        assert_eq!(d.hostname_for("buildstream/team-a"), "buildbox");
+        assert_eq!(d.hostname_for("buildstreamer"), "corral");
+        assert_eq!(d.hostname_for(""), "corral");
+        let c = SchedulerConfig::from_toml(
+            "default_hostname = \"farm\"\n[hostname_by_instance]\n\"bst/x\" = \"builder-1\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.hostname_for("bst/x/y"), "builder-1");
+        assert_eq!(c.hostname_for("buildstream"), "farm");
+        for bad in ["", "-x", "has space", "a/b", &"x".repeat(65)] {
+            let toml = format!("default_hostname = {bad:?}");
+            let err = SchedulerConfig::from_toml(&toml).unwrap_err();
+            assert!(
+                err.to_string().contains("default_hostname"),
+                "{bad:?}: {err}"
+            );
+        }
+        let err = SchedulerConfig::from_toml("[hostname_by_instance]\nteam = \"a_b\"").unwrap_err();
+        assert!(err.to_string().contains("\"team\""), "{err}");
     }
 
     #[test]

@@ -144,6 +144,11 @@ struct ExecArgs {
     /// Runner configuration (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The sandbox's hostname (default `corral`; with --action, what the
+    /// scheduler would give the instance name: `buildbox` for
+    /// `buildstream…`, as BuildStream's own sandbox).
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
     /// Subdirectory of the input root to mount read-only (repeatable), as
     /// REAPI's `SubtreeReadOnly` does.
     #[arg(long = "read-only", value_name = "SUBDIR")]
@@ -220,6 +225,7 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
             limits,
             stats: a.stats,
             keep: a.keep,
+            hostname: a.hostname,
         });
     }
     let action_only = [
@@ -260,6 +266,7 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
         exact_env: false,
         null_stdin: false,
         scratch_dir: None,
+        hostname: a.hostname,
     };
     let status = corral_runner::exec::run(&config, opts)?;
     Ok(ExitCode::from(status.clamp(0, 255) as u8))

@@ -226,6 +226,7 @@ impl Executor {
             gid: id_property(action, command, "unixGID")?,
             read_only_subtrees: staged.read_only_subtrees.clone(),
             writable_subtrees: staged.writable_subtrees.clone(),
+            hostname: a.hostname.clone(),
         };
 
         progress(Stage::Running);

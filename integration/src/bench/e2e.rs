@@ -13,6 +13,11 @@
 //!   * on buildbox-casd's own execution service with the wheel's
 //!     bubblewrap runner (`buildbox-casd --buildbox-run=… --jobs=2`),
 //!   * and in bst's local bubblewrap sandbox (no server at all).
+//!   With `--debian`, the project is the Debian one instead
+//!   (`integration/fixtures/buildstream-debian`: `report.bst` on top of
+//!   `hello-c.bst` on top of `greet-lib.bst`, each compiled with the gcc of
+//!   a real Debian root): staging, upload and capture at a real project's
+//!   scale.
 //! * Bazel 4.2.3 building `//:hello` of the `workspace` fixture (a genrule,
 //!   a compile, a link), on Corral (instance `main`: the host's system
 //!   directories) and locally with `linux-sandbox` and with
@@ -100,6 +105,11 @@ pub struct Args {
     /// Leave out the second BuildStream element (`corral-bench-files.bst`).
     #[arg(long)]
     pub hello_only: bool,
+    /// BuildStream builds the Debian project instead (a real Debian 12 root
+    /// with gcc, about 5,200 files and 267 MB, made with debootstrap and
+    /// cached; `report.bst`, three C elements that stage each other).
+    #[arg(long, conflicts_with = "hello_only")]
+    pub debian: bool,
     /// BuildStream on warm servers: one `corral up` and one buildbox-casd
     /// for the whole series, each warmed by an untimed build, and the
     /// elements salted per build so every action still runs. Without it,

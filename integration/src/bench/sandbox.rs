@@ -106,6 +106,7 @@ fn request(root: &Path, scratch: PathBuf, profile: &Profile) -> SandboxRequest {
         read_only_subtrees: vec![],
         writable_subtrees: vec![],
         controlling_tty: false,
+        hostname: "corral".into(),
     }
 }
 

@@ -47,5 +47,6 @@ pub fn request(root: &Path, scratch: &Path, out: &Path, script: &str) -> Sandbox
         read_only_subtrees: vec![],
         writable_subtrees: vec![],
         controlling_tty: false,
+        hostname: "corral".into(),
     }
 }

@@ -158,6 +158,7 @@ impl Core {
             attempt: job.attempts,
             queued_millis: u64::try_from(queued.as_millis()).unwrap_or(u64::MAX),
             rootfs: self.config.rootfs_for(&job.instance_name).to_wire() as i32,
+            hostname: self.config.hostname_for(&job.instance_name).to_string(),
         };
         tracing::debug!(worker = %worker.name, assignment = %assignment_id, "assigned");
         worker.send(

@@ -98,6 +98,9 @@ pub struct Args {
     pub limits: Limits,
     pub stats: bool,
     pub keep: bool,
+    /// The sandbox's hostname; `None`: what the scheduler gives the
+    /// instance name.
+    pub hostname: Option<String>,
 }
 
 /// What phase 1 produced.
@@ -241,6 +244,11 @@ fn run_fetched(
         exact_env: true,
         null_stdin: true,
         scratch_dir: Some(scratch.to_path_buf()),
+        hostname: Some(a.hostname.clone().unwrap_or_else(|| {
+            SchedulerConfig::default()
+                .hostname_for(&a.instance)
+                .to_string()
+        })),
     };
     let status = corral_runner::exec::run(&a.config, opts)?;
     if let Some(dir) = &a.outputs {

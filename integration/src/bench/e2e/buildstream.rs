@@ -36,41 +36,71 @@ config:
 
 const HELLO_ELEMENT: &str = "hello.bst";
 
-pub(super) fn buildstream_series(args: &Args) -> anyhow::Result<Vec<Series>> {
-    let project = BstProject::new()?;
-    let hello_path = project.dir().join("elements").join(HELLO_ELEMENT);
-    let hello_yaml = std::fs::read_to_string(&hello_path)
-        .with_context(|| format!("reading {}", hello_path.display()))?;
-    let mut elements = vec![HELLO_ELEMENT];
-    if !args.hello_only {
-        elements.push(FILES_ELEMENT);
-    }
-    // Writes the elements, salted when the servers stay up: a variable in
-    // the environment changes every Command, so no action is in a server's
-    // cache, while the input roots (and so the staging) stay the same.
-    let write_elements = |salt: Option<&str>| -> anyhow::Result<()> {
-        let salted = |yaml: &str| match salt {
-            Some(salt) => format!("{yaml}environment:\n  CORRAL_BENCH_SALT: '{salt}'\n"),
-            None => yaml.to_string(),
+/// The project, the elements timed, and every element file a salt goes
+/// into (all those the timed builds run, so none is a cache hit).
+struct Workload {
+    project: BstProject,
+    timed: Vec<&'static str>,
+    salted: Vec<(std::path::PathBuf, String)>,
+}
+
+impl Workload {
+    fn new(args: &Args) -> anyhow::Result<Self> {
+        let (project, timed, salted): (_, Vec<&str>, Vec<&str>) = if args.debian {
+            let elements = ["greet-lib.bst", "hello-c.bst", "report.bst"];
+            (BstProject::debian()?, vec!["report.bst"], elements.to_vec())
+        } else if args.hello_only {
+            (BstProject::new()?, vec![HELLO_ELEMENT], vec![HELLO_ELEMENT])
+        } else {
+            let project = BstProject::new()?;
+            let files = project.dir().join("elements").join(FILES_ELEMENT);
+            std::fs::write(&files, FILES_ELEMENT_YAML).context("writing the second element")?;
+            let both = vec![HELLO_ELEMENT, FILES_ELEMENT];
+            (project, both.clone(), both)
         };
-        std::fs::write(&hello_path, salted(&hello_yaml)).context("writing hello.bst")?;
-        if !args.hello_only {
-            std::fs::write(
-                project.dir().join("elements").join(FILES_ELEMENT),
-                salted(FILES_ELEMENT_YAML),
-            )
-            .context("writing the second element")?;
+        let salted = salted
+            .into_iter()
+            .map(|element| {
+                let path = project.dir().join("elements").join(element);
+                let yaml = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Ok((path, yaml))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Workload {
+            project,
+            timed,
+            salted,
+        })
+    }
+
+    /// Writes the elements, salted when the servers stay up: a variable in
+    /// the environment changes every Command, so no action is in a server's
+    /// cache, while the input roots (and so the staging) stay the same.
+    fn write_elements(&self, salt: Option<&str>) -> anyhow::Result<()> {
+        for (path, yaml) in &self.salted {
+            let text = match salt {
+                Some(salt) => format!("{yaml}environment:\n  CORRAL_BENCH_SALT: '{salt}'\n"),
+                None => yaml.clone(),
+            };
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(())
-    };
-    write_elements(None)?;
+    }
+}
+
+pub(super) fn buildstream_series(args: &Args) -> anyhow::Result<Vec<Series>> {
+    let workload = Workload::new(args)?;
+    let project = &workload.project;
+    let elements = &workload.timed;
+    let write_elements = |salt: Option<&str>| workload.write_elements(salt);
     let servers = if args.warm {
         let farm = CorralFarm::start_with(farm_options())?;
         let casd = BuildboxCasd::start_with_instance(&args.instance)?;
         // One untimed build per server: the farm's runner, local CAS and
         // staged base root, and casd's CAS, are warm from then on.
         write_elements(Some("warm-up"))?;
-        for element in &elements {
+        for element in elements {
             for sandbox in [Sandbox::remote(farm.url(), &args.instance), casd.sandbox()] {
                 let out = project.session(sandbox)?.build(element)?;
                 check_bst(&out, true).context("warm-up build")?;
@@ -102,15 +132,9 @@ pub(super) fn buildstream_series(args: &Args) -> anyhow::Result<Vec<Series>> {
             let mut actions = Vec::new();
             for (t, target) in targets.iter().enumerate() {
                 let warm = servers.as_ref().map(|(farm, casd)| (farm, casd));
-                let sample = bst_build(
-                    &project,
-                    element,
-                    target,
-                    &args.instance,
-                    warm,
-                    &mut actions,
-                )
-                .with_context(|| format!("bst build {element} on {target}, run {rep}"))?;
+                let sample =
+                    bst_build(project, element, target, &args.instance, warm, &mut actions)
+                        .with_context(|| format!("bst build {element} on {target}, run {rep}"))?;
                 let s = &mut series[e * targets.len() + t];
                 report(rep, args.runs, &s.workload, target, &sample);
                 s.samples.push(sample);
