@@ -6,7 +6,8 @@
 //!   [`exec_variants`] keeps executable copies apart.
 //! * [`tree`], [`validate`]: fetching and checking input roots.
 //! * [`stage`]: staged input roots, cached by digest and reused as the
-//!   read-only lower layer of the runner's overlay.
+//!   read-only lower layer of the runner's overlay; [`link`] hardlinks
+//!   their files, copying a blob whose inode is out of links.
 //! * [`remote`]: the batch and stream calls to the remote CAS.
 //! * [`action`]: one assignment from staging to upload; [`runner`] reaches
 //!   (and restarts) the runner process; [`session`] is the stream to the
@@ -21,6 +22,7 @@ pub mod error;
 pub mod exec_variants;
 pub mod fsutil;
 pub mod images;
+pub mod link;
 pub mod localcas;
 pub mod lru;
 pub mod merged;

@@ -10,9 +10,11 @@
 //!
 //! Files with a `unix_mode` or `mtime` node property get a private copy,
 //! because setting either on a hardlink would change the shared CAS inode;
-//! executable files link the local CAS's executable variant. Directories
-//! get their `unix_mode` (default 0755) and `mtime` after their entries are
-//! made. `SubtreeReadOnly` directories are listed for the runner.
+//! executable files link the local CAS's executable variant. A cache file
+//! already linked as often as the file system allows is stood in for by a
+//! copy ([`crate::link`]). Directories get their `unix_mode` (default 0755)
+//! and `mtime` after their entries are made. `SubtreeReadOnly` directories
+//! are listed for the runner.
 //!
 //! Trees are bounded by a total file budget and evicted least recently
 //! used first, never while an action holds them ([`StagedInput`] is a
@@ -30,6 +32,7 @@ use corral_proto::reapi;
 
 use crate::error::{Error, Result};
 use crate::fsutil::remove_tree;
+use crate::link::Linker;
 use crate::localcas::LocalCas;
 use crate::lru::Lru;
 use crate::tree::{fetch_tree, InputTree};
@@ -267,6 +270,11 @@ impl Stager {
         ));
         let tree = tree.clone();
         let target = dir.clone();
+        // Copies of blobs out of links are made beside the tree, not in it:
+        // every entry of the tree is an input the action sees.
+        let mut spare_dir = dir.clone().into_os_string();
+        spare_dir.push(".spares");
+        let spare_dir = PathBuf::from(spare_dir);
         let owner = self.inner.options.owner.filter(|(uid, gid)| {
             (
                 nix::unistd::geteuid().as_raw(),
@@ -278,7 +286,15 @@ impl Stager {
                 owner,
                 ..Default::default()
             };
-            materialise(&tree, &sources, &tree.root, &target, "", false, &mut out)?;
+            let mut linker = Linker::new(sources, spare_dir);
+            materialise(&tree, &mut linker, &tree.root, &target, "", false, &mut out)?;
+            if linker.copies() > 0 {
+                tracing::debug!(
+                    root = %tree.root,
+                    copies = linker.copies(),
+                    "cache files out of links: staged from copies"
+                );
+            }
             Ok::<_, Error>(out)
         })
         .await
@@ -306,7 +322,7 @@ struct Materialised {
 /// region; a directory where that changes is recorded for the runner.
 fn materialise(
     tree: &InputTree,
-    sources: &HashMap<(Digest, bool), PathBuf>,
+    linker: &mut Linker,
     digest: &Digest,
     dest: &Path,
     rel: &str,
@@ -324,24 +340,13 @@ fn materialise(
     fs::create_dir(dest).map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
     for f in &dir.files {
         let d = Digest::from_proto_field(tree.function, f.digest.as_ref(), "digest")?;
-        let src = sources
-            .get(&(d, f.is_executable))
-            .ok_or_else(|| Error::Internal(format!("no source for {d}")))?;
+        let key = (d, f.is_executable);
         let path = dest.join(&f.name);
         let props = f.node_properties.as_ref();
         if props.is_some_and(|p| p.unix_mode.is_some() || p.mtime.is_some()) {
-            private_copy(src, &path, &d, f.is_executable, props)?;
+            private_copy(linker.source(&key)?, &path, &d, f.is_executable, props)?;
         } else {
-            fs::hard_link(src, &path).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Error::MissingBlob(d.to_string())
-                } else {
-                    Error::io(
-                        format!("linking {} to {}", src.display(), path.display()),
-                        e,
-                    )
-                }
-            })?;
+            linker.link(&key, &path)?;
         }
         out.files += 1;
     }
@@ -359,7 +364,7 @@ fn materialise(
         };
         materialise(
             tree,
-            sources,
+            linker,
             &d,
             &dest.join(&sub.name),
             &sub_rel,

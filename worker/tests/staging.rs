@@ -1,8 +1,10 @@
 //! Input staging against a real CAS (corral-cas services on loopback).
 
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::time::Instant;
 
 use corral_cas::{Digest, DigestFunction};
 use corral_proto::reapi;
@@ -340,5 +342,110 @@ async fn nested_subtree_read_only_regions_are_reported_where_they_change() {
     assert_eq!(
         staged.writable_subtrees,
         vec!["sysroot/install".to_string()]
+    );
+}
+
+/// Links ext4 allows one inode (the kernel's EXT4_LINK_MAX).
+const EXT4_LINK_MAX: u64 = 65_000;
+
+/// A directory on the file system of the target directory (ext4 on the
+/// build machines), not /tmp, which may be tmpfs: tmpfs has no link limit.
+/// None, with a note, if that file system is not ext2/3/4 either.
+fn ext4_dir() -> Option<tempfile::TempDir> {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let fs_type = nix::sys::statfs::statfs(base).unwrap().filesystem_type();
+    if fs_type != nix::sys::statfs::EXT4_SUPER_MAGIC {
+        // CI runs on ext4: there the test must never pass without running.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is not ext4 in CI, so the link limit cannot be tested",
+            base.display()
+        );
+        eprintln!(
+            "skipped: {} is not ext4, so no link would be refused",
+            base.display()
+        );
+        return None;
+    }
+    Some(tempfile::tempdir_in(base).unwrap())
+}
+
+/// The real case: one Directory holding the empty file 200,000 times, a
+/// third of them executable. The kernel refuses the 65,000th link of the
+/// cache file and of its executable variant (EMLINK), and the rest are
+/// linked from copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_repeats_of_a_blob_than_an_inode_takes_links() {
+    const FILES: usize = 200_000;
+    let Some(work) = ext4_dir() else { return };
+    let cas = LoopbackCas::start(None).await.unwrap();
+    let empty = cas.put(&b""[..]).await.unwrap();
+    let mut dir = DirBuilder::new();
+    for i in 0..FILES {
+        dir = dir.file(&format!("e{i:06}"), &empty, i.is_multiple_of(3));
+    }
+    let root = dir.upload(&cas).await.unwrap();
+    let stager = stager(&cas, work.path(), SymlinkPolicy::default()).await;
+
+    let started = Instant::now();
+    let staged = stager.stage(SHA, root).await.unwrap();
+    eprintln!("staged {FILES} empty files in {:?}", started.elapsed());
+    assert_eq!(staged.files, FILES as u64);
+
+    // Both cache inodes took links up to the limit, not beyond.
+    let blob = fs::metadata(stager.cas().store().path(&empty)).unwrap();
+    let exec = fs::read_dir(work.path().join("cas/exec"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(exec.len(), 1);
+    assert_eq!(blob.nlink(), EXT4_LINK_MAX, "no link was refused");
+    assert_eq!(exec[0].nlink(), EXT4_LINK_MAX, "no link was refused");
+
+    // Every file is there, empty, read-only, the worker's, with its
+    // executable bit; no inode is over the limit.
+    let uid = nix::unistd::geteuid().as_raw();
+    let mut per_inode: HashMap<u64, u64> = HashMap::new();
+    for entry in fs::read_dir(&staged.path).unwrap() {
+        let entry = entry.unwrap();
+        let m = entry.metadata().unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let i: usize = name[1..].parse().unwrap();
+        assert!(m.is_file() && m.len() == 0, "{name}");
+        let mode = if i.is_multiple_of(3) { 0o555 } else { 0o444 };
+        assert_eq!(m.mode() & 0o7777, mode, "{name}");
+        assert_eq!(m.uid(), uid, "{name}");
+        assert!(m.nlink() <= EXT4_LINK_MAX, "{name}");
+        *per_inode.entry(m.ino()).or_default() += 1;
+    }
+    assert_eq!(per_inode.values().sum::<u64>(), FILES as u64);
+    assert_eq!(per_inode[&blob.ino()], EXT4_LINK_MAX - 1);
+    assert_eq!(per_inode[&exec[0].ino()], EXT4_LINK_MAX - 1);
+    // 133,333 plain and 66,667 executable files: two plain copies and one
+    // executable one take what the cache files could not.
+    assert_eq!(per_inode.len(), 2 + 3, "{per_inode:?}");
+    // The copies' own directory is gone: only the tree is left.
+    assert_eq!(fs::read_dir(work.path().join("trees")).unwrap().count(), 1);
+
+    // Another tree while the cache file is full: copies from the first file.
+    let small = DirBuilder::new()
+        .file("a", &empty, false)
+        .file("b", &empty, false)
+        .upload(&cas)
+        .await
+        .unwrap();
+    let other = stager.stage(SHA, small).await.unwrap();
+    let (a, b) = (
+        fs::metadata(other.path.join("a")).unwrap(),
+        fs::metadata(other.path.join("b")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino());
+    assert_ne!(a.ino(), blob.ino());
+    assert_eq!((a.mode() & 0o7777, a.len()), (0o444, 0));
+    assert_eq!(
+        fs::metadata(stager.cas().store().path(&empty))
+            .unwrap()
+            .nlink(),
+        EXT4_LINK_MAX
     );
 }
