@@ -11,6 +11,11 @@ pub const DEFAULT_MAX_CAS_BYTES: u64 = 10 << 30;
 pub const DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES: u64 = 4 << 20;
 /// Default time an interrupted ByteStream upload is kept for resumption.
 pub const DEFAULT_UPLOAD_RESUME_SECS: u64 = 600;
+/// Default bound on ByteStream uploads open at once (being written or
+/// waiting to be resumed). Each holds a temp file and its descriptor.
+pub const DEFAULT_MAX_OPEN_UPLOADS: u64 = 10_000;
+/// Default bound on the bytes those uploads hold: 4 GiB.
+pub const DEFAULT_MAX_OPEN_UPLOAD_BYTES: u64 = 4 << 30;
 /// Default and largest number of directories in one GetTree page.
 pub const DEFAULT_GET_TREE_PAGE_SIZE: u32 = 1000;
 
@@ -29,6 +34,15 @@ pub struct Config {
     /// Seconds an interrupted ByteStream upload is kept so that the client
     /// can resume it after QueryWriteStatus. Default 600.
     pub upload_resume_secs: Option<u64>,
+    /// Most ByteStream uploads open at once, counting both those being
+    /// written and interrupted ones kept for resumption; a new upload past
+    /// it is refused with RESOURCE_EXHAUSTED until some finish or expire.
+    /// Bounds what clients that abandon uploads can pin. Default 10,000.
+    pub max_open_uploads: Option<u64>,
+    /// Bytes the open uploads may hold (in `tmp/` for the disk store) before
+    /// new uploads are refused with RESOURCE_EXHAUSTED; uploads already open
+    /// may finish. Default 4 GiB.
+    pub max_open_upload_bytes: Option<u64>,
     /// Largest number of directories returned in one GetTree page (a smaller
     /// `page_size` in the request wins). Default 1000.
     pub get_tree_page_size: Option<u32>,
@@ -48,6 +62,18 @@ impl Config {
     pub fn upload_resume_secs(&self) -> u64 {
         self.upload_resume_secs
             .unwrap_or(DEFAULT_UPLOAD_RESUME_SECS)
+    }
+
+    pub fn max_open_uploads(&self) -> u64 {
+        self.max_open_uploads
+            .unwrap_or(DEFAULT_MAX_OPEN_UPLOADS)
+            .max(1)
+    }
+
+    pub fn max_open_upload_bytes(&self) -> u64 {
+        self.max_open_upload_bytes
+            .unwrap_or(DEFAULT_MAX_OPEN_UPLOAD_BYTES)
+            .max(1)
     }
 
     pub fn get_tree_page_size(&self) -> u32 {
@@ -70,9 +96,21 @@ mod tests {
 
     #[test]
     fn parses_documented_fields_and_refuses_unknown_ones() {
-        let c: Config = toml::from_str("max_cas_bytes = 1000\nget_tree_page_size = 5").unwrap();
+        let c: Config = toml::from_str(
+            "max_cas_bytes = 1000\nget_tree_page_size = 5\nmax_open_uploads = 7\nmax_open_upload_bytes = 9",
+        )
+        .unwrap();
         assert_eq!(c.max_cas_bytes(), 1000);
         assert_eq!(c.get_tree_page_size(), 5);
+        assert_eq!((c.max_open_uploads(), c.max_open_upload_bytes()), (7, 9));
+        assert_eq!(
+            Config::default().max_open_uploads(),
+            DEFAULT_MAX_OPEN_UPLOADS
+        );
+        assert_eq!(
+            Config::default().max_open_upload_bytes(),
+            DEFAULT_MAX_OPEN_UPLOAD_BYTES
+        );
         assert_eq!(
             c.max_batch_total_size_bytes(),
             DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES

@@ -29,7 +29,7 @@ const RESERVED: [&str; 7] = [
 ];
 
 /// How the bytes on the wire are encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Compression {
     /// Plain bytes.
     Identity,
@@ -62,8 +62,9 @@ pub struct ReadResource {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteResource {
     pub instance_name: String,
-    /// The client's upload id; with the instance name it identifies one
-    /// upload for QueryWriteStatus and resumption.
+    /// The client's upload id. With the instance name *and* the blob it
+    /// identifies one upload: REAPI lets a client reuse an id for different
+    /// blobs.
     pub uuid: String,
     pub compression: Compression,
     pub digest: Digest,

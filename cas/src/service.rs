@@ -29,6 +29,7 @@ mod codec;
 mod decode_errors;
 mod tree;
 mod uploads;
+mod write;
 
 use std::sync::Arc;
 
@@ -85,7 +86,7 @@ pub(crate) struct State {
     pub config: Config,
     pub store: Arc<dyn BlobStore>,
     pub action_cache: Arc<dyn ActionCache>,
-    pub uploads: uploads::Uploads,
+    pub uploads: Arc<uploads::Uploads>,
 }
 
 impl Services {
@@ -95,8 +96,11 @@ impl Services {
         action_cache: Arc<dyn ActionCache>,
     ) -> Self {
         let capabilities = CapabilitiesHandle::new(&config);
-        let uploads =
-            uploads::Uploads::new(std::time::Duration::from_secs(config.upload_resume_secs()));
+        let uploads = Arc::new(uploads::Uploads::new(uploads::Limits {
+            resume: std::time::Duration::from_secs(config.upload_resume_secs()),
+            max_uploads: usize::try_from(config.max_open_uploads()).unwrap_or(usize::MAX),
+            max_bytes: config.max_open_upload_bytes(),
+        }));
         Services {
             state: Arc::new(State {
                 config,

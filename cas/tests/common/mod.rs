@@ -1,27 +1,31 @@
-//! A real server on a loopback port for the service tests.
+//! A real server on a loopback port for the service tests, and helpers to
+//! talk ByteStream to it.
 
 #![allow(dead_code)]
+
+pub mod bytestream;
 
 use std::sync::Arc;
 
 use corral_cas::service::Services;
-use corral_cas::{BlobStore, Config, DiskActionCache, DiskStore};
+use corral_cas::{BlobStore, Config, DiskActionCache, DiskStore, MemoryStore};
 use corral_proto::bytestream::byte_stream_client::ByteStreamClient;
 use corral_proto::reapi::action_cache_client::ActionCacheClient;
 use corral_proto::reapi::capabilities_client::CapabilitiesClient;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use tonic::transport::Channel;
 
-pub struct TestServer {
+/// A server over `store` (the disk store unless a test asks for another).
+pub struct TestServer<S = DiskStore> {
     pub url: String,
     pub channel: Channel,
     pub services: Services,
-    pub store: DiskStore,
+    pub store: S,
     pub dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for TestServer {
+impl<S> Drop for TestServer<S> {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -33,6 +37,21 @@ impl TestServer {
     pub async fn start(config: Config) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let store = DiskStore::open(dir.path().join("cas"), config.max_cas_bytes()).unwrap();
+        TestServer::serve(config, store, dir).await
+    }
+}
+
+impl TestServer<MemoryStore> {
+    /// A server over a memory store: for tests that open many uploads at
+    /// once, which on disk would each hold a file descriptor.
+    pub async fn start_in_memory(config: Config) -> TestServer<MemoryStore> {
+        let dir = tempfile::tempdir().unwrap();
+        TestServer::serve(config, MemoryStore::new(), dir).await
+    }
+}
+
+impl<S: BlobStore + Clone> TestServer<S> {
+    async fn serve(config: Config, store: S, dir: tempfile::TempDir) -> TestServer<S> {
         let cas: Arc<dyn BlobStore> = Arc::new(store.clone());
         let ac = Arc::new(DiskActionCache::open(dir.path().join("ac"), cas.clone()).unwrap());
         let services = Services::new(config, cas, ac);
@@ -61,7 +80,9 @@ impl TestServer {
             task,
         }
     }
+}
 
+impl<S> TestServer<S> {
     pub fn cas(&self) -> ContentAddressableStorageClient<Channel> {
         ContentAddressableStorageClient::new(self.channel.clone())
             .max_decoding_message_size(MAX)
