@@ -188,8 +188,10 @@ impl Stager {
                 stager: self.clone(),
             });
         }
+        let started = std::time::Instant::now();
         let tree =
             Arc::new(fetch_tree(&self.inner.cas, function, root, self.inner.options.policy).await?);
+        let fetched = started.elapsed();
         let mut attempt = 0;
         let staged = loop {
             attempt += 1;
@@ -202,6 +204,13 @@ impl Stager {
             }
         };
         let (dir, made) = staged;
+        tracing::debug!(
+            %root,
+            files = made.files,
+            tree_ms = fetched.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "staged a new input root"
+        );
         let staged = Arc::new(Staged {
             path: dir,
             tree,
@@ -256,11 +265,19 @@ impl Stager {
     async fn build(&self, tree: &Arc<InputTree>) -> Result<(PathBuf, Materialised)> {
         let cas = &self.inner.cas;
         let digests: Vec<Digest> = tree.files.iter().map(|(d, _)| *d).collect();
+        let started = std::time::Instant::now();
         cas.ensure(&digests).await?;
+        let ensured = started.elapsed();
         let mut sources = HashMap::with_capacity(tree.files.len());
         for (d, exec) in &tree.files {
             sources.insert((*d, *exec), cas.link_source(d, *exec).await?);
         }
+        tracing::debug!(
+            blobs = digests.len(),
+            ensure_ms = ensured.as_secs_f64() * 1e3,
+            sources_ms = (started.elapsed() - ensured).as_secs_f64() * 1e3,
+            "input blobs local"
+        );
         let dir = self.inner.root.join(format!(
             "{}-{}-{}.{:08x}",
             tree.function,
