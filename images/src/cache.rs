@@ -14,7 +14,7 @@ use nix::fcntl::{Flock, FlockArg};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 
 use crate::config::ImagesConfig;
-use crate::error::{Error, Result};
+use crate::error::{Bound, Error, Result};
 use crate::keyed::KeyedLocks;
 use crate::layers::{LayerPin, LayerStore};
 use crate::layout::Layout;
@@ -25,7 +25,7 @@ use crate::policy::check_allowed;
 use crate::records::{ImageRecord, LayerRecord, Records};
 use crate::reference::ImageRef;
 use crate::registry::{BlobSource, Registries};
-use crate::unpack::{unpack_layer, UnpackOptions};
+use crate::unpack::{unpack_layer, ImageBudget, UnpackLimits, UnpackOptions};
 
 /// Layers downloaded and unpacked at the same time within one pull.
 const PARALLEL_LAYERS: usize = 3;
@@ -111,6 +111,10 @@ impl ImageCache {
             inner: Arc::new(Inner {
                 unpack: UnpackOptions {
                     rootless: config.rootless(),
+                    limits: UnpackLimits {
+                        max_layer_bytes: config.max_layer_bytes(),
+                        max_layer_entries: config.max_layer_entries(),
+                    },
                 },
                 registries: Registries::new(config.clone(), platform.clone()),
                 root,
@@ -259,13 +263,17 @@ impl ImageCache {
         check_manifest(shown, manifest)?;
         let config_bytes = source.fetch_bytes(&manifest.config).await?;
         let config = parse_config(shown, &config_bytes, manifest)?;
+        // Bounds the sum of the layers; stopped when this returns, so that
+        // when one layer fails the others still unpacking stop too.
+        let budget = Arc::new(ImageBudget::new(self.inner.config.max_image_bytes()));
+        let _stop = budget.stop_on_drop();
         // Collected first: a lazy `map` closure held across the awaits below
         // would make this future not `Send` (higher-ranked lifetime limits).
         let layer_futures: Vec<_> = manifest
             .layers
             .iter()
             .zip(config.rootfs.diff_ids.iter())
-            .map(|(desc, diff_id)| self.layer(source, shown, desc, diff_id))
+            .map(|(desc, diff_id)| self.layer(source, shown, desc, diff_id, &budget))
             .collect();
         let pins: Vec<LayerPin> = futures::stream::iter(layer_futures)
             .buffered(PARALLEL_LAYERS)
@@ -296,13 +304,16 @@ impl ImageCache {
         Ok((record, pins))
     }
 
-    /// Pins one layer, downloading and unpacking it first if needed.
+    /// Pins one layer, downloading and unpacking it first if needed. Its
+    /// uncompressed bytes are charged to the image's `budget` (a layer
+    /// already cached with its unpacked size).
     async fn layer<S: BlobSource>(
         &self,
         source: &S,
         shown: &str,
         desc: &OciDescriptor,
         diff_id: &str,
+        budget: &Arc<ImageBudget>,
     ) -> Result<LayerPin> {
         let _same_layer = self
             .inner
@@ -319,6 +330,13 @@ impl ImageCache {
                     actual: store.diff_id(&desc.digest).unwrap_or_default(),
                 });
             }
+            if !budget.charge(store.bytes(&desc.digest)) {
+                return Err(Error::TooLarge {
+                    layer: format!("{} of image {shown}", desc.digest),
+                    bound: Bound::ImageBytes,
+                    limit: budget.max(),
+                });
+            }
             return Ok(pin);
         }
         // Both scratch paths are removed when this function returns, whether
@@ -333,14 +351,16 @@ impl ImageCache {
         let name = format!("{} of image {shown}", desc.digest);
         let opts = self.inner.unpack;
         let (blob_path, dir_path) = (blob.path().to_path_buf(), dir.path().to_path_buf());
-        let unpacked =
-            tokio::task::spawn_blocking(move || unpack_layer(&blob_path, &dir_path, &name, opts))
-                .await
-                .map_err(|join| Error::Layer {
-                    layer: desc.digest.clone(),
-                    entry: String::new(),
-                    reason: format!("unpack task failed: {join}"),
-                })??;
+        let budget = Arc::clone(budget);
+        let unpacked = tokio::task::spawn_blocking(move || {
+            unpack_layer(&blob_path, &dir_path, &name, opts, Some(&budget))
+        })
+        .await
+        .map_err(|join| Error::Layer {
+            layer: desc.digest.clone(),
+            entry: String::new(),
+            reason: format!("unpack task failed: {join}"),
+        })??;
         drop(blob);
         if unpacked.diff_id != diff_id {
             return Err(Error::DigestMismatch {

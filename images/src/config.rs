@@ -1,6 +1,7 @@
 //! The `[images]` configuration: cache bound, platform, policy and
 //! per-registry credentials. Every field is optional; the defaults are safe
-//! (any registry, TLS except on loopback, 10 GiB of layers).
+//! (any registry, TLS except on loopback, 10 GiB of layers, and bounds on
+//! what one layer or image may unpack to).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,20 @@ use crate::platform::Platform;
 
 /// Default bound of the layer cache: 10 GiB.
 pub const DEFAULT_MAX_CACHE_BYTES: u64 = 10 << 30;
+
+/// Default bound of the uncompressed bytes of one layer: 8 GiB. Real layers
+/// rarely pass a few GiB; a gzip or zstd bomb passes any bound quickly.
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 8 << 30;
+
+/// Default bound of the uncompressed bytes of one image, all layers
+/// together: 32 GiB, above the largest toolchain images (CUDA development
+/// images unpack to 10 to 20 GiB) yet far below a disk's size.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 32 << 30;
+
+/// Default bound of the tar entries of one layer: a full Debian with
+/// compilers has about 100,000 files, so 1,000,000 leaves ample room while
+/// keeping a tar of millions of empty entries from exhausting inodes.
+pub const DEFAULT_MAX_LAYER_ENTRIES: u64 = 1_000_000;
 
 /// Configuration of an [`crate::ImageCache`].
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -39,6 +54,18 @@ pub struct ImagesConfig {
     pub connect_timeout_secs: Option<u64>,
     /// Seconds a registry read may stall before the pull fails. Default: 60.
     pub read_timeout_secs: Option<u64>,
+    /// Bound of the uncompressed bytes of one layer (the tar stream, plus
+    /// what its sparse files and hard-link copies expand to). A layer that
+    /// passes it is refused while it is being decompressed, and nothing of
+    /// it is kept. Default: 8 GiB.
+    pub max_layer_bytes: Option<u64>,
+    /// Bound of the uncompressed bytes of one image, all its layers together
+    /// (layers already in the cache count with their unpacked size).
+    /// Default: 32 GiB.
+    pub max_image_bytes: Option<u64>,
+    /// Bound of the tar entries (files, directories, links…) of one layer.
+    /// Default: 1,000,000.
+    pub max_layer_entries: Option<u64>,
     /// Per-registry settings, keyed by `host[:port]` as written in references.
     pub registries: Option<BTreeMap<String, RegistryConfig>>,
 }
@@ -90,6 +117,18 @@ impl ImagesConfig {
     /// Checks the fields that can be checked without the network.
     pub fn validate(&self) -> Result<()> {
         self.platform()?;
+        let bounds = [
+            ("max_layer_bytes", self.max_layer_bytes),
+            ("max_image_bytes", self.max_image_bytes),
+            ("max_layer_entries", self.max_layer_entries),
+        ];
+        for (key, value) in bounds {
+            if value == Some(0) {
+                return Err(Error::Config(format!(
+                    "{key} = 0 would refuse every layer; leave it out for the default"
+                )));
+            }
+        }
         for entry in self.allowed.iter().flatten() {
             if entry.is_empty() || entry.contains("://") || entry.ends_with('/') {
                 return Err(Error::Config(format!(
@@ -125,6 +164,21 @@ impl ImagesConfig {
         self.max_cache_bytes.unwrap_or(DEFAULT_MAX_CACHE_BYTES)
     }
 
+    /// The effective bound of one layer's uncompressed bytes.
+    pub fn max_layer_bytes(&self) -> u64 {
+        self.max_layer_bytes.unwrap_or(DEFAULT_MAX_LAYER_BYTES)
+    }
+
+    /// The effective bound of one image's uncompressed bytes.
+    pub fn max_image_bytes(&self) -> u64 {
+        self.max_image_bytes.unwrap_or(DEFAULT_MAX_IMAGE_BYTES)
+    }
+
+    /// The effective bound of one layer's tar entries.
+    pub fn max_layer_entries(&self) -> u64 {
+        self.max_layer_entries.unwrap_or(DEFAULT_MAX_LAYER_ENTRIES)
+    }
+
     /// Whether unpacking runs rootless.
     pub fn rootless(&self) -> bool {
         self.rootless
@@ -152,6 +206,9 @@ mod tests {
             allowed = ["127.0.0.1:5000", "ghcr.io/team"]
             connect_timeout_secs = 3
             read_timeout_secs = 4
+            max_layer_bytes = 5
+            max_image_bytes = 6
+            max_layer_entries = 7
             [registries."ghcr.io"]
             username = "u"
             password_file = "/run/secret"
@@ -162,6 +219,14 @@ mod tests {
         assert_eq!(cfg.max_cache_bytes(), 1000);
         assert_eq!(cfg.platform().unwrap().to_string(), "linux/arm64/v8");
         assert!(cfg.registry("ghcr.io").is_some());
+        assert_eq!(
+            (
+                cfg.max_layer_bytes(),
+                cfg.max_image_bytes(),
+                cfg.max_layer_entries()
+            ),
+            (5, 6, 7)
+        );
 
         let err = ImagesConfig::from_toml("max_cache = 1")
             .unwrap_err()
@@ -179,12 +244,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("username"), "{err}");
+        let err = ImagesConfig::from_toml("max_layer_entries = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_layer_entries"), "{err}");
     }
 
     #[test]
     fn defaults_are_safe() {
         let cfg = ImagesConfig::from_toml("").unwrap();
         assert_eq!(cfg.max_cache_bytes(), DEFAULT_MAX_CACHE_BYTES);
+        assert_eq!(cfg.max_layer_bytes(), 8 << 30);
+        assert_eq!(cfg.max_image_bytes(), 32 << 30);
+        assert_eq!(cfg.max_layer_entries(), 1_000_000);
         assert_eq!(cfg.offline, None);
         assert!(cfg.allowed.is_none());
     }

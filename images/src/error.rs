@@ -57,6 +57,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A layer passed one of the configured unpack bounds (a decompression
+    /// bomb, or simply too big). Nothing of an unpack refused this way is
+    /// kept: its directory is removed and the layer is not cached.
+    #[error("layer {layer}: refused: more than {limit} {} (images config key {})", bound.what(), bound.key())]
+    TooLarge {
+        layer: String,
+        bound: Bound,
+        limit: u64,
+    },
+
     /// The image is not in the local cache and the cache may not go to the network.
     #[error("image {image}: not in the local cache and the cache is offline")]
     NotCached { image: String },
@@ -81,6 +91,38 @@ pub enum Error {
     /// An OCI image layout directory (for `import`) is malformed.
     #[error("OCI layout {path}: {reason}")]
     Layout { path: PathBuf, reason: String },
+}
+
+/// The configured bounds an unpack can pass, each named after its key in
+/// [`crate::ImagesConfig`] so that the error tells the operator what to raise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// `max_layer_bytes`: uncompressed bytes of one layer.
+    LayerBytes,
+    /// `max_layer_entries`: tar entries in one layer.
+    LayerEntries,
+    /// `max_image_bytes`: uncompressed bytes of all the layers of one image.
+    ImageBytes,
+}
+
+impl Bound {
+    /// The configuration key that sets this bound.
+    pub fn key(self) -> &'static str {
+        match self {
+            Bound::LayerBytes => "max_layer_bytes",
+            Bound::LayerEntries => "max_layer_entries",
+            Bound::ImageBytes => "max_image_bytes",
+        }
+    }
+
+    /// What the bound counts, for messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            Bound::LayerBytes => "uncompressed bytes in one layer",
+            Bound::LayerEntries => "tar entries in one layer",
+            Bound::ImageBytes => "uncompressed bytes in one image, all its layers together",
+        }
+    }
 }
 
 impl Error {

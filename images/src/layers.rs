@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::unpack::remove_tree;
+use crate::tree::remove_tree;
 
 /// What is kept about one layer.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,24 +6,28 @@
 //! overlayfs lower directories) and the image's `Env`, and keeps those layers
 //! from eviction while it lives. See `docs/images.md`.
 
+mod bounds;
 mod cache;
 pub mod config;
 pub mod error;
 mod keyed;
+mod known_dirs;
 mod layers;
 mod layout;
 mod lease;
+mod links;
 mod manifest;
 pub mod platform;
 pub mod policy;
 mod records;
 pub mod reference;
 mod registry;
+mod tree;
 pub mod unpack;
 
 pub use cache::{CacheStats, CachedImage, ImageCache, PruneReport};
 pub use config::{default_cache_dir, ImagesConfig, RegistryConfig};
-pub use error::{Error, Result};
+pub use error::{Bound, Error, Result};
 pub use lease::ImageLease;
 pub use platform::Platform;
 pub use records::{ImageRecord, LayerRecord};

@@ -15,23 +15,37 @@
 //! new one takes its place), and hard links must point at an entry already in
 //! this layer. Nothing outside the destination directory is created, changed
 //! or linked to.
+//!
+//! What an unpack may cost is bounded while it runs (see `bounds`): the
+//! uncompressed bytes of the layer and of its image, the number of entries
+//! and the size of one entry's headers. A layer that passes a bound, or
+//! fails in any other way, leaves nothing behind.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::sys::stat::{Mode, SFlag};
-use sha2::{Digest, Sha256};
 
+use crate::bounds::{Meter, MeteredReader};
 use crate::error::{Error, Result};
+use crate::known_dirs::KnownDirs;
+use crate::links::Links;
+use crate::tree::{make_writable_tree, remove_tree};
+
+pub use crate::bounds::{ImageBudget, StopOnDrop, UnpackLimits, MAX_ENTRY_HEADER_BYTES};
 
 /// How to unpack.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct UnpackOptions {
     /// Without root: device nodes are skipped, ownership is not kept and
     /// set-id bits are dropped.
     pub rootless: bool,
+    /// What one layer may unpack to.
+    pub limits: UnpackLimits,
 }
 
 /// What one unpack produced.
@@ -44,18 +58,50 @@ pub struct Unpacked {
     pub bytes: u64,
     /// Entries skipped (device nodes when rootless, unknown special names).
     pub skipped: u64,
+    /// Hard links made as copies because their inode was out of links.
+    pub link_copies: u64,
 }
 
-const WHITEOUT_PREFIX: &str = ".wh.";
-const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 /// Unpacks the (gzip, zstd or plain) tar in `blob` into `dest`, an existing
-/// empty directory. `layer` names the layer in errors.
+/// empty directory. `layer` names the layer in errors (its digest, and the
+/// image). The uncompressed bytes and the entries are counted against
+/// `opts.limits` as they are read, and the bytes against `image` too (shared
+/// by the image's layers) if given, so a bomb stops at the bound.
+///
+/// On any error `dest` is removed with whatever was unpacked into it: a
+/// half-unpacked layer is never used, nor left behind.
 pub fn unpack_layer(
     blob: &Path,
     dest: &Path,
     layer: &str,
     opts: UnpackOptions,
+    image: Option<&ImageBudget>,
+) -> Result<Unpacked> {
+    let meter = Meter::new(opts.limits, image);
+    let result = unpack_metered(blob, dest, layer, opts, &meter);
+    // A bound passed shows through the tar or decoder as some I/O error;
+    // the meter knows which bound it was.
+    let result = match meter.refusal() {
+        Some(why) => Err(why.into_error(layer)),
+        None => result,
+    };
+    if result.is_err() {
+        if let Err(e) = remove_tree(dest) {
+            tracing::warn!(layer, error = %e, "cannot remove a refused layer's directory");
+        }
+    }
+    result
+}
+
+fn unpack_metered(
+    blob: &Path,
+    dest: &Path,
+    layer: &str,
+    opts: UnpackOptions,
+    meter: &Meter<'_>,
 ) -> Result<Unpacked> {
     let file = File::open(blob).map_err(Error::io("open layer blob", blob))?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
@@ -70,37 +116,48 @@ pub fn unpack_layer(
     } else {
         Box::new(reader)
     };
-    let mut hashing = HashingReader {
-        inner: decoded,
-        hasher: Sha256::new(),
-    };
+    let mut metered = MeteredReader::new(decoded, meter);
     let mut un = Unpacker {
         root: dest.to_path_buf(),
         layer: layer.to_string(),
         opts,
+        meter,
+        links: Links::default(),
+        known: KnownDirs::default(),
+        buf: vec![0; 1 << 16],
         dirs: Vec::new(),
         bytes: 0,
         skipped: 0,
     };
     {
-        let mut archive = tar::Archive::new(&mut hashing);
+        let mut archive = tar::Archive::new(&mut metered);
         let entries = archive
             .entries()
             .map_err(|e| un.err("<archive>", format!("not a tar: {e}")))?;
         for entry in entries {
-            let entry = entry.map_err(|e| un.err("<archive>", format!("corrupt tar: {e}")))?;
-            un.entry(entry)?;
+            let mut entry = entry.map_err(|e| un.err("<archive>", format!("corrupt tar: {e}")))?;
+            meter
+                .begin_entry()
+                .map_err(|e| un.err("<archive>", e.to_string()))?;
+            un.entry(&mut entry)?;
+            // Data the entry did not use (a directory with a size, say) is
+            // entry data all the same, not headers.
+            io::copy(&mut entry, &mut io::sink())
+                .map_err(|e| un.err("<archive>", format!("corrupt tar: {e}")))?;
+            meter.end_entry();
         }
     }
     // Hash whatever follows the end-of-archive blocks too: the DiffID covers
     // the whole uncompressed stream.
-    io::copy(&mut hashing, &mut io::sink())
+    meter.begin_trailer();
+    io::copy(&mut metered, &mut io::sink())
         .map_err(|e| un.err("<archive>", format!("corrupt compressed stream: {e}")))?;
     un.finish_dirs()?;
     Ok(Unpacked {
-        diff_id: format!("sha256:{}", hex::encode(hashing.hasher.finalize())),
+        diff_id: metered.diff_id(),
         bytes: un.bytes,
         skipped: un.skipped,
+        link_copies: un.links.copies(),
     })
 }
 
@@ -112,23 +169,16 @@ fn peek(reader: &mut BufReader<File>, blob: &Path) -> Result<Vec<u8>> {
     Ok(buf[..buf.len().min(4)].to_vec())
 }
 
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-struct Unpacker {
+struct Unpacker<'m, 'a> {
     root: PathBuf,
     layer: String,
     opts: UnpackOptions,
+    meter: &'m Meter<'a>,
+    links: Links,
+    /// Directories created or checked so far, relative to `root`.
+    known: KnownDirs,
+    /// Copy buffer for file data.
+    buf: Vec<u8>,
     /// Directories whose mode and mtime are applied at the end, so that a
     /// read-only directory can still receive its entries first.
     dirs: Vec<(PathBuf, u32, u64)>,
@@ -136,7 +186,7 @@ struct Unpacker {
     skipped: u64,
 }
 
-impl Unpacker {
+impl Unpacker<'_, '_> {
     fn err(&self, entry: &str, reason: impl Into<String>) -> Error {
         Error::Layer {
             layer: self.layer.clone(),
@@ -145,7 +195,7 @@ impl Unpacker {
         }
     }
 
-    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let kind = entry.header().entry_type();
@@ -157,31 +207,43 @@ impl Unpacker {
         }
         let rel = clean(&entry.path().map_err(|e| self.err(&shown, e.to_string()))?)
             .map_err(|r| self.err(&shown, r))?;
-        let Some(file_name) = rel.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+        // Names are bytes: one that is not UTF-8 is as valid as any other.
+        let Some(file_name) = rel.file_name().map(OsStr::to_os_string) else {
             // The layer root itself ("./"): its metadata is not ours to set.
             return Ok(());
         };
         let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
         let parent = self.make_parents(&parent_rel, &shown)?;
 
-        if file_name == OPAQUE_MARKER {
+        let name = file_name.as_bytes();
+        if name == OPAQUE_MARKER {
             return self.mark_opaque(&parent, &shown);
         }
-        if let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX) {
-            if hidden.starts_with(".wh.") {
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            if hidden.starts_with(WHITEOUT_PREFIX) {
                 tracing::debug!(layer = %self.layer, entry = %shown, "skipping special whiteout name");
                 self.skipped += 1;
                 return Ok(());
             }
-            if hidden.is_empty() || hidden == "." || hidden == ".." {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
                 return Err(self.err(&shown, "whiteout names no file"));
             }
-            let target = parent.join(hidden);
+            let target = parent.join(OsStr::from_bytes(hidden));
             self.clear(&target, false, &shown)?;
             return self.whiteout(&target, &shown);
         }
+        self.place(entry, kind, &parent.join(file_name), &shown)
+    }
 
-        let path = parent.join(&file_name);
+    /// Creates the entry at `path` (its parents exist), replacing whatever
+    /// an earlier entry put there.
+    fn place<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        kind: tar::EntryType,
+        path: &Path,
+        shown: &str,
+    ) -> Result<()> {
         let header = entry.header();
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
         let mode = if self.opts.rootless {
@@ -193,56 +255,31 @@ impl Unpacker {
         let owner = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
         match kind {
             tar::EntryType::Directory => {
-                self.clear(&path, true, &shown)?;
-                if !is_dir(&path) {
-                    fs::create_dir(&path).map_err(Error::io("create directory", &path))?;
+                self.clear(path, true, shown)?;
+                if !is_dir(path) {
+                    fs::create_dir(path).map_err(Error::io("create directory", path))?;
                 }
-                self.chown(&path, owner, &shown)?;
-                self.dirs.push((path, mode, mtime));
+                self.chown(path, owner, shown)?;
+                self.dirs.push((path.to_path_buf(), mode, mtime));
                 self.bytes += 512;
                 return Ok(());
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                self.clear(&path, false, &shown)?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(&path)
-                    .map_err(Error::io("create file", &path))?;
-                let n = io::copy(&mut entry, &mut file)
-                    .map_err(|e| self.err(&shown, format!("reading file data: {e}")))?;
-                self.bytes += n;
-                file.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(Error::io("set file mode", &path))?;
+                self.clear(path, false, shown)?;
+                self.write_file(entry, path, mode, shown)?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name()
-                    .map_err(|e| self.err(&shown, e.to_string()))?
-                    .ok_or_else(|| self.err(&shown, "symlink without a target"))?;
-                self.clear(&path, false, &shown)?;
+                    .map_err(|e| self.err(shown, e.to_string()))?
+                    .ok_or_else(|| self.err(shown, "symlink without a target"))?;
+                self.clear(path, false, shown)?;
                 // The target is only ever resolved inside the container's root.
-                std::os::unix::fs::symlink(&target, &path)
-                    .map_err(Error::io("create symlink", &path))?;
+                std::os::unix::fs::symlink(&target, path)
+                    .map_err(Error::io("create symlink", path))?;
                 self.bytes += 512;
             }
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| self.err(&shown, e.to_string()))?
-                    .ok_or_else(|| self.err(&shown, "hard link without a target"))?;
-                let target_rel = clean(&target)
-                    .map_err(|r| self.err(&shown, format!("hard link target: {r}")))?;
-                let source = self.existing(&target_rel, &shown)?;
-                if source == path {
-                    return Err(self.err(&shown, "hard link to itself"));
-                }
-                self.clear(&path, false, &shown)?;
-                fs::hard_link(&source, &path).map_err(Error::io("create hard link", &path))?;
-                return Ok(());
-            }
+            tar::EntryType::Link => return self.hard_link(entry, path, shown),
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let is_fifo = kind == tar::EntryType::Fifo;
                 if self.opts.rootless && !is_fifo {
@@ -250,22 +287,92 @@ impl Unpacker {
                     self.skipped += 1;
                     return Ok(());
                 }
-                self.clear(&path, false, &shown)?;
+                self.clear(path, false, shown)?;
                 let (sflag, dev) = match kind {
-                    tar::EntryType::Char => (SFlag::S_IFCHR, self.device(header, &shown)?),
-                    tar::EntryType::Block => (SFlag::S_IFBLK, self.device(header, &shown)?),
+                    tar::EntryType::Char => (SFlag::S_IFCHR, self.device(header, shown)?),
+                    tar::EntryType::Block => (SFlag::S_IFBLK, self.device(header, shown)?),
                     _ => (SFlag::S_IFIFO, 0),
                 };
-                nix::sys::stat::mknod(&path, sflag, Mode::from_bits_truncate(mode), dev)
-                    .map_err(|e| Error::io("create special file", &path)(e.into()))?;
+                nix::sys::stat::mknod(path, sflag, Mode::from_bits_truncate(mode), dev)
+                    .map_err(|e| Error::io("create special file", path)(e.into()))?;
                 self.bytes += 512;
             }
             other => {
-                return Err(self.err(&shown, format!("unsupported tar entry type {other:?}")));
+                return Err(self.err(shown, format!("unsupported tar entry type {other:?}")));
             }
         }
-        self.chown(&path, owner, &shown)?;
-        set_mtime(&path, mtime);
+        self.chown(path, owner, shown)?;
+        set_mtime(path, mtime);
+        Ok(())
+    }
+
+    /// Writes a regular file's data. Bytes the tar expands (the holes of a
+    /// sparse file, which the stream does not carry) are charged to the
+    /// bounds before they are written, like decompressed bytes are.
+    fn write_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &Path,
+        mode: u32,
+        shown: &str,
+    ) -> Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(Error::io("create file", path))?;
+        let start = self.meter.stream_bytes();
+        let (mut written, mut expanded) = (0u64, 0u64);
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.err(shown, format!("reading file data: {e}"))),
+            };
+            written += n as u64;
+            let beyond_stream = written.saturating_sub(self.meter.stream_bytes() - start);
+            if beyond_stream > expanded {
+                self.meter
+                    .charge(beyond_stream - expanded)
+                    .map_err(|e| self.err(shown, e.to_string()))?;
+                expanded = beyond_stream;
+            }
+            file.write_all(&self.buf[..n])
+                .map_err(Error::io("write file", path))?;
+        }
+        self.bytes += written;
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(Error::io("set file mode", path))
+    }
+
+    /// A hard link to an entry already unpacked in this layer, reached
+    /// without symlinks; a copy if that entry's inode is out of links.
+    fn hard_link<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        path: &Path,
+        shown: &str,
+    ) -> Result<()> {
+        let target = entry
+            .link_name()
+            .map_err(|e| self.err(shown, e.to_string()))?
+            .ok_or_else(|| self.err(shown, "hard link without a target"))?;
+        let target_rel =
+            clean(&target).map_err(|r| self.err(shown, format!("hard link target: {r}")))?;
+        let source = self.existing(&target_rel, shown)?;
+        if source == path {
+            return Err(self.err(shown, "hard link to itself"));
+        }
+        self.clear(path, false, shown)?;
+        let meter = self.meter;
+        let copied = self
+            .links
+            .link(&source, path, !self.opts.rootless, |n| meter.charge(n))
+            .map_err(Error::io("create hard link", path))?;
+        self.bytes += copied;
         Ok(())
     }
 
@@ -284,10 +391,16 @@ impl Unpacker {
     /// Creates the missing directories of `rel` and returns its absolute path.
     /// A component that is a symlink or a non-directory is an error: writing
     /// through it could land outside the layer.
-    fn make_parents(&self, rel: &Path, shown: &str) -> Result<PathBuf> {
+    /// Directories already created or checked by this unpack are not
+    /// checked again (see `known_dirs`); one created counts as an entry.
+    fn make_parents(&mut self, rel: &Path, shown: &str) -> Result<PathBuf> {
+        let known = self.known.known_prefix(rel);
         let mut path = self.root.clone();
-        for comp in rel.components() {
+        for (i, comp) in rel.components().enumerate() {
             path.push(comp);
+            if i < known {
+                continue;
+            }
             match fs::symlink_metadata(&path) {
                 Ok(meta) if meta.file_type().is_symlink() => {
                     return Err(self.err(
@@ -303,11 +416,16 @@ impl Unpacker {
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.meter
+                        .implicit_entry()
+                        .map_err(|e| self.err(shown, e.to_string()))?;
                     fs::create_dir(&path).map_err(Error::io("create directory", &path))?;
+                    self.bytes += 512;
                 }
                 Err(e) => return Err(Error::io("inspect", &path)(e)),
             }
         }
+        self.known.insert(rel);
         Ok(path)
     }
 
@@ -319,8 +437,14 @@ impl Unpacker {
         if n == 0 {
             return Err(self.err(shown, "hard link to the layer root"));
         }
+        let known = self
+            .known
+            .known_prefix(rel.parent().unwrap_or(Path::new("")));
         for (i, comp) in rel.components().enumerate() {
             path.push(comp);
+            if i < known {
+                continue;
+            }
             let meta = fs::symlink_metadata(&path).map_err(|_| {
                 self.err(
                     shown,
@@ -346,10 +470,14 @@ impl Unpacker {
 
     /// Makes room for a new entry at `path`: a later entry replaces an earlier
     /// one, except that a directory over a directory merges.
-    fn clear(&self, path: &Path, new_is_dir: bool, _shown: &str) -> Result<()> {
+    fn clear(&mut self, path: &Path, new_is_dir: bool, _shown: &str) -> Result<()> {
         match fs::symlink_metadata(path) {
             Ok(meta) if meta.is_dir() => {
                 if !new_is_dir {
+                    match path.strip_prefix(&self.root) {
+                        Ok(rel) => self.known.forget(rel),
+                        Err(_) => self.known = KnownDirs::default(),
+                    }
                     make_writable_tree(path);
                     fs::remove_dir_all(path).map_err(Error::io("replace directory", path))?;
                 }
@@ -463,36 +591,10 @@ fn set_mtime(path: &Path, mtime: u64) {
     }
 }
 
-/// Gives the owner write and search permission on every directory under
-/// `path`, so that a tree unpacked with read-only directories can be removed.
-pub(crate) fn make_writable_tree(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o700 != 0o700 {
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700));
-    }
-    if let Ok(entries) = fs::read_dir(path) {
-        for entry in entries.flatten() {
-            make_writable_tree(&entry.path());
-        }
-    }
-}
-
-/// Removes an unpacked tree, whatever its directory modes.
-pub(crate) fn remove_tree(path: &Path) -> Result<()> {
-    make_writable_tree(path);
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("remove layer directory", path)(e)),
-    }
-}
-
 #[cfg(test)]
 #[path = "unpack_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "unpack_bounds_tests.rs"]
+mod bounds_tests;
