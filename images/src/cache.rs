@@ -341,6 +341,17 @@ impl ImageCache {
         }
         // Both scratch paths are removed when this function returns, whether
         // it succeeds, fails or is cancelled (the layer is renamed away first).
+        // A compressed layer is never larger than what it unpacks to (up to
+        // a few header bytes), so one whose descriptor names more than
+        // max_layer_bytes is refused before any byte is fetched.
+        let limit = self.inner.unpack.limits.max_layer_bytes;
+        if u64::try_from(desc.size).is_ok_and(|size| size > limit) {
+            return Err(Error::TooLarge {
+                layer: format!("{} of image {shown}", desc.digest),
+                bound: Bound::LayerBytes,
+                limit,
+            });
+        }
         let blob = store.scratch("blob");
         let fetched = source.fetch_to_file(desc, blob.path()).await;
         self.inner.blob_downloads.fetch_add(1, Ordering::Relaxed);

@@ -6,6 +6,7 @@
 //! overlayfs lower directories) and the image's `Env`, and keeps those layers
 //! from eviction while it lives. See `docs/images.md`.
 
+mod bounded_write;
 mod bounds;
 mod cache;
 pub mod config;

@@ -163,10 +163,18 @@ impl RegistrySource<'_> {
 impl BlobSource for RegistrySource<'_> {
     async fn fetch_to_file(&self, desc: &OciDescriptor, path: &Path) -> Result<()> {
         self.authenticate().await;
+        let size = u64::try_from(desc.size).map_err(|_| Error::Malformed {
+            image: self.image.to_string(),
+            what: "blob".to_string(),
+            reason: format!("{} has a negative size {}", desc.digest, desc.size),
+        })?;
         let file = tokio::fs::File::create(path)
             .await
             .map_err(Error::io("create download file", path))?;
-        // oci-client hashes the stream and fails on a digest mismatch.
+        // oci-client hashes the stream and fails on a digest mismatch; the
+        // bound stops a registry that sends more than the descriptor says
+        // before it fills the disk.
+        let file = crate::bounded_write::BoundedWrite::new(file, size);
         self.client
             .pull_blob(&self.reference, desc, file)
             .await

@@ -167,3 +167,40 @@ async fn an_image_past_max_image_bytes_is_refused_though_each_layer_fits() {
     cache.import_layout(&layout, None).await.unwrap();
     assert_eq!(cache.cached_images().len(), 1);
 }
+
+/// A layer whose descriptor alone names more bytes than `max_layer_bytes`
+/// is refused before any of it is fetched: a compressed layer never
+/// unpacks to less than its own size (give or take a header).
+#[tokio::test]
+async fn a_layer_whose_descriptor_names_more_than_the_bound_is_not_fetched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    // Random bytes do not compress: the blob is as large as its contents.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let noise: Vec<u8> = (0..2 * MIB)
+        .map(|_| {
+            // xorshift64: cheap bytes that gzip cannot shrink.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    let mut tar = tar_header("noise", noise.len() as u64);
+    tar.extend_from_slice(&noise);
+    tar.extend_from_slice(&[0u8; 1024 + 512]);
+    let diff_id = sha256(&tar);
+    let blob = gzip(&tar);
+    assert!(blob.len() as u64 > MIB, "{} bytes", blob.len());
+    write_layout(&layout, &[(blob, diff_id)]);
+    let config = ImagesConfig::from_toml("max_layer_bytes = 1048576").unwrap();
+    let cache = ImageCache::open(&tmp.path().join("cache"), config).unwrap();
+    let err = cache.import_layout(&layout, None).await.unwrap_err();
+    assert!(
+        matches!(err, Error::TooLarge { bound: Bound::LayerBytes, limit, .. } if limit == MIB),
+        "{err}"
+    );
+    assert_eq!(cache.stats().blob_downloads, 0, "the layer was fetched");
+    assert!(cache.cached_images().is_empty());
+    wait_until_empty(&cache.root().join("tmp"));
+}
