@@ -13,11 +13,11 @@
 //!   * on buildbox-casd's own execution service with the wheel's
 //!     bubblewrap runner (`buildbox-casd --buildbox-run=… --jobs=2`),
 //!   * and in bst's local bubblewrap sandbox (no server at all).
-//!   With `--debian`, the project is the Debian one instead
+//! * With `--debian`, BuildStream builds the Debian project instead
 //!   (`integration/fixtures/buildstream-debian`: `report.bst` on top of
 //!   `hello-c.bst` on top of `greet-lib.bst`, each compiled with the gcc of
-//!   a real Debian root): staging, upload and capture at a real project's
-//!   scale.
+//!   a real Debian root), on the same three targets: staging, upload and
+//!   capture at a real project's scale.
 //! * Bazel 4.2.3 building `//:hello` of the `workspace` fixture (a genrule,
 //!   a compile, a link), on Corral (instance `main`: the host's system
 //!   directories) and locally with `linux-sandbox` and with
