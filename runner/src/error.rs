@@ -37,6 +37,15 @@ pub enum Error {
         #[source]
         source: nix::Error,
     },
+    /// The cgroup set-up cannot work as configured or found.
+    #[error("cgroups: {0}")]
+    Cgroup(String),
+    /// A limit needs a cgroup v2 controller that the parent does not offer.
+    #[error(
+        "the {controller} controller is not offered in {}/cgroup.controllers, so its limit cannot be enforced",
+        dir.display()
+    )]
+    CgroupController { controller: String, dir: PathBuf },
     #[error("container runtime: {0}")]
     Container(String),
     #[error("seccomp: {0}")]

@@ -1,12 +1,12 @@
 //! The runner's configuration file and what it found out about the host at
-//! start-up: root or not, cgroups usable or not, where state lives.
+//! start-up: root or not, which limit enforcer applies, where state lives.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cgroups;
+use crate::cgroups::{self, CgroupsSetting, HostFacts, LimitEnforcer, Mechanism};
 use crate::error::{Error, Result};
 use crate::request::Limits;
 
@@ -22,9 +22,16 @@ pub struct RunnerConfig {
     pub sandbox_uid: Option<u32>,
     /// Host gid likewise. Default 65534.
     pub sandbox_gid: Option<u32>,
-    /// cgroup v1 directory, under each controller, that holds one cgroup
-    /// per run. Default `corral` as root, `corral-user-<uid>` otherwise.
+    /// cgroup directory that holds one cgroup per run: under each
+    /// controller with cgroup v1, under `/sys/fs/cgroup` with v2. Default
+    /// `corral` as root, `corral-user-<uid>` otherwise.
     pub cgroup_parent: Option<String>,
+    /// What enforces the memory, pids and CPU limits: `"auto"` (default:
+    /// cgroup v2 if `/sys/fs/cgroup` is cgroup2 and usable, else cgroup v1
+    /// if its controllers are mounted and usable, else rlimits), `"v1"` or
+    /// `"v2"` (that cgroup version or the runner does not start), `"none"`
+    /// (rlimits only).
+    pub cgroups: Option<CgroupsSetting>,
     /// Where the input root appears when the rootfs is the host's or an
     /// image's. Default `/work`.
     pub exec_path: Option<PathBuf>,
@@ -65,8 +72,11 @@ pub struct Host {
     /// Host ids the sandbox's single uid/gid map to.
     pub map_uid: u32,
     pub map_gid: u32,
-    /// cgroup parent when cgroups can be used, else rlimits are used.
+    /// cgroup parent when a cgroup version is used (`limits_by` is
+    /// `CgroupV1` or `CgroupV2`); `None` with rlimits.
     pub cgroup_parent: Option<String>,
+    /// What enforces memory, pids and CPU limits, chosen at start-up.
+    pub limits_by: Mechanism,
     pub exec_path: PathBuf,
     pub allow_network: bool,
     pub profile_dir: Option<PathBuf>,
@@ -104,19 +114,10 @@ impl Host {
                 format!("corral-user-{uid}")
             }
         });
-        let cgroup_parent = if is_root {
-            match cgroups::delegate(&parent, 0, 0) {
-                Ok(_) => Some(parent),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cgroups unusable; falling back to rlimits");
-                    None
-                }
-            }
-        } else if cgroups::usable(&parent) {
-            Some(parent)
-        } else {
-            None
-        };
+        let facts = HostFacts::of_this_process(Path::new(cgroups::DEFAULT_ROOT));
+        let limits_by =
+            cgroups::mechanism::detect(config.cgroups.unwrap_or_default(), &parent, &facts)?;
+        let cgroup_parent = (limits_by != Mechanism::Rlimits).then_some(parent);
         let defaults = Limits {
             timeout: Some(Duration::from_secs(config.timeout_secs.unwrap_or(3600))),
             memory_bytes: Some(config.memory_bytes.unwrap_or(4 << 30)),
@@ -130,6 +131,7 @@ impl Host {
             map_uid,
             map_gid,
             cgroup_parent,
+            limits_by,
             exec_path: config
                 .exec_path
                 .clone()
@@ -140,25 +142,31 @@ impl Host {
         })
     }
 
-    /// One line per limit saying how it is enforced, for the start-up log
-    /// and the readiness check.
+    /// The enforcer every run of this runner goes through.
+    pub fn limit_enforcer(&self) -> Box<dyn LimitEnforcer> {
+        self.limits_by.enforcer(
+            Path::new(cgroups::DEFAULT_ROOT),
+            self.cgroup_parent.as_deref(),
+        )
+    }
+
+    /// Whether each run must hide the real cgroup hierarchy from
+    /// libcontainer (an unprivileged runner without a usable cgroup; see
+    /// `crate::nocgroup`).
+    pub fn covers_cgroupfs(&self) -> bool {
+        self.limits_by == Mechanism::Rlimits && !self.is_root
+    }
+
+    /// One line per limit saying how it is enforced, naming the enforcer
+    /// (`cgroup v1`, `cgroup v2`, `rlimits`), for the start-up log and the
+    /// readiness check.
     pub fn enforced_limits(&self) -> Vec<String> {
-        let how = if self.cgroup_parent.is_some() {
-            "cgroup"
-        } else {
-            "rlimit"
-        };
+        let how = self.limit_enforcer().enforcement();
         vec![
             "timeout: runner kills the sandbox's PID namespace".to_string(),
-            format!(
-                "memory: {}",
-                if self.cgroup_parent.is_some() { "cgroup (whole tree)" } else { "rlimit RLIMIT_AS (per process)" }
-            ),
-            format!(
-                "pids: {}",
-                if self.cgroup_parent.is_some() { "cgroup (whole tree)" } else { "rlimit RLIMIT_NPROC (per sandbox user namespace)" }
-            ),
-            format!("cpu: {how}"),
+            format!("memory: {}, {}", how.name, how.memory),
+            format!("pids: {}, {}", how.name, how.pids),
+            format!("cpu: {}, {}", how.name, how.cpu),
             "written bytes: RLIMIT_FSIZE per file, /tmp tmpfs size, runner polls the upper directory".to_string(),
         ]
     }

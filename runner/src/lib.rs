@@ -5,7 +5,8 @@
 //! Layers, bottom up:
 //! * [`profile`], [`syscalls`], [`seccomp`]: what the sandbox forbids.
 //! * [`spec`], [`executor`], [`cgroups`]: how one container is described,
-//!   confined and limited.
+//!   confined and limited (cgroup v1, cgroup v2 or rlimits, behind
+//!   [`cgroups::LimitEnforcer`]).
 //! * [`sandbox`]: one run, start to finish, in a single-threaded process.
 //! * [`isolate`]: runs [`sandbox::run`] in a forked child (for `runner exec`).
 //! * [`zygote`]: the single-threaded helper forked before any thread, which

@@ -1,7 +1,8 @@
 //! One run, start to finish: check the request, lay out the scratch
-//! directory, write the OCI bundle, let libcontainer create the container,
-//! apply cgroup limits, start it, watch the clock and the bytes written,
-//! collect status and usage, delete the container.
+//! directory, write the OCI bundle, make the run's cgroup with its limits
+//! (through the host's `LimitEnforcer`), let libcontainer create the
+//! container, start it, watch the clock and the bytes written, collect
+//! status and usage, delete the container and its cgroup.
 //!
 //! [`run`] must be called in a single-threaded process it may disturb:
 //! libcontainer clones the caller, `chdir`s it and makes it non-dumpable.
@@ -18,13 +19,17 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::cgroups::RunCgroup;
+use crate::cgroups::LimitEnforcer;
 use crate::error::{Error, Result};
 use crate::executor::{decode_status, SandboxExecutor, STATUS_FD};
 use crate::host::Host;
 use crate::request::{LimitHit, Outcome, Rootfs, SandboxRequest, Stdio};
 use crate::seccomp::Filters;
 use crate::spec::{self, Layout};
+
+mod cleanup;
+
+pub use cleanup::Cleanup;
 
 /// How often the runner measures the upper directory against the bound.
 const DISK_POLL: Duration = Duration::from_millis(200);
@@ -216,37 +221,6 @@ fn unique_id() -> String {
     format!("corral-{}-{nanos:09}", std::process::id())
 }
 
-/// What is left to do once the command has ended: delete the container
-/// (its cgroups and state) and the bundle. Deferred so that the caller can
-/// answer first; nothing here touches the scratch directory.
-pub struct Cleanup {
-    container: Option<libcontainer::container::Container>,
-    state_dir: PathBuf,
-    bundle: PathBuf,
-}
-
-impl Cleanup {
-    /// Does the clean-up; errors are logged, never fatal.
-    pub fn finish(mut self) {
-        let t0 = Instant::now();
-        match self.container.take() {
-            Some(mut container) => {
-                if let Err(e) = container.delete(true) {
-                    tracing::warn!(container = container.id(), error = %e, "could not delete container");
-                }
-            }
-            // Under nocgroup, libcontainer's delete would kill the stale pids
-            // it wrote into the stand-in cgroup.procs files; the init is dead,
-            // its PID namespace with it, so only the state directory is left.
-            None => {
-                let _ = std::fs::remove_dir_all(&self.state_dir);
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.bundle);
-        tracing::debug!(ms = ms(t0), "delete");
-    }
-}
-
 /// Runs the request in a new container and waits for it. See the module
 /// comment for the constraints on the calling process.
 pub fn run(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
@@ -271,16 +245,11 @@ pub fn run_deferred(host: &Host, req: &SandboxRequest) -> Result<(Outcome, Clean
         make_dir(&req.scratch_dir.join("sys-work"), host)?;
     }
     let id = unique_id();
-    let cgroup = host.cgroup_parent.as_ref().map(|p| RunCgroup {
-        relative: format!("/{p}/{id}"),
-    });
+    let enforcer = host.limit_enforcer();
     // Never empty: an empty path means the caller's own cgroup.
-    let cgroups_path = match &cgroup {
-        Some(c) => c.relative.clone(),
-        None => format!("/corral-nocgroup/{id}"),
-    };
+    let cgroups_path = enforcer.cgroups_path(&id);
     let nested;
-    let host = if host.cgroup_parent.is_none() && !host.is_root {
+    let host = if host.covers_cgroupfs() {
         crate::nocgroup::enter(&cgroups_path)?;
         // The container's ids now map to this namespace's 0, the runner.
         nested = Host {
@@ -293,28 +262,53 @@ pub fn run_deferred(host: &Host, req: &SandboxRequest) -> Result<(Outcome, Clean
         host
     };
     let bundle = host.state_dir.join(format!("{id}.bundle"));
-    std::fs::create_dir_all(&bundle)
-        .map_err(|e| Error::io(format!("create {}", bundle.display()), e))?;
-    let config = spec::build(host, req, &layout, &limits, &cgroups_path);
-    std::fs::write(bundle.join("config.json"), config.to_string())
-        .map_err(|e| Error::io("write config.json", e))?;
-    tracing::debug!(ms = ms(t0), "prepared scratch directory and bundle");
-    let result = create_and_wait(host, req, &layout, &limits, &id, &bundle, cgroup.as_ref());
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&bundle);
+    let mut cleanup = Cleanup {
+        container: None,
+        state_dir: host.state_dir.join(&id),
+        bundle: bundle.clone(),
+        enforcer,
+        id,
+    };
+    let result = prepare_bundle(host, req, &layout, &limits, &bundle, &cgroups_path)
+        .and_then(|()| {
+            tracing::debug!(ms = ms(t0), "prepared scratch directory and bundle");
+            cleanup.enforcer.create(&cleanup.id, &limits)
+        })
+        .and_then(|()| create_and_wait(host, req, &layout, &limits, &mut cleanup));
+    match result {
+        Ok(outcome) => Ok((outcome, cleanup)),
+        Err(e) => {
+            cleanup.finish();
+            Err(e)
+        }
     }
-    result
 }
 
+/// Writes the OCI bundle (`config.json`) of one run.
+fn prepare_bundle(
+    host: &Host,
+    req: &SandboxRequest,
+    layout: &Layout,
+    limits: &crate::request::Limits,
+    bundle: &Path,
+    cgroups_path: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(bundle)
+        .map_err(|e| Error::io(format!("create {}", bundle.display()), e))?;
+    let config = spec::build(host, req, layout, limits, cgroups_path);
+    std::fs::write(bundle.join("config.json"), config.to_string())
+        .map_err(|e| Error::io("write config.json", e))
+}
+
+/// Creates the container, runs it to its end and hands the container to
+/// `cleanup` (unless under nocgroup, where libcontainer must not delete it).
 fn create_and_wait(
     host: &Host,
     req: &SandboxRequest,
     layout: &Layout,
     limits: &crate::request::Limits,
-    id: &str,
-    bundle: &Path,
-    cgroup: Option<&RunCgroup>,
-) -> Result<(Outcome, Cleanup)> {
+    cleanup: &mut Cleanup,
+) -> Result<Outcome> {
     let executor = SandboxExecutor {
         filters: Filters::build(&req.profile)?,
         landlock: req.profile.landlock,
@@ -341,7 +335,7 @@ fn create_and_wait(
     let status_w = unsafe { OwnedFd::from_raw_fd(STATUS_FD) };
 
     let t0 = Instant::now();
-    let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
+    let mut container = ContainerBuilder::new(cleanup.id.clone(), SyscallType::default())
         .with_root_path(&host.state_dir)
         .map_err(|e| Error::Container(e.to_string()))?
         .with_executor(executor)
@@ -349,7 +343,7 @@ fn create_and_wait(
         .with_stdout(open_stdio(&req.stdout, 1)?)
         .with_stderr(open_stdio(&req.stderr, 2)?)
         .with_preserved_fds(1)
-        .as_init(bundle)
+        .as_init(&cleanup.bundle)
         .with_systemd(false)
         .with_detach(true)
         .build()
@@ -357,21 +351,18 @@ fn create_and_wait(
     tracing::debug!(ms = ms(t0), "libcontainer create");
     drop(status_w);
     let t0 = Instant::now();
-    let outcome = start_and_wait(&mut container, layout, limits, cgroup, status_r);
+    let outcome = start_and_wait(
+        &mut container,
+        layout,
+        limits,
+        (cleanup.enforcer.as_ref(), &cleanup.id),
+        status_r,
+    );
     tracing::debug!(ms = ms(t0), "start, run and wait");
-    let nocgroup = cgroup.is_none() && !host.is_root;
-    let cleanup = Cleanup {
-        container: (!nocgroup).then_some(container),
-        state_dir: host.state_dir.join(id),
-        bundle: bundle.to_path_buf(),
-    };
-    match outcome {
-        Ok(outcome) => Ok((outcome, cleanup)),
-        Err(e) => {
-            cleanup.finish();
-            Err(e)
-        }
+    if !host.covers_cgroupfs() {
+        cleanup.container = Some(container);
     }
+    outcome
 }
 
 /// Milliseconds since `t0`, for the phase timings logged at debug level.
@@ -383,15 +374,12 @@ fn start_and_wait(
     container: &mut libcontainer::container::Container,
     layout: &Layout,
     limits: &crate::request::Limits,
-    cgroup: Option<&RunCgroup>,
+    (enforcer, id): (&dyn LimitEnforcer, &str),
     status_r: OwnedFd,
 ) -> Result<Outcome> {
     let pid = container
         .pid()
         .ok_or_else(|| Error::Container("created container has no pid".into()))?;
-    if let Some(cg) = cgroup {
-        cg.apply(limits.memory_bytes, limits.max_pids, limits.cpu_millis)?;
-    }
     let started = Instant::now();
     container
         .start()
@@ -457,7 +445,7 @@ fn start_and_wait(
             exit_code = Some(libc::WEXITSTATUS(status));
         }
     }
-    let usage = cgroup.map(RunCgroup::usage).unwrap_or_default();
+    let usage = enforcer.usage(id);
     if limits
         .max_written_bytes
         .is_some_and(|max| tree_bytes(&layout.upper) > max)
@@ -478,18 +466,23 @@ fn start_and_wait(
         None
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    // The cgroup counts every process of the run; wait4 only those PID 1
+    // reaped.
+    let (user_cpu, system_cpu) = match usage.cpu {
+        Some(cpu) => (cpu.user, cpu.system),
+        None => (tv(rusage.ru_utime), tv(rusage.ru_stime)),
+    };
     Ok(Outcome {
         exit_code,
         signal,
         timed_out,
         limit_hit,
-        user_cpu: tv(rusage.ru_utime),
-        system_cpu: tv(rusage.ru_stime),
-        peak_memory_bytes: if usage.peak_memory_bytes > 0 {
-            usage.peak_memory_bytes
-        } else {
-            rusage.ru_maxrss as u64 * 1024
-        },
+        user_cpu,
+        system_cpu,
+        // At least the largest process's RSS; more when the cgroup saw the
+        // whole tree's charge (or, on v2 before Linux 5.19, only the charge
+        // left at the end, which may be less).
+        peak_memory_bytes: usage.peak_memory_bytes.max(rusage.ru_maxrss as u64 * 1024),
         wall_time,
         upper_dir: layout.upper.clone(),
     })

@@ -209,10 +209,11 @@ pub fn serve_blocking(config: &RunnerConfig, socket: &Path) -> Result<()> {
     for line in host.enforced_limits() {
         tracing::info!("limit {line}");
     }
-    if host.cgroup_parent.is_none() && !host.is_root {
+    if host.covers_cgroupfs() {
         tracing::warn!(
             "no delegated cgroup: memory and pids limits are per-process rlimits; \
-             as root, `corral runner delegate --uid {}` enables cgroup limits",
+             on cgroup v1, `corral runner delegate --uid {}` as root enables cgroup limits; \
+             on cgroup v2, start the runner inside a delegated subtree (docs/sandbox.md)",
             host.map_uid
         );
     }

@@ -1,6 +1,7 @@
 //! Builds the OCI runtime spec (`config.json`) of one run: namespaces, the
 //! id mapping, the mount table of each rootfs mode, rlimits and the cgroup
-//! path. seccomp and Landlock are not in it: the executor installs them.
+//! path (both from the host's `LimitEnforcer`). seccomp and Landlock are
+//! not in it: the executor installs them.
 
 use std::path::{Path, PathBuf};
 
@@ -210,16 +211,9 @@ pub fn build(
     if let Some(bytes) = limits.max_written_bytes {
         rlimits.push(rlimit("RLIMIT_FSIZE", bytes));
     }
-    if host.cgroup_parent.is_none() {
-        if let Some(bytes) = limits.memory_bytes {
-            rlimits.push(rlimit("RLIMIT_AS", bytes));
-        }
-        if let Some(n) = limits.max_pids {
-            rlimits.push(rlimit("RLIMIT_NPROC", n));
-        }
-        if let (Some(t), Some(_)) = (limits.timeout, limits.cpu_millis) {
-            rlimits.push(rlimit("RLIMIT_CPU", t.as_secs().max(1)));
-        }
+    // Without a cgroup, memory, pids and CPU are bounded by rlimits.
+    for r in host.limit_enforcer().rlimits(limits) {
+        rlimits.push(rlimit(r.kind, r.value));
     }
     let env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let no_caps: Vec<String> = Vec::new();

@@ -1,0 +1,271 @@
+//! cgroup v2: the unified hierarchy mounted at the cgroup root, as on
+//! current systemd distributions.
+//!
+//! A run's cgroup is `<root>/<parent>/<run id>`, the directory
+//! libcontainer's v2 manager derives from `linux.cgroupsPath`. A controller
+//! only appears in a child once its parent lists it in
+//! `cgroup.subtree_control`, so the runner enables `cpu`, `memory` and
+//! `pids` down to the parent: from the root at start-up when it runs as
+//! root ([`CgroupV2::prepare`]), in the parent itself for each run.
+//!
+//! The root is a parameter so that tests can point the manager at a
+//! directory laid out like cgroupfs; libcontainer itself always uses
+//! `/sys/fs/cgroup`, so outside tests the root must be that.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::files;
+use super::limit_enforcer::{CpuTime, Enforcement, LimitEnforcer, Usage};
+use crate::error::{Error, Result};
+use crate::request::Limits;
+
+/// Controllers a run's cgroup gets when the parent offers them.
+const WANTED: [&str; 3] = ["cpu", "memory", "pids"];
+/// Controllers without which the runner does not use cgroup v2 at all:
+/// the default limits are memory and pids.
+const REQUIRED: [&str; 2] = ["memory", "pids"];
+/// Period written to `cpu.max`, in microseconds.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Limits runs with the cgroup v2 hierarchy mounted at `root`.
+#[derive(Debug, Clone)]
+pub struct CgroupV2 {
+    root: PathBuf,
+    parent: String,
+}
+
+/// The words of a space-separated interface file, such as
+/// `cgroup.controllers`; none if it cannot be read.
+fn words(path: &Path) -> Vec<String> {
+    files::read(path)
+        .map(|t| t.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Controllers that `dir`'s children may use.
+fn available(dir: &Path) -> Vec<String> {
+    words(&dir.join("cgroup.controllers"))
+}
+
+/// The [`WANTED`] controllers that `dir` offers its children.
+fn offered_wanted(dir: &Path) -> Vec<&'static str> {
+    let offered = available(dir);
+    WANTED
+        .into_iter()
+        .filter(|c| offered.iter().any(|o| o == c))
+        .collect()
+}
+
+/// Enables in `dir`'s `cgroup.subtree_control` those `wanted` controllers
+/// that are not enabled yet. One write for all of them; if the kernel
+/// refuses it, one write each, so that a controller it will not enable here
+/// (`cpu` with a realtime process, for one) does not cost the others. Only
+/// a required controller's failure is an error.
+fn enable(dir: &Path, wanted: &[&str]) -> Result<()> {
+    let control = dir.join("cgroup.subtree_control");
+    let enabled = words(&control);
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|c| !enabled.iter().any(|e| e == c))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let all: Vec<String> = missing.iter().map(|c| format!("+{c}")).collect();
+    if files::write(&control, &all.join(" ")).is_ok() {
+        return Ok(());
+    }
+    let mut first_error = None;
+    for c in missing {
+        if let Err(e) = files::write(&control, &format!("+{c}")) {
+            if REQUIRED.contains(&c) {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Fails with [`Error::CgroupController`] unless `dir` offers every one of
+/// `controllers` to its children.
+fn require(dir: &Path, controllers: &[&str]) -> Result<()> {
+    let offered = available(dir);
+    match controllers
+        .iter()
+        .find(|c| !offered.iter().any(|o| o == *c))
+    {
+        Some(c) => Err(Error::CgroupController {
+            controller: c.to_string(),
+            dir: dir.to_path_buf(),
+        }),
+        None => Ok(()),
+    }
+}
+
+impl CgroupV2 {
+    /// Runs go in `<root>/<parent>/<run id>`; `root` is `/sys/fs/cgroup`
+    /// outside tests.
+    pub fn new(root: impl Into<PathBuf>, parent: impl Into<String>) -> CgroupV2 {
+        CgroupV2 {
+            root: root.into(),
+            parent: parent.into(),
+        }
+    }
+
+    fn parent_dir(&self) -> PathBuf {
+        self.root.join(self.parent.trim_matches('/'))
+    }
+
+    fn run_dir(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.root.join(files::run_relative(&self.parent, id)?))
+    }
+
+    /// As root, at start-up: makes the parent and enables `cpu`, `memory`
+    /// and `pids` (those offered) at every level above it, so that the
+    /// parent can offer them to its children. Fails if the root does not
+    /// offer `memory` and `pids`.
+    pub fn prepare(&self) -> Result<()> {
+        files::check_parent(&self.parent)?;
+        require(&self.root, &REQUIRED)?;
+        let mut level = self.root.clone();
+        for part in Path::new(self.parent.trim_matches('/')).components() {
+            enable(&level, &offered_wanted(&level))?;
+            level.push(part);
+            if !level.is_dir() {
+                fs::create_dir(&level)
+                    .map_err(|e| Error::io(format!("create {}", level.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// For an unprivileged runner: whether the parent was delegated to this
+    /// process. It must be writable, offer `memory` and `pids`, and hold the
+    /// runner's own cgroup (`own`, from `/proc/self/cgroup`) strictly below
+    /// it: the kernel only lets a process move another into a cgroup when it
+    /// may write `cgroup.procs` of both cgroups' common ancestor.
+    pub fn check_delegated(&self, own: Option<&str>) -> Result<()> {
+        let parent = self.parent_dir();
+        for path in [
+            parent.clone(),
+            parent.join("cgroup.procs"),
+            parent.join("cgroup.subtree_control"),
+        ] {
+            nix::unistd::access(&path, nix::unistd::AccessFlags::W_OK)
+                .map_err(|e| Error::sys(format!("write access to {}", path.display()), e))?;
+        }
+        require(&parent, &REQUIRED)?;
+        let below = format!("/{}/", self.parent.trim_matches('/'));
+        match own {
+            Some(own) if own.starts_with(&below) => Ok(()),
+            _ => Err(Error::Cgroup(format!(
+                "the runner's own cgroup {own:?} is not below {below}: it could not move \
+                 containers into {}",
+                parent.display()
+            ))),
+        }
+    }
+
+    fn write_limits(&self, dir: &Path, limits: &Limits) -> Result<()> {
+        if let Some(bytes) = limits.memory_bytes {
+            files::write(&dir.join("memory.max"), &bytes.to_string())?;
+            // Like memsw on v1: at the limit the tree is stopped, not paged
+            // out. Absent without swap accounting.
+            let swap = dir.join("memory.swap.max");
+            if swap.exists() {
+                files::write(&swap, "0")?;
+            }
+        }
+        if let Some(max) = limits.max_pids {
+            files::write(&dir.join("pids.max"), &max.to_string())?;
+        }
+        if let Some(millis) = limits.cpu_millis {
+            let quota = (millis.saturating_mul(CPU_PERIOD_US) / 1000).max(1000);
+            files::write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl LimitEnforcer for CgroupV2 {
+    fn enforcement(&self) -> Enforcement {
+        Enforcement {
+            name: "cgroup v2",
+            memory: "memory.max, memory.swap.max 0 (whole tree)",
+            pids: "pids.max (whole tree)",
+            cpu: "cpu.max",
+        }
+    }
+
+    fn cgroups_path(&self, id: &str) -> String {
+        format!("/{}/{id}", self.parent.trim_matches('/'))
+    }
+
+    fn create(&self, id: &str, limits: &Limits) -> Result<()> {
+        let dir = self.run_dir(id)?;
+        let parent = self.parent_dir();
+        let needed: Vec<&str> = [
+            (limits.memory_bytes, "memory"),
+            (limits.max_pids, "pids"),
+            (limits.cpu_millis, "cpu"),
+        ]
+        .into_iter()
+        .filter_map(|(limit, c)| limit.map(|_| c))
+        .collect();
+        require(&parent, &needed)?;
+        enable(&parent, &offered_wanted(&parent))?;
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(format!("create {}", dir.display()), e)),
+        }
+        self.write_limits(&dir, limits).inspect_err(|_| {
+            let _ = self.remove(id);
+        })
+    }
+
+    fn usage(&self, id: &str) -> Usage {
+        let Ok(dir) = self.run_dir(id) else {
+            return Usage::default();
+        };
+        let text = |file: &str| files::read(&dir.join(file)).unwrap_or_default();
+        // memory.peak came with Linux 5.19; before it only the charge at
+        // the end is known, a lower bound.
+        let peak = files::read_u64(&dir.join("memory.peak"))
+            .or_else(|| files::read_u64(&dir.join("memory.current")))
+            .unwrap_or(0);
+        let stat = text("cpu.stat");
+        let usec = |key: &str| files::keyed(&stat, key).map(Duration::from_micros);
+        let cpu = (|| {
+            Some(CpuTime {
+                total: usec("usage_usec")?,
+                user: usec("user_usec")?,
+                system: usec("system_usec")?,
+            })
+        })();
+        Usage {
+            peak_memory_bytes: peak,
+            cpu,
+            // A fresh cgroup starts at 0, so any kill counted is this run's.
+            oom_killed: files::keyed(&text("memory.events"), "oom_kill").is_some_and(|n| n > 0),
+            pids_limit_hit: files::keyed(&text("pids.events"), "max").is_some_and(|n| n > 0),
+        }
+    }
+
+    fn remove(&self, id: &str) -> Result<()> {
+        let dir = self.run_dir(id)?;
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        // cgroup.kill (Linux 5.14) kills the whole tree at once, including
+        // processes forking while the list is being read.
+        let kill = dir.join("cgroup.kill");
+        if !(kill.exists() && files::write(&kill, "1").is_ok()) {
+            files::kill_listed(&dir.join("cgroup.procs"));
+        }
+        files::remove_dir(&dir)
+    }
+}
