@@ -16,6 +16,18 @@ pub enum Error {
         expected: String,
         actual: String,
     },
+    /// A blob to be decoded as a message is larger than the limit for that
+    /// message: refused from its digest's size, before anything is read.
+    #[error("{field}: the {kind} {digest} is {size} bytes, more than the limit of {limit} bytes ({setting})")]
+    MessageTooLarge {
+        field: String,
+        kind: &'static str,
+        digest: String,
+        size: u64,
+        limit: u64,
+        /// The setting that sets the limit, so an operator knows what to raise.
+        setting: String,
+    },
     /// A blob or action result is not there.
     #[error("{0} not found")]
     NotFound(String),
@@ -91,6 +103,21 @@ impl Error {
                 expected,
                 actual,
             },
+            Error::MessageTooLarge {
+                field,
+                kind,
+                digest,
+                size,
+                limit,
+                setting,
+            } => Error::MessageTooLarge {
+                field: format!("{parent}.{field}"),
+                kind,
+                digest,
+                size,
+                limit,
+                setting,
+            },
             other => other,
         }
     }
@@ -98,9 +125,9 @@ impl Error {
     /// The gRPC code this error maps to.
     pub fn code(&self) -> tonic::Code {
         match self {
-            Error::InvalidArgument { .. } | Error::DigestMismatch { .. } => {
-                tonic::Code::InvalidArgument
-            }
+            Error::InvalidArgument { .. }
+            | Error::DigestMismatch { .. }
+            | Error::MessageTooLarge { .. } => tonic::Code::InvalidArgument,
             Error::NotFound(_) => tonic::Code::NotFound,
             Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             Error::AlreadyExists(_) => tonic::Code::AlreadyExists,

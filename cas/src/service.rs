@@ -4,13 +4,15 @@
 //! in-progress uploads) and hands out the four tonic services. Other roles
 //! add theirs beside them on the same port:
 //!
+//! Each handler builds the call's [`crate::RequestContext`] at the edge —
+//! the [`crate::Caller`] from the tonic request's connection and headers,
+//! then the instance name and digest function from the body — and passes
+//! it to every store and action-cache call.
+//!
 //! ```no_run
-//! # use std::sync::Arc;
-//! # use corral_cas::{service::Services, Config, MemoryStore, MemoryActionCache, BlobStore};
+//! # use corral_cas::{service::Services, Config, Storage};
 //! # async fn demo(listener: tokio::net::TcpListener) -> Result<(), tonic::transport::Error> {
-//! let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
-//! let ac = Arc::new(MemoryActionCache::new(store.clone()));
-//! let services = Services::new(Config::default(), store, ac);
+//! let services = Services::new(Config::default(), Storage::in_memory());
 //! let mut routes = tonic::service::RoutesBuilder::default();
 //! services.add_to(&mut routes);
 //! // routes.add_service(my_execution_server);
@@ -41,7 +43,8 @@ use corral_proto::reapi::content_addressable_storage_server::ContentAddressableS
 
 use crate::action_cache::ActionCache;
 use crate::config::Config;
-use crate::store::BlobStore;
+use crate::factory::Storage;
+use crate::store::BoundedStore;
 
 pub use capabilities::CapabilitiesHandle;
 
@@ -74,7 +77,7 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// The storage services over one store and one action cache.
+/// The storage services over one storage stack.
 #[derive(Clone)]
 pub struct Services {
     state: Arc<State>,
@@ -84,17 +87,19 @@ pub struct Services {
 /// What every service shares.
 pub(crate) struct State {
     pub config: Config,
-    pub store: Arc<dyn BlobStore>,
+    pub store: BoundedStore,
     pub action_cache: Arc<dyn ActionCache>,
     pub uploads: Arc<uploads::Uploads>,
 }
 
 impl Services {
-    pub fn new(
-        config: Config,
-        store: Arc<dyn BlobStore>,
-        action_cache: Arc<dyn ActionCache>,
-    ) -> Self {
+    /// The services over `storage` (see [`crate::factory`]); `config`
+    /// gives the limits of the services themselves.
+    pub fn new(config: Config, storage: Storage) -> Self {
+        let Storage {
+            cas: store,
+            action_cache,
+        } = storage;
         let capabilities = CapabilitiesHandle::new(&config);
         let uploads = Arc::new(uploads::Uploads::new(uploads::Limits {
             resume: std::time::Duration::from_secs(config.upload_resume_secs()),
@@ -123,8 +128,8 @@ impl Services {
         self.capabilities.set_execution(caps);
     }
 
-    /// The store behind the services.
-    pub fn store(&self) -> Arc<dyn BlobStore> {
+    /// The storage stack behind the services.
+    pub fn store(&self) -> BoundedStore {
         self.state.store.clone()
     }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::bytestream::{chunks, read, write};
-use common::{assert_status, bytes, TestServer};
+use common::{assert_status, bytes, ctx, TestServer};
 use corral_cas::resource::{read_name, write_name, Compression};
 use corral_cas::{BlobStore, Config, Digest, DigestFunction};
 use corral_proto::bytestream::{QueryWriteStatusRequest, ReadRequest, WriteRequest};
@@ -88,7 +88,7 @@ async fn write_and_read_every_form() {
         .await
         .unwrap();
     assert_eq!(response.committed_size, z.len() as i64);
-    assert_eq!(server.store.get(&d).await.unwrap(), other);
+    assert_eq!(server.store.get(&ctx(), &d).await.unwrap(), other);
     let missing = read_name(
         "",
         Compression::Identity,
@@ -132,7 +132,12 @@ async fn interrupted_write_resumes_after_query() {
         (status.committed_size, status.complete),
         (cut as i64, false)
     );
-    assert!(!server.store.find_missing(&[d]).await.unwrap().is_empty());
+    assert!(!server
+        .store
+        .find_missing(&ctx(), &[d])
+        .await
+        .unwrap()
+        .is_empty());
 
     // Resuming at the wrong offset is refused and changes nothing.
     let r = write(&server, chunks(&name, &data, cut - 1, 64 << 10, true)).await;
@@ -159,7 +164,7 @@ async fn interrupted_write_resumes_after_query() {
         (status.committed_size, status.complete),
         (data.len() as i64, true)
     );
-    assert_eq!(server.store.get(&d).await.unwrap(), data);
+    assert_eq!(server.store.get(&ctx(), &d).await.unwrap(), data);
 
     // Writing to the committed upload again ends at once: the blob is there.
     let r = write(&server, chunks(&name, &data, 0, 1 << 20, true)).await;
@@ -313,7 +318,7 @@ async fn bad_writes_store_nothing_and_the_server_keeps_serving() {
     )
     .await;
     assert_eq!(r.unwrap().committed_size, 200_000);
-    assert_eq!(server.store.get(&d).await.unwrap(), data);
+    assert_eq!(server.store.get(&ctx(), &d).await.unwrap(), data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{assert_status, bytes, TestServer};
-use corral_cas::{BlobStore, Config, Digest, DigestFunction};
+use common::{assert_status, bytes, ctx, TestServer};
+use corral_cas::{BlobStore, Config, Digest, DigestFunction, RequestContext};
 use corral_proto::reapi;
 use tonic::Code;
 
@@ -125,7 +125,7 @@ async fn batch_round_trip_and_per_blob_statuses() {
         assert_eq!(
             server
                 .store
-                .find_missing(&[wrong, short, zd])
+                .find_missing(&ctx(), &[wrong, short, zd])
                 .await
                 .unwrap(),
             vec![wrong, short]
@@ -177,7 +177,12 @@ async fn batch_limits_and_digest_function_errors() {
         })
         .await;
     assert_status(r, Code::InvalidArgument, "digests");
-    assert!(!server.store.find_missing(&[d]).await.unwrap().is_empty());
+    assert!(!server
+        .store
+        .find_missing(&ctx(), &[d])
+        .await
+        .unwrap()
+        .is_empty());
 
     for bad in [2, 3, 8, 10, 1234] {
         let r = cas
@@ -235,7 +240,11 @@ async fn find_missing_answers_in_request_order() {
     let mut cas = server.cas();
     let f = DigestFunction::Sha256;
     let present = Digest::of_bytes(f, b"present");
-    server.store.put(&present, "present".into()).await.unwrap();
+    server
+        .store
+        .put(&ctx(), &present, "present".into())
+        .await
+        .unwrap();
     let a = Digest::of_bytes(f, b"a");
     let b = Digest::of_bytes(f, b"b");
     let empty = Digest::of_bytes(f, b"");
@@ -295,9 +304,13 @@ async fn get_tree_pages_through_a_tree() {
     let f = DigestFunction::Sha256;
     // 30 leaves under 3 middles under a root; one leaf shared, one missing.
     let mut middles = Vec::new();
-    let shared = corral_cas::store::put_message(store, f, &dir_with(&[], &[]))
-        .await
-        .unwrap();
+    let shared = corral_cas::store::put_message(
+        store,
+        &RequestContext::internal("", f),
+        &dir_with(&[], &[]),
+    )
+    .await
+    .unwrap();
     let mut expected = 1 + 1; // root + shared leaf
     for m in 0..3 {
         let mut leaves = vec![("shared".to_string(), shared)];
@@ -306,7 +319,7 @@ async fn get_tree_pages_through_a_tree() {
             let leaf = dir_with(&[], &[("f", file)]);
             leaves.push((
                 format!("l{l}"),
-                corral_cas::store::put_message(store, f, &leaf)
+                corral_cas::store::put_message(store, &RequestContext::internal("", f), &leaf)
                     .await
                     .unwrap(),
             ));
@@ -316,9 +329,13 @@ async fn get_tree_pages_through_a_tree() {
         leaves.push(("gone".into(), missing));
         let named: Vec<(&str, Digest)> = leaves.iter().map(|(n, d)| (n.as_str(), *d)).collect();
         middles.push(
-            corral_cas::store::put_message(store, f, &dir_with(&named, &[]))
-                .await
-                .unwrap(),
+            corral_cas::store::put_message(
+                store,
+                &RequestContext::internal("", f),
+                &dir_with(&named, &[]),
+            )
+            .await
+            .unwrap(),
         );
         expected += 1;
     }
@@ -326,7 +343,7 @@ async fn get_tree_pages_through_a_tree() {
         &[("a", middles[0]), ("b", middles[1]), ("c", middles[2])],
         &[],
     );
-    let root = corral_cas::store::put_message(store, f, &root_dir)
+    let root = corral_cas::store::put_message(store, &RequestContext::internal("", f), &root_dir)
         .await
         .unwrap();
 
@@ -411,15 +428,21 @@ async fn action_cache_accepts_root_directory_outputs_and_checks_them_whole() {
     let server = TestServer::start(Config::default()).await;
     let f = DigestFunction::Sha256;
     let file = Digest::of_bytes(f, b"leaf");
-    server.store.put(&file, "leaf".into()).await.unwrap();
+    server
+        .store
+        .put(&ctx(), &file, "leaf".into())
+        .await
+        .unwrap();
     let child = dir_with(&[], &[("leaf", file)]);
-    let child_d = corral_cas::store::put_message(&server.store, f, &child)
-        .await
-        .unwrap();
+    let child_d =
+        corral_cas::store::put_message(&server.store, &RequestContext::internal("", f), &child)
+            .await
+            .unwrap();
     let root = dir_with(&[("sub", child_d)], &[]);
-    let root_d = corral_cas::store::put_message(&server.store, f, &root)
-        .await
-        .unwrap();
+    let root_d =
+        corral_cas::store::put_message(&server.store, &RequestContext::internal("", f), &root)
+            .await
+            .unwrap();
     let result = reapi::ActionResult {
         output_directories: vec![reapi::OutputDirectory {
             path: String::new(),
@@ -464,20 +487,21 @@ async fn action_cache_per_instance_and_only_complete_hits() {
     let f = DigestFunction::Blake3;
     let out = bytes(5, 5000);
     let out_d = Digest::of_bytes(f, &out);
-    server.store.put(&out_d, out.into()).await.unwrap();
+    server.store.put(&ctx(), &out_d, out.into()).await.unwrap();
     let file_in_tree = Digest::of_bytes(f, b"tree file");
     server
         .store
-        .put(&file_in_tree, "tree file".into())
+        .put(&ctx(), &file_in_tree, "tree file".into())
         .await
         .unwrap();
     let tree = reapi::Tree {
         root: Some(dir_with(&[], &[("x", file_in_tree)])),
         children: vec![],
     };
-    let tree_d = corral_cas::store::put_message(&server.store, f, &tree)
-        .await
-        .unwrap();
+    let tree_d =
+        corral_cas::store::put_message(&server.store, &RequestContext::internal("", f), &tree)
+            .await
+            .unwrap();
     let result = reapi::ActionResult {
         output_files: vec![reapi::OutputFile {
             path: "out/a".into(),
@@ -533,7 +557,7 @@ async fn action_cache_per_instance_and_only_complete_hits() {
 
     // A file inside the output tree disappears: no longer a hit.
     std::fs::remove_file(server.store.path(&file_in_tree)).unwrap();
-    server.store.get(&file_in_tree).await.unwrap_err();
+    server.store.get(&ctx(), &file_in_tree).await.unwrap_err();
     assert_status(
         ac.get_action_result(get("team/a")).await,
         Code::NotFound,

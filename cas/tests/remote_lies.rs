@@ -1,7 +1,9 @@
-//! A remote CAS that lies: the gRPC client store must never pass off wrong
-//! or short bytes as the blob, whether it verifies the stream itself
-//! (`read`) or leaves that to the store it copies into (`read_unverified`
-//! into a `BlobWriter`).
+//! A remote CAS that lies: wrong or short bytes must never pass for the
+//! blob, whether the stack over the gRPC store verifies the stream (reads
+//! through a `VerifyingStore` that verifies reads, as the factory builds
+//! for a remote backend) or the store it is copied into does (the bare
+//! gRPC store's stream into a verifying `BlobWriter`, as the worker
+//! fetches).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,7 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use corral_cas::store::collect;
 use corral_cas::{
-    BlobStore, Config, Digest, DigestFunction, DiskStore, GrpcStore, MemoryActionCache, MemoryStore,
+    BlobStore, Config, Digest, DigestFunction, DiskStore, GrpcStore, RequestContext, Storage,
+    VerifyingStore,
 };
 use corral_proto::bytestream::byte_stream_server::{ByteStream, ByteStreamServer};
 use corral_proto::bytestream::{
@@ -59,12 +62,7 @@ impl ByteStream for Liar {
 /// A server with real Capabilities (so the client connects) and `liar` as
 /// its ByteStream.
 async fn serve(liar: Liar) -> (String, tokio::task::JoinHandle<()>) {
-    let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
-    let services = corral_cas::service::Services::new(
-        Config::default(),
-        store.clone(),
-        Arc::new(MemoryActionCache::new(store)),
-    );
+    let services = corral_cas::service::Services::new(Config::default(), Storage::in_memory());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let capabilities = services.capabilities_server();
@@ -104,19 +102,22 @@ async fn wrong_or_short_bytes_from_a_remote_never_become_the_blob() {
     ] {
         let (url, server) = serve(Liar { payload }).await;
         let remote = GrpcStore::connect(&url, "").await.unwrap();
+        let ctx = RequestContext::internal("", DigestFunction::Sha256);
 
         // A verifying read fails on its last chunk.
-        let stream = remote.read(&digest, 0, None).await.unwrap();
+        let verified = VerifyingStore::verifying_reads(Arc::new(remote.clone()));
+        let stream = verified.read(&ctx, &digest, 0, None).await.unwrap();
         let e = collect(stream, size as u64).await.unwrap_err();
         assert!(e.to_string().contains(refusal), "{what}: {e}");
 
         // A copy into a local store: the writer's commit refuses it and the
         // store does not have the blob afterwards.
         let dir = tempfile::tempdir().unwrap();
-        let local = DiskStore::open(dir.path().join("cas"), u64::MAX).unwrap();
+        let disk = DiskStore::open(dir.path().join("cas"), u64::MAX).unwrap();
+        let local = VerifyingStore::new(Arc::new(disk));
         let copied = async {
-            let mut stream = remote.read_unverified(&digest, 0, None).await?;
-            let mut writer = local.write(&digest).await?;
+            let mut stream = remote.read(&ctx, &digest, 0, None).await?;
+            let mut writer = local.write(&ctx, &digest).await?;
             use futures::StreamExt;
             while let Some(chunk) = stream.next().await {
                 writer.write(chunk?).await?;
@@ -127,7 +128,7 @@ async fn wrong_or_short_bytes_from_a_remote_never_become_the_blob() {
         let e = copied.expect_err(what);
         assert!(e.to_string().contains(refusal), "{what}: {e}");
         assert_eq!(
-            local.find_missing(&[digest]).await.unwrap(),
+            local.find_missing(&ctx, &[digest]).await.unwrap(),
             vec![digest],
             "{what}"
         );

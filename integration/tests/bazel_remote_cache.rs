@@ -58,7 +58,7 @@ fn bazel_builds_from_the_remote_cache_after_clean() -> anyhow::Result<()> {
 /// exit; bad settings are refused with a message naming them.
 #[test]
 fn server_restarts_keep_blobs_and_sigterm_is_clean() -> anyhow::Result<()> {
-    use corral_cas::{BlobStore, Digest, DigestFunction, GrpcStore};
+    use corral_cas::{Digest, DigestFunction, GrpcStore};
 
     let data = tempfile::tempdir()?;
     let options = ServerOptions {

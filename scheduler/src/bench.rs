@@ -17,7 +17,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_cas::{BlobStore, Digest, DigestFunction, MemoryActionCache, MemoryStore};
+use corral_cas::{
+    BlobStore, Digest, DigestFunction, MemoryActionCache, MemoryStore, MessageLimits,
+    RequestContext, Storage,
+};
 use corral_proto::prost::Message;
 use corral_proto::reapi;
 use corral_proto::reapi::execution_client::ExecutionClient;
@@ -120,12 +123,21 @@ struct Tally {
 /// Runs the benchmark. Needs a multi-threaded tokio runtime.
 pub async fn run(options: BenchOptions) -> Result<BenchReport> {
     let cas = Arc::new(MemoryStore::new());
-    let ac = Arc::new(MemoryActionCache::new(cas.clone()));
+    let storage = Storage::over(
+        cas.clone(),
+        Arc::new(MemoryActionCache::new()),
+        MessageLimits::default(),
+    );
     let config = SchedulerConfig {
         worker_timeout_ms: 600_000,
         ..SchedulerConfig::default()
     };
-    let scheduler = Scheduler::new(config, cas.clone(), ac, Arc::new(SystemClock::new()))?;
+    let scheduler = Scheduler::new(
+        config,
+        storage.cas,
+        storage.action_cache,
+        Arc::new(SystemClock::new()),
+    )?;
     let _ticker = scheduler.spawn_ticker();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -258,7 +270,8 @@ async fn upload(cas: &MemoryStore, n: usize) -> Result<Vec<reapi::Digest>> {
 async fn put<M: Message>(cas: &MemoryStore, m: &M) -> Result<reapi::Digest> {
     let data = m.encode_to_vec();
     let d = Digest::of_bytes(DigestFunction::Sha256, &data);
-    cas.put(&d, data.into()).await?;
+    cas.put(&RequestContext::internal("", d.function()), &d, data.into())
+        .await?;
     Ok(d.to_proto())
 }
 

@@ -5,7 +5,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use corral_cas::{ActionCache, BlobStore, Digest, DigestFunction};
+use corral_cas::message::BoundedMessage;
+use corral_cas::{ActionCache, BlobStore, BoundedStore, Caller, Digest, DigestFunction};
+use corral_cas::{Invocation, RequestContext};
 use corral_proto::longrunning::operations_server::OperationsServer;
 use corral_proto::reapi;
 use corral_proto::reapi::execution_server::ExecutionServer;
@@ -25,7 +27,7 @@ use crate::status::blob_subject;
 /// [`Scheduler::spawn_ticker`] inside the runtime.
 pub struct Scheduler {
     core: Mutex<Core>,
-    cas: Arc<dyn BlobStore>,
+    cas: BoundedStore,
     ac: Arc<dyn ActionCache>,
     clock: Arc<dyn Clock>,
     tick: Duration,
@@ -39,10 +41,11 @@ impl std::fmt::Debug for Scheduler {
 
 impl Scheduler {
     /// Checks `config` and builds a scheduler reading Actions and Commands
-    /// from `cas` and caching results in `ac`.
+    /// from `cas` (within its message limits) and caching results in `ac`:
+    /// both as [`corral_cas::factory`] builds them.
     pub fn new(
         config: SchedulerConfig,
-        cas: Arc<dyn BlobStore>,
+        cas: BoundedStore,
         ac: Arc<dyn ActionCache>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>> {
@@ -159,12 +162,13 @@ impl Scheduler {
     pub(crate) async fn execute(
         &self,
         req: reapi::ExecuteRequest,
-        metadata: reapi::RequestMetadata,
+        caller: &Caller,
     ) -> Result<OpWatch> {
         let function = DigestFunction::from_proto(req.digest_function)?;
+        let ctx = caller.context(&req.instance_name, function);
         let action_digest =
             Digest::from_proto_field(function, req.action_digest.as_ref(), "action_digest")?;
-        let action: reapi::Action = self.read(&action_digest, "action_digest").await?;
+        let action: reapi::Action = self.read(&ctx, &action_digest, "action_digest").await?;
         let command_digest = Digest::from_proto_field(
             function,
             action.command_digest.as_ref(),
@@ -175,14 +179,16 @@ impl Scheduler {
             action.input_root_digest.as_ref(),
             "action.input_root_digest",
         )?;
-        let command: reapi::Command = self.read(&command_digest, "action.command_digest").await?;
+        let command: reapi::Command = self
+            .read(&ctx, &command_digest, "action.command_digest")
+            .await?;
         if command.arguments.is_empty() {
             return Err(Error::invalid(
                 "command.arguments",
                 "the command has no arguments",
             ));
         }
-        let missing = self.cas.find_missing(&[input_root]).await?;
+        let missing = self.cas.find_missing(&ctx, &[input_root]).await?;
         if let Some(d) = missing.first() {
             return Err(Error::MissingBlobs {
                 message: format!("the input root {d} (action.input_root_digest) is not in the CAS"),
@@ -190,7 +196,7 @@ impl Scheduler {
             });
         }
         if !req.skip_cache_lookup && !action.do_not_cache {
-            match self.ac.get(&req.instance_name, &action_digest).await {
+            match self.ac.get(&ctx, &action_digest).await {
                 Ok(Some(result)) => {
                     let response = reapi::ExecuteResponse {
                         result: Some(result),
@@ -217,7 +223,10 @@ impl Scheduler {
             action,
             command,
             priority: req.execution_policy.map(|p| p.priority).unwrap_or(0),
-            metadata,
+            metadata: ctx
+                .invocation()
+                .map(Invocation::to_proto)
+                .unwrap_or_default(),
         };
         let now = self.now();
         let (name, rx) = self.lock().submit(sub, now)?;
@@ -225,8 +234,15 @@ impl Scheduler {
         Ok(rx)
     }
 
-    async fn read<M: prost::Message + Default>(&self, digest: &Digest, field: &str) -> Result<M> {
-        match corral_cas::store::get_message::<M>(self.cas.as_ref(), digest).await {
+    /// Reads a message the request names in `field`: refused from its
+    /// digest alone when over `[cas.message_limits]`, before any read.
+    async fn read<M: BoundedMessage>(
+        &self,
+        ctx: &RequestContext,
+        digest: &Digest,
+        field: &str,
+    ) -> Result<M> {
+        match self.cas.get_message::<M>(ctx, digest, field).await {
             Ok(m) => Ok(m),
             Err(corral_cas::Error::NotFound(_)) => Err(Error::MissingBlobs {
                 message: format!("the blob {digest} named by {field} is not in the CAS"),
@@ -235,7 +251,7 @@ impl Scheduler {
                     digest.to_proto().size_bytes,
                 )],
             }),
-            Err(corral_cas::Error::InvalidArgument { reason, .. }) => {
+            Err(corral_cas::Error::InvalidArgument { field, reason }) => {
                 Err(Error::invalid(field, reason))
             }
             Err(e) => Err(e.into()),

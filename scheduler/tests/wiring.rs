@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_cas::service::Services;
-use corral_cas::{ActionCache, BlobStore, Digest, DigestFunction, MemoryActionCache, MemoryStore};
+use corral_cas::{Digest, DigestFunction, Storage};
 use corral_proto::prost::Message;
 use corral_proto::reapi;
 use corral_proto::reapi::capabilities_client::CapabilitiesClient;
@@ -28,13 +28,12 @@ fn blob<M: Message>(m: &M) -> (reapi::Digest, Vec<u8>) {
 
 #[tokio::test]
 async fn scheduler_beside_the_cas_services_on_one_port() {
-    let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
-    let ac: Arc<dyn ActionCache> = Arc::new(MemoryActionCache::new(store.clone()));
-    let services = Services::new(corral_cas::Config::default(), store.clone(), ac.clone());
+    let storage = Storage::in_memory();
+    let services = Services::new(corral_cas::Config::default(), storage.clone());
     let scheduler = Scheduler::new(
         SchedulerConfig::default(),
-        store,
-        ac,
+        storage.cas,
+        storage.action_cache,
         Arc::new(ManualClock::new()),
     )
     .expect("default config is valid");

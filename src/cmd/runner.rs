@@ -7,13 +7,19 @@
 //! runtime, `exec --action` stops its runtime (and checks) before the
 //! sandbox starts, and the server forks its container helper first.
 
+mod dir_owner;
+mod farm_plan;
 mod outputs;
+mod recorded;
 mod reproduce;
+mod request;
+mod scratch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use corral_runner::exec::{ExecOptions, ExecRoot};
 use corral_runner::{Limits, RunnerConfig};
 
@@ -40,7 +46,7 @@ enum Sub {
     Delegate(DelegateArgs),
 }
 
-/// What `/` is for a reproduced action, overriding the scheduler's choice.
+/// What `/` is for a reproduced action, overriding the farm's choice.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum RootfsArg {
     /// The input root is `/` (what the farm does for `buildstream` instances).
@@ -51,9 +57,11 @@ enum RootfsArg {
 
 #[derive(Debug, clap::Args)]
 struct ExecArgs {
-    /// Reproduce the remote action with this digest (HASH/SIZE) exactly as a
-    /// worker would run it: fetch it and its input root from --remote, run
-    /// its command, print its stdout and stderr and exit with its exit code.
+    /// Reproduce the remote action with this digest (HASH/SIZE) exactly as
+    /// the farm's worker ran it (as its result in the farm's action cache
+    /// records; else as a farm with the default configuration would): fetch
+    /// it, its input root and its image from --remote, run its command,
+    /// print its stdout and stderr and exit with its exit code.
     #[arg(
         long,
         value_name = "HASH/SIZE",
@@ -64,25 +72,27 @@ struct ExecArgs {
         ]
     )]
     action: Option<String>,
-    /// With --action: the CAS holding it (a `corral server` or `corral up`),
-    /// e.g. http://127.0.0.1:8980.
+    /// With --action: the CAS and action cache holding it (a `corral
+    /// server` or `corral up`), e.g. http://127.0.0.1:8980.
     #[arg(long, value_name = "URL", requires = "action")]
     remote: Option<String>,
-    /// With --action: the REAPI instance name the action was sent with; it
-    /// also picks the rootfs as the scheduler would (`buildstream…`: the
-    /// input root is `/`; others: the host's system directories).
+    /// With --action: the REAPI instance name the action was sent with.
+    /// Without a record of the farm's run, it also picks the rootfs and
+    /// hostname as a default scheduler would (`buildstream…`: the input root
+    /// is `/`, hostname `buildbox`; others: the host's system directories).
     #[arg(long, value_name = "NAME", requires = "action")]
     instance: Option<String>,
-    /// With --action: override the rootfs the scheduler would pick.
+    /// With --action: override the rootfs the farm chose (an image too).
     #[arg(long, value_enum, requires = "action")]
     rootfs: Option<RootfsArg>,
     /// With --action: copy the command's outputs here (a new or empty
     /// directory standing for the input root).
     #[arg(long, value_name = "DIR", requires = "action")]
     outputs: Option<PathBuf>,
-    /// With --action: where the local CAS (kept between runs) and the
-    /// staged input roots live (default $XDG_CACHE_HOME/corral/exec, else
-    /// ~/.cache/corral/exec; as root /var/cache/corral/exec).
+    /// With --action: where the local CAS (kept between runs), the staged
+    /// input roots and the image cache live (default
+    /// $XDG_CACHE_HOME/corral/exec, else ~/.cache/corral/exec; as root
+    /// /var/cache/corral/exec).
     #[arg(long, value_name = "DIR", requires = "action")]
     cache: Option<PathBuf>,
     /// With --action: the digest function of the action (sha256 or blake3).
@@ -110,10 +120,11 @@ struct ExecArgs {
     /// Share the host network (the configuration must allow it).
     #[arg(long)]
     network: bool,
-    /// Sandbox profile: a name in the profile directory or a path to a TOML file.
+    /// Sandbox profile: a name in the profile directory or a path to a TOML
+    /// file (with --action: replaces the farm's).
     #[arg(long, default_value = "")]
     profile: String,
-    /// Wall-clock limit in seconds (with --action: replaces the action's).
+    /// Wall-clock limit in seconds (with --action: replaces the farm's).
     #[arg(long)]
     timeout: Option<f64>,
     /// Memory limit in bytes.
@@ -144,9 +155,7 @@ struct ExecArgs {
     /// Runner configuration (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The sandbox's hostname (default `corral`; with --action, what the
-    /// scheduler would give the instance name: `buildbox` for
-    /// `buildstream…`, as BuildStream's own sandbox).
+    /// The sandbox's hostname (default `corral`; with --action, the farm's).
     #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
     /// Subdirectory of the input root to mount read-only (repeatable), as
@@ -216,16 +225,18 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
             digest_function: a.digest_function.unwrap_or_else(|| "sha256".into()),
             outputs: a.outputs,
             cache: a.cache,
-            rootfs: a.rootfs.map(|r| match r {
-                RootfsArg::InputRoot => corral_scheduler::RootfsChoice::InputRoot,
-                RootfsArg::Host => corral_scheduler::RootfsChoice::Host,
-            }),
             config,
-            profile: a.profile,
-            limits,
+            overrides: farm_plan::Overrides {
+                rootfs: a.rootfs.map(|r| match r {
+                    RootfsArg::InputRoot => corral_scheduler::RootfsChoice::InputRoot,
+                    RootfsArg::Host => corral_scheduler::RootfsChoice::Host,
+                }),
+                hostname: a.hostname,
+                profile: a.profile,
+                limits,
+            },
             stats: a.stats,
             keep: a.keep,
-            hostname: a.hostname,
         });
     }
     let action_only = [
@@ -268,6 +279,39 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
         scratch_dir: None,
         hostname: a.hostname,
     };
-    let status = corral_runner::exec::run(&config, opts)?;
+    let status = exec_as_the_farm(&config, opts)?;
     Ok(ExitCode::from(status.clamp(0, 255) as u8))
+}
+
+/// Runs `opts` with the input root's directories owned by the action's
+/// user, as a worker stages them ([`dir_owner`]): in a scratch directory
+/// this prepares and so keeps or removes itself.
+fn exec_as_the_farm(config: &RunnerConfig, mut opts: ExecOptions) -> anyhow::Result<i32> {
+    let input = match &opts.root {
+        ExecRoot::Dir(dir) => Some(dir.clone()),
+        ExecRoot::Host | ExecRoot::Lower(_) => opts.input.clone(),
+    };
+    let Some(input) = input.filter(|dir| dir.is_dir()) else {
+        // Nothing to give (the runner reports a missing directory).
+        return Ok(corral_runner::exec::run(config, opts)?);
+    };
+    let host = corral_runner::Host::probe(config)?;
+    let scratch = scratch::create(host.is_root)?;
+    let keep = opts.keep;
+    opts.scratch_dir = Some(scratch.clone());
+    let owner = (host.map_uid, host.map_gid);
+    let outcome = dir_owner::give_directories(&input, &scratch.join("upper"), owner)
+        .with_context(|| {
+            format!(
+                "giving the directories of {} to the sandbox's user",
+                input.display()
+            )
+        })
+        .and_then(|_| Ok(corral_runner::exec::run(config, opts)?));
+    if keep {
+        eprintln!("corral: scratch directory kept at {}", scratch.display());
+    } else if let Err(e) = corral_worker::fsutil::remove_tree(&scratch) {
+        eprintln!("corral: could not remove {}: {e}", scratch.display());
+    }
+    outcome
 }

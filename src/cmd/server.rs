@@ -1,8 +1,10 @@
 //! `corral server`: the client-facing REAPI services on one port.
 //!
-//! Storage (Capabilities, CAS, ByteStream, ActionCache over a disk store
-//! under `--data`) and, unless the config turns it off, execution (the
-//! scheduler's Execution and Operations services and the worker protocol).
+//! Storage (Capabilities, CAS, ByteStream, ActionCache over the storage
+//! stack `corral_cas::factory` builds from `[cas]` and `[action_cache]`;
+//! by default disk stores under `--data`) and, unless the config turns it
+//! off, execution (the scheduler's Execution and Operations services and
+//! the worker protocol).
 //! Settings come from flags and, optionally, a TOML file; a flag wins over
 //! the file. [`start`] is shared with `corral up`.
 
@@ -13,7 +15,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use corral_cas::service::{server_builder, Services};
-use corral_cas::{ActionCache, BlobStore, DiskActionCache, DiskStore};
 use corral_scheduler::{Scheduler, SchedulerConfig, SystemClock};
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -32,7 +33,9 @@ pub struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Upper bound on CAS bytes kept on disk; least-recently-used blobs are
-    /// evicted beyond it.
+    /// evicted beyond it. Default: what the store holds plus 90 % of the
+    /// free space of its file system, measured at start. Sets `[cas]
+    /// max_cas_bytes`.
     #[arg(long)]
     max_cas_bytes: Option<u64>,
     /// TOML configuration file (see docs/storage.md).
@@ -51,8 +54,10 @@ pub struct ServerConfig {
     /// Serve Execution, Operations and the worker protocol. Default true;
     /// false makes a storage-only server.
     pub execution: bool,
-    /// Storage settings (`[cas]` table).
+    /// Storage settings (`[cas]` table and its sub-tables).
     pub cas: corral_cas::Config,
+    /// The action cache's backend (`[action_cache]` table).
+    pub action_cache: corral_cas::ActionCacheSpec,
     /// Scheduler settings (`[scheduler]` table, docs/scheduler.md).
     pub scheduler: SchedulerConfig,
 }
@@ -64,6 +69,7 @@ impl Default for ServerConfig {
             data: None,
             execution: true,
             cas: corral_cas::Config::default(),
+            action_cache: corral_cas::ActionCacheSpec::default(),
             scheduler: SchedulerConfig::default(),
         }
     }
@@ -138,32 +144,33 @@ impl RunningServer {
     }
 }
 
-/// Opens the stores under `data`, builds the services and serves them on
-/// `listen` in a background task.
+/// Builds the storage stack (relative paths under `data`), the services,
+/// and serves them on `listen` in a background task.
 pub async fn start(
     listen: SocketAddr,
     data: &Path,
     config: ServerConfig,
 ) -> anyhow::Result<RunningServer> {
-    let cas_config = config.cas;
-    let max_bytes = cas_config.max_cas_bytes();
-    let cas_dir = data.join("cas");
-    let store = tokio::task::spawn_blocking(move || DiskStore::open(cas_dir, max_bytes))
+    if config.execution && !config.cas.namespaces.is_empty() {
+        // Workers fetch inputs and upload outputs under the instance name
+        // they connected with, not the action's, so an action of a
+        // namespaced instance would find its inputs missing.
+        anyhow::bail!(
+            "[cas] namespaces need `execution = false` for now: workers do not yet \
+             use each action's instance name for their CAS calls (docs/storage.md)"
+        );
+    }
+    let storage = corral_cas::factory::build(&config.cas, &config.action_cache, data)
         .await
-        .context("opening the CAS")??;
-    let store: Arc<dyn BlobStore> = Arc::new(store);
-    let action_cache: Arc<dyn ActionCache> = Arc::new(
-        DiskActionCache::open(data.join("ac"), store.clone())
-            .context("opening the action cache")?,
-    );
-    let services = Services::new(cas_config, store.clone(), action_cache.clone());
+        .context("building the storage stack ([cas], [action_cache])")?;
+    let services = Services::new(config.cas, storage.clone());
     let mut routes = tonic::service::RoutesBuilder::default();
     services.add_to(&mut routes);
     let scheduler = if config.execution {
         let scheduler = Scheduler::new(
             config.scheduler,
-            store,
-            action_cache,
+            storage.cas,
+            storage.action_cache,
             Arc::new(SystemClock::new()),
         )
         .context("scheduler configuration")?;

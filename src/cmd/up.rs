@@ -40,8 +40,8 @@ pub struct Args {
     /// Actions run at once (default: the number of cores).
     #[arg(long)]
     slots: Option<u32>,
-    /// TOML configuration with `[cas]`, `[scheduler]` and `[worker]` tables,
-    /// each as for `corral server` and `corral worker`.
+    /// TOML configuration with `[cas]`, `[action_cache]`, `[scheduler]` and
+    /// `[worker]` tables, each as for `corral server` and `corral worker`.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -51,6 +51,7 @@ pub struct Args {
 #[serde(deny_unknown_fields, default)]
 struct UpConfig {
     cas: corral_cas::Config,
+    action_cache: corral_cas::ActionCacheSpec,
     scheduler: SchedulerConfig,
     worker: WorkerConfig,
 }
@@ -93,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         data: Some(data.join("server")),
         execution: true,
         cas: config.cas,
+        action_cache: config.action_cache,
         scheduler: config.scheduler,
     };
     let corral_binary = std::env::current_exe().context("locating the corral binary")?;

@@ -15,11 +15,14 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::action::{Executor, ExecutorOptions};
+use crate::clock::SystemClock;
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
+use crate::executor::{ActionExecutor, Cancellable, LocalExecutor, LocalOptions, Timestamped};
 use crate::fsutil::{allow_traversal, check_traversable, remove_tree};
 use crate::images::Images;
+use crate::inputs::Inputs;
+use crate::outputs::Outputs;
 use crate::runner::{Runner, RunnerSpec};
 use crate::session::{self, SessionOptions};
 use crate::stage::StagerOptions;
@@ -43,7 +46,7 @@ pub struct WorkerSettings {
 /// A started worker; [`Worker::run`] serves until shutdown.
 pub struct Worker {
     runner: Arc<Runner>,
-    executor: Arc<Executor>,
+    executor: Arc<dyn ActionExecutor>,
     session: SessionOptions,
 }
 
@@ -156,17 +159,23 @@ impl Worker {
             None
         };
         let name = config.name.clone().unwrap_or_else(host_name);
-        let executor = Arc::new(Executor::new(
-            ExecutorOptions {
-                name: name.clone(),
+        let remote = stager.cas().remote().clone();
+        let local = LocalExecutor::new(
+            LocalOptions {
                 builds_dir: builds,
                 profile: config.profile.clone(),
-                parallel_uploads: transfers,
                 owner,
             },
-            stager,
+            Inputs::new(stager, images),
             runner.clone(),
-            images,
+            Outputs::new(remote, transfers),
+        );
+        // The stack of docs/worker.md: timestamps ▸ cancellation ▸ the
+        // local executor's steps.
+        let executor: Arc<dyn ActionExecutor> = Arc::new(Timestamped::new(
+            Cancellable::new(local),
+            name.clone(),
+            Arc::new(SystemClock),
         ));
         let slots = config
             .slots

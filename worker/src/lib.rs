@@ -9,28 +9,40 @@
 //!   read-only lower layer of the runner's overlay; [`link`] hardlinks
 //!   their files, copying a blob whose inode is out of links.
 //! * [`remote`]: the batch and stream calls to the remote CAS.
-//! * [`action`]: one assignment from staging to upload; [`runner`] reaches
-//!   (and restarts) the runner process; [`session`] is the stream to the
-//!   scheduler; [`daemon`] wires them from a [`config::WorkerConfig`].
+//! * [`executor`]: the [`executor::ActionExecutor`] trait and its layers
+//!   (timestamps, cancellation, the local executor); the local executor's
+//!   steps are [`inputs`] (staging and image pull), [`plan`] (the one
+//!   translation of an assignment into a runner request, also used by
+//!   `corral runner exec --action`), [`build_dir`], [`sandbox`] (the
+//!   runner protocol) and [`outputs`] (capture and upload).
+//! * [`runner`] reaches (and restarts) the runner process; [`session`] is
+//!   the stream to the scheduler; [`daemon`] wires them from a
+//!   [`config::WorkerConfig`].
 
-pub mod action;
 pub mod bench;
+pub mod build_dir;
 pub mod capture;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod exec_variants;
+pub mod executor;
 pub mod fsutil;
 pub mod images;
+pub mod inputs;
 pub mod link;
 pub mod localcas;
 pub mod lru;
 pub mod merged;
+pub mod outputs;
 pub mod paths;
+pub mod plan;
 pub mod platform;
 pub mod prepare;
 pub mod remote;
 pub mod runner;
+pub mod sandbox;
 pub mod session;
 pub mod stage;
 pub mod status;

@@ -8,13 +8,16 @@
 //! * Small blobs are fetched together with BatchReadBlobs, up to the
 //!   server's batch limit per call; large ones are streamed with
 //!   ByteStream. Up to `parallel_fetches` calls run at once.
+//! * Everything fetched goes through a [`VerifyingStore`] over the disk
+//!   store, so a wrong or short blob from the remote is refused before it
+//!   is renamed into place; the bytes are hashed once, there.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use corral_cas::{BlobStore, Digest, DiskStore};
+use corral_cas::{BlobStore, Digest, DigestFunction, DiskStore, RequestContext, VerifyingStore};
 use futures::StreamExt;
 use tokio::sync::watch;
 
@@ -33,6 +36,8 @@ pub struct LocalCas {
 
 struct Inner {
     store: DiskStore,
+    /// `store` under the layer that verifies what is written to it.
+    verified: VerifyingStore,
     exec: ExecVariants,
     remote: RemoteCas,
     inflight: Mutex<HashMap<Digest, watch::Receiver<Outcome>>>,
@@ -57,6 +62,7 @@ impl LocalCas {
         let exec = ExecVariants::open(dir.join("exec"), options.max_exec_bytes)?;
         Ok(LocalCas {
             inner: Arc::new(Inner {
+                verified: VerifyingStore::new(Arc::new(store.clone())),
                 store,
                 exec,
                 remote,
@@ -94,7 +100,14 @@ impl LocalCas {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let missing = self.inner.store.find_missing(&unique).await?;
+        let function = unique
+            .first()
+            .map_or(DigestFunction::Sha256, |d| d.function());
+        let missing = self
+            .inner
+            .store
+            .find_missing(&local(function), &unique)
+            .await?;
         if missing.is_empty() {
             return Ok(());
         }
@@ -198,25 +211,29 @@ impl LocalCas {
         let remote = &self.inner.remote;
         if let [d] = call {
             if d.size() > remote.batch_limit() {
-                let writer = self.inner.store.write(d).await?;
+                let writer = self.inner.verified.write(&local(d.function()), d).await?;
                 return remote.read_into(d, writer).await;
             }
         }
         let function = call[0].function();
         let blobs = remote.batch_read(function, call).await?;
         for (d, data) in blobs {
-            self.inner.store.put(&d, data).await?;
+            self.inner
+                .verified
+                .put(&local(d.function()), &d, data)
+                .await?;
         }
         Ok(())
     }
 
     /// A small blob's bytes (Directory messages, say), fetched if needed.
     pub async fn get(&self, digest: &Digest) -> Result<Bytes> {
-        match self.inner.store.get(digest).await {
+        let ctx = local(digest.function());
+        match self.inner.store.get(&ctx, digest).await {
             Ok(b) => Ok(b),
             Err(e) if e.code() == tonic::Code::NotFound => {
                 self.ensure(&[*digest]).await?;
-                Ok(self.inner.store.get(digest).await?)
+                Ok(self.inner.store.get(&ctx, digest).await?)
             }
             Err(e) => Err(e.into()),
         }
@@ -244,6 +261,12 @@ impl LocalCas {
             .await
             .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
     }
+}
+
+/// The context of the worker's calls to its own local store (which has no
+/// instance names).
+fn local(function: DigestFunction) -> RequestContext {
+    RequestContext::internal("", function)
 }
 
 /// Removes a caller's in-flight entries when it finishes or is cancelled,

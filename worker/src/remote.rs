@@ -5,7 +5,7 @@
 //! the `GrpcStore` on the same channel for ByteStream.
 
 use bytes::Bytes;
-use corral_cas::{BlobStore, BlobWriter, Digest, DigestFunction, GrpcStore};
+use corral_cas::{BlobStore, BlobWriter, Digest, DigestFunction, GrpcStore, RequestContext};
 use corral_proto::reapi;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use futures::StreamExt;
@@ -55,6 +55,12 @@ impl RemoteCas {
     /// The ByteStream-capable store on the same channel.
     pub fn store(&self) -> &GrpcStore {
         &self.store
+    }
+
+    /// The context of the worker's own calls to the remote CAS: its
+    /// instance name, as the farm.
+    pub fn context(&self, function: DigestFunction) -> RequestContext {
+        RequestContext::internal(self.instance_name(), function)
     }
 
     fn cas(&self) -> ContentAddressableStorageClient<Channel> {
@@ -110,8 +116,11 @@ impl RemoteCas {
     }
 
     /// Streams one blob from the remote CAS into `writer` and commits it.
+    /// The stream is checked for length only: `writer` (the local store's,
+    /// under its verifying layer) hashes it, once.
     pub async fn read_into(&self, digest: &Digest, mut writer: Box<dyn BlobWriter>) -> Result<()> {
-        let mut stream = match self.store.read_unverified(digest, 0, None).await {
+        let ctx = self.context(digest.function());
+        let mut stream = match self.store.read(&ctx, digest, 0, None).await {
             Ok(s) => s,
             Err(e) if e.code() == tonic::Code::NotFound => {
                 return Err(Error::MissingBlob(digest.to_string()))
@@ -127,7 +136,13 @@ impl RemoteCas {
 
     /// The digests among `digests` that the remote CAS lacks.
     pub async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
-        Ok(self.store.find_missing(digests).await?)
+        let function = digests
+            .first()
+            .map_or(DigestFunction::Sha256, |d| d.function());
+        Ok(self
+            .store
+            .find_missing(&self.context(function), digests)
+            .await?)
     }
 
     /// Uploads several small blobs in one BatchUpdateBlobs call.

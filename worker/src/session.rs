@@ -23,8 +23,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use crate::action::Executor;
 use crate::error::{Error, Result};
+use crate::executor::ActionExecutor;
 
 /// Largest message either side sends: an assignment holds a whole Action and
 /// Command, a result a whole ActionResult.
@@ -57,7 +57,7 @@ enum Ended {
 /// drain is complete (or, while shut down, the scheduler is unreachable).
 pub async fn run(
     options: SessionOptions,
-    executor: Arc<Executor>,
+    executor: Arc<dyn ActionExecutor>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut pause = options.backoff.0;
@@ -97,7 +97,7 @@ fn send(tx: &mpsc::UnboundedSender<WorkerMessage>, kind: ToScheduler) {
 
 async fn stream_once(
     options: &SessionOptions,
-    executor: &Arc<Executor>,
+    executor: &Arc<dyn ActionExecutor>,
     shutdown: &CancellationToken,
 ) -> Result<Ended> {
     let channel = Endpoint::from_shared(options.scheduler_url.clone())
@@ -223,7 +223,7 @@ async fn stream_once(
 
 /// Runs one assignment and reports its result on the stream.
 async fn execute(
-    executor: Arc<Executor>,
+    executor: Arc<dyn ActionExecutor>,
     a: Assignment,
     tx: mpsc::UnboundedSender<WorkerMessage>,
     cancel: CancellationToken,
@@ -241,7 +241,7 @@ async fn execute(
             }),
         );
     };
-    let response = executor.execute(&a, &progress, &cancel).await;
+    let response = executor.execute(&a, &cancel, &progress).await;
     send(
         &tx,
         ToScheduler::Result(wire::Result {
@@ -251,3 +251,7 @@ async fn execute(
     );
     id
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -6,11 +6,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use corral_cas::service::Services;
-use corral_cas::{BlobStore, Config, Digest, DigestFunction, MemoryActionCache, MemoryStore};
+use corral_cas::{
+    BlobStore, Config, Digest, DigestFunction, MemoryActionCache, MemoryStore, RequestContext,
+    Storage,
+};
 use corral_proto::reapi;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+
+/// The context of the tests' own calls to the store.
+pub fn ctx() -> RequestContext {
+    RequestContext::internal("", DigestFunction::Sha256)
+}
 
 /// A CAS served on `127.0.0.1` for as long as this value lives.
 pub struct LoopbackCas {
@@ -29,13 +37,16 @@ impl LoopbackCas {
     /// Starts the CAS services; `max_batch` sets the advertised batch limit.
     pub async fn start(max_batch: Option<u64>) -> Result<Self> {
         let store = Arc::new(MemoryStore::new());
-        let dyn_store: Arc<dyn BlobStore> = store.clone();
-        let ac = Arc::new(MemoryActionCache::new(dyn_store.clone()));
         let config = Config {
             max_batch_total_size_bytes: max_batch,
             ..Config::default()
         };
-        let services = Services::new(config, dyn_store, ac);
+        let storage = Storage::over(
+            store.clone(),
+            Arc::new(MemoryActionCache::new()),
+            config.message_limits.clone(),
+        );
+        let services = Services::new(config, storage);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| Error::io("binding a loopback port", e))?;
@@ -64,7 +75,7 @@ impl LoopbackCas {
     pub async fn put(&self, data: impl Into<Bytes>) -> Result<Digest> {
         let data = data.into();
         let d = Digest::of_bytes(DigestFunction::Sha256, &data);
-        self.store.put(&d, data).await?;
+        self.store.put(&ctx(), &d, data).await?;
         Ok(d)
     }
 

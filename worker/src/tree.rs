@@ -3,9 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use corral_cas::message::{self, MessageLimits};
 use corral_cas::{Digest, DigestFunction};
 use corral_proto::reapi;
-use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::localcas::LocalCas;
@@ -37,6 +37,15 @@ impl InputTree {
     }
 }
 
+/// The request field a Directory at `path` of the input root is named by.
+fn field_of(path: &str) -> String {
+    if path.is_empty() {
+        "input_root_digest".to_string()
+    } else {
+        format!("input_root:{path}")
+    }
+}
+
 /// Fetches and checks the tree under `root`.
 pub async fn fetch_tree(
     cas: &LocalCas,
@@ -58,6 +67,12 @@ pub async fn fetch_tree(
                 format!("input root is nested deeper than {MAX_DEPTH} directories"),
             ));
         }
+        // A Directory over its cap is refused from its digest, before it
+        // is fetched or read into memory.
+        let limits = MessageLimits::default();
+        for (digest, path) in &level {
+            limits.check::<reapi::Directory>(digest, &field_of(path))?;
+        }
         let digests: Vec<Digest> = level.iter().map(|(d, _)| *d).collect();
         cas.ensure(&digests).await?;
         let mut next = Vec::new();
@@ -66,14 +81,7 @@ pub async fn fetch_tree(
                 continue;
             }
             let data = cas.get(&digest).await?;
-            let field = if path.is_empty() {
-                "input_root_digest".to_string()
-            } else {
-                format!("input_root:{path}")
-            };
-            let dir = reapi::Directory::decode(data).map_err(|e| {
-                Error::invalid(field, format!("blob {digest} is not a Directory: {e}"))
-            })?;
+            let dir: reapi::Directory = message::decode(&digest, &field_of(&path), data)?;
             let checked = check_directory(&dir, &path, function, policy)?;
             file_count += checked.files.len() as u64;
             files.extend(checked.files);

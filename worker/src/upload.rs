@@ -5,9 +5,10 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use corral_cas::{BlobStore, Digest};
+use corral_cas::{BlobStore, Digest, VerifyingStore};
 use futures::StreamExt;
 
 use crate::capture::Blob;
@@ -103,8 +104,13 @@ async fn read_blob(digest: &Digest, blob: &Blob) -> Result<Bytes> {
 }
 
 /// Streams one large blob with ByteStream, reading its file in chunks.
+/// The upload is verified on this side too, so an output file changed
+/// after it was hashed is refused here, before `finish_write` goes out.
 async fn stream_one(remote: &RemoteCas, digest: &Digest, blob: &Blob) -> Result<()> {
-    let mut writer = remote.store().write(digest).await?;
+    let verified = VerifyingStore::new(Arc::new(remote.store().clone()));
+    let mut writer = verified
+        .write(&remote.context(digest.function()), digest)
+        .await?;
     match blob {
         Blob::Bytes(b) => writer.write(b.clone()).await?,
         Blob::File(p) => {

@@ -10,7 +10,7 @@ use corral_cas::{BlobStore, Digest, DigestFunction};
 use corral_proto::reapi;
 use corral_worker::capture::{capture, Captured};
 use corral_worker::stage::StagerOptions;
-use corral_worker::testkit::{upload_wide_tree, DirBuilder, LoopbackCas};
+use corral_worker::testkit::{ctx, upload_wide_tree, DirBuilder, LoopbackCas};
 use corral_worker::upload::upload;
 use corral_worker::validate::SymlinkPolicy;
 use corral_worker::{LocalCas, LocalCasOptions, RemoteCas, StagedInput, Stager};
@@ -110,7 +110,7 @@ fn command(paths: &[&str]) -> reapi::Command {
 
 async fn fetch<M: Message + Default>(cas: &LoopbackCas, d: &reapi::Digest) -> M {
     let d = Digest::from_proto(SHA, d).unwrap();
-    M::decode(cas.store.get(&d).await.unwrap()).unwrap()
+    M::decode(cas.store.get(&ctx(), &d).await.unwrap()).unwrap()
 }
 
 async fn capture_and_upload(
@@ -125,7 +125,7 @@ async fn capture_and_upload(
     let missing = s
         .cas
         .store
-        .find_missing(&captured.blobs.keys().copied().collect::<Vec<_>>())
+        .find_missing(&ctx(), &captured.blobs.keys().copied().collect::<Vec<_>>())
         .await
         .unwrap();
     assert!(missing.is_empty());
@@ -201,7 +201,7 @@ async fn outputs_of_every_kind_through_an_overlay() {
     let a_new = Digest::of_bytes(SHA, b"int a = 1;\n");
     assert_eq!(src_root.files[0].digest, Some(a_new.to_proto()));
     assert_eq!(
-        s.cas.store.get(&a_new).await.unwrap().as_ref(),
+        s.cas.store.get(&ctx(), &a_new).await.unwrap().as_ref(),
         b"int a = 1;\n"
     );
     // lib: replaced by a new (opaque) directory: old.a gone.
@@ -219,7 +219,7 @@ async fn outputs_of_every_kind_through_an_overlay() {
     assert_eq!(out_dir.symlinks[0].target, "x.o");
     // The 300 KiB file is over the 256 KiB batch limit: it went by ByteStream.
     let x = Digest::from_proto(SHA, r.output_files[0].digest.as_ref().unwrap()).unwrap();
-    assert_eq!(s.cas.store.get(&x).await.unwrap().len(), 300 << 10);
+    assert_eq!(s.cas.store.get(&ctx(), &x).await.unwrap().len(), 300 << 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

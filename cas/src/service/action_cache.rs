@@ -8,6 +8,7 @@ use corral_proto::reapi::action_cache_server::ActionCache as ActionCacheApi;
 use tonic::{Request, Response, Status};
 
 use super::State;
+use crate::context::Caller;
 use crate::digest::{Digest, DigestFunction};
 use crate::error::Error;
 
@@ -27,16 +28,13 @@ impl ActionCacheApi for ActionCacheService {
         &self,
         request: Request<reapi::GetActionResultRequest>,
     ) -> Result<Response<reapi::ActionResult>, Status> {
+        let caller = Caller::from_request(&request);
         let req = request.into_inner();
         let function = DigestFunction::from_proto(req.digest_function)?;
         let action =
             Digest::from_proto_field(function, req.action_digest.as_ref(), "action_digest")?;
-        match self
-            .state
-            .action_cache
-            .get(&req.instance_name, &action)
-            .await?
-        {
+        let ctx = caller.context(&req.instance_name, function);
+        match self.state.action_cache.get(&ctx, &action).await? {
             Some(result) => Ok(Response::new(result)),
             None => Err(Error::NotFound(format!(
                 "action result for {action} in instance {:?}",
@@ -50,6 +48,7 @@ impl ActionCacheApi for ActionCacheService {
         &self,
         request: Request<reapi::UpdateActionResultRequest>,
     ) -> Result<Response<reapi::ActionResult>, Status> {
+        let caller = Caller::from_request(&request);
         let req = request.into_inner();
         let function = DigestFunction::from_proto(req.digest_function)?;
         let action =
@@ -57,9 +56,10 @@ impl ActionCacheApi for ActionCacheService {
         let result = req
             .action_result
             .ok_or_else(|| Error::invalid("action_result", "is missing"))?;
+        let ctx = caller.context(&req.instance_name, function);
         self.state
             .action_cache
-            .update(&req.instance_name, &action, result.clone())
+            .update(&ctx, &action, result.clone())
             .await?;
         Ok(Response::new(result))
     }

@@ -17,8 +17,10 @@ use super::codec::ZstdEncoder;
 use super::decode_errors::from_stream_error;
 use super::uploads::UploadKey;
 use super::{write, State};
+use crate::context::Caller;
 use crate::error::{Error, Result};
 use crate::resource::{parse_read, parse_write, Compression};
+use crate::store::BlobStore;
 
 pub struct ByteStreamService {
     state: Arc<State>,
@@ -29,8 +31,9 @@ impl ByteStreamService {
         ByteStreamService { state }
     }
 
-    async fn open_read(&self, req: &ReadRequest) -> Result<ReadStream> {
+    async fn open_read(&self, caller: &Caller, req: &ReadRequest) -> Result<ReadStream> {
         let resource = parse_read(&req.resource_name)?;
+        let ctx = caller.context(&resource.instance_name, resource.digest.function());
         if req.read_offset < 0 {
             return Err(Error::OutOfRange {
                 field: "read_offset".into(),
@@ -55,7 +58,7 @@ impl ByteStreamService {
         let chunks = self
             .state
             .store
-            .read(&resource.digest, req.read_offset as u64, limit)
+            .read(&ctx, &resource.digest, req.read_offset as u64, limit)
             .await?;
         Ok(match resource.compression {
             Compression::Identity => {
@@ -65,12 +68,17 @@ impl ByteStreamService {
         })
     }
 
-    async fn write_status(&self, resource_name: &str) -> Result<QueryWriteStatusResponse> {
+    async fn write_status(
+        &self,
+        caller: &Caller,
+        resource_name: &str,
+    ) -> Result<QueryWriteStatusResponse> {
         let resource = parse_write(resource_name)?;
+        let ctx = caller.context(&resource.instance_name, resource.digest.function());
         let exists = self
             .state
             .store
-            .find_missing(&[resource.digest])
+            .find_missing(&ctx, &[resource.digest])
             .await?
             .is_empty();
         if exists {
@@ -125,8 +133,9 @@ impl ByteStream for ByteStreamService {
     type ReadStream = ReadStream;
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadStream>, Status> {
+        let caller = Caller::from_request(&request);
         let req = request.into_inner();
-        match self.open_read(&req).await {
+        match self.open_read(&caller, &req).await {
             Ok(stream) => Ok(Response::new(stream)),
             Err(e) => Err(refused("Read", &req.resource_name, e)),
         }
@@ -140,6 +149,7 @@ impl ByteStream for ByteStreamService {
         &self,
         request: Request<Streaming<WriteRequest>>,
     ) -> Result<Response<WriteResponse>, Status> {
+        let caller = Caller::from_request(&request);
         let mut stream = request.into_inner();
         let first = match stream.message().await {
             Ok(Some(first)) => first,
@@ -156,7 +166,7 @@ impl ByteStream for ByteStreamService {
             }
         };
         let name = first.resource_name.clone();
-        let task = tokio::spawn(write::run(self.state.clone(), first, stream));
+        let task = tokio::spawn(write::run(self.state.clone(), caller, first, stream));
         let result = task
             .await
             .unwrap_or_else(|e| Err(Error::Internal(format!("Write task failed: {e}"))));
@@ -170,8 +180,9 @@ impl ByteStream for ByteStreamService {
         &self,
         request: Request<QueryWriteStatusRequest>,
     ) -> Result<Response<QueryWriteStatusResponse>, Status> {
+        let caller = Caller::from_request(&request);
         let req = request.into_inner();
-        match self.write_status(&req.resource_name).await {
+        match self.write_status(&caller, &req.resource_name).await {
             Ok(status) => Ok(Response::new(status)),
             Err(e) => Err(refused("QueryWriteStatus", &req.resource_name, e)),
         }

@@ -12,8 +12,10 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{tree, State};
+use crate::context::{Caller, RequestContext};
 use crate::digest::{Digest, DigestFunction, DigestMap};
 use crate::error::{Error, Result};
+use crate::store::BlobStore;
 
 /// Largest number of digests accepted in one FindMissingBlobs call; far
 /// above what fits a message anyway, it bounds the work of one request.
@@ -37,18 +39,18 @@ impl CasService {
 
     async fn update_one(
         &self,
-        function: DigestFunction,
+        ctx: &RequestContext,
         index: usize,
         req: reapi::batch_update_blobs_request::Request,
     ) -> Result<()> {
         let field = format!("requests[{index}]");
-        let digest = Digest::from_proto_field(function, req.digest.as_ref(), "digest")
+        let digest = Digest::from_proto_field(ctx.digest_function(), req.digest.as_ref(), "digest")
             .map_err(|e| e.in_field(&field))?;
         let data =
             decode_batch_data(&digest, req.compressor, req.data).map_err(|e| e.in_field(&field))?;
         self.state
             .store
-            .put(&digest, data)
+            .put(ctx, &digest, data)
             .await
             .map_err(|e| e.in_field(&format!("{field}.data")))
     }
@@ -107,8 +109,10 @@ impl ContentAddressableStorage for CasService {
         &self,
         request: Request<reapi::FindMissingBlobsRequest>,
     ) -> Result<Response<reapi::FindMissingBlobsResponse>, Status> {
+        let caller = Caller::from_request(&request);
         let req = request.into_inner();
         let function = DigestFunction::from_proto(req.digest_function)?;
+        let ctx = caller.context(&req.instance_name, function);
         if req.blob_digests.len() > MAX_FIND_MISSING {
             return Err(Error::invalid(
                 "blob_digests",
@@ -120,7 +124,7 @@ impl ContentAddressableStorage for CasService {
             .into());
         }
         let digests = parse_all(function, &req.blob_digests, "blob_digests")?;
-        let missing = self.state.store.find_missing(&digests).await?;
+        let missing = self.state.store.find_missing(&ctx, &digests).await?;
         // Answer with the client's own digest messages (canonical, since
         // they parsed) rather than encoding hex again; stores answer in any
         // order, so match by value (a digest asked twice is answered twice).
@@ -146,8 +150,10 @@ impl ContentAddressableStorage for CasService {
         &self,
         request: Request<reapi::BatchUpdateBlobsRequest>,
     ) -> Result<Response<reapi::BatchUpdateBlobsResponse>, Status> {
+        let caller = Caller::from_request(&request);
         let req = request.into_inner();
         let function = DigestFunction::from_proto(req.digest_function)?;
+        let ctx = caller.context(&req.instance_name, function);
         let total: u64 = req.requests.iter().map(|r| r.data.len() as u64).sum();
         let max = self.state.config.max_batch_total_size_bytes();
         if total > max {
@@ -163,7 +169,7 @@ impl ContentAddressableStorage for CasService {
             req.requests
                 .into_iter()
                 .enumerate()
-                .map(|(i, r)| self.update_one(function, i, r)),
+                .map(|(i, r)| self.update_one(&ctx, i, r)),
         )
         .buffered(BATCH_PARALLELISM)
         .collect()
@@ -191,8 +197,10 @@ impl ContentAddressableStorage for CasService {
         &self,
         request: Request<reapi::BatchReadBlobsRequest>,
     ) -> Result<Response<reapi::BatchReadBlobsResponse>, Status> {
+        let caller = Caller::from_request(&request);
         let req = request.into_inner();
         let function = DigestFunction::from_proto(req.digest_function)?;
+        let ctx = caller.context(&req.instance_name, function);
         let digests = parse_all(function, &req.digests, "digests")?;
         let total: u64 = digests.iter().map(|d| d.size()).sum();
         let max = self.state.config.max_batch_total_size_bytes();
@@ -206,8 +214,8 @@ impl ContentAddressableStorage for CasService {
         let store = &self.state.store;
         let results: Vec<Result<Bytes>> = futures::stream::iter(digests.iter().copied())
             .map(|d| {
-                let store = store.clone();
-                async move { store.get(&d).await }
+                let (store, ctx) = (store.clone(), ctx.clone());
+                async move { store.get(&ctx, &d).await }
             })
             .buffered(BATCH_PARALLELISM)
             .collect()
@@ -239,8 +247,10 @@ impl ContentAddressableStorage for CasService {
         &self,
         request: Request<reapi::GetTreeRequest>,
     ) -> Result<Response<Self::GetTreeStream>, Status> {
+        let caller = Caller::from_request(&request);
         let req = request.into_inner();
         let function = DigestFunction::from_proto(req.digest_function)?;
+        let ctx = caller.context(&req.instance_name, function);
         let root = Digest::from_proto_field(function, req.root_digest.as_ref(), "root_digest")?;
         let page_size = if req.page_size < 0 {
             return Err(
@@ -252,13 +262,16 @@ impl ContentAddressableStorage for CasService {
             (req.page_size as u32).min(self.state.config.get_tree_page_size())
         };
         let skip = tree::parse_page_token(&req.page_token)?;
-        let max_bytes = self.state.config.max_message_bytes() / 2;
         let stream = tree::pages(
             self.state.store.clone(),
+            ctx,
             root,
+            tree::PageLimits {
+                directories: page_size as usize,
+                bytes: self.state.config.max_message_bytes() / 2,
+                response_bytes: self.state.config.max_message_bytes(),
+            },
             skip,
-            page_size as usize,
-            max_bytes,
         )
         .await?;
         Ok(Response::new(stream))

@@ -16,6 +16,15 @@ use tonic::server::NamedService;
 use tonic::Status;
 
 /// Prefix of tonic-prost's decode error messages.
+///
+/// Matching on text is a last resort, and this is one: tonic-prost turns a
+/// `prost::DecodeError` into `Status::internal(error.to_string())` with no
+/// source attached and no code of its own (tonic-prost 0.14
+/// `codec.rs::from_decode_error`), and the REAPI servers' codec is chosen
+/// by the `bazel-remote-apis` crate's generated code, so there is no
+/// structural signal to test instead. Only the code changes on a match
+/// (INTERNAL to INVALID_ARGUMENT); if the text ever changes, garbage is
+/// answered with INTERNAL again, which `tests/garbage.rs` would catch.
 const DECODE_FAILURE: &str = "failed to decode Protobuf message";
 
 /// Wraps a generated tonic server.

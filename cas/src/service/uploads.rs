@@ -489,7 +489,8 @@ mod tests {
         let store = MemoryStore::new();
         let mut c = uploads.claim(key.clone(), 0).unwrap();
         assert!(c.is_fresh());
-        c.begin(store.write(&key.digest).await.unwrap(), None);
+        let ctx = crate::RequestContext::internal("", key.digest.function());
+        c.begin(store.write(&ctx, &key.digest).await.unwrap(), None);
         let u = c.upload().unwrap();
         u.writer.write(Bytes::copy_from_slice(data)).await.unwrap();
         u.set_received(data.len() as u64);

@@ -18,8 +18,10 @@ use super::codec::ZstdDecoder;
 use super::decode_errors::from_stream_error;
 use super::uploads::{Upload, UploadKey};
 use super::State;
+use crate::context::Caller;
 use crate::error::{Error, Result};
 use crate::resource::{parse_write, Compression, WriteResource};
+use crate::store::BlobStore;
 
 /// Small client chunks are gathered to this size before they go to the
 /// store, so a client writing 16 KiB messages costs no more than one
@@ -40,14 +42,16 @@ pub fn already_stored(resource: &WriteResource) -> i64 {
 /// `committed_size` to answer.
 pub async fn run(
     state: Arc<State>,
+    caller: Caller,
     first: WriteRequest,
     mut stream: Streaming<WriteRequest>,
 ) -> Result<i64> {
     let name = first.resource_name.clone();
     let resource = parse_write(&name)?;
     let digest = resource.digest;
+    let ctx = caller.context(&resource.instance_name, digest.function());
     let key = UploadKey::of(&resource);
-    if state.store.find_missing(&[digest]).await?.is_empty() {
+    if state.store.find_missing(&ctx, &[digest]).await?.is_empty() {
         // Already stored (always so for the empty blob): REAPI lets the
         // server end the upload now, whatever was sent or kept before.
         state.uploads.forget(&key);
@@ -55,7 +59,7 @@ pub async fn run(
     }
     let mut checkout = state.uploads.claim(key, first.write_offset)?;
     if checkout.is_fresh() {
-        let writer = state.store.write(&digest).await?;
+        let writer = state.store.write(&ctx, &digest).await?;
         let decoder = match resource.compression {
             Compression::Identity => None,
             Compression::Zstd => Some(ZstdDecoder::new()?),

@@ -19,22 +19,36 @@
 //! The store is bounded: an in-memory index keeps blobs in least-recently
 //! used order and evicts the oldest when `max_bytes` would be exceeded. On
 //! start the index is rebuilt from the files (oldest modification first), so
-//! everything stored before a restart is still served.
+//! everything stored before a restart is still served. Unless configured,
+//! the bound follows the free space of the file system ([`SizeBound`]), and
+//! a file system that fills anyway makes the store evict rather than refuse
+//! (`writer.rs`).
+//!
+//! The store trusts what it is asked to store: hashing is the
+//! [`super::VerifyingStore`]'s, which calls a writer's `commit` (the rename)
+//! only for a blob that matched.
 
-use std::collections::BTreeMap;
+mod free_space;
+mod lru;
+mod writer;
+
+pub use free_space::{free_bytes, SizeBound, DEFAULT_FREE_SPACE_PERCENT};
+
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::stage::Stage;
-use super::{check_room, read_range, verify, BlobStore, BlobWriter, ChunkStream, Verifier};
-use crate::digest::{parse_hash, Digest, DigestFunction, DigestMap};
+use self::lru::Lru;
+use self::writer::DiskWriter;
+use super::{read_range, BlobStore, BlobWriter, ChunkStream};
+use crate::context::RequestContext;
+use crate::digest::{parse_hash, Digest, DigestFunction};
 use crate::error::{Error, Result};
 
 /// Chunk size of streamed reads from disk.
@@ -49,74 +63,22 @@ pub struct DiskStore {
 struct Inner {
     root: PathBuf,
     max_bytes: u64,
-    index: Mutex<Index>,
-}
-
-/// LRU bookkeeping: each blob has a tick; `order` maps ticks back to blobs.
-#[derive(Default)]
-struct Index {
-    ticks: DigestMap<u64>,
-    order: BTreeMap<u64, Digest>,
-    next_tick: u64,
-    total: u64,
-}
-
-impl Index {
-    fn touch(&mut self, digest: &Digest) -> bool {
-        let Some(tick) = self.ticks.get_mut(digest) else {
-            return false;
-        };
-        self.order.remove(tick);
-        *tick = self.next_tick;
-        self.order.insert(self.next_tick, *digest);
-        self.next_tick += 1;
-        true
-    }
-
-    fn insert(&mut self, digest: Digest) {
-        if self.touch(&digest) {
-            return;
-        }
-        self.ticks.insert(digest, self.next_tick);
-        self.order.insert(self.next_tick, digest);
-        self.next_tick += 1;
-        self.total += digest.size();
-    }
-
-    fn remove(&mut self, digest: &Digest) {
-        if let Some(tick) = self.ticks.remove(digest) {
-            self.order.remove(&tick);
-            self.total -= digest.size();
-        }
-    }
-
-    /// Removes least-recently-used entries until `total <= max`, never
-    /// `keep`; returns what to delete.
-    fn evict(&mut self, max: u64, keep: &Digest) -> Vec<Digest> {
-        let mut victims = Vec::new();
-        let mut cursor = 0;
-        while self.total > max {
-            let Some((&tick, &victim)) = self.order.range(cursor..).next() else {
-                break;
-            };
-            cursor = tick + 1;
-            if victim == *keep {
-                continue;
-            }
-            self.remove(&victim);
-            victims.push(victim);
-        }
-        victims
-    }
+    index: Mutex<Lru>,
 }
 
 impl DiskStore {
     /// Opens (creating if needed) the store at `root`, bounded to
-    /// `max_bytes`. Scans existing blobs, drops leftovers of interrupted
-    /// uploads and files whose size does not match their name, and evicts
-    /// down to `max_bytes`. Blocking: call it before serving, or from
-    /// `spawn_blocking`.
+    /// `max_bytes`. See [`DiskStore::open_with`].
     pub fn open(root: impl Into<PathBuf>, max_bytes: u64) -> Result<Self> {
+        Self::open_with(root, SizeBound::Bytes(max_bytes))
+    }
+
+    /// Opens (creating if needed) the store at `root` with its bound chosen
+    /// by `bound`. Scans existing blobs, drops leftovers of interrupted
+    /// uploads and files whose size does not match their name, and evicts
+    /// down to the bound. Blocking: call it before serving, or from
+    /// `spawn_blocking`.
+    pub fn open_with(root: impl Into<PathBuf>, bound: SizeBound) -> Result<Self> {
         let root = root.into();
         let tmp = root.join("tmp");
         if tmp.exists() {
@@ -134,10 +96,11 @@ impl DiskStore {
             scan(function, &dir, &mut found)?;
         }
         found.sort();
-        let mut index = Index::default();
+        let mut index = Lru::default();
         for (_, digest) in found {
             index.insert(digest);
         }
+        let max_bytes = bound.resolve(&root, index.total())?;
         let store = DiskStore {
             inner: Arc::new(Inner {
                 root,
@@ -147,7 +110,7 @@ impl DiskStore {
         };
         let victims = store
             .index()
-            .evict(max_bytes, &Digest::of_bytes(DigestFunction::Sha256, b""));
+            .evict_to(max_bytes, &Digest::of_bytes(DigestFunction::Sha256, b""));
         for v in &victims {
             store.unlink(v);
         }
@@ -156,6 +119,7 @@ impl DiskStore {
             blobs = store.len(),
             bytes = store.total_bytes(),
             max_bytes,
+            bound = ?bound,
             evicted = victims.len(),
             "disk CAS opened"
         );
@@ -194,7 +158,7 @@ impl DiskStore {
 
     /// Number of blobs held.
     pub fn len(&self) -> usize {
-        self.index().ticks.len()
+        self.index().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -203,15 +167,16 @@ impl DiskStore {
 
     /// Bytes held.
     pub fn total_bytes(&self) -> u64 {
-        self.index().total
+        self.index().total()
     }
 
-    /// The configured bound.
+    /// The bound in bytes (as configured, or as resolved from the free
+    /// space at open).
     pub fn max_bytes(&self) -> u64 {
         self.inner.max_bytes
     }
 
-    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+    fn index(&self) -> std::sync::MutexGuard<'_, Lru> {
         // Every index update completes before any call that could panic, so
         // a poisoned lock still guards a consistent index.
         self.inner.index.lock().unwrap_or_else(|p| p.into_inner())
@@ -263,7 +228,7 @@ impl DiskStore {
         let victims = {
             let mut index = self.index();
             index.insert(*digest);
-            index.evict(self.inner.max_bytes, digest)
+            index.evict_to(self.inner.max_bytes, digest)
         };
         for v in &victims {
             self.unlink(v);
@@ -274,21 +239,24 @@ impl DiskStore {
         Ok(())
     }
 
-    /// Writes already-verified bytes to a temp file and publishes them.
-    fn commit_bytes(&self, digest: &Digest, data: &[u8]) -> Result<()> {
-        let tmp = self.temp_path(digest);
-        let result = (|| {
-            let mut f = File::create(&tmp)
-                .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-            f.write_all(data)
-                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-            drop(f);
-            self.publish(digest, &tmp)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+    /// The file system is full: evicts least-recently-used blobs worth at
+    /// least `needed` bytes, never `keep`. False when nothing was left to
+    /// evict (the caller then fails with the file system's error).
+    fn make_room(&self, needed: u64, keep: &Digest) -> bool {
+        let victims = self.index().evict_bytes(needed, keep);
+        for v in &victims {
+            self.unlink(v);
         }
-        result
+        let freed: u64 = victims.iter().map(Digest::size).sum();
+        tracing::warn!(
+            root = %self.inner.root.display(),
+            evicted = victims.len(),
+            freed,
+            held = self.total_bytes(),
+            max_bytes = self.inner.max_bytes,
+            "file system full below the store's bound: evicted to make room"
+        );
+        !victims.is_empty()
     }
 
     fn open_blob(&self, digest: &Digest) -> Result<File> {
@@ -362,7 +330,7 @@ async fn run_blocking<T: Send + 'static>(
 
 #[async_trait]
 impl BlobStore for DiskStore {
-    async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+    async fn find_missing(&self, _: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>> {
         let mut index = self.index();
         Ok(digests
             .iter()
@@ -371,7 +339,7 @@ impl BlobStore for DiskStore {
             .collect())
     }
 
-    async fn get(&self, digest: &Digest) -> Result<Bytes> {
+    async fn get(&self, _: &RequestContext, digest: &Digest) -> Result<Bytes> {
         if digest.is_empty_blob() {
             return Ok(Bytes::new());
         }
@@ -387,15 +355,22 @@ impl BlobStore for DiskStore {
         .await
     }
 
-    async fn put(&self, digest: &Digest, data: Bytes) -> Result<()> {
-        if digest.is_empty_blob() && data.is_empty() {
+    async fn put(&self, _: &RequestContext, digest: &Digest, data: Bytes) -> Result<()> {
+        if digest.is_empty_blob() {
             return Ok(());
         }
         self.check_fits(digest)?;
+        if data.len() as u64 != digest.size() {
+            // The verifying layer refuses this first; the index counts
+            // bytes by digest, so never store a blob of another size.
+            return Err(Error::Internal(format!(
+                "disk store: {} bytes offered for {digest}",
+                data.len()
+            )));
+        }
         let store = self.clone();
         let d = *digest;
         run_blocking(move || {
-            verify(&d, &data)?;
             if store.index().touch(&d) && store.path(&d).exists() {
                 return Ok(());
             }
@@ -404,7 +379,13 @@ impl BlobStore for DiskStore {
         .await
     }
 
-    async fn read(&self, digest: &Digest, offset: u64, limit: Option<u64>) -> Result<ChunkStream> {
+    async fn read(
+        &self,
+        _: &RequestContext,
+        digest: &Digest,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> Result<ChunkStream> {
         let (start, end) = read_range(digest, offset, limit)?;
         if digest.is_empty_blob() || start == end {
             if !digest.is_empty_blob() {
@@ -453,111 +434,8 @@ impl BlobStore for DiskStore {
         Ok(Box::pin(stream))
     }
 
-    async fn write(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
+    async fn write(&self, _: &RequestContext, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
         self.check_fits(digest)?;
-        let tmp = self.temp_path(digest);
-        let path = tmp.clone();
-        let file = run_blocking(move || {
-            File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))
-        })
-        .await?;
-        Ok(Box::new(DiskWriter {
-            store: self.clone(),
-            expected: *digest,
-            hashing: Stage::spawn(
-                "hashing",
-                Verifier::new(*digest),
-                STAGE_DEPTH,
-                |v, chunk| v.update(chunk),
-            ),
-            writing: Stage::spawn(
-                "writing",
-                (file, tmp.clone()),
-                STAGE_DEPTH,
-                |(f, tmp), chunk| {
-                    f.write_all(chunk)
-                        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))
-                },
-            ),
-            committed: 0,
-            started: Instant::now(),
-            tmp: TempFile {
-                path: tmp,
-                published: false,
-            },
-        }))
-    }
-}
-
-/// Chunks (of about 1 MiB from the ByteStream service) queued per stage of
-/// an upload before the receiver waits.
-const STAGE_DEPTH: usize = 4;
-
-/// A streaming upload into a temp file: each chunk is hashed and written at
-/// the same time, by two [`Stage`]s.
-struct DiskWriter {
-    store: DiskStore,
-    expected: Digest,
-    hashing: Stage<Verifier>,
-    writing: Stage<(File, PathBuf)>,
-    /// Bytes accepted (queued to both stages).
-    committed: u64,
-    tmp: TempFile,
-    started: Instant,
-}
-
-#[async_trait]
-impl BlobWriter for DiskWriter {
-    async fn write(&mut self, data: Bytes) -> Result<()> {
-        check_room(&self.expected, self.committed, data.len())?;
-        self.committed += data.len() as u64;
-        self.hashing.send(data.clone()).await?;
-        self.writing.send(data).await
-    }
-
-    fn committed(&self) -> u64 {
-        self.committed
-    }
-
-    async fn commit(self: Box<Self>) -> Result<()> {
-        let DiskWriter {
-            store,
-            expected,
-            hashing,
-            writing,
-            mut tmp,
-            started,
-            ..
-        } = *self;
-        let (verified, written) = tokio::join!(hashing.finish(), writing.finish());
-        let ((file, _), writing_busy) = written?;
-        drop(file);
-        let (verifier, hashing_busy) = verified?;
-        verifier.finish()?;
-        let path = tmp.path.clone();
-        run_blocking(move || store.publish(&expected, &path)).await?;
-        tmp.published = true;
-        tracing::debug!(
-            blob = %expected,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            hashing_ms = hashing_busy.as_secs_f64() * 1e3,
-            writing_ms = writing_busy.as_secs_f64() * 1e3,
-            "upload committed"
-        );
-        Ok(())
-    }
-}
-
-/// An upload's temp file, removed when dropped unless it was published.
-struct TempFile {
-    path: PathBuf,
-    published: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.published {
-            let _ = fs::remove_file(&self.path);
-        }
+        Ok(Box::new(DiskWriter::start(self.clone(), *digest).await?))
     }
 }

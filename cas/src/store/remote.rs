@@ -3,9 +3,15 @@
 //! worker reads a CAS that runs in another process.
 //!
 //! Small blobs go through the batch calls, large ones through ByteStream,
-//! split at the batch limit the server advertises. Data read back is
-//! verified against its digest, so a faulty server cannot hand out a wrong
-//! blob through this store either.
+//! split at the batch limit the server advertises. This backend checks
+//! lengths (a stream that is longer or shorter than asked is an error) but
+//! not hashes: the factory puts a [`super::VerifyingStore`] that verifies
+//! reads over it, and a copy into another store's writer is verified by
+//! that store, so nothing is hashed twice.
+//!
+//! Calls through [`BlobStore`] use the instance name of their
+//! [`RequestContext`], unless the store was given a fixed one
+//! ([`GrpcStore::with_fixed_instance`]).
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,10 +20,10 @@ use corral_proto::bytestream::{ReadRequest, WriteRequest};
 use corral_proto::reapi;
 use corral_proto::reapi::capabilities_client::CapabilitiesClient;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
-use futures::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{read_range, verify, BlobStore, BlobWriter, ChunkStream, Verifier};
+use super::{read_range, BlobStore, BlobWriter, ChunkStream};
+use crate::context::RequestContext;
 use crate::digest::{Digest, DigestFunction};
 use crate::error::{Error, Result};
 use crate::resource::{read_name, write_name, Compression};
@@ -45,7 +51,11 @@ pub fn endpoint(url: &str) -> Result<Endpoint> {
 #[derive(Clone)]
 pub struct GrpcStore {
     channel: Channel,
+    /// The name given at connect: asked for Capabilities, and used by the
+    /// shorthands [`GrpcStore::get`] and [`GrpcStore::put`].
     instance_name: String,
+    /// When set, sent instead of each call's instance name.
+    fixed_instance: Option<String>,
     /// Blobs up to this size use the batch calls.
     batch_limit: u64,
 }
@@ -82,6 +92,7 @@ impl GrpcStore {
         Ok(GrpcStore {
             channel,
             instance_name: instance_name.to_string(),
+            fixed_instance: None,
             // Leave room for the digests and framing in the same message.
             batch_limit: advertised.saturating_sub(64 << 10).max(1),
         })
@@ -102,25 +113,54 @@ impl GrpcStore {
         &self.channel
     }
 
-    /// The bytes the server sends for a read, checked for length only. For
-    /// callers that verify anyway, such as a copy into another store's
-    /// [`BlobWriter`] (whose commit checks the digest): hashing the stream
-    /// here too would double the cost of every fetched blob.
-    pub async fn read_unverified(
+    /// Sends every call to `instance` whatever its context says: for a
+    /// remote CAS that serves this farm under one instance name of its own.
+    pub fn with_fixed_instance(mut self, instance: &str) -> Self {
+        self.fixed_instance = Some(instance.to_string());
+        self
+    }
+
+    /// The instance name sent for a call in `ctx`.
+    fn instance<'a>(&'a self, ctx: &'a RequestContext) -> &'a str {
+        self.fixed_instance
+            .as_deref()
+            .unwrap_or(ctx.instance_name())
+    }
+
+    /// Client shorthand: the whole blob from the instance given at connect.
+    /// (Through [`BlobStore`], the call's context names the instance.)
+    pub async fn get(&self, digest: &Digest) -> Result<Bytes> {
+        let ctx = RequestContext::internal(&self.instance_name, digest.function());
+        BlobStore::get(self, &ctx, digest).await
+    }
+
+    /// Client shorthand: stores a whole blob under the instance given at
+    /// connect. The server verifies it.
+    pub async fn put(&self, digest: &Digest, data: Bytes) -> Result<()> {
+        let ctx = RequestContext::internal(&self.instance_name, digest.function());
+        BlobStore::put(self, &ctx, digest, data).await
+    }
+
+    /// The bytes the server sends for a read, checked for length only.
+    async fn read_stream(
         &self,
+        ctx: &RequestContext,
         digest: &Digest,
         offset: u64,
         limit: Option<u64>,
     ) -> Result<ChunkStream> {
         let (start, end) = read_range(digest, offset, limit)?;
         if start == end {
-            if self.find_missing(&[*digest]).await?.is_empty() {
+            if BlobStore::find_missing(self, ctx, &[*digest])
+                .await?
+                .is_empty()
+            {
                 return Ok(Box::pin(futures::stream::empty()));
             }
             return Err(Error::NotFound(format!("blob {digest}")));
         }
         let request = ReadRequest {
-            resource_name: read_name(&self.instance_name, Compression::Identity, digest),
+            resource_name: read_name(self.instance(ctx), Compression::Identity, digest),
             read_offset: start as i64,
             read_limit: (end - start) as i64,
         };
@@ -167,11 +207,11 @@ impl GrpcStore {
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
-    async fn batch_read(&self, digest: &Digest) -> Result<Bytes> {
+    async fn batch_read(&self, ctx: &RequestContext, digest: &Digest) -> Result<Bytes> {
         let response = self
             .cas()
             .batch_read_blobs(reapi::BatchReadBlobsRequest {
-                instance_name: self.instance_name.clone(),
+                instance_name: self.instance(ctx).to_string(),
                 digests: vec![digest.to_proto()],
                 acceptable_compressors: Vec::new(),
                 digest_function: digest.function().to_proto(),
@@ -184,6 +224,12 @@ impl GrpcStore {
             .next()
             .ok_or_else(|| Error::Internal("BatchReadBlobs answered nothing".into()))?;
         check_status(entry.status, digest)?;
+        if entry.data.len() as u64 != digest.size() {
+            return Err(Error::Internal(format!(
+                "server sent {} bytes for {digest}",
+                entry.data.len()
+            )));
+        }
         Ok(Bytes::from(entry.data))
     }
 }
@@ -200,7 +246,7 @@ fn check_status(status: Option<corral_proto::rpc::Status>, digest: &Digest) -> R
 
 #[async_trait]
 impl BlobStore for GrpcStore {
-    async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+    async fn find_missing(&self, ctx: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>> {
         let mut missing = Vec::new();
         for function in DigestFunction::ALL {
             let of_function: Vec<reapi::Digest> = digests
@@ -212,7 +258,7 @@ impl BlobStore for GrpcStore {
                 let response = self
                     .cas()
                     .find_missing_blobs(reapi::FindMissingBlobsRequest {
-                        instance_name: self.instance_name.clone(),
+                        instance_name: self.instance(ctx).to_string(),
                         blob_digests: chunk.to_vec(),
                         digest_function: function.to_proto(),
                     })
@@ -226,28 +272,24 @@ impl BlobStore for GrpcStore {
         Ok(missing)
     }
 
-    async fn get(&self, digest: &Digest) -> Result<Bytes> {
+    async fn get(&self, ctx: &RequestContext, digest: &Digest) -> Result<Bytes> {
         if digest.is_empty_blob() {
             return Ok(Bytes::new());
         }
-        let data = if digest.size() <= self.batch_limit {
-            self.batch_read(digest).await?
-        } else {
-            super::collect(self.read(digest, 0, None).await?, digest.size()).await?
-        };
-        verify(digest, &data)?;
-        Ok(data)
+        if digest.size() <= self.batch_limit {
+            return self.batch_read(ctx, digest).await;
+        }
+        super::collect(self.read_stream(ctx, digest, 0, None).await?, digest.size()).await
     }
 
-    async fn put(&self, digest: &Digest, data: Bytes) -> Result<()> {
-        verify(digest, &data)?;
+    async fn put(&self, ctx: &RequestContext, digest: &Digest, data: Bytes) -> Result<()> {
         if digest.size() > self.batch_limit {
-            return super::write_all(self, digest, data).await;
+            return super::write_all(self, ctx, digest, data).await;
         }
         let response = self
             .cas()
             .batch_update_blobs(reapi::BatchUpdateBlobsRequest {
-                instance_name: self.instance_name.clone(),
+                instance_name: self.instance(ctx).to_string(),
                 requests: vec![reapi::batch_update_blobs_request::Request {
                     digest: Some(digest.to_proto()),
                     data: data.to_vec(),
@@ -265,32 +307,17 @@ impl BlobStore for GrpcStore {
         check_status(entry.status, digest)
     }
 
-    async fn read(&self, digest: &Digest, offset: u64, limit: Option<u64>) -> Result<ChunkStream> {
-        let (start, end) = read_range(digest, offset, limit)?;
-        let stream = self.read_unverified(digest, offset, limit).await?;
-        if start != 0 || end != digest.size() || start == end {
-            return Ok(stream);
-        }
-        // A whole-blob read is verified on the fly; the last chunk fails if
-        // the server sent anything but the blob.
-        let mut verifier = Some(Verifier::new(*digest));
-        let mut seen = 0u64;
-        Ok(Box::pin(stream.map(move |item| {
-            let data = item?;
-            seen += data.len() as u64;
-            if let Some(v) = verifier.as_mut() {
-                v.update(&data)?;
-                if seen == end {
-                    if let Some(v) = verifier.take() {
-                        v.finish()?;
-                    }
-                }
-            }
-            Ok(data)
-        })))
+    async fn read(
+        &self,
+        ctx: &RequestContext,
+        digest: &Digest,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> Result<ChunkStream> {
+        self.read_stream(ctx, digest, offset, limit).await
     }
 
-    async fn write(&self, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
+    async fn write(&self, ctx: &RequestContext, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
         let (tx, rx) = tokio::sync::mpsc::channel::<WriteRequest>(4);
         let mut client = self.bytestream();
         let call = tokio::spawn(async move {
@@ -301,12 +328,13 @@ impl BlobStore for GrpcStore {
         });
         Ok(Box::new(RemoteWriter {
             resource_name: write_name(
-                &self.instance_name,
+                self.instance(ctx),
                 &format!("{:032x}", fastrand::u128(..)),
                 Compression::Identity,
                 digest,
             ),
-            verifier: Verifier::new(*digest),
+            digest: *digest,
+            sent: 0,
             tx: Some(tx),
             call,
             sent_first: false,
@@ -317,7 +345,9 @@ impl BlobStore for GrpcStore {
 /// A ByteStream upload running in a background task fed by a channel.
 struct RemoteWriter {
     resource_name: String,
-    verifier: Verifier,
+    digest: Digest,
+    /// Bytes sent so far: the next `write_offset`.
+    sent: u64,
     tx: Option<tokio::sync::mpsc::Sender<WriteRequest>>,
     call: tokio::task::JoinHandle<Result<i64, tonic::Status>>,
     sent_first: bool,
@@ -333,7 +363,7 @@ impl RemoteWriter {
         };
         WriteRequest {
             resource_name,
-            write_offset: self.verifier.len() as i64,
+            write_offset: self.sent as i64,
             finish_write,
             data,
         }
@@ -346,8 +376,9 @@ impl BlobWriter for RemoteWriter {
         let mut rest = data;
         while !rest.is_empty() {
             let chunk = rest.split_to(rest.len().min(WRITE_CHUNK));
-            let request = self.request(chunk.clone(), false);
-            self.verifier.update(&chunk)?;
+            let len = chunk.len() as u64;
+            let request = self.request(chunk, false);
+            self.sent += len;
             if let Some(tx) = &self.tx {
                 if tx.send(request).await.is_err() {
                     // The server ended the call early (it has the blob, or
@@ -360,16 +391,13 @@ impl BlobWriter for RemoteWriter {
     }
 
     fn committed(&self) -> u64 {
-        self.verifier.len()
+        self.sent
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        let digest = *self.verifier.expected();
+        let digest = self.digest;
         let size = digest.size() as i64;
         let request = self.request(Bytes::new(), true);
-        // Checked before finish_write goes out: a wrong upload is dropped,
-        // which aborts the call, rather than committed.
-        std::mem::replace(&mut self.verifier, Verifier::new(digest)).finish()?;
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(request).await;
         }

@@ -8,14 +8,23 @@ pub mod bytestream;
 use std::sync::Arc;
 
 use corral_cas::service::Services;
-use corral_cas::{BlobStore, Config, DiskActionCache, DiskStore, MemoryStore};
+use corral_cas::{
+    BlobStore, Config, DigestFunction, DiskActionCache, DiskStore, MemoryStore, RequestContext,
+    Storage,
+};
 use corral_proto::bytestream::byte_stream_client::ByteStreamClient;
 use corral_proto::reapi::action_cache_client::ActionCacheClient;
 use corral_proto::reapi::capabilities_client::CapabilitiesClient;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use tonic::transport::Channel;
 
-/// A server over `store` (the disk store unless a test asks for another).
+/// The context of a test's own calls to a store (default instance name).
+pub fn ctx() -> RequestContext {
+    RequestContext::internal("", DigestFunction::Sha256)
+}
+
+/// A server over `store` (the disk store unless a test asks for another),
+/// with the standard layers over it; `store` is the bare backend.
 pub struct TestServer<S = DiskStore> {
     pub url: String,
     pub channel: Channel,
@@ -36,7 +45,8 @@ const MAX: usize = 64 << 20;
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let store = DiskStore::open(dir.path().join("cas"), config.max_cas_bytes()).unwrap();
+        let max = config.max_cas_bytes.unwrap_or(1 << 30);
+        let store = DiskStore::open(dir.path().join("cas"), max).unwrap();
         TestServer::serve(config, store, dir).await
     }
 }
@@ -53,8 +63,9 @@ impl TestServer<MemoryStore> {
 impl<S: BlobStore + Clone> TestServer<S> {
     async fn serve(config: Config, store: S, dir: tempfile::TempDir) -> TestServer<S> {
         let cas: Arc<dyn BlobStore> = Arc::new(store.clone());
-        let ac = Arc::new(DiskActionCache::open(dir.path().join("ac"), cas.clone()).unwrap());
-        let services = Services::new(config, cas, ac);
+        let ac = Arc::new(DiskActionCache::open(dir.path().join("ac")).unwrap());
+        let storage = Storage::over(cas, ac, config.message_limits.clone());
+        let services = Services::new(config, storage);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let routes = services.routes();

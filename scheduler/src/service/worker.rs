@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use corral_cas::{Digest, DigestFunction};
+use corral_cas::{Digest, DigestFunction, RequestContext};
 use corral_proto::tonic::{self, Code, Request, Response, Status, Streaming};
 use corral_proto::worker::v1::worker_message::Kind;
 use corral_proto::worker::v1::worker_service_server::WorkerService as WorkerServiceTrait;
@@ -150,10 +150,9 @@ async fn store_result(
     });
     let outcome = match digest {
         Ok(d) => {
-            scheduler
-                .action_cache()
-                .update(&key.instance_name, &d, result)
-                .await
+            // The farm's own write of an executed result.
+            let ctx = RequestContext::internal(&key.instance_name, d.function());
+            scheduler.action_cache().update(&ctx, &d, result).await
         }
         Err(e) => Err(e),
     };

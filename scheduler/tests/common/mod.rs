@@ -12,7 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_cas::{ActionCache, BlobStore, Digest, DigestFunction, MemoryActionCache, MemoryStore};
+use corral_cas::{
+    ActionCache, BlobStore, Digest, DigestFunction, MemoryActionCache, MemoryStore, MessageLimits,
+    RequestContext, Storage,
+};
 use corral_proto::longrunning::operations_client::OperationsClient;
 use corral_proto::longrunning::{self, Operation};
 use corral_proto::prost::Message;
@@ -106,8 +109,9 @@ impl Farm {
     pub async fn start(config: SchedulerConfig) -> Farm {
         let clock = Arc::new(ManualClock::new());
         let cas = Arc::new(MemoryStore::new());
-        let ac = Arc::new(MemoryActionCache::new(cas.clone()));
-        let scheduler = Scheduler::new(config, cas.clone(), ac.clone(), clock.clone())
+        let ac = Arc::new(MemoryActionCache::new());
+        let storage = Storage::over(cas.clone(), ac.clone(), MessageLimits::default());
+        let scheduler = Scheduler::new(config, storage.cas, storage.action_cache, clock.clone())
             .expect("test config is valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -178,7 +182,10 @@ impl Farm {
     async fn put<M: Message>(&self, m: &M) -> reapi::Digest {
         let data = m.encode_to_vec();
         let d = Digest::of_bytes(DigestFunction::Sha256, &data);
-        self.cas.put(&d, data.into()).await.expect("put blob");
+        self.cas
+            .put(&RequestContext::internal("", d.function()), &d, data.into())
+            .await
+            .expect("put blob");
         d.to_proto()
     }
 
@@ -490,7 +497,7 @@ pub async fn cached(
 ) -> Option<reapi::ActionResult> {
     let d = Digest::from_proto(DigestFunction::Sha256, digest).expect("valid digest");
     farm.ac
-        .get(instance, &d)
+        .get(&RequestContext::internal(instance, d.function()), &d)
         .await
         .expect("action cache answers")
 }

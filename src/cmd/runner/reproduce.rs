@@ -1,29 +1,34 @@
 //! `corral runner exec --action HASH/SIZE --remote URL`: run a remote
-//! action here, the way a worker would, to reproduce it.
+//! action here, the way the farm's worker ran it, to reproduce it.
 //!
 //! What a worker does, and this does too, with the worker's own code: fetch
 //! the Action and its Command through a local CAS
 //! ([`corral_worker::LocalCas`], filled from the remote with
-//! [`corral_worker::RemoteCas`]), stage the input root by hardlinks
-//! ([`corral_worker::Stager`]), create the working directory and the
-//! outputs' parent directories in the overlay's upper directory, then run
-//! exactly the Command's arguments, environment and working directory with
-//! the action's timeout (the scheduler's default when it sets none), the
-//! `unixUID`/`unixGID` it asks for, and the rootfs mode the scheduler picks
-//! for the instance name. Outputs are read through the worker's output
+//! [`corral_worker::RemoteCas`]), stage the input root by hardlinks and
+//! pull the image if the action ran on one ([`corral_worker::inputs`]),
+//! create the working directory and the outputs' parent directories in the
+//! overlay's upper directory, and turn the run plan into the runner's
+//! request ([`corral_worker::plan`]). The plan is the one the farm's worker
+//! recorded with the action's result when the farm's action cache holds it
+//! ([`super::recorded`]), so a farm's own rootfs, hostname, timeout,
+//! limits, profile and image are reproduced as they ran; without a record,
+//! the plan a farm with the default configuration would make
+//! ([`super::farm_plan`]). The request runs through the same
+//! [`corral_runner::exec::run`] that plain `runner exec` uses
+//! ([`super::request`]). Outputs are read through the worker's output
 //! capture, so `--outputs` holds what the farm would have uploaded.
 //!
 //! # One process, threads first, then none
 //!
-//! Fetching and staging need a tokio runtime, which means threads; the
-//! sandbox needs a single-threaded caller, because it forks and
+//! Fetching, staging and pulling need a tokio runtime, which means threads;
+//! the sandbox needs a single-threaded caller, because it forks and
 //! libcontainer clones its caller (a fork copies only the forking thread,
 //! so a lock another thread held would stay locked forever in the copy).
 //! So the work happens in two phases in this one process:
 //!
-//! 1. A current-thread runtime fetches and stages. Its only extra threads
-//!    are the blocking pool's (file work, DNS); every task is awaited
-//!    before the phase ends.
+//! 1. A current-thread runtime fetches, stages and pulls. Its only extra
+//!    threads are the blocking pool's (file work, DNS); every task is
+//!    awaited before the phase ends.
 //! 2. The runtime is shut down with [`tokio::runtime::Runtime::shutdown_timeout`],
 //!    which joins the blocking pool's threads; then
 //!    [`corral_runner::exec::wait_single_threaded`] reads `Threads:` in
@@ -43,29 +48,34 @@
 //! `--cache DIR` (default `$XDG_CACHE_HOME/corral/exec`, else
 //! `~/.cache/corral/exec`; as root `/var/cache/corral/exec`, since root's
 //! home is closed to the sandbox's user) holds `cas/` (the local CAS, kept
-//! between runs: a second reproduction downloads nothing) and `trees/`
-//! (staged input roots, rebuilt by hardlinks each run). One reproduction at
-//! a time uses a cache directory (a `lock` file); another waits.
+//! between runs: a second reproduction downloads nothing), `trees/`
+//! (staged input roots, rebuilt by hardlinks each run) and `images/` (the
+//! image cache, as a worker's). One reproduction at a time uses a cache
+//! directory (a `lock` file); another waits.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use corral_cas::{Digest, DigestFunction};
+use corral_images::ImagesConfig;
 use corral_proto::prost::Message;
 use corral_proto::reapi;
-use corral_runner::exec::{ExecOptions, ExecRoot};
-use corral_runner::{Limits, RunnerConfig};
-use corral_scheduler::{RootfsChoice, SchedulerConfig};
+use corral_runner::RunnerConfig;
 use corral_worker::fsutil::remove_tree;
-use corral_worker::platform::{id_property, property};
+use corral_worker::images::Images;
+use corral_worker::inputs::{Inputs, PreparedInputs};
+use corral_worker::plan::{PlannedRootfs, RunPlan, RunSite};
 use corral_worker::prepare::prepare_upper;
 use corral_worker::stage::StagerOptions;
 use corral_worker::validate::SymlinkPolicy;
-use corral_worker::{paths, LocalCas, LocalCasOptions, RemoteCas, StagedInput, Stager};
+use corral_worker::{LocalCas, LocalCasOptions, RemoteCas, Stager};
+
+use super::farm_plan::{self, Overrides};
+use super::recorded;
 
 const GIB: u64 = 1 << 30;
 /// How long connecting to the CAS may take.
@@ -80,37 +90,33 @@ const THREADS_PATIENCE: Duration = Duration::from_secs(2);
 pub struct Args {
     /// `HASH/SIZE` of the Action.
     pub action: String,
-    /// The CAS, e.g. `http://127.0.0.1:8980`.
+    /// The CAS and action cache, e.g. `http://127.0.0.1:8980`.
     pub remote: String,
-    /// REAPI instance name: for the CAS calls and the rootfs choice.
+    /// REAPI instance name: for the CAS and action cache calls, and the
+    /// default farm's choices when there is no record.
     pub instance: String,
     /// `sha256` or `blake3`.
     pub digest_function: String,
     /// Copy the outputs here (DIR stands for the input root).
     pub outputs: Option<PathBuf>,
-    /// Cache directory (local CAS and staged trees).
+    /// Cache directory (local CAS, staged trees, images).
     pub cache: Option<PathBuf>,
-    /// Override of the scheduler's rootfs choice.
-    pub rootfs: Option<RootfsChoice>,
     pub config: RunnerConfig,
-    pub profile: String,
-    /// Limits given on the command line; a set timeout replaces the action's.
-    pub limits: Limits,
+    /// What the command line changes in the farm's plan.
+    pub overrides: Overrides,
     pub stats: bool,
     pub keep: bool,
-    /// The sandbox's hostname; `None`: what the scheduler gives the
-    /// instance name.
-    pub hostname: Option<String>,
 }
 
 /// What phase 1 produced.
 struct Fetched {
-    action: reapi::Action,
     command: reapi::Command,
-    staged: StagedInput,
+    plan: RunPlan,
+    prepared: PreparedInputs,
     local: LocalCas,
-    /// Keeps the staged tree's cache alive until the run is over.
-    _stager: Stager,
+    /// Keeps the staged tree's cache and the image cache alive until the
+    /// run is over.
+    _inputs: Inputs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -151,10 +157,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         "after fetching the action, threads are still running; not starting the sandbox",
     )?;
 
-    if fetched.command.arguments.is_empty() {
-        bail!("the action's command has no arguments");
-    }
-    let scratch = scratch_dir(host.is_root)?;
+    let scratch = super::scratch::create(host.is_root)?;
     let outcome = run_fetched(&a, &fetched, &scratch, owner);
     drop(fetched);
     if a.keep {
@@ -169,7 +172,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(status.clamp(0, 255) as u8))
 }
 
-/// Phase 2: prepares the scratch directory, runs the command in the
+/// Phase 2: prepares the scratch directory, runs the plan's request in the
 /// sandbox, copies the outputs; returns the command's status.
 fn run_fetched(
     a: &Args,
@@ -178,78 +181,28 @@ fn run_fetched(
     owner: (u32, u32),
 ) -> anyhow::Result<i32> {
     let Fetched {
-        action,
         command,
-        staged,
+        plan,
+        prepared,
         local,
         ..
     } = fetched;
-    let image = property(action, command, "container-image").filter(|v| !v.is_empty());
-    let rootfs = match (a.rootfs, image) {
-        (Some(r), Some(image)) => {
-            eprintln!(
-                "corral: the action asks for container image {image:?}; running it on the \
-                 --rootfs you chose instead"
-            );
-            r
-        }
-        (None, Some(image)) => bail!(
-            "the action asks for container image {image:?} (platform property \
-             container-image): actions with an image are not supported here yet; \
-             --rootfs input-root|host runs it without the image"
-        ),
-        (Some(r), None) => r,
-        (None, None) => SchedulerConfig::default().rootfs_for(&a.instance),
+    let staged = &prepared.staged;
+    let image = prepared.image.as_ref().map(|i| &i.lease);
+    let site = RunSite {
+        input_root: staged.path.clone(),
+        scratch_dir: scratch.to_path_buf(),
+        // Unset: this process's.
+        stdout: None,
+        stderr: None,
+        layer_dirs: image.map(|l| l.layer_dirs()).unwrap_or_default(),
+        image_env: image.map(|l| l.env().to_vec()).unwrap_or_default(),
+        read_only_subtrees: staged.read_only_subtrees.clone(),
+        writable_subtrees: staged.writable_subtrees.clone(),
     };
-    let timeout = match a.limits.timeout {
-        Some(t) => t,
-        None => {
-            let requested = match &action.timeout {
-                None => None,
-                Some(t) if t.seconds < 0 || t.nanos < 0 => {
-                    bail!("the action's timeout is negative")
-                }
-                Some(t) => Some(Duration::new(t.seconds as u64, t.nanos as u32)),
-            };
-            SchedulerConfig::default().effective_timeout(requested)
-        }
-    };
+    let request = plan.request(command, &site)?;
     prepare_upper(&scratch.join("upper"), &staged.tree, command, Some(owner))?;
-    let opts = ExecOptions {
-        root: match rootfs {
-            RootfsChoice::InputRoot => ExecRoot::Dir(staged.path.clone()),
-            RootfsChoice::Host => ExecRoot::Host,
-        },
-        input: Some(staged.path.clone()),
-        cwd: paths::working_directory(&command.working_directory)?.join("/"),
-        env: command
-            .environment_variables
-            .iter()
-            .map(|v| format!("{}={}", v.name, v.value))
-            .collect(),
-        network: false,
-        profile: a.profile.clone(),
-        limits: Limits {
-            timeout: Some(timeout),
-            ..a.limits.clone()
-        },
-        uid: id_property(action, command, "unixUID")?,
-        gid: id_property(action, command, "unixGID")?,
-        shell: false,
-        keep: false,
-        stats: a.stats,
-        read_only: staged.read_only_subtrees.clone(),
-        writable: staged.writable_subtrees.clone(),
-        command: command.arguments.clone(),
-        exact_env: true,
-        null_stdin: true,
-        scratch_dir: Some(scratch.to_path_buf()),
-        hostname: Some(a.hostname.clone().unwrap_or_else(|| {
-            SchedulerConfig::default()
-                .hostname_for(&a.instance)
-                .to_string()
-        })),
-    };
+    let opts = super::request::exec_options(&request, a.stats)?;
     let status = corral_runner::exec::run(&a.config, opts)?;
     if let Some(dir) = &a.outputs {
         let written = super::outputs::write_outputs(
@@ -353,7 +306,8 @@ fn quietly<T>(f: impl FnOnce() -> T) -> T {
     tracing::subscriber::with_default(subscriber, f)
 }
 
-/// Phase 1: connect, fetch the Action and Command, stage the input root.
+/// Phase 1: connect, fetch the Action and Command, read the farm's record
+/// of its run, stage the input root and pull the image.
 async fn fetch(
     a: &Args,
     digest: Digest,
@@ -393,13 +347,46 @@ async fn fetch(
     )
     .await
     .context("reading the Command")?;
+    let channel = local.remote().store().channel().clone();
+    let lookup = recorded::lookup(channel, &a.instance, &digest).await;
+    let mut plan = farm_plan::plan(lookup, &a.instance, &action, &command)?;
+    farm_plan::apply(&mut plan, &a.overrides);
     let root = Digest::from_proto_field(
         digest.function(),
         action.input_root_digest.as_ref(),
         "action.input_root_digest",
     )?;
+    let inputs = open_inputs(local.clone(), cache, owner, plan.image_to_pull().is_some())?;
+    let prepared = inputs
+        .prepare(digest.function(), root, plan.image_to_pull())
+        .await
+        .map_err(|e| {
+            if e.is_missing_blob() {
+                anyhow::anyhow!("the input root {root} is incomplete in {where_}: {e}")
+            } else {
+                anyhow::Error::from(e).context(format!("preparing the input root {root}"))
+            }
+        })?;
+    check_image(&plan, &prepared)?;
+    Ok(Fetched {
+        command,
+        plan,
+        prepared,
+        local,
+        _inputs: inputs,
+    })
+}
+
+/// The stager over the local CAS and, if the plan has an image, the image
+/// cache (`CACHE/images`).
+fn open_inputs(
+    local: LocalCas,
+    cache: &Path,
+    owner: (u32, u32),
+    with_images: bool,
+) -> anyhow::Result<Inputs> {
     let stager = Stager::open(
-        local.clone(),
+        local,
         cache.join("trees"),
         StagerOptions {
             policy: SymlinkPolicy::default(),
@@ -407,20 +394,36 @@ async fn fetch(
             owner: Some(owner),
         },
     )?;
-    let staged = stager.stage(digest.function(), root).await.map_err(|e| {
-        if e.is_missing_blob() {
-            anyhow::anyhow!("the input root {root} is incomplete in {where_}: {e}")
-        } else {
-            anyhow::Error::from(e).context(format!("staging the input root {root}"))
-        }
-    })?;
-    Ok(Fetched {
-        action,
-        command,
-        staged,
-        local,
-        _stager: stager,
-    })
+    let images = if with_images {
+        let images = Images::open(&cache.join("images"), ImagesConfig::default())?;
+        Some(Arc::new(images))
+    } else {
+        None
+    };
+    Ok(Inputs::new(stager, images))
+}
+
+/// A recorded image must be the one pulled: a registry serves a pinned
+/// digest or nothing, but a cache could hold a stale record.
+fn check_image(plan: &RunPlan, prepared: &PreparedInputs) -> anyhow::Result<()> {
+    let (
+        PlannedRootfs::Image {
+            resolved: Some(recorded),
+            ..
+        },
+        Some(pulled),
+    ) = (&plan.rootfs, &prepared.image)
+    else {
+        return Ok(());
+    };
+    if recorded.digest != pulled.resolved.digest {
+        bail!(
+            "the farm ran image {} but pulling it gave {}",
+            recorded.digest,
+            pulled.resolved.digest
+        );
+    }
+    Ok(())
 }
 
 /// Fetches and decodes one message; a missing blob says what and where.
@@ -436,34 +439,6 @@ async fn get_message<M: Message + Default>(
         Err(e) => return Err(e.into()),
     };
     M::decode(data).with_context(|| format!("{what} in {where_} does not decode"))
-}
-
-/// An empty scratch directory in the temporary directory (like plain
-/// `runner exec`'s), reachable by the sandbox's user when run as root.
-fn scratch_dir(is_root: bool) -> anyhow::Result<PathBuf> {
-    let base = std::env::temp_dir();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    for attempt in 0..100u32 {
-        let dir = base.join(format!(
-            "corral-exec-{}-{:08x}",
-            std::process::id(),
-            nanos.wrapping_add(attempt)
-        ));
-        match fs::create_dir(&dir) {
-            Ok(()) => {
-                let mode = if is_root { 0o755 } else { 0o700 };
-                fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
-                    .with_context(|| format!("chmod {}", dir.display()))?;
-                return Ok(dir);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-        }
-    }
-    bail!("could not create a scratch directory in {}", base.display())
 }
 
 #[cfg(test)]

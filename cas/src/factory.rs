@@ -1,0 +1,255 @@
+//! Builds the storage stack from configuration: backends from `[cas.store]`,
+//! `[cas.stores.*]` and `[action_cache]`, with the layers every stack gets
+//! whatever the backends are.
+//!
+//! ```text
+//! CAS:           BoundedStore ▸ NamespacedStore ▸ VerifyingStore ▸ backend
+//!                (NamespacedStore only when [cas] namespaces is set; then one
+//!                 VerifyingStore ▸ backend per namespace)
+//! action cache:  CompletenessChecking ▸ ValidatingActionCache ▸ backend
+//!                (completeness is checked against the CAS stack above)
+//! backend:       disk | memory | remote | sharded(backend, …)
+//! ```
+//!
+//! `corral server` and `corral up` only call [`build`]; tests that need a
+//! handle on the backend use [`Storage::over`], which adds the same layers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::action_cache::{
+    ActionCache, CompletenessChecking, DiskActionCache, GrpcActionCache, MemoryActionCache,
+    ValidatingActionCache,
+};
+use crate::config::{ActionCacheSpec, Config, DiskSpec, RemoteSpec, StoreSpec, DEFAULT_NAMESPACE};
+use crate::error::{Error, Result};
+use crate::message::{MessageKind, MessageLimits};
+use crate::store::disk::{SizeBound, DEFAULT_FREE_SPACE_PERCENT};
+use crate::store::{BlobStore, BoundedStore, NamespacedStore, ShardedStore, VerifyingStore};
+use crate::{DiskStore, GrpcStore, MemoryStore};
+
+/// A storage stack: the CAS and the action cache, with every layer.
+#[derive(Clone)]
+pub struct Storage {
+    /// The CAS as services, scheduler and action cache use it.
+    pub cas: BoundedStore,
+    /// The action cache, checking completeness against `cas`.
+    pub action_cache: Arc<dyn ActionCache>,
+}
+
+impl Storage {
+    /// The standard layers over one trusted backend (no namespaces): for
+    /// tests and tools that build their own backend.
+    pub fn over(
+        cas_backend: Arc<dyn BlobStore>,
+        ac_backend: Arc<dyn ActionCache>,
+        limits: MessageLimits,
+    ) -> Storage {
+        let verified: Arc<dyn BlobStore> = Arc::new(VerifyingStore::new(cas_backend));
+        let cas = BoundedStore::new(verified, limits);
+        let action_cache = wrap_action_cache(ac_backend, cas.clone());
+        Storage { cas, action_cache }
+    }
+
+    /// Memory backends with the standard layers and default limits.
+    pub fn in_memory() -> Storage {
+        Storage::over(
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryActionCache::new()),
+            MessageLimits::default(),
+        )
+    }
+}
+
+fn wrap_action_cache(backend: Arc<dyn ActionCache>, cas: BoundedStore) -> Arc<dyn ActionCache> {
+    let validated: Arc<dyn ActionCache> = Arc::new(ValidatingActionCache::new(backend));
+    Arc::new(CompletenessChecking::new(validated, cas))
+}
+
+/// Builds the stack `cas` and `action_cache` describe, with relative paths
+/// under `data`. Opens disk stores (blocking work, done on the blocking
+/// pool) and connects remote ones. Logs the stack as built.
+pub async fn build(cas: &Config, action_cache: &ActionCacheSpec, data: &Path) -> Result<Storage> {
+    cas.validate()?;
+    let mut builder = Builder {
+        data: data.to_path_buf(),
+        disk_paths: HashSet::new(),
+    };
+    let mut default_spec = cas.default_store();
+    if let (StoreSpec::Disk(disk), Some(max)) = (&mut default_spec, cas.max_cas_bytes) {
+        disk.max_bytes = Some(max);
+    }
+    let (default, default_text) = builder.namespace(&default_spec, Path::new("cas")).await?;
+    let mut description = format!("bounded ▸ {default_text}");
+    let mut routed: Arc<dyn BlobStore> = default.clone();
+    if !cas.namespaces.is_empty() {
+        let mut by_name: HashMap<&str, Arc<dyn BlobStore>> = HashMap::new();
+        by_name.insert(DEFAULT_NAMESPACE, default.clone());
+        let mut texts = vec![format!("default: {default_text}")];
+        for (name, spec) in &cas.stores {
+            let (store, text) = builder
+                .namespace(spec, Path::new(&format!("cas-{name}")))
+                .await?;
+            texts.push(format!("{name}: {text}"));
+            by_name.insert(name, store);
+        }
+        let mut by_prefix = BTreeMap::new();
+        for (prefix, name) in &cas.namespaces {
+            let store = by_name.get(name.as_str()).ok_or_else(|| {
+                Error::invalid(format!("cas.namespaces.{prefix:?}"), "unknown namespace")
+            })?;
+            by_prefix.insert(prefix.clone(), store.clone());
+        }
+        routed = Arc::new(NamespacedStore::new(default, by_prefix));
+        description = format!(
+            "bounded ▸ namespaced {:?} ▸ {{ {} }}",
+            cas.namespaces,
+            texts.join("; ")
+        );
+    }
+    let cas_stack = BoundedStore::new(routed, cas.message_limits.clone());
+    let (ac_backend, ac_text) = builder
+        .action_cache(action_cache, &cas.message_limits)
+        .await?;
+    tracing::info!(cas = %description, action_cache = %format!("completeness ▸ validating ▸ {ac_text}"), "storage stack built");
+    Ok(Storage {
+        action_cache: wrap_action_cache(ac_backend, cas_stack.clone()),
+        cas: cas_stack,
+    })
+}
+
+/// What building needs across the tree of specs.
+struct Builder {
+    data: PathBuf,
+    /// Every disk store's directory, so two cannot share one.
+    disk_paths: HashSet<PathBuf>,
+}
+
+impl Builder {
+    /// One namespace: the backend of `spec` under a [`VerifyingStore`]
+    /// (which also verifies reads when the backend is another process).
+    async fn namespace(
+        &mut self,
+        spec: &StoreSpec,
+        default_path: &Path,
+    ) -> Result<(Arc<dyn BlobStore>, String)> {
+        let (backend, text, remote) = self.backend(spec, default_path).await?;
+        let verified = if remote {
+            VerifyingStore::verifying_reads(backend)
+        } else {
+            VerifyingStore::new(backend)
+        };
+        let what = if remote {
+            "verifying (reads too)"
+        } else {
+            "verifying"
+        };
+        Ok((Arc::new(verified), format!("{what} ▸ {text}")))
+    }
+
+    /// A backend, its description, and whether it (or a shard of it) is
+    /// another process whose reads must be verified.
+    async fn backend(
+        &mut self,
+        spec: &StoreSpec,
+        default_path: &Path,
+    ) -> Result<(Arc<dyn BlobStore>, String, bool)> {
+        match spec {
+            StoreSpec::Disk(d) => {
+                let (store, text) = self.disk(d, default_path).await?;
+                Ok((store, text, false))
+            }
+            StoreSpec::Memory(_) => Ok((Arc::new(MemoryStore::new()), "memory".into(), false)),
+            StoreSpec::Remote(r) => {
+                let (store, text) = remote_store(r).await?;
+                Ok((store, text, true))
+            }
+            StoreSpec::Sharded(s) => {
+                let mut shards = Vec::new();
+                let mut texts = Vec::new();
+                let mut any_remote = false;
+                for (i, shard) in s.shards.iter().enumerate() {
+                    let path = default_path.join(format!("shard-{i}"));
+                    let (store, text, remote) = Box::pin(self.backend(shard, &path)).await?;
+                    shards.push(store);
+                    texts.push(text);
+                    any_remote |= remote;
+                }
+                let text = format!("sharded [{}]", texts.join(", "));
+                Ok((Arc::new(ShardedStore::new(shards)?), text, any_remote))
+            }
+        }
+    }
+
+    async fn disk(
+        &mut self,
+        spec: &DiskSpec,
+        default_path: &Path,
+    ) -> Result<(Arc<dyn BlobStore>, String)> {
+        let path = self.data.join(spec.path.as_deref().unwrap_or(default_path));
+        if !self.disk_paths.insert(path.clone()) {
+            return Err(Error::invalid(
+                "cas.store",
+                format!("two disk stores share {}", path.display()),
+            ));
+        }
+        let bound = match spec.max_bytes {
+            Some(n) => SizeBound::Bytes(n),
+            None => SizeBound::FreeSpace {
+                percent: spec
+                    .free_space_percent
+                    .unwrap_or(DEFAULT_FREE_SPACE_PERCENT),
+            },
+        };
+        let p = path.clone();
+        let store = tokio::task::spawn_blocking(move || DiskStore::open_with(p, bound))
+            .await
+            .map_err(|e| Error::Internal(format!("opening {}: {e}", path.display())))??;
+        let text = format!("disk {} (max {} bytes)", path.display(), store.max_bytes());
+        Ok((Arc::new(store), text))
+    }
+
+    async fn action_cache(
+        &mut self,
+        spec: &ActionCacheSpec,
+        limits: &MessageLimits,
+    ) -> Result<(Arc<dyn ActionCache>, String)> {
+        match spec {
+            ActionCacheSpec::Disk(d) => {
+                let path = self.data.join(d.path.as_deref().unwrap_or(Path::new("ac")));
+                let max = limits.limit(MessageKind::ActionResult);
+                let p = path.clone();
+                let ac = tokio::task::spawn_blocking(move || DiskActionCache::open(p))
+                    .await
+                    .map_err(|e| Error::Internal(format!("opening {}: {e}", path.display())))??
+                    .with_max_entry_bytes(max);
+                Ok((Arc::new(ac), format!("disk {}", path.display())))
+            }
+            ActionCacheSpec::Memory(_) => Ok((Arc::new(MemoryActionCache::new()), "memory".into())),
+            ActionCacheSpec::Remote(r) => {
+                let url = r.url.as_deref().ok_or_else(|| {
+                    Error::invalid("action_cache.url", "a remote action cache needs a url")
+                })?;
+                let mut ac = GrpcActionCache::connect(url).await?;
+                if let Some(instance) = &r.instance_name {
+                    ac = ac.with_fixed_instance(instance);
+                }
+                Ok((Arc::new(ac), format!("remote {url}")))
+            }
+        }
+    }
+}
+
+async fn remote_store(spec: &RemoteSpec) -> Result<(Arc<dyn BlobStore>, String)> {
+    let url = spec
+        .url
+        .as_deref()
+        .ok_or_else(|| Error::invalid("cas.store.url", "a remote store needs a url"))?;
+    let instance = spec.instance_name.as_deref().unwrap_or("");
+    let mut store = GrpcStore::connect(url, instance).await?;
+    if let Some(instance) = &spec.instance_name {
+        store = store.with_fixed_instance(instance);
+    }
+    Ok((Arc::new(store), format!("remote {url}")))
+}

@@ -1,0 +1,106 @@
+//! Instance names mapped to storage namespaces.
+//!
+//! REAPI scopes every CAS call by an instance name. By default they all
+//! share one CAS; `[cas] namespaces` maps instance-name prefixes to other
+//! configured stores, so that, say, `team-a` and everything under
+//! `team-a/` keep their blobs apart from everyone else's. The longest
+//! prefix that ends at a `/` boundary wins (as `[scheduler]
+//! rootfs_by_instance` matches), and names no prefix claims use the
+//! default store. The prefixes are resolved to stores once, when the stack
+//! is built, so a call costs one scan of the (short) prefix list.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{BlobStore, BlobWriter, ChunkStream};
+use crate::context::RequestContext;
+use crate::digest::Digest;
+use crate::error::Result;
+
+/// The value of the longest key of `map` that is `instance` itself or a
+/// prefix of it ending at a `/` (the empty key matches every name).
+pub fn longest_prefix<'a, V>(map: &'a BTreeMap<String, V>, instance: &str) -> Option<&'a V> {
+    map.iter()
+        .filter(|(key, _)| {
+            instance
+                .strip_prefix(key.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || key.is_empty())
+        })
+        .max_by_key(|(key, _)| key.len())
+        .map(|(_, value)| value)
+}
+
+/// Routes each call to the store of its instance name's namespace.
+pub struct NamespacedStore {
+    default: Arc<dyn BlobStore>,
+    by_prefix: BTreeMap<String, Arc<dyn BlobStore>>,
+}
+
+impl NamespacedStore {
+    /// `by_prefix` maps instance-name prefixes to their stores; every other
+    /// name uses `default`.
+    pub fn new(
+        default: Arc<dyn BlobStore>,
+        by_prefix: BTreeMap<String, Arc<dyn BlobStore>>,
+    ) -> Self {
+        NamespacedStore { default, by_prefix }
+    }
+
+    fn select(&self, ctx: &RequestContext) -> &dyn BlobStore {
+        longest_prefix(&self.by_prefix, ctx.instance_name())
+            .unwrap_or(&self.default)
+            .as_ref()
+    }
+}
+
+#[async_trait]
+impl BlobStore for NamespacedStore {
+    async fn find_missing(&self, ctx: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>> {
+        self.select(ctx).find_missing(ctx, digests).await
+    }
+
+    async fn get(&self, ctx: &RequestContext, digest: &Digest) -> Result<Bytes> {
+        self.select(ctx).get(ctx, digest).await
+    }
+
+    async fn put(&self, ctx: &RequestContext, digest: &Digest, data: Bytes) -> Result<()> {
+        self.select(ctx).put(ctx, digest, data).await
+    }
+
+    async fn read(
+        &self,
+        ctx: &RequestContext,
+        digest: &Digest,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> Result<ChunkStream> {
+        self.select(ctx).read(ctx, digest, offset, limit).await
+    }
+
+    async fn write(&self, ctx: &RequestContext, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
+        self.select(ctx).write(ctx, digest).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_at_slash_boundaries() {
+        let map: BTreeMap<String, u8> = [("team-a", 1), ("team-a/secret", 2), ("", 0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert_eq!(longest_prefix(&map, "team-a"), Some(&1));
+        assert_eq!(longest_prefix(&map, "team-a/x"), Some(&1));
+        assert_eq!(longest_prefix(&map, "team-a/secret/y"), Some(&2));
+        assert_eq!(longest_prefix(&map, "team-ab"), Some(&0));
+        assert_eq!(longest_prefix(&map, ""), Some(&0));
+        let no_default: BTreeMap<String, u8> = [("b".to_string(), 1)].into_iter().collect();
+        assert_eq!(longest_prefix(&no_default, "bb"), None);
+    }
+}

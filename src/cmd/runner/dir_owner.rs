@@ -1,0 +1,142 @@
+//! `runner exec --root DIR` (and `--input DIR`) shows DIR's directories
+//! owned by the action's user, as a farm shows a staged input root.
+//!
+//! The sandbox's user namespace maps one host user, the sandbox's (uid
+//! 65534 for a runner started as root, the caller's own uid otherwise), to
+//! the action's user. A worker stages every input directory owned by that
+//! user (`StagerOptions::owner`), so on the farm the action may create
+//! files anywhere in its input root, through the overlay. A directory
+//! given to `runner exec` keeps its owner on disk; a root-owned busybox
+//! root, run as root, then belongs to nobody inside the sandbox (host uid
+//! 0 is not mapped) and `echo x > /etc/f` fails with EACCES where the farm
+//! succeeds.
+//!
+//! DIR is never changed. Instead, every directory of DIR owned by someone
+//! else gets an empty twin in the overlay's upper directory, with DIR's
+//! mode and the sandbox user as owner (its parents too, which the twin
+//! needs). overlayfs takes a merged directory's owner and mode from its
+//! upper twin and lists the lower one's entries through it, so the action
+//! sees DIR's content in directories it owns, as on the farm. Files keep
+//! their owners, as a farm's hardlinked inputs keep theirs.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// Makes the twins in `upper` of the directories of `input` that `owner`
+/// (host uid, gid) does not own; returns how many were made. Directories
+/// on another file system (mounted below `input`) are left out, as
+/// overlayfs shows none of them.
+pub fn give_directories(input: &Path, upper: &Path, owner: (u32, u32)) -> anyhow::Result<usize> {
+    let foreign = foreign_directories(input, owner)?;
+    // Every twin's parents are twins too: the set holds them, in order.
+    let mut wanted = BTreeSet::new();
+    for rel in &foreign {
+        for ancestor in rel.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+            wanted.insert(ancestor.to_path_buf());
+        }
+    }
+    fs::create_dir_all(upper).with_context(|| format!("creating {}", upper.display()))?;
+    for rel in &wanted {
+        let (lower, twin) = (input.join(rel), upper.join(rel));
+        let mode = fs::symlink_metadata(&lower)
+            .with_context(|| format!("stat {}", lower.display()))?
+            .mode();
+        fs::create_dir(&twin).with_context(|| format!("creating {}", twin.display()))?;
+        chown(&twin, owner)?;
+        fs::set_permissions(&twin, fs::Permissions::from_mode(mode & 0o7777))
+            .with_context(|| format!("chmod {}", twin.display()))?;
+    }
+    Ok(wanted.len())
+}
+
+/// Paths (relative to `root`) of the directories below `root` that
+/// `owner` does not own, on `root`'s file system. Symlinks are not
+/// followed.
+fn foreign_directories(root: &Path, (uid, gid): (u32, u32)) -> anyhow::Result<Vec<PathBuf>> {
+    let device = fs::metadata(root)
+        .with_context(|| format!("stat {}", root.display()))?
+        .dev();
+    let mut found = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let dir = root.join(&rel);
+        let entries = fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            let meta = fs::symlink_metadata(entry.path())
+                .with_context(|| format!("stat {}", entry.path().display()))?;
+            if !meta.is_dir() || meta.dev() != device {
+                continue;
+            }
+            let child = rel.join(entry.file_name());
+            if (meta.uid(), meta.gid()) != (uid, gid) {
+                found.push(child.clone());
+            }
+            pending.push(child);
+        }
+    }
+    Ok(found)
+}
+
+fn chown(path: &Path, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
+    let me = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    if (uid, gid) == me {
+        return Ok(());
+    }
+    nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
+        .with_context(|| format!("chown {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_directories_get_owned_twins_and_files_stay() {
+        let me = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        // A made-up owner: every directory of the input is foreign to it.
+        let owner = (me.0.wrapping_add(1), me.1.wrapping_add(1));
+        let tmp = std::env::temp_dir().join(format!("corral-dir-owner-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let input = tmp.join("root");
+        fs::create_dir_all(input.join("etc/deep")).unwrap();
+        fs::create_dir_all(input.join("tmp")).unwrap();
+        for (dir, mode) in [("etc", 0o750), ("etc/deep", 0o755), ("tmp", 0o1777)] {
+            fs::set_permissions(input.join(dir), fs::Permissions::from_mode(mode)).unwrap();
+        }
+        fs::write(input.join("etc/passwd"), "root:x:0:0\n").unwrap();
+        std::os::unix::fs::symlink("/etc", input.join("link")).unwrap();
+        let upper = tmp.join("upper");
+        if !nix::unistd::geteuid().is_root() {
+            // Without root the twins cannot be given away; the walk
+            // still finds what needs them.
+            let found = foreign_directories(&input, owner).unwrap();
+            assert_eq!(found.len(), 3);
+            fs::remove_dir_all(&tmp).unwrap();
+            return;
+        }
+        assert_eq!(give_directories(&input, &upper, owner).unwrap(), 3);
+        for (dir, mode) in [("etc", 0o750), ("etc/deep", 0o755), ("tmp", 0o1777)] {
+            let meta = fs::symlink_metadata(upper.join(dir)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), owner, "{dir}");
+            assert_eq!(meta.mode() & 0o7777, mode, "{dir}");
+        }
+        assert!(!upper.join("etc/passwd").exists(), "files are not copied");
+        assert!(!upper.join("link").exists(), "symlinks are not followed");
+
+        // Directories the owner already owns need no twin.
+        let again = tmp.join("upper-mine");
+        assert_eq!(give_directories(&input, &again, me).unwrap(), 0);
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+}
