@@ -1,6 +1,7 @@
 //! One module per subcommand. Each builds its own runtime and wires crates.
 
 pub mod bench;
+pub mod defaults;
 pub mod images;
 pub mod runner;
 pub mod server;

@@ -85,16 +85,6 @@ pub struct RegistryConfig {
     pub insecure: Option<bool>,
 }
 
-/// The cache directory used when none is configured:
-/// `/var/cache/corral/images` as root, else `$HOME/.cache/corral/images`
-/// (`None` when not root and `HOME` is unset).
-pub fn default_cache_dir() -> Option<PathBuf> {
-    if nix::unistd::geteuid().is_root() {
-        return Some(PathBuf::from("/var/cache/corral/images"));
-    }
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/corral/images"))
-}
-
 impl ImagesConfig {
     /// Parses TOML text; unknown fields are errors.
     pub fn from_toml(text: &str) -> Result<ImagesConfig> {

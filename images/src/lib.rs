@@ -27,7 +27,7 @@ mod tree;
 pub mod unpack;
 
 pub use cache::{CacheStats, CachedImage, ImageCache, PruneReport};
-pub use config::{default_cache_dir, ImagesConfig, RegistryConfig};
+pub use config::{ImagesConfig, RegistryConfig};
 pub use error::{Bound, Error, Result};
 pub use lease::ImageLease;
 pub use platform::Platform;

@@ -26,6 +26,12 @@ pub struct FarmOptions {
     pub slots: Option<u32>,
     /// Extra environment, e.g. `RUST_LOG`.
     pub env: Vec<(String, String)>,
+    /// Give no `--data` and set `XDG_CACHE_HOME` to this directory instead,
+    /// so the farm keeps its data where `corral up` does by default
+    /// (`$XDG_CACHE_HOME/corral`): for tests of the defaults other commands
+    /// share with it. The caller owns the directory, which outlives the
+    /// farm; every directory above it must be open to the sandbox's user.
+    pub cache_home: Option<std::path::PathBuf>,
 }
 
 /// A running `corral up`; [`ServedProcess`] gives its address.
@@ -51,13 +57,16 @@ impl CorralFarm {
         // The sandbox's user must traverse down to the worker's directories.
         std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755))
             .context("opening the temporary directory to the sandbox's user")?;
-        let data_dir = temp.path().join("data");
         let mut cmd = Command::new(corral_binary()?);
-        cmd.arg("up")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data")
-            .arg(&data_dir);
+        cmd.arg("up").arg("--listen").arg("127.0.0.1:0");
+        let data_dir = if let Some(home) = &options.cache_home {
+            cmd.env("XDG_CACHE_HOME", home);
+            home.join("corral")
+        } else {
+            let data_dir = temp.path().join("data");
+            cmd.arg("--data").arg(&data_dir);
+            data_dir
+        };
         if let Some(slots) = options.slots {
             cmd.arg("--slots").arg(slots.to_string());
         }

@@ -4,9 +4,10 @@
 
 use std::fs;
 
-use corral_integration::farm::CorralFarm;
+use corral_integration::farm::{CorralFarm, FarmOptions};
 use corral_integration::registry::{host_arch, ManifestFormat, OciLayout, Registry};
 use corral_integration::remote::{command, BusyboxRoot, RemoteExec};
+use corral_integration::server::corral_binary;
 use corral_proto::prost::Message;
 use corral_proto::reapi;
 use corral_proto::worker::v1::ResolvedImage;
@@ -36,7 +37,17 @@ fn results_record_the_image_digest_that_ran() -> anyhow::Result<()> {
     let first = registry.push(&layout, "one", "corral/moving:latest", ManifestFormat::Oci)?;
     let reference = registry.reference("corral/moving:latest");
 
-    let farm = CorralFarm::start()?;
+    // Data where `corral up` keeps it by default, so that `corral images
+    // list` below finds the worker's images with no flag either.
+    let cache_home = tempfile::tempdir()?;
+    fs::set_permissions(
+        cache_home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let farm = CorralFarm::start_with(FarmOptions {
+        cache_home: Some(cache_home.path().to_path_buf()),
+        ..FarmOptions::default()
+    })?;
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(RemoteExec::connect(&farm.url(), "main"))?;
     // The input root is irrelevant here; an empty directory will do.
@@ -95,5 +106,24 @@ fn results_record_the_image_digest_that_ran() -> anyhow::Result<()> {
     drop(rt);
     let status = farm.stop()?;
     assert!(status.success());
+
+    // `corral images list` with the same defaults shows what the farm's
+    // worker pulled (it once looked in another directory than the worker).
+    let listed = std::process::Command::new(corral_binary()?)
+        .args(["images", "list"])
+        .env("XDG_CACHE_HOME", cache_home.path())
+        .output()?;
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    for digest in [&first, &second] {
+        assert!(
+            text.contains(digest.as_str()),
+            "{digest} not listed:\n{text}"
+        );
+    }
     Ok(())
 }

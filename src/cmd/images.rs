@@ -15,8 +15,10 @@ use corral_images::{ImageCache, ImageRef, ImagesConfig};
 /// Options of `corral images`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The cache directory (the worker's `images` cache).
-    /// Default: /var/cache/corral/images as root, else ~/.cache/corral/images.
+    /// The cache directory. Default: that of `corral up`'s worker,
+    /// DATA/worker/images, where DATA is $XDG_CACHE_HOME/corral, else
+    /// /var/cache/corral as root, else ~/.cache/corral. For `corral worker
+    /// --data DIR`: DIR/images.
     #[arg(long, global = true)]
     dir: Option<PathBuf>,
     /// TOML file with the images settings (platform, policy, credentials).
@@ -55,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let dir = match args.dir {
         Some(dir) => dir,
-        None => corral_images::default_cache_dir().context("HOME is not set: pass --dir")?,
+        None => super::defaults::default_images_dir().context("pass --dir")?,
     };
     let cache = ImageCache::open(&dir, config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

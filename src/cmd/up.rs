@@ -56,22 +56,6 @@ struct UpConfig {
     worker: WorkerConfig,
 }
 
-/// `$XDG_CACHE_HOME/corral`, else `/var/cache/corral` for root (whose
-/// home is usually closed to the sandbox's user, which must reach the
-/// staged inputs), else `~/.cache/corral`.
-fn default_data_dir() -> anyhow::Result<PathBuf> {
-    if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(cache).join("corral"));
-    }
-    if nix::unistd::geteuid().is_root() {
-        return Ok(PathBuf::from("/var/cache/corral"));
-    }
-    let home = std::env::var_os("HOME")
-        .filter(|v| !v.is_empty())
-        .context("neither XDG_CACHE_HOME nor HOME is set: pass --data DIR")?;
-    Ok(PathBuf::from(home).join(".cache").join("corral"))
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config: UpConfig = match &args.config {
         Some(path) => {
@@ -83,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let data = match args.data {
         Some(d) => d,
-        None => default_data_dir()?,
+        None => super::defaults::data_dir().context("pass --data DIR")?,
     };
     let mut worker_config = config.worker;
     if args.slots.is_some() {
@@ -91,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let server_config = ServerConfig {
         listen: Some(args.listen),
-        data: Some(data.join("server")),
+        data: Some(super::defaults::server_dir(&data)),
         execution: true,
         cas: config.cas,
         action_cache: config.action_cache,
@@ -120,12 +104,12 @@ async fn up(
     worker_config: WorkerConfig,
     corral_binary: PathBuf,
 ) -> anyhow::Result<()> {
-    let server = server::start(listen, &data.join("server"), server_config).await?;
+    let server = server::start(listen, &super::defaults::server_dir(data), server_config).await?;
     let url = format!("http://{}", server.addr);
     let worker = Worker::start(WorkerSettings {
         config: worker_config,
         scheduler: url.clone(),
-        data: data.join("worker"),
+        data: super::defaults::worker_dir(data),
         corral_binary,
     })
     .await

@@ -8,6 +8,13 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+/// The image cache's directory under a worker's data directory.
+pub const IMAGES_DIR: &str = "images";
+
+/// The local CAS's bound when `max_cas_bytes` is not set; its executable
+/// copies get a quarter of it again.
+pub const DEFAULT_MAX_CAS_BYTES: u64 = 10 << 30;
+
 /// `corral worker --config FILE`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]

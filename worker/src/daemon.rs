@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SystemClock;
-use crate::config::WorkerConfig;
+use crate::config::{WorkerConfig, DEFAULT_MAX_CAS_BYTES};
 use crate::error::{Error, Result};
 use crate::executor::{ActionExecutor, Cancellable, LocalExecutor, LocalOptions, Timestamped};
 use crate::fsutil::{allow_traversal, check_traversable, remove_tree};
@@ -28,8 +28,6 @@ use crate::session::{self, SessionOptions};
 use crate::stage::StagerOptions;
 use crate::validate::SymlinkPolicy;
 use crate::{LocalCas, LocalCasOptions, RemoteCas, Stager};
-
-const GIB: u64 = 1 << 30;
 
 /// Everything needed to start a worker, resolved from config and flags.
 #[derive(Clone, Debug)]
@@ -130,8 +128,8 @@ impl Worker {
         let transfers = config.parallel_transfers.unwrap_or(8).max(1);
         let local = {
             let options = LocalCasOptions {
-                max_bytes: config.max_cas_bytes.unwrap_or(10 * GIB),
-                max_exec_bytes: config.max_cas_bytes.unwrap_or(10 * GIB) / 4,
+                max_bytes: config.max_cas_bytes.unwrap_or(DEFAULT_MAX_CAS_BYTES),
+                max_exec_bytes: config.max_cas_bytes.unwrap_or(DEFAULT_MAX_CAS_BYTES) / 4,
                 parallel_fetches: transfers,
             };
             let cas_dir = cas_dir.clone();
@@ -150,7 +148,8 @@ impl Worker {
                 .map_err(|e| Error::Internal(e.to_string()))??
         };
         let images = if config.images_enabled() {
-            let (dir, images_config) = (data.join("images"), config.images.clone());
+            let (dir, images_config) =
+                (data.join(crate::config::IMAGES_DIR), config.images.clone());
             let images = tokio::task::spawn_blocking(move || Images::open(&dir, images_config))
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))??;

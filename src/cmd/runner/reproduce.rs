@@ -77,7 +77,7 @@ use corral_worker::{LocalCas, LocalCasOptions, RemoteCas, Stager};
 use super::farm_plan::{self, Overrides};
 use super::recorded;
 
-const GIB: u64 = 1 << 30;
+use corral_worker::config::DEFAULT_MAX_CAS_BYTES;
 /// How long connecting to the CAS may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the runtime's threads get to finish once the fetch is done.
@@ -134,7 +134,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let owner = (host.map_uid, host.map_gid);
     let cache = match &a.cache {
         Some(dir) => dir.clone(),
-        None => default_cache()?,
+        None => crate::cmd::defaults::exec_cache_dir().context("give --cache DIR")?,
     };
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     let cache =
@@ -255,19 +255,6 @@ fn check_outputs_dir(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn default_cache() -> anyhow::Result<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| Path::new(x).is_absolute()) {
-        return Ok(PathBuf::from(x).join("corral/exec"));
-    }
-    if nix::unistd::geteuid().is_root() {
-        return Ok(PathBuf::from("/var/cache/corral/exec"));
-    }
-    match std::env::var_os("HOME").filter(|h| Path::new(h).is_absolute()) {
-        Some(home) => Ok(PathBuf::from(home).join(".cache/corral/exec")),
-        None => bail!("neither XDG_CACHE_HOME nor HOME is set: give --cache DIR"),
-    }
-}
-
 /// Takes the cache's lock, waiting (and saying so) if another run holds it.
 fn lock(cache: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
     use nix::fcntl::{Flock, FlockArg};
@@ -321,8 +308,8 @@ async fn fetch(
         .and_then(|r| r.map_err(anyhow::Error::from))
         .with_context(|| format!("cannot reach the CAS at {url}"))?;
     let options = LocalCasOptions {
-        max_bytes: 10 * GIB,
-        max_exec_bytes: 10 * GIB / 4,
+        max_bytes: DEFAULT_MAX_CAS_BYTES,
+        max_exec_bytes: DEFAULT_MAX_CAS_BYTES / 4,
         parallel_fetches: 8,
     };
     let local = LocalCas::open(&cache.join("cas"), &options, remote)?;
