@@ -5,3 +5,5 @@ pub mod cas;
 pub mod e2e;
 pub mod execute;
 pub mod sandbox;
+pub mod scheduler;
+pub mod staging;

@@ -1,5 +1,6 @@
-//! The benchmark harness behind `corral bench`, and helpers shared by the
-//! end-to-end tests in `tests/`.
+//! The end-to-end test harness (farms, servers, real Bazel and BuildStream
+//! clients, an OCI registry) used by the root package's `tests/`, and the
+//! benchmarks that the `corral-bench` binary (behind `corral bench`) runs.
 
 pub mod bazel;
 pub mod bench;
@@ -9,3 +10,5 @@ pub mod process;
 pub mod registry;
 pub mod remote;
 pub mod server;
+
+pub use server::{corral_binary, use_corral};

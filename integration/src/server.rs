@@ -8,35 +8,54 @@
 //! asks it to shut down with SIGTERM and checks that it did.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 pub use crate::process::ServedProcess;
 
-/// The `corral` binary to test: `$CORRAL_BIN` if set, else the one cargo
-/// built next to the running test (`target/<profile>/corral`).
+/// The `corral` binary a test crate was built with, set by [`use_corral`].
+static CORRAL_UNDER_TEST: OnceLock<PathBuf> = OnceLock::new();
+
+/// Names the `corral` binary the harness starts: end-to-end tests call
+/// `use_corral(env!("CARGO_BIN_EXE_corral"))` first, so they run the binary
+/// cargo built for them, never a stale one found by guessing. The first
+/// call wins; later ones (every test of a file calls it) change nothing.
+pub fn use_corral(path: impl Into<PathBuf>) {
+    let _ = CORRAL_UNDER_TEST.set(path.into());
+}
+
+/// The `corral` binary to run, in order: `$CORRAL_BIN` (set by `corral
+/// bench`, or by hand to test another build); `$NEXTEST_BIN_EXE_corral` or
+/// `$CARGO_BIN_EXE_corral`, which nextest and cargo set when running the
+/// root package's tests; the path given to [`use_corral`]. Anything else is
+/// an error rather than a guess, because a guessed `target/…/corral` may be
+/// older than the test.
 pub fn corral_binary() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("CORRAL_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    // target/<profile>/deps/<test> → target/<profile>/corral
-    let candidate = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("corral"))
-        .context("the test executable has no grandparent directory")?;
-    if !candidate.is_file() {
+    let from_env = [
+        "CORRAL_BIN",
+        "NEXTEST_BIN_EXE_corral",
+        "CARGO_BIN_EXE_corral",
+    ]
+    .iter()
+    .find_map(|var| std::env::var_os(var).filter(|v| !v.is_empty()));
+    let Some(bin) = from_env
+        .map(PathBuf::from)
+        .or_else(|| CORRAL_UNDER_TEST.get().cloned())
+    else {
         bail!(
-            "the corral binary is missing at {}: run `cargo build --bin corral` first \
-             (integration/run-all-tests.sh does), or set CORRAL_BIN",
-            candidate.display()
+            "no corral binary to test: run the end-to-end tests with cargo or nextest \
+             from the workspace root (they call corral_integration::use_corral), \
+             or set CORRAL_BIN"
         );
+    };
+    if !bin.is_file() {
+        bail!("the corral binary {} does not exist", bin.display());
     }
-    Ok(candidate)
+    Ok(bin)
 }
 
 /// Options of a server start; `Default` gives a fresh temporary data dir.

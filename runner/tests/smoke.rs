@@ -1,5 +1,6 @@
 //! Runs real containers through `isolate::run_forked`, as root (CI) in a
-//! busybox root. The full escape suite lives in integration/tests.
+//! busybox root. The full escape suite lives in the root package's
+//! tests/sandbox_escape.rs.
 
 mod common;
 

@@ -1,6 +1,5 @@
 //! REAPI Execution and Operations services, queues, platform matching and worker sessions.
 
-pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod core;

@@ -1,90 +1,101 @@
-//! `corral bench …`: the harness lives in `corral-integration` (CAS,
-//! sandbox, execute, e2e), `corral-worker` (staging) and `corral-scheduler`
-//! (scheduler).
+//! `corral bench …`: a dispatcher to the separate `corral-bench` binary.
+//!
+//! The benchmarks drive real clients (Bazel, BuildStream, registries)
+//! through the end-to-end harness in `corral-integration`; keeping them in a
+//! binary of their own keeps that harness out of the shipped `corral`. Every
+//! argument, `--help` included, goes to `corral-bench` unchanged, and
+//! `CORRAL_BIN` names this executable so the benchmarks that start a farm
+//! start the very build the user ran.
 
-use std::process::ExitCode;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
-use corral_integration::bench;
 
-/// Options of `corral bench`.
+/// The benchmark binary's name; it must sit next to `corral`.
+const BENCH_BINARY: &str = "corral-bench";
+
+/// Options of `corral bench`: everything after `bench`, parsed by
+/// `corral-bench` (`corral bench --help` lists the benchmarks).
 #[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
 pub struct Args {
-    #[command(subcommand)]
-    which: Which,
+    /// The benchmark and its options: cas, sandbox, execute, e2e, staging or
+    /// scheduler (see docs/benchmarks.md).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    args: Vec<OsString>,
 }
 
-#[derive(Debug, clap::Subcommand)]
-enum Which {
-    /// CAS throughput: FindMissingBlobs, batch upload/download, ByteStream.
-    Cas(bench::cas::Args),
-    /// Sandbox start-up cost next to bubblewrap and a bare fork/exec.
-    Sandbox(bench::sandbox::Args),
-    /// Execute round trip of a trivial action, cache off.
-    Execute(bench::execute::Args),
-    /// Wall time of real BuildStream and Bazel builds on `corral up` next
-    /// to buildbox-casd and local sandboxes, and where a round trip's time
-    /// goes.
-    E2e(bench::e2e::Args),
-    /// Worker input staging of a 10,000-file input root, cold and warm.
-    Staging(super::worker::BenchArgs),
-    /// Scheduler load: simulated workers draining queued trivial actions
-    /// through the real Execution and worker services on loopback.
-    Scheduler(SchedulerArgs),
-}
-
-/// Options of `corral bench scheduler`.
-#[derive(Debug, clap::Args)]
-pub struct SchedulerArgs {
-    /// Simulated workers (one slot each) that answer every assignment at
-    /// once.
-    #[arg(long, default_value_t = 1_000)]
-    workers: usize,
-    /// Actions queued with no worker connected, then drained: the memory
-    /// and throughput figures.
-    #[arg(long, default_value_t = 100_000)]
-    actions: usize,
-    /// Further actions submitted to idle workers: the queue-to-assignment
-    /// latency figures.
-    #[arg(long, default_value_t = 10_000)]
-    latency_actions: usize,
-    /// Execute calls in flight at once while queueing (the latency phase
-    /// uses at most 64).
-    #[arg(long, default_value_t = 256)]
-    concurrency: usize,
-}
-
+/// Replaces this process with `corral-bench`; returns only on failure.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    match args.which {
-        Which::Cas(a) => bench::cas::run(a),
-        Which::Sandbox(a) => bench::sandbox::run(a),
-        Which::Execute(a) => bench::execute::run(a),
-        Which::E2e(a) => bench::e2e::run(a),
-        Which::Staging(a) => super::worker::bench(a),
-        Which::Scheduler(a) => scheduler(a),
-    }?;
-    Ok(ExitCode::SUCCESS)
+    let corral = std::env::current_exe().context("locating the corral executable")?;
+    let bench = corral
+        .parent()
+        .map(|dir| dir.join(BENCH_BINARY))
+        .context("the corral executable has no parent directory")?;
+    if !bench.is_file() {
+        bail!(missing_message(&bench));
+    }
+    let err = Command::new(&bench)
+        .args(&args.args)
+        .env("CORRAL_BIN", &corral)
+        .exec();
+    Err(err).with_context(|| format!("running {}", bench.display()))
 }
 
-/// `corral bench scheduler`: runs `corral_scheduler::bench::run` and
-/// prints its report.
-fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
-    if args.workers == 0 || args.actions == 0 || args.latency_actions == 0 {
-        bail!("--workers, --actions and --latency-actions must be at least 1");
+/// Why `corral bench` cannot run, and how to build what it needs.
+fn missing_message(bench: &Path) -> String {
+    format!(
+        "{BENCH_BINARY} is missing at {}: the benchmarks are a separate binary; \
+         build it next to corral with \
+         `cargo build --release -p corral-integration --bin {BENCH_BINARY}` \
+         (or `cargo build --workspace --bins`)",
+        bench.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Sub,
     }
-    let options = corral_scheduler::bench::BenchOptions {
-        workers: args.workers,
-        actions: args.actions,
-        latency_actions: args.latency_actions,
-        concurrency: args.concurrency.max(1),
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let report = runtime
-        .block_on(corral_scheduler::bench::run(options))
-        .context("scheduler benchmark")?;
-    println!("{report}");
-    Ok(())
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Sub {
+        Bench(Args),
+    }
+
+    fn passed_through(argv: &[&str]) -> Vec<OsString> {
+        let cli = Cli::try_parse_from(argv).expect("parses");
+        let Sub::Bench(args) = cli.command;
+        args.args
+    }
+
+    /// Flags, `--help` included, reach `corral-bench` untouched.
+    #[test]
+    fn passes_every_argument_through() {
+        assert_eq!(
+            passed_through(&["corral", "bench", "cas", "--blobs", "10", "--help"]),
+            ["cas", "--blobs", "10", "--help"]
+        );
+        assert_eq!(passed_through(&["corral", "bench", "--help"]), ["--help"]);
+        assert_eq!(passed_through(&["corral", "bench", "-h"]), ["-h"]);
+        assert!(passed_through(&["corral", "bench"]).is_empty());
+    }
+
+    #[test]
+    fn the_missing_binary_message_says_how_to_build_it() {
+        let text = missing_message(Path::new("/x/corral-bench"));
+        assert!(
+            text.contains("cargo build --release -p corral-integration --bin corral-bench"),
+            "{text}"
+        );
+    }
 }

@@ -151,15 +151,6 @@ pub async fn start(
     data: &Path,
     config: ServerConfig,
 ) -> anyhow::Result<RunningServer> {
-    if config.execution && !config.cas.namespaces.is_empty() {
-        // Workers fetch inputs and upload outputs under the instance name
-        // they connected with, not the action's, so an action of a
-        // namespaced instance would find its inputs missing.
-        anyhow::bail!(
-            "[cas] namespaces need `execution = false` for now: workers do not yet \
-             use each action's instance name for their CAS calls (docs/storage.md)"
-        );
-    }
     let storage = corral_cas::factory::build(&config.cas, &config.action_cache, data)
         .await
         .context("building the storage stack ([cas], [action_cache])")?;

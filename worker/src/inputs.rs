@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use corral_cas::{Digest, DigestFunction};
+use corral_cas::{Digest, RequestContext};
 use corral_images::ImageLease;
 use corral_proto::worker::v1::ResolvedImage;
 
@@ -44,15 +44,16 @@ impl Inputs {
         self.images.as_ref().map(|i| i.cached()).unwrap_or_default()
     }
 
-    /// Stages `root` and pulls `image` (a `container-image` value or a
+    /// Stages `root`, fetching under `ctx` (the action's instance name and
+    /// digest function), and pulls `image` (a `container-image` value or a
     /// pinned reference) if there is one. Either failing fails both.
     pub async fn prepare(
         &self,
-        function: DigestFunction,
+        ctx: &RequestContext,
         root: Digest,
         image: Option<&str>,
     ) -> Result<PreparedInputs> {
-        let (staged, image) = tokio::try_join!(self.stager.stage(function, root), async {
+        let (staged, image) = tokio::try_join!(self.stager.stage_in(ctx, root), async {
             match image {
                 None => Ok(None),
                 Some(value) => self.pull(value).await.map(Some),

@@ -19,7 +19,6 @@
 //!   the stream to the scheduler; [`daemon`] wires them from a
 //!   [`config::WorkerConfig`].
 
-pub mod bench;
 pub mod build_dir;
 pub mod capture;
 pub mod clock;
@@ -46,6 +45,9 @@ pub mod sandbox;
 pub mod session;
 pub mod stage;
 pub mod status;
+/// Test helpers (a loopback CAS, input-tree builders) for the worker's own
+/// tests and for `corral-integration`'s benchmarks; not part of the product.
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod tree;
 pub mod upload;

@@ -11,6 +11,13 @@
 //! * Everything fetched goes through a [`VerifyingStore`] over the disk
 //!   store, so a wrong or short blob from the remote is refused before it
 //!   is renamed into place; the bytes are hashed once, there.
+//! * A blob is fetched under the instance name of the action that needs it
+//!   (the context given to [`LocalCas::ensure`]), so it comes from that
+//!   instance's storage namespace. Once here it is shared: the local store
+//!   is content-addressed and has no instance names, so an action of
+//!   another instance finds it local and fetches nothing (docs/worker.md).
+//!   Fetches in flight are shared only within one instance name: a blob
+//!   missing from one namespace may still be in another's.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -25,8 +32,30 @@ use crate::error::{Error, Result};
 use crate::exec_variants::ExecVariants;
 use crate::remote::RemoteCas;
 
-/// Outcome of one in-flight fetch, as its waiters see it.
-type Outcome = Option<std::result::Result<(), String>>;
+/// Why an in-flight fetch failed, as its waiters see it: whether the blob
+/// was missing is kept as a variant, so that a waiter reports it as
+/// [`Error::MissingBlob`] without reading the message.
+#[derive(Clone, Debug)]
+enum Failure {
+    Missing,
+    Other(String),
+}
+
+impl Failure {
+    fn of(e: &Error) -> Self {
+        if e.is_missing_blob() {
+            Failure::Missing
+        } else {
+            Failure::Other(e.to_string())
+        }
+    }
+}
+
+/// Outcome of one in-flight fetch, as its waiters see it (None: not yet).
+type Outcome = Option<std::result::Result<(), Failure>>;
+
+/// A fetch in flight: the instance name it is made under, and the blob.
+type FetchKey = (String, Digest);
 
 /// The local CAS. Cheap to clone.
 #[derive(Clone)]
@@ -40,7 +69,7 @@ struct Inner {
     verified: VerifyingStore,
     exec: ExecVariants,
     remote: RemoteCas,
-    inflight: Mutex<HashMap<Digest, watch::Receiver<Outcome>>>,
+    inflight: Mutex<HashMap<FetchKey, watch::Receiver<Outcome>>>,
     parallel_fetches: usize,
 }
 
@@ -82,7 +111,7 @@ impl LocalCas {
         &self.inner.remote
     }
 
-    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, watch::Receiver<Outcome>>> {
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<FetchKey, watch::Receiver<Outcome>>> {
         // Updated in single statements; a poisoned map is still consistent.
         self.inner
             .inflight
@@ -91,74 +120,87 @@ impl LocalCas {
     }
 
     /// Makes sure every blob of `digests` is held locally, fetching the
-    /// missing ones from the remote CAS. A blob neither CAS holds is
+    /// missing ones from the remote CAS under `ctx` (the action's instance
+    /// name and digest function). A blob neither CAS holds is
     /// [`Error::MissingBlob`].
-    pub async fn ensure(&self, digests: &[Digest]) -> Result<()> {
+    pub async fn ensure(&self, ctx: &RequestContext, digests: &[Digest]) -> Result<()> {
         let unique: Vec<Digest> = digests
             .iter()
             .copied()
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let function = unique
-            .first()
-            .map_or(DigestFunction::Sha256, |d| d.function());
         let missing = self
             .inner
             .store
-            .find_missing(&local(function), &unique)
+            .find_missing(&local(ctx.digest_function()), &unique)
             .await?;
         if missing.is_empty() {
             return Ok(());
         }
+        let instance = ctx.instance_name();
         let mut mine = Vec::new();
         let mut waits = Vec::new();
         {
             let mut inflight = self.inflight();
             for d in missing {
-                if let Some(rx) = inflight.get(&d) {
+                let key = (instance.to_string(), d);
+                if let Some(rx) = inflight.get(&key) {
                     waits.push((d, rx.clone()));
                 } else {
                     let (tx, rx) = watch::channel(None);
-                    inflight.insert(d, rx);
+                    inflight.insert(key, rx);
                     mine.push((d, tx));
                 }
             }
         }
         let guard = InflightGuard {
             cas: self,
-            digests: mine.iter().map(|(d, _)| *d).collect(),
+            keys: mine
+                .iter()
+                .map(|(d, _)| (instance.to_string(), *d))
+                .collect(),
         };
-        let fetched = self.fetch(mine).await;
+        let fetched = self.fetch(ctx, mine).await;
         drop(guard);
         fetched?;
-        for (d, mut rx) in waits {
-            // Copy the outcome out: the watch guard must not live across an
-            // await (it is not Send).
-            let outcome = rx
-                .wait_for(Option::is_some)
-                .await
-                .map(|o| o.as_ref().and_then(|r| r.as_ref().err().cloned()));
-            match outcome {
-                Ok(Some(message)) => {
-                    return Err(if message.starts_with("missing blob") {
-                        Error::MissingBlob(d.to_string())
-                    } else {
-                        Error::Internal(format!(
-                            "fetching {d} for another action failed: {message}"
-                        ))
-                    });
-                }
-                Ok(None) => {}
-                // The fetching caller was cancelled: fetch it ourselves.
-                Err(_) => Box::pin(self.ensure(&[d])).await?,
-            }
+        for (d, rx) in waits {
+            self.wait_for(ctx, d, rx).await?;
         }
         Ok(())
     }
 
+    /// Waits for another caller's fetch of `d` (under the same instance
+    /// name), fetching it here if that caller was cancelled.
+    async fn wait_for(
+        &self,
+        ctx: &RequestContext,
+        d: Digest,
+        mut rx: watch::Receiver<Outcome>,
+    ) -> Result<()> {
+        // Copy the outcome out: the watch guard must not live across an
+        // await (it is not Send).
+        let outcome = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|o| o.as_ref().and_then(|r| r.as_ref().err().cloned()));
+        match outcome {
+            Ok(None) => Ok(()),
+            Ok(Some(Failure::Missing)) => Err(Error::MissingBlob(d.to_string())),
+            Ok(Some(Failure::Other(message))) => Err(Error::Internal(format!(
+                "fetching {d} for another action failed: {message}"
+            ))),
+            // The fetching caller was cancelled: fetch it ourselves.
+            Err(_) => Box::pin(self.ensure(ctx, &[d])).await,
+        }
+    }
+
     /// Fetches the blobs this caller owns, publishing each outcome.
-    async fn fetch(&self, mine: Vec<(Digest, watch::Sender<Outcome>)>) -> Result<()> {
+    async fn fetch(
+        &self,
+        ctx: &RequestContext,
+        mine: Vec<(Digest, watch::Sender<Outcome>)>,
+    ) -> Result<()> {
         let limit = self.inner.remote.batch_limit();
         let mut senders: HashMap<Digest, watch::Sender<Outcome>> = HashMap::new();
         let mut small: Vec<Digest> = Vec::new();
@@ -171,29 +213,15 @@ impl LocalCas {
                 small.push(d);
             }
         }
-        // Pack small blobs into batches of at most `limit` bytes.
-        small.sort_by_key(|d| std::cmp::Reverse(d.size()));
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0;
-        for d in small {
-            if !batch.is_empty() && batch_bytes + d.size() > limit {
-                calls.push(std::mem::take(&mut batch));
-                batch_bytes = 0;
-            }
-            batch_bytes += d.size();
-            batch.push(d);
-        }
-        if !batch.is_empty() {
-            calls.push(batch);
-        }
+        calls.extend(batches(small, limit));
         let mut results = futures::stream::iter(calls.into_iter().map(|call| async move {
-            let outcome = self.fetch_call(&call).await;
+            let outcome = self.fetch_call(ctx, &call).await;
             (call, outcome)
         }))
         .buffer_unordered(self.inner.parallel_fetches);
         let mut first_error = None;
         while let Some((call, outcome)) = results.next().await {
-            let published: Outcome = Some(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            let published: Outcome = Some(outcome.as_ref().map(|_| ()).map_err(Failure::of));
             for d in &call {
                 if let Some(tx) = senders.remove(d) {
                     tx.send_replace(published.clone());
@@ -207,16 +235,15 @@ impl LocalCas {
     }
 
     /// One batch read, or one stream for a single large blob.
-    async fn fetch_call(&self, call: &[Digest]) -> Result<()> {
+    async fn fetch_call(&self, ctx: &RequestContext, call: &[Digest]) -> Result<()> {
         let remote = &self.inner.remote;
         if let [d] = call {
             if d.size() > remote.batch_limit() {
                 let writer = self.inner.verified.write(&local(d.function()), d).await?;
-                return remote.read_into(d, writer).await;
+                return remote.read_into(ctx, d, writer).await;
             }
         }
-        let function = call[0].function();
-        let blobs = remote.batch_read(function, call).await?;
+        let blobs = remote.batch_read(ctx, call).await?;
         for (d, data) in blobs {
             self.inner
                 .verified
@@ -226,14 +253,15 @@ impl LocalCas {
         Ok(())
     }
 
-    /// A small blob's bytes (Directory messages, say), fetched if needed.
-    pub async fn get(&self, digest: &Digest) -> Result<Bytes> {
-        let ctx = local(digest.function());
-        match self.inner.store.get(&ctx, digest).await {
+    /// A small blob's bytes (Directory messages, say), fetched under `ctx`
+    /// if needed.
+    pub async fn get(&self, ctx: &RequestContext, digest: &Digest) -> Result<Bytes> {
+        let here = local(digest.function());
+        match self.inner.store.get(&here, digest).await {
             Ok(b) => Ok(b),
             Err(e) if e.code() == tonic::Code::NotFound => {
-                self.ensure(&[*digest]).await?;
-                Ok(self.inner.store.get(&ctx, digest).await?)
+                self.ensure(ctx, &[*digest]).await?;
+                Ok(self.inner.store.get(&here, digest).await?)
             }
             Err(e) => Err(e.into()),
         }
@@ -273,14 +301,34 @@ fn local(function: DigestFunction) -> RequestContext {
 /// so that waiters never hang on a fetch nobody performs.
 struct InflightGuard<'a> {
     cas: &'a LocalCas,
-    digests: Vec<Digest>,
+    keys: Vec<FetchKey>,
 }
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
         let mut inflight = self.cas.inflight();
-        for d in &self.digests {
-            inflight.remove(d);
+        for k in &self.keys {
+            inflight.remove(k);
         }
     }
+}
+
+/// Packs small blobs into batches of at most `limit` bytes, largest first.
+fn batches(mut small: Vec<Digest>, limit: u64) -> Vec<Vec<Digest>> {
+    small.sort_by_key(|d| std::cmp::Reverse(d.size()));
+    let mut calls = Vec::new();
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    for d in small {
+        if !batch.is_empty() && batch_bytes + d.size() > limit {
+            calls.push(std::mem::take(&mut batch));
+            batch_bytes = 0;
+        }
+        batch_bytes += d.size();
+        batch.push(d);
+    }
+    if !batch.is_empty() {
+        calls.push(batch);
+    }
+    calls
 }

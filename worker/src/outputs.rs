@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use corral_cas::{Digest, DigestFunction};
+use corral_cas::{Digest, RequestContext};
 use corral_proto::reapi;
 
 use crate::capture::{capture, Blob};
@@ -39,14 +39,16 @@ impl Outputs {
     }
 
     /// The result's output fields and stdout/stderr digests (exit code and
-    /// metadata left to the caller), every blob they name uploaded.
+    /// metadata left to the caller), every blob they name uploaded under
+    /// `ctx` (the action's instance name and digest function).
     pub async fn collect(
         &self,
-        function: DigestFunction,
+        ctx: &RequestContext,
         command: &reapi::Command,
         staged: &StagedInput,
         left: RunLeftovers,
     ) -> Result<reapi::ActionResult> {
+        let function = ctx.digest_function();
         let (tree, command) = (staged.staged.clone(), command.clone());
         let (mut captured, [stdout, stderr]) = tokio::task::spawn_blocking(move || {
             let mut captured = capture(&command, &tree.tree, Some(left.upper))?;
@@ -61,7 +63,7 @@ impl Outputs {
         })
         .await
         .map_err(|e| Error::Internal(format!("output capture task failed: {e}")))??;
-        upload(&self.remote, &captured.blobs, self.parallel_uploads).await?;
+        upload(&self.remote, ctx, &captured.blobs, self.parallel_uploads).await?;
         let mut result = std::mem::take(&mut captured.result);
         result.stdout_digest = Some(stdout.to_proto());
         result.stderr_digest = Some(stderr.to_proto());

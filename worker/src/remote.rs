@@ -3,9 +3,14 @@
 //! uploads. corral-cas's [`GrpcStore`] does one blob per call; the worker
 //! needs whole batches, so this wraps the REAPI clients directly and uses
 //! the `GrpcStore` on the same channel for ByteStream.
+//!
+//! Every call takes the [`RequestContext`] of the action it is made for:
+//! its instance name selects the farm's storage namespace, so a blob is
+//! fetched from, and an output uploaded to, the action's own instance. The
+//! instance name given at connect is only the one Capabilities is asked.
 
 use bytes::Bytes;
-use corral_cas::{BlobStore, BlobWriter, Digest, DigestFunction, GrpcStore, RequestContext};
+use corral_cas::{BlobStore, BlobWriter, Digest, GrpcStore, RequestContext};
 use corral_proto::reapi;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use futures::StreamExt;
@@ -48,6 +53,8 @@ impl RemoteCas {
         self.store.batch_limit()
     }
 
+    /// The instance name Capabilities was asked at connect (not the one
+    /// calls use: each names its own in its context).
     pub fn instance_name(&self) -> &str {
         self.store.instance_name()
     }
@@ -55,12 +62,6 @@ impl RemoteCas {
     /// The ByteStream-capable store on the same channel.
     pub fn store(&self) -> &GrpcStore {
         &self.store
-    }
-
-    /// The context of the worker's own calls to the remote CAS: its
-    /// instance name, as the farm.
-    pub fn context(&self, function: DigestFunction) -> RequestContext {
-        RequestContext::internal(self.instance_name(), function)
     }
 
     fn cas(&self) -> ContentAddressableStorageClient<Channel> {
@@ -74,13 +75,14 @@ impl RemoteCas {
     /// the local store verifies it when it is put.
     pub async fn batch_read(
         &self,
-        function: DigestFunction,
+        ctx: &RequestContext,
         digests: &[Digest],
     ) -> Result<Vec<(Digest, Bytes)>> {
+        let function = ctx.digest_function();
         let response = self
             .cas()
             .batch_read_blobs(reapi::BatchReadBlobsRequest {
-                instance_name: self.instance_name().to_string(),
+                instance_name: ctx.instance_name().to_string(),
                 digests: digests.iter().map(Digest::to_proto).collect(),
                 acceptable_compressors: Vec::new(),
                 digest_function: function.to_proto(),
@@ -118,9 +120,13 @@ impl RemoteCas {
     /// Streams one blob from the remote CAS into `writer` and commits it.
     /// The stream is checked for length only: `writer` (the local store's,
     /// under its verifying layer) hashes it, once.
-    pub async fn read_into(&self, digest: &Digest, mut writer: Box<dyn BlobWriter>) -> Result<()> {
-        let ctx = self.context(digest.function());
-        let mut stream = match self.store.read(&ctx, digest, 0, None).await {
+    pub async fn read_into(
+        &self,
+        ctx: &RequestContext,
+        digest: &Digest,
+        mut writer: Box<dyn BlobWriter>,
+    ) -> Result<()> {
+        let mut stream = match self.store.read(ctx, digest, 0, None).await {
             Ok(s) => s,
             Err(e) if e.code() == tonic::Code::NotFound => {
                 return Err(Error::MissingBlob(digest.to_string()))
@@ -135,20 +141,18 @@ impl RemoteCas {
     }
 
     /// The digests among `digests` that the remote CAS lacks.
-    pub async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
-        let function = digests
-            .first()
-            .map_or(DigestFunction::Sha256, |d| d.function());
-        Ok(self
-            .store
-            .find_missing(&self.context(function), digests)
-            .await?)
+    pub async fn find_missing(
+        &self,
+        ctx: &RequestContext,
+        digests: &[Digest],
+    ) -> Result<Vec<Digest>> {
+        Ok(self.store.find_missing(ctx, digests).await?)
     }
 
     /// Uploads several small blobs in one BatchUpdateBlobs call.
     pub async fn batch_update(
         &self,
-        function: DigestFunction,
+        ctx: &RequestContext,
         blobs: Vec<(Digest, Bytes)>,
     ) -> Result<()> {
         let requests = blobs
@@ -162,9 +166,9 @@ impl RemoteCas {
         let response = self
             .cas()
             .batch_update_blobs(reapi::BatchUpdateBlobsRequest {
-                instance_name: self.instance_name().to_string(),
+                instance_name: ctx.instance_name().to_string(),
                 requests,
-                digest_function: function.to_proto(),
+                digest_function: ctx.digest_function().to_proto(),
             })
             .await
             .map_err(|s| Error::rpc("BatchUpdateBlobs", s))?

@@ -19,6 +19,11 @@
 //! Trees are bounded by a total file budget and evicted least recently
 //! used first, never while an action holds them ([`StagedInput`] is a
 //! lease). The directory is emptied at start-up.
+//!
+//! Blobs a tree lacks locally are fetched under the staging action's
+//! instance name. The cache itself is keyed by root digest alone, so a tree
+//! staged for one instance name is reused for another with the same root
+//! (content-addressed, the same bytes); docs/worker.md says what that means.
 
 use std::collections::HashMap;
 use std::fs;
@@ -27,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use corral_cas::{Digest, DigestFunction};
+use corral_cas::{Digest, DigestFunction, RequestContext};
 use corral_proto::reapi;
 
 use crate::error::{Error, Result};
@@ -179,8 +184,18 @@ impl Stager {
         (state.entries.len(), state.lru.total())
     }
 
-    /// Stages the input root `root`, reusing a tree staged before.
+    /// Stages `root` under the default instance name `""`: for tools with
+    /// no action behind them (the staging benchmark). An action's inputs
+    /// are staged with [`stage_in`](Self::stage_in), under its own.
     pub async fn stage(&self, function: DigestFunction, root: Digest) -> Result<StagedInput> {
+        self.stage_in(&RequestContext::internal("", function), root)
+            .await
+    }
+
+    /// Stages the input root `root`, reusing a tree staged before; what is
+    /// not local is fetched under `ctx` (the action's instance name and
+    /// digest function).
+    pub async fn stage_in(&self, ctx: &RequestContext, root: Digest) -> Result<StagedInput> {
         if let Some(staged) = self.lease(&root) {
             return Ok(StagedInput {
                 staged,
@@ -190,12 +205,12 @@ impl Stager {
         }
         let started = std::time::Instant::now();
         let tree =
-            Arc::new(fetch_tree(&self.inner.cas, function, root, self.inner.options.policy).await?);
+            Arc::new(fetch_tree(&self.inner.cas, ctx, root, self.inner.options.policy).await?);
         let fetched = started.elapsed();
         let mut attempt = 0;
         let staged = loop {
             attempt += 1;
-            match self.build(&tree).await {
+            match self.build(ctx, &tree).await {
                 Ok(built) => break built,
                 // A blob evicted from the local CAS between fetch and link:
                 // fetch again once.
@@ -262,11 +277,15 @@ impl Stager {
 
     /// Makes sure every file is local, then materialises the tree in a
     /// fresh directory.
-    async fn build(&self, tree: &Arc<InputTree>) -> Result<(PathBuf, Materialised)> {
+    async fn build(
+        &self,
+        ctx: &RequestContext,
+        tree: &Arc<InputTree>,
+    ) -> Result<(PathBuf, Materialised)> {
         let cas = &self.inner.cas;
         let digests: Vec<Digest> = tree.files.iter().map(|(d, _)| *d).collect();
         let started = std::time::Instant::now();
-        cas.ensure(&digests).await?;
+        cas.ensure(ctx, &digests).await?;
         let ensured = started.elapsed();
         let mut sources = HashMap::with_capacity(tree.files.len());
         for (d, exec) in &tree.files {

@@ -1,6 +1,8 @@
-//! Helpers shared by the worker's tests and `corral bench staging`: a real
-//! CAS (corral-cas's services over a [`MemoryStore`]) on a loopback port,
-//! and a builder for input trees uploaded to it.
+//! Helpers shared by the worker's tests and the staging benchmark in
+//! `corral-integration`: a real CAS (corral-cas's services over a
+//! [`MemoryStore`]) on a loopback port, and a builder for input trees
+//! uploaded to it. Compiled only for tests and with the `testkit` feature,
+//! so the product does not carry it.
 
 use std::sync::Arc;
 

@@ -1,10 +1,12 @@
 //! Fetching an input root's Directory messages, level by level, through
 //! the local CAS (so they are cached like any blob), checking each one.
+//! What the local CAS lacks is fetched under the action's context, from its
+//! instance's namespace.
 
 use std::collections::{HashMap, HashSet};
 
 use corral_cas::message::{self, MessageLimits};
-use corral_cas::{Digest, DigestFunction};
+use corral_cas::{Digest, DigestFunction, RequestContext};
 use corral_proto::reapi;
 
 use crate::error::{Error, Result};
@@ -46,13 +48,15 @@ fn field_of(path: &str) -> String {
     }
 }
 
-/// Fetches and checks the tree under `root`.
+/// Fetches and checks the tree under `root`, in `ctx`'s instance name and
+/// digest function.
 pub async fn fetch_tree(
     cas: &LocalCas,
-    function: DigestFunction,
+    ctx: &RequestContext,
     root: Digest,
     policy: SymlinkPolicy,
 ) -> Result<InputTree> {
+    let function = ctx.digest_function();
     let mut dirs: HashMap<Digest, reapi::Directory> = HashMap::new();
     let mut files: HashSet<(Digest, bool)> = HashSet::new();
     let mut file_count = 0u64;
@@ -74,13 +78,13 @@ pub async fn fetch_tree(
             limits.check::<reapi::Directory>(digest, &field_of(path))?;
         }
         let digests: Vec<Digest> = level.iter().map(|(d, _)| *d).collect();
-        cas.ensure(&digests).await?;
+        cas.ensure(ctx, &digests).await?;
         let mut next = Vec::new();
         for (digest, path) in level {
             if dirs.contains_key(&digest) {
                 continue;
             }
-            let data = cas.get(&digest).await?;
+            let data = cas.get(ctx, &digest).await?;
             let dir: reapi::Directory = message::decode(&digest, &field_of(&path), data)?;
             let checked = check_directory(&dir, &path, function, policy)?;
             file_count += checked.files.len() as u64;

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use corral_cas::{BlobStore, Digest, VerifyingStore};
+use corral_cas::{BlobStore, Digest, RequestContext, VerifyingStore};
 use futures::StreamExt;
 
 use crate::capture::Blob;
@@ -25,9 +25,11 @@ pub struct UploadStats {
     pub sent_bytes: u64,
 }
 
-/// Uploads whatever of `blobs` the remote CAS lacks.
+/// Uploads whatever of `blobs` the remote CAS lacks under `ctx` (the
+/// action's instance name: its outputs go to its namespace).
 pub async fn upload(
     remote: &RemoteCas,
+    ctx: &RequestContext,
     blobs: &HashMap<Digest, Blob>,
     parallel: usize,
 ) -> Result<UploadStats> {
@@ -39,7 +41,7 @@ pub async fn upload(
     if digests.is_empty() {
         return Ok(stats);
     }
-    let mut missing = remote.find_missing(&digests).await?;
+    let mut missing = remote.find_missing(ctx, &digests).await?;
     let limit = remote.batch_limit();
     missing.sort_by_key(|d| std::cmp::Reverse(d.size()));
     let mut calls: Vec<Vec<Digest>> = Vec::new();
@@ -65,14 +67,14 @@ pub async fn upload(
     let mut running = futures::stream::iter(calls.into_iter().map(|call| async move {
         if let [d] = call.as_slice() {
             if d.size() > limit {
-                return stream_one(remote, d, &blobs[d]).await;
+                return stream_one(remote, ctx, d, &blobs[d]).await;
             }
         }
         let mut items = Vec::with_capacity(call.len());
         for d in &call {
             items.push((*d, read_blob(d, &blobs[d]).await?));
         }
-        remote.batch_update(call[0].function(), items).await
+        remote.batch_update(ctx, items).await
     }))
     .buffer_unordered(parallel.max(1));
     while let Some(done) = running.next().await {
@@ -106,11 +108,14 @@ async fn read_blob(digest: &Digest, blob: &Blob) -> Result<Bytes> {
 /// Streams one large blob with ByteStream, reading its file in chunks.
 /// The upload is verified on this side too, so an output file changed
 /// after it was hashed is refused here, before `finish_write` goes out.
-async fn stream_one(remote: &RemoteCas, digest: &Digest, blob: &Blob) -> Result<()> {
+async fn stream_one(
+    remote: &RemoteCas,
+    ctx: &RequestContext,
+    digest: &Digest,
+    blob: &Blob,
+) -> Result<()> {
     let verified = VerifyingStore::new(Arc::new(remote.store().clone()));
-    let mut writer = verified
-        .write(&remote.context(digest.function()), digest)
-        .await?;
+    let mut writer = verified.write(ctx, digest).await?;
     match blob {
         Blob::Bytes(b) => writer.write(b.clone()).await?,
         Blob::File(p) => {

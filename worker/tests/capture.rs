@@ -120,7 +120,7 @@ async fn capture_and_upload(
     upper: &Path,
 ) -> Captured {
     let captured = capture(cmd, &staged.tree, Some(upper.to_path_buf())).unwrap();
-    upload(&s.remote, &captured.blobs, 4).await.unwrap();
+    upload(&s.remote, &ctx(), &captured.blobs, 4).await.unwrap();
     // Everything the result names is now in the remote CAS.
     let missing = s
         .cas

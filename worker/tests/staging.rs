@@ -449,3 +449,22 @@ async fn more_repeats_of_a_blob_than_an_inode_takes_links() {
         EXT4_LINK_MAX
     );
 }
+
+/// A blob the remote lacks is `MissingBlob` for every caller wanting it at
+/// once, the ones waiting on another's fetch included: the waiters learn
+/// it from the fetch's outcome, not from its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_blob_is_missing_for_every_concurrent_caller() {
+    let cas = LoopbackCas::start(None).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let stager = stager(&cas, work.path(), SymlinkPolicy::default()).await;
+    let absent = Digest::of_bytes(SHA, b"never uploaded");
+    let ctx = corral_worker::testkit::ctx();
+    let local = stager.cas();
+    let wanted = [absent];
+    let results = futures::future::join_all((0..4).map(|_| local.ensure(&ctx, &wanted))).await;
+    for r in results {
+        let e = r.unwrap_err();
+        assert!(e.is_missing_blob(), "{e}");
+    }
+}

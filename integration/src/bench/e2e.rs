@@ -66,9 +66,10 @@
 //! worker start, input fetch, execution, output upload, worker completed)
 //! plus the client's own send and receive times.
 //!
-//! The farm is the running executable (`CORRAL_BIN` is set to it), started
-//! with `RUST_LOG=warn` unless `RUST_LOG` is set (e.g.
-//! `RUST_LOG=corral_runner=debug` for the runner's phase timings).
+//! The farm is the `corral` that dispatched to `corral-bench` (it sets
+//! `CORRAL_BIN` to itself), started with `RUST_LOG=warn` unless `RUST_LOG`
+//! is set (e.g. `RUST_LOG=corral_runner=debug` for the runner's phase
+//! timings).
 
 mod bazel;
 mod breakdown;
@@ -78,7 +79,7 @@ mod stats;
 
 use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::farm::FarmOptions;
 
@@ -184,11 +185,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let exe = std::env::current_exe().context("locating the corral executable")?;
-    // The farm harness starts `$CORRAL_BIN up`: the binary that runs this
-    // benchmark, so farm and harness are the same build. Set before any
-    // thread starts.
-    std::env::set_var("CORRAL_BIN", &exe);
+    // The farm harness starts `$CORRAL_BIN up`; `corral bench` sets it to
+    // itself, so farm and harness are the same build.
+    let exe = crate::server::corral_binary()?;
     println!(
         "command: {}",
         std::env::args().collect::<Vec<_>>().join(" ")

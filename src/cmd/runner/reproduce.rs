@@ -60,9 +60,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use corral_cas::{Digest, DigestFunction};
+use corral_cas::message::{self, BoundedMessage, MessageLimits};
+use corral_cas::{Digest, DigestFunction, RequestContext};
 use corral_images::ImagesConfig;
-use corral_proto::prost::Message;
 use corral_proto::reapi;
 use corral_runner::RunnerConfig;
 use corral_worker::fsutil::remove_tree;
@@ -318,9 +318,13 @@ async fn fetch(
     } else {
         format!("the CAS at {url} (instance {:?})", a.instance)
     };
-    let action: reapi::Action = get_message(&local, &digest, &format!("action {digest}"), &where_)
-        .await
-        .context("reading the Action")?;
+    // The farm's calls for this action: under its instance name, so that
+    // a namespaced instance's blobs are found.
+    let ctx = RequestContext::internal(&a.instance, digest.function());
+    let action: reapi::Action =
+        get_message(&local, &ctx, &digest, &format!("action {digest}"), &where_)
+            .await
+            .context("reading the Action")?;
     let command_digest = Digest::from_proto_field(
         digest.function(),
         action.command_digest.as_ref(),
@@ -328,6 +332,7 @@ async fn fetch(
     )?;
     let command: reapi::Command = get_message(
         &local,
+        &ctx,
         &command_digest,
         &format!("the action's command {command_digest}"),
         &where_,
@@ -345,7 +350,7 @@ async fn fetch(
     )?;
     let inputs = open_inputs(local.clone(), cache, owner, plan.image_to_pull().is_some())?;
     let prepared = inputs
-        .prepare(digest.function(), root, plan.image_to_pull())
+        .prepare(&ctx, root, plan.image_to_pull())
         .await
         .map_err(|e| {
             if e.is_missing_blob() {
@@ -413,19 +418,34 @@ fn check_image(plan: &RunPlan, prepared: &PreparedInputs) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Fetches and decodes one message; a missing blob says what and where.
-async fn get_message<M: Message + Default>(
+/// Refuses a message whose digest claims more than the default limit of
+/// its kind (the limit a farm with the default configuration applies).
+fn check_limit<M: BoundedMessage>(digest: &Digest, what: &str, where_: &str) -> anyhow::Result<()> {
+    MessageLimits::default()
+        .check::<M>(digest, what)
+        .with_context(|| format!("refusing {what} from {where_}"))
+}
+
+/// Fetches and decodes one message under `ctx`; a missing blob says what
+/// and where. A digest claiming more than the default message limit is
+/// refused before anything is fetched, as the farm would refuse it: the
+/// digest comes from the command line or the remote, and decoding holds
+/// the whole blob in memory.
+async fn get_message<M: BoundedMessage>(
     local: &LocalCas,
+    ctx: &RequestContext,
     digest: &Digest,
     what: &str,
     where_: &str,
 ) -> anyhow::Result<M> {
-    let data = match local.get(digest).await {
+    check_limit::<M>(digest, what, where_)?;
+    let data = match local.get(ctx, digest).await {
         Ok(data) => data,
         Err(e) if e.is_missing_blob() => bail!("{what} is not in {where_}"),
         Err(e) => return Err(e.into()),
     };
-    M::decode(data).with_context(|| format!("{what} in {where_} does not decode"))
+    message::decode(digest, what, data)
+        .with_context(|| format!("{what} in {where_} does not decode"))
 }
 
 #[cfg(test)]
@@ -451,5 +471,24 @@ mod tests {
                 "{bad}: {e:#}"
             );
         }
+    }
+
+    /// An Action or Command whose digest claims more than the message
+    /// limit is refused from the digest, naming the limit.
+    #[test]
+    fn an_oversized_action_or_command_is_refused_naming_the_limit() {
+        let huge = Digest::new(DigestFunction::Sha256, [7; 32], 5 << 20);
+        let e = check_limit::<reapi::Action>(&huge, "action x", "the CAS").unwrap_err();
+        let text = format!("{e:#}");
+        assert!(text.contains("refusing action x from the CAS"), "{text}");
+        assert!(text.contains("the Action"), "{text}");
+        assert!(
+            text.contains("more than the limit of 4194304 bytes"),
+            "{text}"
+        );
+        let e = check_limit::<reapi::Command>(&huge, "command x", "the CAS").unwrap_err();
+        assert!(format!("{e:#}").contains("the Command"), "{e:#}");
+        let small = Digest::new(DigestFunction::Sha256, [7; 32], 4 << 20);
+        assert!(check_limit::<reapi::Command>(&small, "command x", "the CAS").is_ok());
     }
 }

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use corral_cas::{Digest, DigestFunction};
+use corral_cas::{Digest, DigestFunction, Invocation, RequestContext};
 use corral_proto::protobuf::Any;
 use corral_proto::reapi;
 use corral_proto::runner::v1 as pb;
@@ -64,6 +64,7 @@ impl LocalExecutor {
 
     async fn run(&self, a: &Assignment, progress: &Progress<'_>) -> Result<Ran> {
         let function = DigestFunction::from_proto(a.digest_function)?;
+        let ctx = context(a, function);
         let (action, command) = action_and_command(a)?;
         let root = Digest::from_proto_field(
             function,
@@ -75,7 +76,7 @@ impl LocalExecutor {
         progress(Stage::FetchingInputs);
         let inputs = self
             .inputs
-            .prepare(function, root, plan.image_to_pull())
+            .prepare(&ctx, root, plan.image_to_pull())
             .await?;
         if let Some(image) = &inputs.image {
             plan.pin_image(image.resolved.clone());
@@ -92,7 +93,7 @@ impl LocalExecutor {
         let collected = self
             .outputs
             .collect(
-                function,
+                &ctx,
                 command,
                 &inputs.staged,
                 dir.leftovers(&response.upper_dir),
@@ -147,6 +148,20 @@ impl ActionExecutor for LocalExecutor {
     }
 }
 
+/// The context of the worker's CAS calls for assignment `a`: the farm
+/// acting for the action, under its instance name (which selects the
+/// storage namespace its inputs are in and its outputs go to) and with the
+/// client's RequestMetadata, for the CAS's logs.
+fn context(a: &Assignment, function: DigestFunction) -> RequestContext {
+    let invocation = a.request_metadata.clone().map(Invocation::from_proto);
+    RequestContext::new(
+        corral_cas::Identity::Farm,
+        invocation,
+        &a.instance_name,
+        function,
+    )
+}
+
 /// The host paths of a run in `dir` on `inputs`.
 fn site(dir: &BuildDir, inputs: &PreparedInputs) -> RunSite {
     let image = inputs.image.as_ref().map(|i| &i.lease);
@@ -194,3 +209,7 @@ fn any(name: &str, message: &impl Message) -> Any {
 #[cfg(test)]
 #[path = "local_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "namespace_tests.rs"]
+mod namespace_tests;

@@ -16,9 +16,9 @@ use crate::validate::SymlinkPolicy;
 
 /// Does what a runner would to the files: writes stdout and `out/result`
 /// in the upper directory, then answers as told.
-struct FakeSandbox {
+pub(super) struct FakeSandbox {
     answer: Result<pb::RunResponse, String>,
-    requests: Mutex<Vec<pb::RunRequest>>,
+    pub(super) requests: Mutex<Vec<pb::RunRequest>>,
 }
 
 impl Sandbox for FakeSandbox {
@@ -45,16 +45,33 @@ struct Setup {
 async fn setup(answer: Result<pb::RunResponse, String>) -> Setup {
     let cas = LoopbackCas::start(None).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let remote = RemoteCas::connect(&cas.url, "").await.unwrap();
+    let (executor, sandbox, builds) = executor_over(&cas.url, dir.path(), answer).await;
+    Setup {
+        cas,
+        executor,
+        sandbox,
+        builds,
+        _dir: dir,
+    }
+}
+
+/// A local executor with its data under `dir`, over the CAS at `url`,
+/// running through a [`FakeSandbox`] that answers `answer`.
+pub(super) async fn executor_over(
+    url: &str,
+    dir: &std::path::Path,
+    answer: Result<pb::RunResponse, String>,
+) -> (LocalExecutor, Arc<FakeSandbox>, PathBuf) {
+    let remote = RemoteCas::connect(url, "").await.unwrap();
     let options = LocalCasOptions {
         max_bytes: 1 << 30,
         max_exec_bytes: 1 << 30,
         parallel_fetches: 2,
     };
-    let local = LocalCas::open(&dir.path().join("cas"), &options, remote.clone()).unwrap();
+    let local = LocalCas::open(&dir.join("cas"), &options, remote.clone()).unwrap();
     let stager = Stager::open(
         local,
-        dir.path().join("trees"),
+        dir.join("trees"),
         StagerOptions {
             policy: SymlinkPolicy::default(),
             max_files: 1000,
@@ -62,7 +79,7 @@ async fn setup(answer: Result<pb::RunResponse, String>) -> Setup {
         },
     )
     .unwrap();
-    let builds = dir.path().join("builds");
+    let builds = dir.join("builds");
     let sandbox = Arc::new(FakeSandbox {
         answer,
         requests: Mutex::new(Vec::new()),
@@ -77,13 +94,7 @@ async fn setup(answer: Result<pb::RunResponse, String>) -> Setup {
         sandbox.clone(),
         Outputs::new(remote, 2),
     );
-    Setup {
-        cas,
-        executor,
-        sandbox,
-        builds,
-        _dir: dir,
-    }
+    (executor, sandbox, builds)
 }
 
 async fn assignment(cas: &LoopbackCas, image: Option<&str>) -> Assignment {
@@ -126,7 +137,7 @@ async fn assignment(cas: &LoopbackCas, image: Option<&str>) -> Assignment {
     }
 }
 
-fn exited(code: i32) -> pb::RunResponse {
+pub(super) fn exited(code: i32) -> pb::RunResponse {
     pb::RunResponse {
         exit_code: code,
         ..Default::default()

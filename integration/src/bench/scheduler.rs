@@ -1,4 +1,4 @@
-//! The load generator behind `corral bench scheduler`: the real Execution
+//! `corral bench scheduler`, the load generator: the real Execution
 //! and WorkerService servers on loopback, a thousand simulated workers that
 //! answer every assignment at once, and a hundred thousand trivial actions.
 //!
@@ -30,10 +30,51 @@ use corral_proto::worker::v1::worker_service_client::WorkerServiceClient;
 use futures::StreamExt;
 use tokio::sync::{mpsc, Notify};
 
-use crate::clock::SystemClock;
-use crate::config::SchedulerConfig;
-use crate::error::{Error, Result};
-use crate::scheduler::Scheduler;
+use anyhow::{bail, Context, Result};
+use corral_scheduler::{Scheduler, SchedulerConfig, SystemClock};
+
+/// Options of `corral bench scheduler`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Simulated workers (one slot each) that answer every assignment at
+    /// once.
+    #[arg(long, default_value_t = 1_000)]
+    workers: usize,
+    /// Actions queued with no worker connected, then drained: the memory
+    /// and throughput figures.
+    #[arg(long, default_value_t = 100_000)]
+    actions: usize,
+    /// Further actions submitted to idle workers: the queue-to-assignment
+    /// latency figures.
+    #[arg(long, default_value_t = 10_000)]
+    latency_actions: usize,
+    /// Execute calls in flight at once while queueing (the latency phase
+    /// uses at most 64).
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+}
+
+/// `corral bench scheduler`: runs the three phases and prints the report.
+pub fn run(args: Args) -> Result<()> {
+    if args.workers == 0 || args.actions == 0 || args.latency_actions == 0 {
+        bail!("--workers, --actions and --latency-actions must be at least 1");
+    }
+    let options = BenchOptions {
+        workers: args.workers,
+        actions: args.actions,
+        latency_actions: args.latency_actions,
+        concurrency: args.concurrency.max(1),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime
+        .block_on(measure(options))
+        .context("scheduler benchmark")?;
+    println!("{report}");
+    Ok(())
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -121,7 +162,7 @@ struct Tally {
 }
 
 /// Runs the benchmark. Needs a multi-threaded tokio runtime.
-pub async fn run(options: BenchOptions) -> Result<BenchReport> {
+pub async fn measure(options: BenchOptions) -> Result<BenchReport> {
     let cas = Arc::new(MemoryStore::new());
     let storage = Storage::over(
         cas.clone(),
@@ -230,8 +271,8 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
     })
 }
 
-fn bench_err(message: String) -> Error {
-    Error::Protocol(format!("bench: {message}"))
+fn bench_err(message: String) -> anyhow::Error {
+    anyhow::anyhow!("bench: {message}")
 }
 
 async fn connect(uri: &str, n: usize) -> Result<Vec<Channel>> {
@@ -303,7 +344,7 @@ async fn submit(
                 .message()
                 .await
                 .map_err(|e| bench_err(format!("Execute stream: {e}")))?;
-            Ok::<(), Error>(())
+            Ok::<(), anyhow::Error>(())
         }
     });
     let mut results = futures::stream::iter(calls).buffer_unordered(concurrency.max(1));
@@ -397,7 +438,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn small_run_measures_every_figure() {
-        let report = run(BenchOptions {
+        let report = measure(BenchOptions {
             workers: 20,
             actions: 500,
             latency_actions: 200,

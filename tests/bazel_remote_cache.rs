@@ -9,6 +9,7 @@ use corral_integration::server::{CorralServer, ServerOptions};
 /// The instance name has slashes to exercise that form of resource names.
 #[test]
 fn bazel_builds_from_the_remote_cache_after_clean() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let server = CorralServer::start()?;
     let bazel = Bazel::new("workspace")?;
     let flags = vec![
@@ -58,6 +59,7 @@ fn bazel_builds_from_the_remote_cache_after_clean() -> anyhow::Result<()> {
 /// exit; bad settings are refused with a message naming them.
 #[test]
 fn server_restarts_keep_blobs_and_sigterm_is_clean() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     use corral_cas::{Digest, DigestFunction, GrpcStore};
 
     let data = tempfile::tempdir()?;

@@ -18,6 +18,7 @@ fn stdout(client: &RemoteExec, rt: &tokio::runtime::Runtime, r: &reapi::ActionRe
 
 #[test]
 fn actions_the_build_tools_do_not_send() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let farm = CorralFarm::start()?;
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(RemoteExec::connect(&farm.url(), "buildstream"))?;

@@ -19,6 +19,7 @@ const REPORT_OUTPUT: &str = "hello, BuildStream, from greet-lib\n";
 
 #[test]
 fn debian_chain_on_the_farm_matches_the_local_sandbox() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let farm = CorralFarm::start()?;
     let project = BstProject::debian()?;
     let remote = project.build("report.bst", Sandbox::remote(farm.url(), "buildstream"))?;
@@ -72,6 +73,7 @@ fn debian_chain_on_the_farm_matches_the_local_sandbox() -> anyhow::Result<()> {
 /// both succeed remotely and produce the same artifacts.
 #[test]
 fn two_debian_builds_at_once() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let farm = CorralFarm::start()?;
     let projects = [BstProject::debian()?, BstProject::debian()?];
     let names = ["buildstream/team-a", "buildstream/team-b"];

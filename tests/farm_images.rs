@@ -29,6 +29,7 @@ fn image(layout: &OciLayout, name: &str, which: &str) -> anyhow::Result<()> {
 
 #[test]
 fn results_record_the_image_digest_that_ran() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let registry = Registry::start()?;
     let work = tempfile::tempdir()?;
     let layout = OciLayout::create(&work.path().join("oci"))?;

@@ -4,9 +4,8 @@
 //! command does on the farm, and `/etc` looks the same from inside both.
 //! DIR itself is never written.
 //!
-//! Runs as root (as CI does) with Debian's busybox-static, after
-//! `cargo build --bins` (`CORRAL_BIN` names the binary when the target
-//! directory is not the default).
+//! Runs as root (as CI does) with Debian's busybox-static; cargo builds
+//! the `corral` it runs.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -69,6 +68,7 @@ fn root_owned_busybox(tmp: &tempfile::TempDir) -> std::path::PathBuf {
 
 #[test]
 fn exec_on_a_root_owned_root_writes_where_the_farm_writes() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let tmp = tempfile::tempdir().unwrap();
     let root = root_owned_busybox(&tmp);
     let out = corral(&[
@@ -116,6 +116,7 @@ fn exec_on_a_root_owned_root_writes_where_the_farm_writes() {
 
 #[test]
 fn keep_keeps_the_scratch_directory_with_what_the_command_changed() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let tmp = tempfile::tempdir().unwrap();
     let root = root_owned_busybox(&tmp);
     let out = corral(&[

@@ -43,6 +43,7 @@ fn read_in_layers(layers: &[std::path::PathBuf], rel: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oci_and_docker_v2s2_manifests_pull_by_tag_and_digest() -> TestResult {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let registry = Registry::start()?;
     let work = tempfile::tempdir()?;
     let layout = OciLayout::create(&work.path().join("oci"))?;
@@ -107,6 +108,7 @@ async fn oci_and_docker_v2s2_manifests_pull_by_tag_and_digest() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whiteouts_and_opaque_dirs_show_the_right_files_through_overlayfs() -> TestResult {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let registry = Registry::start()?;
     let work = tempfile::tempdir()?;
     let layout = OciLayout::create(&work.path().join("oci"))?;
@@ -168,6 +170,7 @@ async fn whiteouts_and_opaque_dirs_show_the_right_files_through_overlayfs() -> T
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_yields_the_workers_platform() -> TestResult {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let registry = Registry::start()?;
     let work = tempfile::tempdir()?;
     let layout = OciLayout::create(&work.path().join("oci"))?;
@@ -228,6 +231,7 @@ async fn an_index_yields_the_workers_platform() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_images_and_corrupted_layers_fail_clearly() -> TestResult {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let registry = Registry::start()?;
     let work = tempfile::tempdir()?;
     let layout = OciLayout::create(&work.path().join("oci"))?;
@@ -278,6 +282,7 @@ async fn unknown_images_and_corrupted_layers_fail_clearly() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_ensures_pull_once_and_leases_block_eviction() -> TestResult {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let registry = Registry::start()?;
     let work = tempfile::tempdir()?;
     let layout = OciLayout::create(&work.path().join("oci"))?;
@@ -334,6 +339,7 @@ async fn concurrent_ensures_pull_once_and_leases_block_eviction() -> TestResult 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_images_run_without_the_registry_and_layouts_import_offline() -> TestResult {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let work = tempfile::tempdir()?;
     let layout = OciLayout::create(&work.path().join("oci"))?;
     marker_image(&layout, "airgap", host_arch(), "imported")?;
@@ -381,6 +387,7 @@ async fn cached_images_run_without_the_registry_and_layouts_import_offline() -> 
 
 #[test]
 fn a_second_process_cannot_open_a_cache_in_use() -> TestResult {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let work = tempfile::tempdir()?;
     let _cache = ImageCache::open(work.path(), config(""))?;
     let err = ImageCache::open(work.path(), config(""))
@@ -400,6 +407,7 @@ const S3CRET_BCRYPT: &str = "$2b$04$tzJRia6PMvNfqos1S0tCV.wiVV4ot2Ybdwce38eMTYy.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_come_from_the_config_per_registry() -> TestResult {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let registry = Registry::start_with_auth("corral", "s3cret", S3CRET_BCRYPT)?;
     let work = tempfile::tempdir()?;
     let layout = OciLayout::create(&work.path().join("oci"))?;

@@ -13,6 +13,7 @@ use corral_proto::reapi::action_cache_client::ActionCacheClient;
 /// hello.bst remotely on Corral and locally under bwrap: identical trees.
 #[test]
 fn hello_on_the_farm_matches_the_local_sandbox() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let farm = CorralFarm::start()?;
     let project = BstProject::new()?;
     let out = tempfile::tempdir()?;
@@ -62,6 +63,7 @@ fn hello_on_the_farm_matches_the_local_sandbox() -> anyhow::Result<()> {
 /// log.
 #[test]
 fn failing_element_fails_cleanly_with_its_log() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let farm = CorralFarm::start()?;
     let project = BstProject::new()?;
     let build = project.build("fails.bst", Sandbox::remote(farm.url(), "buildstream"))?;
@@ -73,6 +75,7 @@ fn failing_element_fails_cleanly_with_its_log() -> anyhow::Result<()> {
 /// result is in its own instance's action cache only.
 #[test]
 fn two_instances_build_at_once_with_separate_action_caches() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let farm = CorralFarm::start()?;
     let names = ["buildstream/team-a", "buildstream/team-b"];
     let results: Vec<anyhow::Result<bool>> = std::thread::scope(|scope| {
@@ -201,6 +204,7 @@ const FILE_SIZE_LIMIT: &str = "(-f)";
 /// [`SAME_AS_LOCAL`] is identical (hostname `buildbox` included).
 #[test]
 fn the_sandbox_an_action_observes_matches_the_local_one() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let farm = CorralFarm::start()?;
     let project = BstProject::new()?;
     let out = tempfile::tempdir()?;

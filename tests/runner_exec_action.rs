@@ -4,8 +4,7 @@
 //! process's, and `--outputs` holds what it produced.
 //!
 //! Runs as root (the sandbox user is then uid 65534, so the cache must be
-//! reachable by it) with Debian's busybox-static installed, after
-//! `cargo build --bin corral`.
+//! reachable by it) with Debian's busybox-static installed.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -311,6 +310,7 @@ impl World {
 
 #[test]
 fn reproduces_an_action_with_its_output_and_exit_code() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = world();
     let action = w.action.to_string();
     for round in 0..2 {
@@ -371,6 +371,7 @@ fn reproduces_an_action_with_its_output_and_exit_code() {
 
 #[test]
 fn unknown_malformed_and_unreachable_are_named() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = world();
     let url = w.server.url();
 
@@ -409,6 +410,7 @@ fn unknown_malformed_and_unreachable_are_named() {
 
 #[test]
 fn the_action_timeout_applies_and_keep_keeps_the_scratch() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = world();
     let started = std::time::Instant::now();
     let out = w.exec(&w.slow.to_string(), &w.server.url(), &["--keep"]);
@@ -427,6 +429,7 @@ fn the_action_timeout_applies_and_keep_keeps_the_scratch() {
 
 #[test]
 fn output_paths_with_dots_and_directory_only_format() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = world();
     let outputs = w.tmp.path().join("outputs");
     let out = w.exec(

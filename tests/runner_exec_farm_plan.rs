@@ -11,8 +11,7 @@
 //!   outputs as the farm.
 //!
 //! Runs as root (as CI does) with busybox-static, docker-registry, umoci
-//! and skopeo installed, after `cargo build --bins` (`CORRAL_BIN` names
-//! the binary when the target directory is not the default).
+//! and skopeo installed; cargo builds the `corral` it runs.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -150,6 +149,7 @@ fn farm_output(
 
 #[test]
 fn a_farm_with_its_own_rootfs_hostname_and_timeout_is_reproduced_as_it_ran() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let tmp = open_tempdir();
     let farm = CorralFarm::start_with(FarmOptions {
         config_toml: Some(FARM.into()),
@@ -255,6 +255,7 @@ fn image(layout: &OciLayout, name: &str, which: &str) -> anyhow::Result<()> {
 
 #[test]
 fn a_container_image_action_is_reproduced_on_the_digest_that_ran() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let tmp = open_tempdir();
     let registry = Registry::start().unwrap();
     let layout = OciLayout::create(&tmp.path().join("oci")).unwrap();

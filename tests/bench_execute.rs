@@ -26,6 +26,7 @@ fn args(extra: &[&str]) -> Args {
 /// successful, uncached execution with a plausible round trip.
 #[test]
 fn buildbox_casd_runs_five_trivial_actions_per_level() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let args = args(&["--runs", "5", "--warmup", "1", "--concurrency", "1,2"]);
     let rows = execute::measure(&args)?;
     execute::print_table(&rows);
@@ -54,6 +55,7 @@ fn buildbox_casd_runs_five_trivial_actions_per_level() -> anyhow::Result<()> {
 /// and the exit code.
 #[test]
 fn a_failing_action_stops_the_benchmark_naming_the_target() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let args = args(&["--runs", "2", "--warmup", "0", "--shell", "exit 3"]);
     let err = execute::measure(&args).expect_err("exit 3 must fail the benchmark");
     let text = format!("{err:#}");

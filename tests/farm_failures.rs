@@ -63,6 +63,7 @@ fn stdout_of(client: &RemoteExec, rt: &tokio::runtime::Runtime, r: &reapi::Actio
 
 #[test]
 fn a_killed_runner_fails_only_its_action_and_is_started_again() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let farm = CorralFarm::start()?;
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(RemoteExec::connect(&farm.url(), "buildstream"))?;
@@ -152,6 +153,7 @@ fn start_worker(scheduler: &str, dir: &Path, name: &str) -> anyhow::Result<Child
 
 #[test]
 fn a_killed_workers_action_runs_again_on_another_worker() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let server = CorralServer::start()?;
     let work = work_dir()?;
     let mut a = start_worker(&server.url(), &work.path().join("a"), "worker-a")?;
@@ -209,6 +211,7 @@ fn a_killed_workers_action_runs_again_on_another_worker() -> anyhow::Result<()> 
 /// the worker reconnects by itself and runs the next action.
 #[test]
 fn a_worker_reconnects_after_the_server_restarts() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let work = work_dir()?;
     let server_data = work.path().join("server");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -259,6 +262,7 @@ fn a_worker_reconnects_after_the_server_restarts() -> anyhow::Result<()> {
 /// leftovers of a crash at start-up.
 #[test]
 fn sigterm_drains_and_build_directories_do_not_pile_up() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let server = CorralServer::start()?;
     let work = work_dir()?;
     let data = work.path().join("w");
@@ -312,6 +316,7 @@ fn sigterm_drains_and_build_directories_do_not_pile_up() -> anyhow::Result<()> {
 /// naming the closed directory, instead of failing actions later.
 #[test]
 fn a_data_directory_closed_to_the_sandbox_is_refused() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let server = CorralServer::start()?;
     let closed = tempfile::tempdir()?;
     {

@@ -151,6 +151,7 @@ fn marker() -> String {
 
 #[test]
 fn status_inside_shows_seccomp_no_new_privs_and_no_capabilities() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = World::new();
     let r = w.run(&w.sh("grep -E '^(Seccomp|NoNewPrivs|Cap[A-Za-z]+):' /proc/self/status"));
     assert_eq!(r.outcome.exit_code, Some(0), "{}", r.stderr);
@@ -173,6 +174,7 @@ fn status_inside_shows_seccomp_no_new_privs_and_no_capabilities() {
 
 #[test]
 fn staged_input_stays_intact() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = World::new();
     // A "cached" blob, hardlinked into the input root as the worker does.
     let cas = w.tmp.path().join("cas");
@@ -236,6 +238,7 @@ fn staged_input_stays_intact() {
 
 #[test]
 fn host_paths_are_out_of_reach() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = World::new();
     let secret = w.tmp.path().join("secret");
     std::fs::write(&secret, "s3cr3t\n").unwrap();
@@ -276,6 +279,7 @@ fn host_paths_are_out_of_reach() {
 
 #[test]
 fn host_loopback_port_is_unreachable() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = World::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -311,6 +315,7 @@ fn host_loopback_port_is_unreachable() {
 
 #[test]
 fn host_processes_are_invisible_and_unsignalable() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = World::new();
     let mut victim = std::process::Command::new("sleep")
         .arg("60")
@@ -345,6 +350,7 @@ fn host_processes_are_invisible_and_unsignalable() {
 
 #[test]
 fn dangerous_system_calls_are_refused() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = World::new();
     let calls = [
         ("mount", libc::SYS_mount, "0, 0, 0, 0, 0"),
@@ -407,6 +413,7 @@ fn dangerous_system_calls_are_refused() {
 
 #[test]
 fn daemonized_children_do_not_outlive_the_action_or_the_timeout() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = World::new();
     let m = marker();
     // The command exits at once, leaving a detached grandchild behind.
@@ -433,6 +440,7 @@ fn daemonized_children_do_not_outlive_the_action_or_the_timeout() {
 
 #[test]
 fn fork_bomb_hits_the_pids_limit() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = World::new();
     let mut req = w.sh("bomb() { bomb | bomb & }; bomb; sleep 2; echo survived");
     req.limits.max_pids = Some(64);
@@ -453,6 +461,7 @@ fn fork_bomb_hits_the_pids_limit() {
 
 #[test]
 fn memory_exhaustion_is_stopped_by_the_memory_limit() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = World::new();
     // `tail` of an endless line buffers it all.
     let mut req = w.sh("exec tail /dev/zero");
@@ -470,6 +479,7 @@ fn memory_exhaustion_is_stopped_by_the_memory_limit() {
 
 #[test]
 fn filling_the_disk_is_stopped_by_the_written_bytes_bound() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let w = World::new();
     let max = 8u64 << 20;
     // One big file: RLIMIT_FSIZE stops it.

@@ -72,6 +72,7 @@ fn flags(farm: &CorralFarm, image: &str) -> Vec<String> {
 /// unknown image fails the build with a message naming it.
 #[test]
 fn bazel_actions_run_in_the_image_they_name() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let registry = Registry::start()?;
     let work = tempfile::tempdir()?;
     let layout = OciLayout::create(&work.path().join("oci"))?;

