@@ -2,6 +2,9 @@
 //! whole farm: images made with `umoci`, pushed by `skopeo` to Debian's
 //! `docker-registry` on 127.0.0.1, pulled by the worker.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::Path;
 use std::process::Command;

@@ -2,6 +2,9 @@
 //! execution: actions run in Corral's sandbox on the host rootfs (instance
 //! names other than `buildstream` get the host's system directories).
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use corral_cas::Digest;
 use corral_integration::bazel::Bazel;
 use corral_integration::farm::CorralFarm;

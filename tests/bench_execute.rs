@@ -5,6 +5,9 @@
 //! bwrap and /bin/busybox; a missing one fails the test with a message
 //! saying `bash integration/install-deps.sh` installs it.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use clap::Parser;
 use corral_integration::bench::execute::{self, Args, BUILDBOX_CASD};
 

@@ -3,6 +3,9 @@
 //! checked-out artifact matches BuildStream's own bubblewrap sandbox byte
 //! for byte.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use corral_integration::buildstream::{
     check_failed_cleanly, check_hello_tree, compare_trees, BstProject, Sandbox,
 };

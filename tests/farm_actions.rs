@@ -2,6 +2,9 @@
 //! other tests sends: a working directory the input root lacks, BuildStream's
 //! uid/gid, a timeout, and a hostile input tree.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -3,6 +3,9 @@
 //! killed (the scheduler gives the action to another worker). Nothing of a
 //! killed sandbox keeps running, and results stay readable and verified.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

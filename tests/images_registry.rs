@@ -1,6 +1,9 @@
 //! `corral-images` against a real registry: Debian's `docker-registry` on
 //! 127.0.0.1, images built by `umoci` and pushed by `skopeo`.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::Path;
 use std::process::Command;

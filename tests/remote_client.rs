@@ -7,6 +7,9 @@
 //! static /bin/busybox: a missing one fails the test with a message saying
 //! `bash integration/install-deps.sh` installs it.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::future::Future;
 use std::time::Duration;
 

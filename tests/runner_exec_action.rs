@@ -6,6 +6,9 @@
 //! Runs as root (the sandbox user is then uid 65534, so the cache must be
 //! reachable by it) with Debian's busybox-static installed.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -13,6 +13,9 @@
 //! Runs as root (as CI does) with busybox-static, docker-registry, umoci
 //! and skopeo installed; cargo builds the `corral` it runs.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

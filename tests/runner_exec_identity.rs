@@ -7,6 +7,9 @@
 //! Runs as root (as CI does) with Debian's busybox-static; cargo builds
 //! the `corral` it runs.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Output, Stdio};

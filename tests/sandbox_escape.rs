@@ -8,6 +8,9 @@
 //! process (nextest runs one test per process, so it is single-threaded
 //! enough: the forked child only runs the sandbox code).
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -114,7 +117,10 @@ impl World {
     }
 
     fn run(&self, req: &SandboxRequest) -> Run {
-        let outcome = corral_runner::isolate::run_forked(&self.host, req).unwrap();
+        // SAFETY: not guaranteed under libtest's threaded harness (other test
+        // threads may exist at the fork); the tests accept that risk: the child
+        // only runs the sandbox, and nextest runs each test in its own process.
+        let outcome = unsafe { corral_runner::isolate::run_forked(&self.host, req) }.unwrap();
         let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
         Run {
             outcome,

@@ -3,6 +3,9 @@
 //! empty blob, read offsets and limits, and the bounds on open uploads.
 //! Every answer's code is checked.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

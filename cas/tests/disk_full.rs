@@ -6,6 +6,9 @@
 //! tmpfs, which needs root to mount: without root these tests say so and
 //! pass.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;

@@ -1,5 +1,8 @@
 //! Bytes that are not protobufs at all, sent on the real service paths.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use bytes::{Buf, BufMut};

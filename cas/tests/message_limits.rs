@@ -3,6 +3,9 @@
 //! OUT_OF_RANGE "encoded message length too large"), and an ActionResult
 //! whose Tree is over `[cas.message_limits] tree` is a miss, not an error.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use bytes::Bytes;

@@ -5,6 +5,9 @@
 //! gRPC store's stream into a verifying `BlobWriter`, as the worker
 //! fetches).
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::pin::Pin;
 use std::sync::Arc;
 

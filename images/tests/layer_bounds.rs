@@ -2,6 +2,9 @@
 //! imported, and the layer is refused, not cached, and nothing of it stays
 //! in the cache directory.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::io::Write;
 use std::path::Path;

@@ -222,14 +222,18 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
             ..req
         };
         // Fork first (no thread may exist yet), then copy the terminal.
-        let running = crate::isolate::spawn(&host, &req)?;
+        // SAFETY: checked single-threaded at the top of `run`, and no
+        // thread is started before this point.
+        let running = unsafe { crate::isolate::spawn(&host, &req) }?;
         drop(slave);
         pty.start_copying()?;
         let outcome = running.wait();
         drop(pty);
         outcome
     } else {
-        crate::isolate::run_forked(&host, &req)
+        // SAFETY: checked single-threaded at the top of `run`, and no
+        // thread is started before this point.
+        unsafe { crate::isolate::run_forked(&host, &req) }
     }?;
     if o.stats {
         let json = serde_json::to_string(&outcome).unwrap_or_default();

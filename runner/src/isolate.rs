@@ -27,15 +27,24 @@ pub struct Running {
 }
 
 /// Forks a child that runs `req`.
-pub fn spawn(host: &Host, req: &SandboxRequest) -> Result<Running> {
+///
+/// # Safety
+///
+/// The calling process must be single-threaded (no tokio runtime, no
+/// other thread alive): the forked child runs libcontainer, which allocates
+/// and clones, and could deadlock on a lock another thread held at the
+/// fork. [`crate::exec::wait_single_threaded`] checks this.
+pub unsafe fn spawn(host: &Host, req: &SandboxRequest) -> Result<Running> {
     let (r, w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
-    // SAFETY: the caller is single-threaded (documented contract), so the
-    // child cannot inherit a lock held by another thread.
+    // SAFETY: the caller is single-threaded (this fn's `# Safety`
+    // contract), so the child cannot inherit a lock held by another thread.
     match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
         ForkResult::Child => {
             drop(r);
-            let verdict: Verdict = sandbox::run(host, req).map_err(|e| e.to_string());
+            // SAFETY: this is the forked child of a single-threaded caller
+            // (our own contract), so it has exactly one thread.
+            let verdict: Verdict = unsafe { sandbox::run(host, req) }.map_err(|e| e.to_string());
             let mut file = std::fs::File::from(w);
             let code = match serde_json::to_vec(&verdict) {
                 Ok(bytes) if file.write_all(&bytes).is_ok() => 0,
@@ -66,6 +75,11 @@ impl Running {
 }
 
 /// Runs `req` in a forked child and waits for it.
-pub fn run_forked(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
-    spawn(host, req)?.wait()
+///
+/// # Safety
+///
+/// As for [`spawn`]: the calling process must be single-threaded.
+pub unsafe fn run_forked(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
+    // SAFETY: our caller upholds spawn's contract (single-threaded).
+    unsafe { spawn(host, req) }?.wait()
 }

@@ -223,15 +223,29 @@ fn unique_id() -> String {
 
 /// Runs the request in a new container and waits for it. See the module
 /// comment for the constraints on the calling process.
-pub fn run(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
-    let (outcome, cleanup) = run_deferred(host, req)?;
+///
+/// # Safety
+///
+/// The calling process must be single-threaded: libcontainer clones it,
+/// and a clone of a multi-threaded process may inherit a lock (e.g. the
+/// allocator's) held by a thread that does not exist in the clone. Call it
+/// in a freshly forked child (as [`crate::isolate`] and [`crate::zygote`]
+/// do), since it also `chdir`s the caller and makes it non-dumpable.
+pub unsafe fn run(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
+    // SAFETY: our caller upholds the same contract (single-threaded).
+    let (outcome, cleanup) = unsafe { run_deferred(host, req) }?;
     cleanup.finish();
     Ok(outcome)
 }
 
 /// Like [`run`], but returns as soon as the command has ended and leaves
 /// the clean-up to the caller.
-pub fn run_deferred(host: &Host, req: &SandboxRequest) -> Result<(Outcome, Cleanup)> {
+///
+/// # Safety
+///
+/// As for [`run`]: the calling process must be single-threaded, because
+/// libcontainer clones it.
+pub unsafe fn run_deferred(host: &Host, req: &SandboxRequest) -> Result<(Outcome, Cleanup)> {
     let t0 = Instant::now();
     let layout = Layout::new(host, req)?;
     check(host, req, &layout)?;

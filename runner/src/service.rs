@@ -204,6 +204,7 @@ pub async fn serve(
 
 /// `corral runner --socket PATH`: probes the host, forks the zygote while
 /// still single-threaded, then starts the runtime and serves until Ctrl-C.
+/// Refuses (an error) if the process already has more than one thread.
 pub fn serve_blocking(config: &RunnerConfig, socket: &Path) -> Result<()> {
     let host = Host::probe(config)?;
     for line in host.enforced_limits() {
@@ -217,7 +218,10 @@ pub fn serve_blocking(config: &RunnerConfig, socket: &Path) -> Result<()> {
             host.map_uid
         );
     }
-    let zygote = Zygote::spawn(host.clone())?;
+    crate::exec::wait_single_threaded(std::time::Duration::from_millis(500))?;
+    // SAFETY: just checked that this process has a single thread, and
+    // nothing between the check and the fork starts one.
+    let zygote = unsafe { Zygote::spawn(host.clone()) }?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

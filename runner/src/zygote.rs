@@ -80,7 +80,15 @@ fn set_buffers(fd: &OwnedFd) {
 impl Zygote {
     /// Forks the zygote. Must be called while the process has one thread;
     /// afterwards the caller may start threads and a runtime.
-    pub fn spawn(host: Host) -> Result<Zygote> {
+    ///
+    /// # Safety
+    ///
+    /// The calling process must be single-threaded: the forked zygote runs
+    /// on (allocating, forking again, and libcontainer cloning it), and in a
+    /// fork of a multi-threaded process a lock held by another thread at
+    /// the fork stays held forever. [`crate::exec::wait_single_threaded`]
+    /// checks this.
+    pub unsafe fn spawn(host: Host) -> Result<Zygote> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -90,7 +98,8 @@ impl Zygote {
         .map_err(|e| Error::sys("socketpair for the zygote", e))?;
         set_buffers(&ours);
         set_buffers(&theirs);
-        // SAFETY: documented contract: the caller is single-threaded.
+        // SAFETY: the caller is single-threaded (this fn's `# Safety`
+        // contract), so the child inherits no lock held by another thread.
         match unsafe { fork() }.map_err(|e| Error::sys("fork the zygote", e))? {
             ForkResult::Child => {
                 drop(ours);
@@ -295,7 +304,9 @@ fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
                     }
                     // Answer as soon as the command has ended; delete the
                     // container afterwards, off the caller's clock.
-                    match sandbox::run_deferred(host, &request) {
+                    // SAFETY: this child of the single-threaded zygote has
+                    // one thread.
+                    match unsafe { sandbox::run_deferred(host, &request) } {
                         Ok((outcome, cleanup)) => {
                             reply(sock, id, Ok(outcome));
                             cleanup.finish();

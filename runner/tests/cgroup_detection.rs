@@ -2,6 +2,9 @@
 //! host facts and fake hierarchies, the file system probe against this
 //! host's real mounts, and the `cgroups` configuration key.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -8,6 +8,9 @@
 //! cgroup's interface files with it), the test plays the kernel's part and
 //! says so. The only run on a real cgroup2 mount is in `limits.rs`.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::Path;
 use std::time::Duration;

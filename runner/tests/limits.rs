@@ -3,6 +3,9 @@
 //! create, usage and remove against the kernel (as far as this host's
 //! cgroup2 mount allows).
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -32,7 +35,10 @@ fn run(host: &Host, script: &str, limits: Limits) -> (corral_runner::Outcome, St
     let out = tmp.path().join("out");
     let mut req = request(&root, &scratch, &out, script);
     req.limits = limits;
-    let outcome = corral_runner::isolate::run_forked(host, &req).unwrap();
+    // SAFETY: not guaranteed under libtest's threaded harness (other test
+    // threads may exist at the fork); the tests accept that risk: the child
+    // only runs the sandbox, and nextest runs each test in its own process.
+    let outcome = unsafe { corral_runner::isolate::run_forked(host, &req) }.unwrap();
     let stdout = std::fs::read_to_string(&out).unwrap_or_default();
     let stderr = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
     (outcome, format!("{stdout}{stderr}"))

@@ -1,6 +1,9 @@
 //! The runner service end to end: zygote forked first, gRPC on a unix
 //! socket, two runs at once, readiness, and errors naming the bad field.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -66,7 +69,10 @@ fn serves_concurrent_runs_over_a_unix_socket() {
     common::busybox_root(&root);
     let host = Host::probe(&RunnerConfig::default()).unwrap();
     // Forked before the runtime exists: the zygote is single-threaded.
-    let zygote = Zygote::spawn(host.clone()).unwrap();
+    // SAFETY: not guaranteed under libtest's threaded harness (other test
+    // threads may exist at the fork); the tests accept that risk: the child
+    // only runs the sandbox, and nextest runs each test in its own process.
+    let zygote = unsafe { Zygote::spawn(host.clone()) }.unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let socket = tmp.path().join("runner.sock");
     rt.block_on(async {
@@ -178,7 +184,10 @@ fn a_dropped_call_kills_its_container() {
     let root = tmp.path().join("root");
     common::busybox_root(&root);
     let host = Host::probe(&RunnerConfig::default()).unwrap();
-    let zygote = Zygote::spawn(host.clone()).unwrap();
+    // SAFETY: not guaranteed under libtest's threaded harness (other test
+    // threads may exist at the fork); the tests accept that risk: the child
+    // only runs the sandbox, and nextest runs each test in its own process.
+    let zygote = unsafe { Zygote::spawn(host.clone()) }.unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let socket = tmp.path().join("runner.sock");
     let marker = format!("4{}.5", std::process::id());

@@ -19,7 +19,10 @@ fn echo_in_busybox_root() {
     let out: PathBuf = tmp.path().join("out");
     let host = Host::probe(&RunnerConfig::default()).unwrap();
     let req = request(&root, &scratch, &out, "echo hello; id; cat /proc/self/status | grep -E 'Seccomp|NoNewPrivs|Cap'; hostname; echo x > /new; exit 3");
-    let outcome = corral_runner::isolate::run_forked(&host, &req).unwrap();
+    // SAFETY: not guaranteed under libtest's threaded harness (other test
+    // threads may exist at the fork); the tests accept that risk: the child
+    // only runs the sandbox, and nextest runs each test in its own process.
+    let outcome = unsafe { corral_runner::isolate::run_forked(&host, &req) }.unwrap();
     let stdout = std::fs::read_to_string(&out).unwrap();
     let stderr = std::fs::read_to_string(out.with_extension("err")).unwrap();
     eprintln!("{outcome:?}\n{stdout}\n{stderr}");
@@ -62,7 +65,10 @@ fn writable_exceptions_inside_a_read_only_root() {
     req.rootfs = corral_runner::request::Rootfs::InputRoot;
     req.read_only_subtrees = vec!["".into(), "install/locked".into()];
     req.writable_subtrees = vec!["install".into()];
-    let outcome = corral_runner::isolate::run_forked(&host, &req).unwrap();
+    // SAFETY: not guaranteed under libtest's threaded harness (other test
+    // threads may exist at the fork); the tests accept that risk: the child
+    // only runs the sandbox, and nextest runs each test in its own process.
+    let outcome = unsafe { corral_runner::isolate::run_forked(&host, &req) }.unwrap();
     let stdout = std::fs::read_to_string(&out).unwrap();
     let stderr = std::fs::read_to_string(out.with_extension("err")).unwrap();
     assert_eq!(outcome.exit_code, Some(0), "{stdout}\n{stderr}");
@@ -84,7 +90,10 @@ fn subtree_paths_through_symlinks_are_refused() {
     let out: PathBuf = tmp.path().join("out");
     let mut req = request(&root, &scratch, &out, "true");
     req.writable_subtrees = vec!["sneaky".into()];
-    let err = corral_runner::isolate::run_forked(&host, &req).unwrap_err();
+    // SAFETY: not guaranteed under libtest's threaded harness (other test
+    // threads may exist at the fork); the tests accept that risk: the child
+    // only runs the sandbox, and nextest runs each test in its own process.
+    let err = unsafe { corral_runner::isolate::run_forked(&host, &req) }.unwrap_err();
     assert!(err.to_string().contains("sneaky"), "{err}");
 }
 
@@ -107,7 +116,10 @@ fn read_only_subtree_refuses_writes() {
     let out: PathBuf = tmp.path().join("out");
     let mut req = request(&root, &scratch, &out, "grep ' /ro ' /proc/self/mountinfo; touch /ro/new && echo CREATED; echo x > /ro/file && echo WROTE; true");
     req.read_only_subtrees = vec!["ro".into()];
-    let outcome = corral_runner::isolate::run_forked(&host, &req).unwrap();
+    // SAFETY: not guaranteed under libtest's threaded harness (other test
+    // threads may exist at the fork); the tests accept that risk: the child
+    // only runs the sandbox, and nextest runs each test in its own process.
+    let outcome = unsafe { corral_runner::isolate::run_forked(&host, &req) }.unwrap();
     let stdout = std::fs::read_to_string(&out).unwrap();
     let stderr = std::fs::read_to_string(out.with_extension("err")).unwrap();
     assert_eq!(outcome.exit_code, Some(0), "{stderr}");
@@ -142,7 +154,10 @@ fn requested_uid_and_gid_hold_no_capability() {
     );
     req.uid = 1000;
     req.gid = 1234;
-    let outcome = corral_runner::isolate::run_forked(&host, &req).unwrap();
+    // SAFETY: not guaranteed under libtest's threaded harness (other test
+    // threads may exist at the fork); the tests accept that risk: the child
+    // only runs the sandbox, and nextest runs each test in its own process.
+    let outcome = unsafe { corral_runner::isolate::run_forked(&host, &req) }.unwrap();
     let stdout = std::fs::read_to_string(&out).unwrap();
     let stderr = std::fs::read_to_string(out.with_extension("err")).unwrap();
     assert_eq!(outcome.exit_code, Some(0), "{stdout}\n{stderr}");

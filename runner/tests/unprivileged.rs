@@ -2,6 +2,9 @@
 //! drops to uid/gid 65534 with no supplementary groups, and runs the same
 //! code path a runner started by a plain user would.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Read;
@@ -77,7 +80,10 @@ fn unprivileged_runner_makes_a_confined_sandbox() {
     );
     let (ok, text) = as_nobody(|| {
         let host = Host::probe(&RunnerConfig::default()).map_err(|e| e.to_string())?;
-        let outcome = corral_runner::isolate::run_forked(&host, &req).map_err(|e| e.to_string())?;
+        // SAFETY: this runs in `as_nobody`'s forked child, which has a
+        // single thread.
+        let outcome = unsafe { corral_runner::isolate::run_forked(&host, &req) }
+            .map_err(|e| e.to_string())?;
         Ok(format!(
             "{outcome:?}\n{}",
             host.enforced_limits().join("\n")

@@ -3,6 +3,9 @@
 //! field and the limit, from the digest alone — the store is never asked
 //! for the blob and the process's memory does not grow.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 

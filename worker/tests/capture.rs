@@ -1,6 +1,9 @@
 //! Output capture through a real overlayfs (mounted here as the runner
 //! would), uploads to a real CAS on loopback. Needs root to mount.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

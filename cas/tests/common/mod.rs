@@ -1,6 +1,8 @@
 //! A real server on a loopback port for the service tests, and helpers to
 //! talk ByteStream to it.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 pub mod bytestream;

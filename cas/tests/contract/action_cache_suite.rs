@@ -3,6 +3,9 @@
 //! names exists (output files, stdout/stderr, each Tree and the files in
 //! it, or every Directory under a root Directory).
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::Bytes;
 use corral_cas::{BlobStore, Digest, RequestContext, Storage};
 use corral_proto::reapi;

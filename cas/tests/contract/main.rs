@@ -3,6 +3,9 @@
 //! every stack as the config factory builds it, including namespaces and
 //! each action-cache backend.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod action_cache_suite;
 #[path = "../common/mod.rs"]
 mod common;

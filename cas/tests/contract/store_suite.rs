@@ -3,6 +3,9 @@
 //! data matches its digest), `stack` for a store as the factory builds it
 //! (which must also refuse wrong data and store nothing of it).
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -201,7 +201,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--runs must be at least 2");
     }
     let host = Host::probe(&RunnerConfig::default())?;
-    let zygote = Zygote::spawn(host.clone())?;
+    corral_runner::exec::wait_single_threaded(std::time::Duration::from_millis(500))?;
+    // SAFETY: just checked that this process has a single thread, and
+    // nothing between the check and the fork starts one.
+    let zygote = unsafe { Zygote::spawn(host.clone()) }?;
     let tmp = tempfile::Builder::new()
         .prefix("corral-bench-sandbox-")
         .tempdir()?;

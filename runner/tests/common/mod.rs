@@ -1,5 +1,7 @@
 //! Helpers shared by the runner's tests: a busybox root and a request.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::path::Path;

@@ -7,6 +7,8 @@
 //! to make time pass. Waiting for a message is bounded by a real-time limit
 //! so that a broken rule fails the test instead of hanging it.
 
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::sync::Arc;
