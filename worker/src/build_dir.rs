@@ -30,6 +30,7 @@ impl BuildDir {
         }
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }

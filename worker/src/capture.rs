@@ -30,7 +30,9 @@ use crate::tree::InputTree;
 /// Where an output blob's bytes are.
 #[derive(Clone, Debug)]
 pub enum Blob {
+    /// The bytes are in this file (an output the action wrote).
     File(PathBuf),
+    /// The bytes themselves (an encoded Tree or Directory).
     Bytes(Bytes),
 }
 

@@ -32,6 +32,7 @@ use crate::{LocalCas, LocalCasOptions, RemoteCas, Stager};
 /// Everything needed to start a worker, resolved from config and flags.
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
+    /// The worker's TOML settings.
     pub config: WorkerConfig,
     /// Scheduler URL.
     pub scheduler: String,

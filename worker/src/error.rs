@@ -9,7 +9,12 @@ use std::io;
 pub enum Error {
     /// The action, command or input tree is malformed; `field` says where.
     #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
+    Invalid {
+        /// Where in the action the problem is.
+        field: String,
+        /// What is wrong there.
+        reason: String,
+    },
     /// A blob the action needs is in neither CAS.
     #[error("missing blob {0}")]
     MissingBlob(String),
@@ -22,13 +27,17 @@ pub enum Error {
     /// A call to the remote CAS, the scheduler or the runner failed.
     #[error("{context}: {status}")]
     Rpc {
+        /// What the worker was doing.
         context: String,
+        /// The status the peer answered.
         status: tonic::Status,
     },
     /// A local file-system operation failed.
     #[error("{context}: {source}")]
     Io {
+        /// What the worker was doing, and on which path.
         context: String,
+        /// The underlying error.
         #[source]
         source: io::Error,
     },

@@ -99,6 +99,7 @@ impl ExecVariants {
     }
 
     /// Bytes held.
+    #[cfg(test)]
     pub fn total_bytes(&self) -> u64 {
         self.index().total()
     }

@@ -23,12 +23,15 @@ pub struct Inputs {
 pub struct PulledImage {
     /// Keeps the layers from eviction while the run needs them.
     pub lease: ImageLease,
+    /// The image reference and the manifest digest it resolved to.
     pub resolved: ResolvedImage,
 }
 
 /// What a run needs on disk before it starts.
 pub struct PreparedInputs {
+    /// The staged input root.
     pub staged: StagedInput,
+    /// The pulled `container-image`, if the action names one.
     pub image: Option<PulledImage>,
 }
 

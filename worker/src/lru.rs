@@ -56,19 +56,12 @@ impl<K: Clone + Eq + Hash> Lru<K> {
         }
     }
 
-    pub fn contains(&self, key: &K) -> bool {
-        self.entries.contains_key(key)
-    }
-
     /// Sum of the costs held.
     pub fn total(&self) -> u64 {
         self.total
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -50,8 +50,6 @@ pub struct FileOut {
     pub digest: Digest,
     pub executable: bool,
     pub props: Option<reapi::NodeProperties>,
-    /// The upper-directory file holding the bytes, if the action wrote it.
-    pub source: Option<PathBuf>,
 }
 
 /// A node of the merged view.
@@ -203,7 +201,6 @@ impl<'a> Merged<'a> {
             digest,
             executable: f.is_executable,
             props,
-            source: None,
         })
     }
 
@@ -230,7 +227,6 @@ impl<'a> Merged<'a> {
             digest,
             executable: m.mode() & 0o111 != 0,
             props: self.stat_props(m),
-            source: Some(p.to_path_buf()),
         }))
     }
 

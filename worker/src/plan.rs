@@ -49,6 +49,7 @@ pub enum PlannedRootfs {
 /// The sandbox a farm chose for one action, without host paths.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunPlan {
+    /// What the container's `/` is.
     pub rootfs: PlannedRootfs,
     /// The sandbox's hostname; empty = the runner's default.
     pub hostname: String,
@@ -59,6 +60,7 @@ pub struct RunPlan {
     pub profile: String,
     /// Ids of the command inside the sandbox.
     pub uid: u32,
+    /// See `uid`.
     pub gid: u32,
     /// Share the host network.
     pub network: bool,
@@ -74,13 +76,16 @@ pub struct RunSite {
     /// Files for the command's stdout and stderr (None = the runner's
     /// choice: discard, or for `runner exec`, this process's).
     pub stdout: Option<PathBuf>,
+    /// See `stdout`.
     pub stderr: Option<PathBuf>,
     /// The pulled image's layer directories, lowest first, and its `Env`.
     pub layer_dirs: Vec<PathBuf>,
+    /// See `layer_dirs`.
     pub image_env: Vec<String>,
     /// `SubtreeReadOnly` regions of the staged tree and the writable
     /// exceptions inside them.
     pub read_only_subtrees: Vec<String>,
+    /// See `read_only_subtrees`.
     pub writable_subtrees: Vec<String>,
 }
 

@@ -78,26 +78,19 @@ impl Runner {
             .ok_or_else(|| Error::Internal("runner ready without an answer".into()))
     }
 
-    /// How many times the runner had to be started again.
-    pub async fn restarts(&self) -> u64 {
-        self.state.lock().await.restarts
-    }
-
-    /// The runner child's pid, if the worker started it (for tests).
-    pub async fn child_pid(&self) -> Option<u32> {
-        self.state.lock().await.child.as_ref().and_then(Child::id)
-    }
-
     async fn ensure(&self, state: &mut State) -> Result<RunnerClient<Channel>> {
         let dead = match state.child.as_mut() {
             Some(child) => child.try_wait().ok().flatten().is_some(),
             None => false,
         };
         if dead {
-            tracing::warn!("the runner exited; starting it again");
+            state.restarts += 1;
+            tracing::warn!(
+                restarts = state.restarts,
+                "the runner exited; starting it again"
+            );
             state.child = None;
             state.client = None;
-            state.restarts += 1;
         }
         if let Some(client) = &state.client {
             return Ok(client.clone());

@@ -12,7 +12,7 @@
 //! because setting either on a hardlink would change the shared CAS inode;
 //! executable files link the local CAS's executable variant. A cache file
 //! already linked as often as the file system allows is stood in for by a
-//! copy ([`crate::link`]). Directories get their `unix_mode` (default 0755)
+//! copy (`link.rs`). Directories get their `unix_mode` (default 0755)
 //! and `mtime` after their entries are made. `SubtreeReadOnly` directories
 //! are listed for the runner.
 //!
@@ -100,6 +100,7 @@ pub struct Staged {
 
 /// A lease on a staged input root; the tree stays while a lease exists.
 pub struct StagedInput {
+    /// The staged tree, shared by every run that uses it.
     pub staged: Arc<Staged>,
     /// True if the tree was already staged.
     pub reused: bool,
@@ -143,6 +144,7 @@ impl Stager {
         })
     }
 
+    /// The local CAS the stager links files from.
     pub fn cas(&self) -> &LocalCas {
         &self.inner.cas
     }

@@ -17,6 +17,9 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
+/// The worker's output upload, for tests that upload what they captured.
+pub use crate::upload::upload;
+
 /// The context of the tests' own calls to the store.
 pub fn ctx() -> RequestContext {
     RequestContext::internal("", DigestFunction::Sha256)
@@ -24,7 +27,9 @@ pub fn ctx() -> RequestContext {
 
 /// A CAS served on `127.0.0.1` for as long as this value lives.
 pub struct LoopbackCas {
+    /// The store behind the served CAS, for direct checks.
     pub store: Arc<MemoryStore>,
+    /// `http://127.0.0.1:PORT`.
     pub url: String,
     task: JoinHandle<()>,
 }
@@ -90,14 +95,17 @@ impl LoopbackCas {
 /// Builds a Directory message node by node.
 #[derive(Default, Clone, Debug)]
 pub struct DirBuilder {
+    /// The message built so far.
     pub dir: reapi::Directory,
 }
 
 impl DirBuilder {
+    /// An empty directory.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds a file node.
     pub fn file(mut self, name: &str, digest: &Digest, executable: bool) -> Self {
         self.dir.files.push(reapi::FileNode {
             name: name.into(),
@@ -108,6 +116,7 @@ impl DirBuilder {
         self
     }
 
+    /// Adds a file node with node properties.
     pub fn file_with(mut self, name: &str, digest: &Digest, props: reapi::NodeProperties) -> Self {
         self.dir.files.push(reapi::FileNode {
             name: name.into(),
@@ -118,6 +127,7 @@ impl DirBuilder {
         self
     }
 
+    /// Adds a directory node.
     pub fn dir(mut self, name: &str, digest: &Digest) -> Self {
         self.dir.directories.push(reapi::DirectoryNode {
             name: name.into(),
@@ -126,6 +136,7 @@ impl DirBuilder {
         self
     }
 
+    /// Adds a symlink node.
     pub fn symlink(mut self, name: &str, target: &str) -> Self {
         self.dir.symlinks.push(reapi::SymlinkNode {
             name: name.into(),
@@ -135,6 +146,7 @@ impl DirBuilder {
         self
     }
 
+    /// Sets the directory's own node properties.
     pub fn properties(mut self, props: reapi::NodeProperties) -> Self {
         self.dir.node_properties = Some(props);
         self

@@ -19,8 +19,11 @@ pub const MAX_DEPTH: usize = 256;
 /// An input root: every Directory message by digest, all checked.
 #[derive(Debug)]
 pub struct InputTree {
+    /// The digest function of every digest in the tree.
     pub function: DigestFunction,
+    /// The input root's digest.
     pub root: Digest,
+    /// Every directory of the tree, once each, by digest.
     pub dirs: HashMap<Digest, reapi::Directory>,
     /// Every (file digest, executable) pair, once each: a blob used both
     /// plain and executable needs both sources.

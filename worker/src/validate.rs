@@ -114,7 +114,9 @@ pub fn check_directory(
 /// Digests a Directory refers to.
 #[derive(Debug, Default)]
 pub struct CheckedDirectory {
+    /// Each file's digest and whether it is executable.
     pub files: Vec<(Digest, bool)>,
+    /// The digests of the child directories.
     pub directories: Vec<Digest>,
 }
 
