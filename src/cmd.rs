@@ -7,6 +7,7 @@ pub mod runner;
 pub mod server;
 pub mod up;
 pub mod worker;
+pub mod worker_listener;
 
 const DEFAULT_LOG_FILTER: &str = "info,libcgroups=error,libcontainer=error";
 

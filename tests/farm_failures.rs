@@ -159,7 +159,7 @@ fn a_killed_workers_action_runs_again_on_another_worker() -> anyhow::Result<()> 
     corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let server = CorralServer::start()?;
     let work = work_dir()?;
-    let mut a = start_worker(&server.url(), &work.path().join("a"), "worker-a")?;
+    let mut a = start_worker(&server.worker_url(), &work.path().join("a"), "worker-a")?;
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(RemoteExec::connect(&server.url(), "buildstream"))?;
     let root = BusyboxRoot::with_applets(APPLETS)?;
@@ -176,7 +176,7 @@ fn a_killed_workers_action_runs_again_on_another_worker() -> anyhow::Result<()> 
         None,
     ))?;
 
-    let url = server.url();
+    let url = server.worker_url();
     let b_dir = work.path().join("b");
     let a_pid = a.id();
     let mut b: Option<Child> = None;
@@ -224,7 +224,7 @@ fn a_worker_reconnects_after_the_server_restarts() -> anyhow::Result<()> {
         ..Default::default()
     };
     let server = CorralServer::start_with(options.clone())?;
-    let mut worker = start_worker(&server.url(), &work.path().join("w"), "worker-r")?;
+    let mut worker = start_worker(&server.worker_url(), &work.path().join("w"), "worker-r")?;
     let rt = tokio::runtime::Runtime::new()?;
     let root = BusyboxRoot::with_applets(APPLETS)?;
     let run = |salt: &str| -> anyhow::Result<String> {
@@ -271,7 +271,7 @@ fn sigterm_drains_and_build_directories_do_not_pile_up() -> anyhow::Result<()> {
     let data = work.path().join("w");
     let leftover = data.join("builds/leftover-of-a-crash/scratch");
     std::fs::create_dir_all(&leftover)?;
-    let mut worker = start_worker(&server.url(), &data, "worker-t")?;
+    let mut worker = start_worker(&server.worker_url(), &data, "worker-t")?;
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(RemoteExec::connect(&server.url(), "buildstream"))?;
     let root = BusyboxRoot::with_applets(APPLETS)?;
@@ -327,7 +327,13 @@ fn a_data_directory_closed_to_the_sandbox_is_refused() -> anyhow::Result<()> {
         std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700))?;
     }
     let output = Command::new(corral_binary()?)
-        .args(["worker", "--scheduler", &server.url(), "--slots", "1"])
+        .args([
+            "worker",
+            "--scheduler",
+            &server.worker_url(),
+            "--slots",
+            "1",
+        ])
         .arg("--data")
         .arg(closed.path().join("data"))
         .stdin(Stdio::null())

@@ -9,12 +9,14 @@
 //!   (disk, memory, remote) and layers (validating, completeness).
 //! * [`message`]: size caps of messages decoded from client-named blobs.
 //! * [`factory`]: builds the whole stack from [`config`].
+//! * [`channel`]: client channels to `http://` and `unix:` addresses.
 //! * [`resource`]: ByteStream resource names.
 //! * [`service`]: the tonic services, built by [`service::Services`] so other
 //!   roles can add theirs to the same server.
 //! * [`config`]: the `[cas]` and `[action_cache]` TOML settings.
 
 pub mod action_cache;
+pub mod channel;
 pub mod config;
 pub mod context;
 pub mod digest;

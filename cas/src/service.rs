@@ -182,6 +182,17 @@ impl Services {
             .add_service(Wrap(self.action_cache_server()));
     }
 
+    /// What workers need on their own listener: Capabilities, CAS and
+    /// ByteStream, never the action cache (the scheduler, not a worker,
+    /// writes executed results).
+    pub fn add_worker_storage_to(&self, routes: &mut tonic::service::RoutesBuilder) {
+        use decode_errors::DecodeErrorsAsInvalid as Wrap;
+        routes
+            .add_service(Wrap(self.capabilities_server()))
+            .add_service(Wrap(self.cas_server()))
+            .add_service(Wrap(self.bytestream_server()));
+    }
+
     /// The four services as routes of their own.
     pub fn routes(&self) -> tonic::service::Routes {
         let mut builder = tonic::service::RoutesBuilder::default();

@@ -133,12 +133,7 @@ impl RemoteExec {
     /// Connects to `url` (`http://HOST:PORT`) and checks with
     /// GetCapabilities that `instance` executes actions and takes SHA-256.
     pub async fn connect(url: &str, instance: &str) -> anyhow::Result<Self> {
-        let channel = corral_cas::store::remote::endpoint(url)
-            .with_context(|| format!("bad URL {url:?}"))?
-            .connect_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
+        let channel = corral_cas::channel::connect(url).await?;
         let capabilities = CapabilitiesClient::new(channel.clone())
             .get_capabilities(reapi::GetCapabilitiesRequest {
                 instance_name: instance.to_string(),

@@ -130,6 +130,20 @@ impl CorralServer {
         Ok(CorralServer { process })
     }
 
+    /// What a worker passes as `--scheduler`: the workers' socket under
+    /// the data directory, where a server with no `[workers]` table
+    /// listens for them.
+    pub fn worker_url(&self) -> String {
+        format!(
+            "unix:{}",
+            self.process
+                .data_dir()
+                .join("run")
+                .join("workers.sock")
+                .display()
+        )
+    }
+
     /// Sends SIGTERM and waits up to 20 s for a clean exit.
     pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
         self.process.terminate(Duration::from_secs(20))

@@ -77,12 +77,20 @@ impl Scheduler {
             .max_encoding_message_size(64 << 20)
     }
 
-    /// Adds all three services to a tonic router.
+    /// Adds the client-facing services (Execution, Operations) to a tonic
+    /// router. The worker protocol is not among them: workers are
+    /// principals of their own and connect to a listener of their own (see
+    /// [`Scheduler::add_worker_service_to`]), so no client can register as
+    /// a worker and report results.
     pub fn add_to(self: &Arc<Self>, routes: &mut tonic::service::RoutesBuilder) {
         routes
             .add_service(self.execution_server())
-            .add_service(self.operations_server())
-            .add_service(self.worker_server());
+            .add_service(self.operations_server());
+    }
+
+    /// Adds the worker protocol to the router of the workers' listener.
+    pub fn add_worker_service_to(self: &Arc<Self>, routes: &mut tonic::service::RoutesBuilder) {
+        routes.add_service(self.worker_server());
     }
 
     /// What Capabilities should advertise while this scheduler serves.

@@ -1,6 +1,11 @@
 //! The scheduler added to the CAS services on one server, as
 //! `corral server` wires it (see docs/scheduler.md): Capabilities advertise
-//! execution, and an action uploaded through the real CAS service runs.
+//! execution, and an action uploaded through the real CAS service runs on a
+//! worker that reached the worker protocol on its own listener (a UNIX
+//! socket); the client port does not serve the worker protocol.
+
+// Test code: a panic is the failure report.
+#![allow(clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +32,7 @@ fn blob<M: Message>(m: &M) -> (reapi::Digest, Vec<u8>) {
 }
 
 #[tokio::test]
-async fn scheduler_beside_the_cas_services_on_one_port() {
+async fn scheduler_beside_the_cas_services_on_one_port_and_workers_on_their_own() {
     let storage = Storage::in_memory();
     let services = Services::new(corral_cas::Config::default(), storage.clone());
     let scheduler = Scheduler::new(
@@ -58,6 +63,8 @@ async fn scheduler_beside_the_cas_services_on_one_port() {
         .connect()
         .await
         .expect("connect");
+    let sockets = tempfile::tempdir().expect("tempdir");
+    let worker_channel = serve_workers(&scheduler, &sockets.path().join("workers.sock")).await;
 
     let caps = CapabilitiesClient::new(channel.clone())
         .get_capabilities(reapi::GetCapabilitiesRequest::default())
@@ -129,7 +136,14 @@ async fn scheduler_beside_the_cas_services_on_one_port() {
     })
     .await
     .expect("hello queued");
-    let mut inbound = WorkerServiceClient::new(channel.clone())
+    // A client on the client port cannot register as a worker.
+    let refused = WorkerServiceClient::new(channel.clone())
+        .session(tokio_stream::iter(Vec::<wire::WorkerMessage>::new()))
+        .await
+        .expect_err("the client port must not serve the worker protocol");
+    assert_eq!(refused.code(), corral_proto::tonic::Code::Unimplemented);
+
+    let mut inbound = WorkerServiceClient::new(worker_channel)
         .session(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
         .expect("worker session")
@@ -176,4 +190,23 @@ async fn scheduler_beside_the_cas_services_on_one_port() {
             break;
         }
     }
+}
+
+/// Serves the worker protocol on a UNIX socket at `path`, as `corral
+/// server` does, and connects to it as a worker would.
+async fn serve_workers(scheduler: &Arc<Scheduler>, path: &std::path::Path) -> Channel {
+    let mut routes = corral_proto::tonic::service::RoutesBuilder::default();
+    scheduler.add_worker_service_to(&mut routes);
+    let routes = routes.routes();
+    let listener = tokio::net::UnixListener::bind(path).expect("bind the worker socket");
+    tokio::spawn(async move {
+        Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+            .await
+            .expect("worker listener runs");
+    });
+    corral_cas::channel::connect(&format!("unix:{}", path.display()))
+        .await
+        .expect("connect to the worker socket")
 }

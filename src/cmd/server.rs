@@ -17,7 +17,9 @@ use anyhow::Context;
 use corral_cas::service::{server_builder, Services};
 use corral_scheduler::{Scheduler, SchedulerConfig, SystemClock};
 use serde::Deserialize;
-use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::worker_listener::{self, WorkersConfig};
 use tokio::task::JoinHandle;
 
 /// How long running calls may take to finish after SIGTERM.
@@ -60,6 +62,8 @@ pub struct ServerConfig {
     pub action_cache: corral_cas::ActionCacheSpec,
     /// Scheduler settings (`[scheduler]` table, docs/scheduler.md).
     pub scheduler: SchedulerConfig,
+    /// Where workers connect (`[workers]` table), when execution is on.
+    pub workers: WorkersConfig,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +75,7 @@ impl Default for ServerConfig {
             cas: corral_cas::Config::default(),
             action_cache: corral_cas::ActionCacheSpec::default(),
             scheduler: SchedulerConfig::default(),
+            workers: WorkersConfig::default(),
         }
     }
 }
@@ -107,6 +112,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // One line on stdout, once the socket accepts connections: scripts
         // and tests wait for it and read the port from it.
         println!("corral server listening on http://{}", server.addr);
+        if let Some(url) = &server.worker_url {
+            println!("corral server: workers connect with --scheduler {url}");
+        }
         shutdown_signal().await;
         server.stop().await
     })?;
@@ -119,24 +127,28 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The scheduler, when execution is on.
     pub scheduler: Option<Arc<Scheduler>>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// What workers pass as `--scheduler`, when execution is on.
+    pub worker_url: Option<String>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
 
 impl RunningServer {
     /// Stops accepting and lets running calls finish, but not forever: a
     /// client that keeps its connection open must not hold the process.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        let mut task = self.task;
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
-            Ok(joined) => joined.context("server task")?.context("serving")?,
-            Err(_) => {
-                tracing::warn!(
-                    grace = ?SHUTDOWN_GRACE,
-                    "connections still open after the grace period; closing them"
-                );
-                task.abort();
+        self.stop.cancel();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        for mut task in self.tasks {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(joined) => joined.context("server task")?.context("serving")?,
+                Err(_) => {
+                    tracing::warn!(
+                        grace = ?SHUTDOWN_GRACE,
+                        "connections still open after the grace period; closing them"
+                    );
+                    task.abort();
+                }
             }
         }
         tracing::info!("server shut down");
@@ -157,7 +169,14 @@ pub async fn start(
     let services = Services::new(config.cas, storage.clone());
     let mut routes = tonic::service::RoutesBuilder::default();
     services.add_to(&mut routes);
-    let scheduler = if config.execution {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let (scheduler, worker_url) = if config.execution {
+        let worker_address = config.workers.address(data)?;
         let scheduler = Scheduler::new(
             config.scheduler,
             storage.cas,
@@ -167,31 +186,32 @@ pub async fn start(
         .context("scheduler configuration")?;
         services.set_execution_capabilities(Some(scheduler.execution_capabilities()));
         scheduler.add_to(&mut routes);
+        let mut worker_routes = tonic::service::RoutesBuilder::default();
+        scheduler.add_worker_service_to(&mut worker_routes);
+        services.add_worker_storage_to(&mut worker_routes);
+        let workers =
+            worker_listener::serve(&worker_address, worker_routes.routes(), stop.clone()).await?;
+        tasks.push(workers.task);
         scheduler.spawn_ticker();
-        Some(scheduler)
+        (Some(scheduler), Some(workers.url))
     } else {
-        None
+        (None, None)
     };
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
     let incoming = corral_cas::service::incoming(listener);
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(
+    let stopped = stop.clone();
+    tasks.push(tokio::spawn(
         server_builder()
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            }),
-    );
-    tracing::info!(%addr, data = %data.display(), execution = scheduler.is_some(), "serving");
+            .serve_with_incoming_shutdown(incoming, async move { stopped.cancelled().await }),
+    ));
+    tracing::info!(%addr, data = %data.display(), workers = ?worker_url, "serving");
     Ok(RunningServer {
         addr,
         scheduler,
+        worker_url,
         stop,
-        task,
+        tasks,
     })
 }
 

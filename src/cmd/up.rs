@@ -40,8 +40,9 @@ pub struct Args {
     /// Actions run at once (default: the number of cores).
     #[arg(long)]
     slots: Option<u32>,
-    /// TOML configuration with `[cas]`, `[action_cache]`, `[scheduler]` and
-    /// `[worker]` tables, each as for `corral server` and `corral worker`.
+    /// TOML configuration with `[cas]`, `[action_cache]`, `[scheduler]`,
+    /// `[workers]` and `[worker]` tables, each as for `corral server` and
+    /// `corral worker`.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -54,6 +55,7 @@ struct UpConfig {
     action_cache: corral_cas::ActionCacheSpec,
     scheduler: SchedulerConfig,
     worker: WorkerConfig,
+    workers: super::worker_listener::WorkersConfig,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -80,6 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cas: config.cas,
         action_cache: config.action_cache,
         scheduler: config.scheduler,
+        workers: config.workers,
     };
     let corral_binary = std::env::current_exe().context("locating the corral binary")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -106,9 +109,13 @@ async fn up(
 ) -> anyhow::Result<()> {
     let server = server::start(listen, &super::defaults::server_dir(data), server_config).await?;
     let url = format!("http://{}", server.addr);
+    let worker_url = server
+        .worker_url
+        .clone()
+        .context("the server serves no workers' listener")?;
     let worker = Worker::start(WorkerSettings {
         config: worker_config,
-        scheduler: url.clone(),
+        scheduler: worker_url,
         data: super::defaults::worker_dir(data),
         corral_binary,
     })

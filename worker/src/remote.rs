@@ -31,14 +31,9 @@ pub struct RemoteCas {
 impl RemoteCas {
     /// Connects to `url` and reads the batch limit from Capabilities.
     pub async fn connect(url: &str, instance_name: &str) -> Result<Self> {
-        let endpoint = corral_cas::store::remote::endpoint(url)
-            .map_err(|e| Error::Config(format!("CAS URL: {e}")))?;
-        let channel = endpoint.connect().await.map_err(|e| {
-            Error::rpc(
-                format!("connecting to the CAS at {url}"),
-                tonic::Status::unavailable(e.to_string()),
-            )
-        })?;
+        let channel = corral_cas::channel::connect(url)
+            .await
+            .map_err(|e| Error::Unavailable(format!("the CAS at {url}: {e}")))?;
         Self::with_channel(channel, instance_name).await
     }
 

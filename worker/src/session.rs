@@ -21,7 +21,6 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
 use crate::error::{Error, Result};
 use crate::executor::ActionExecutor;
@@ -100,12 +99,11 @@ async fn stream_once(
     executor: &Arc<dyn ActionExecutor>,
     shutdown: &CancellationToken,
 ) -> Result<Ended> {
-    let channel = Endpoint::from_shared(options.scheduler_url.clone())
-        .map_err(|e| Error::Config(format!("scheduler URL {}: {e}", options.scheduler_url)))?
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
+    let channel = corral_cas::channel::connect(&options.scheduler_url)
         .await
-        .map_err(|e| Error::Unavailable(format!("connecting to {}: {e}", options.scheduler_url)))?;
+        .map_err(|e| {
+            Error::Unavailable(format!("the scheduler at {}: {e}", options.scheduler_url))
+        })?;
     let mut client = WorkerServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);

@@ -29,14 +29,7 @@ pub struct GrpcActionCache {
 impl GrpcActionCache {
     /// Connects to `url` (`http://host:port`).
     pub async fn connect(url: &str) -> Result<Self> {
-        let channel = crate::store::remote::endpoint(url)?
-            .connect()
-            .await
-            .map_err(|e| {
-                Error::Remote(tonic::Status::unavailable(format!(
-                    "connecting to {url}: {e}"
-                )))
-            })?;
+        let channel = crate::channel::connect(url).await?;
         Ok(Self::with_channel(channel))
     }
 

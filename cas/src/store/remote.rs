@@ -20,7 +20,7 @@ use corral_proto::bytestream::{ReadRequest, WriteRequest};
 use corral_proto::reapi;
 use corral_proto::reapi::capabilities_client::CapabilitiesClient;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{read_range, BlobStore, BlobWriter, ChunkStream};
 use crate::context::RequestContext;
@@ -34,18 +34,6 @@ const FIND_MISSING_CHUNK: usize = 10_000;
 const MAX_MESSAGE: usize = 64 << 20;
 /// ByteStream chunk size for uploads.
 const WRITE_CHUNK: usize = 1 << 20;
-
-/// A client endpoint for a CAS at `url`, tuned like the server's side
-/// (`service::server_builder`): tonic's defaults (64 KiB windows, 16 KiB
-/// frames) hold a large blob to a fraction of what loopback carries.
-pub fn endpoint(url: &str) -> Result<Endpoint> {
-    Ok(Endpoint::from_shared(url.to_string())
-        .map_err(|e| Error::invalid("url", format!("{url:?}: {e}")))?
-        .initial_connection_window_size(32 << 20)
-        .initial_stream_window_size(16 << 20)
-        .max_frame_size(crate::service::MAX_FRAME)
-        .tcp_nodelay(true))
-}
 
 /// A remote CAS. Cheap to clone (the channel is shared).
 #[derive(Clone)]
@@ -64,11 +52,7 @@ impl GrpcStore {
     /// Connects to `url` (`http://host:port`) and reads the server's batch
     /// limit from Capabilities.
     pub async fn connect(url: &str, instance_name: &str) -> Result<Self> {
-        let channel = endpoint(url)?.connect().await.map_err(|e| {
-            Error::Remote(tonic::Status::unavailable(format!(
-                "connecting to {url}: {e}"
-            )))
-        })?;
+        let channel = crate::channel::connect(url).await?;
         Self::with_channel(channel, instance_name).await
     }
 

@@ -117,11 +117,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 async fn bench(args: &Args, function: DigestFunction) -> anyhow::Result<()> {
-    let channel = corral_cas::store::remote::endpoint(&args.target)
-        .with_context(|| format!("--target {:?}", args.target))?
-        .connect()
+    let channel = corral_cas::channel::connect(&args.target)
         .await
-        .with_context(|| format!("connecting to {}", args.target))?;
+        .with_context(|| format!("--target {:?}", args.target))?;
     let caps = CapabilitiesClient::new(channel.clone())
         .get_capabilities(reapi::GetCapabilitiesRequest {
             instance_name: args.instance.clone(),

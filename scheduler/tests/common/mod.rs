@@ -121,6 +121,8 @@ impl Farm {
         let addr = listener.local_addr().expect("local addr");
         let mut routes = tonic::service::RoutesBuilder::default();
         scheduler.add_to(&mut routes);
+        // The tests drive both sides through one port.
+        scheduler.add_worker_service_to(&mut routes);
         let routes = routes.routes();
         tokio::spawn(async move {
             Server::builder()

@@ -1,0 +1,121 @@
+//! Client channels to Corral's own services, from one kind of address.
+//!
+//! Every Corral client (the worker's scheduler session and CAS traffic,
+//! the remote stores, `runner exec --remote`, the bench tools) reaches a
+//! server through [`connect`], so each kind of address works everywhere:
+//!
+//! * `http://host:port`: plaintext TCP (loopback, or a trusted network);
+//! * `unix:/path/to/socket` (also `unix:///path`): a UNIX socket, on
+//!   which the server learns the caller's uid from the kernel (the worker
+//!   listener of `corral server` / `corral up`).
+//!
+//! The HTTP/2 settings match the server's (`service::server_builder`):
+//! tonic's defaults (64 KiB windows, 16 KiB frames) hold a large blob to
+//! a fraction of what loopback carries.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::error::{Error, Result};
+
+/// How long establishing a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a server is, parsed from a URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `http://…` (TCP).
+    Tcp(String),
+    /// `unix:/path` (a UNIX socket).
+    Unix(PathBuf),
+}
+
+impl Target {
+    /// Parses `url`; an address of an unknown kind is refused, naming it.
+    pub fn parse(url: &str) -> Result<Target> {
+        if let Some(rest) = url.strip_prefix("unix:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if !path.starts_with('/') {
+                return Err(Error::invalid(
+                    "url",
+                    format!("{url:?}: a unix: address needs an absolute socket path (unix:/path)"),
+                ));
+            }
+            return Ok(Target::Unix(PathBuf::from(path)));
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            return Ok(Target::Tcp(url.to_string()));
+        }
+        Err(Error::invalid(
+            "url",
+            format!("{url:?}: expected http://HOST:PORT, https://HOST:PORT or unix:/PATH"),
+        ))
+    }
+}
+
+/// The endpoint for `url` with Corral's HTTP/2 settings. For a UNIX
+/// socket the URI is a placeholder: the connector ignores it.
+pub fn endpoint(url: &str) -> Result<Endpoint> {
+    let uri = match Target::parse(url)? {
+        Target::Tcp(u) => u,
+        Target::Unix(_) => "http://unix.socket.invalid".to_string(),
+    };
+    Ok(Endpoint::from_shared(uri)
+        .map_err(|e| Error::invalid("url", format!("{url:?}: {e}")))?
+        .initial_connection_window_size(32 << 20)
+        .initial_stream_window_size(16 << 20)
+        .max_frame_size(crate::service::MAX_FRAME)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true))
+}
+
+/// Connects to `url` (see the module documentation for the forms).
+pub async fn connect(url: &str) -> Result<Channel> {
+    let endpoint = endpoint(url)?;
+    let connected = match Target::parse(url)? {
+        Target::Tcp(_) => endpoint.connect().await,
+        // The connector opens the socket whatever URI it is given.
+        Target::Unix(path) => {
+            endpoint
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move { UnixStream::connect(path).await.map(TokioIo::new) }
+                }))
+                .await
+        }
+    };
+    connected.map_err(|e| {
+        Error::Remote(tonic::Status::unavailable(format!(
+            "connecting to {url}: {e}"
+        )))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_form_and_names_a_bad_one() {
+        assert_eq!(
+            Target::parse("http://127.0.0.1:1").unwrap(),
+            Target::Tcp("http://127.0.0.1:1".into())
+        );
+        assert_eq!(
+            Target::parse("unix:/run/w.sock").unwrap(),
+            Target::Unix("/run/w.sock".into())
+        );
+        assert_eq!(
+            Target::parse("unix:///run/w.sock").unwrap(),
+            Target::Unix("/run/w.sock".into())
+        );
+        let e = Target::parse("unix:rel.sock").unwrap_err().to_string();
+        assert!(e.contains("absolute"), "{e}");
+        let e = Target::parse("grpc://h:1").unwrap_err().to_string();
+        assert!(e.contains("grpc://h:1"), "{e}");
+    }
+}
