@@ -6,7 +6,9 @@
 //! [`ValidatingActionCache`] refuses a malformed ActionResult before it is
 //! stored, and [`CompletenessChecking`] answers a hit only when every blob
 //! the result names is still in the CAS — otherwise a client would be told
-//! to download outputs that eviction already removed. The instance name
+//! to download outputs that eviction already removed; [`ProvenanceGuard`]
+//! keeps clients from forging or replacing results the farm executed, and
+//! stops serving those of revoked workers. The instance name
 //! comes from the call's [`RequestContext`]; the digest function is part of
 //! the key (it is part of [`Digest`]), so SHA-256 and BLAKE3 results never
 //! mix.
@@ -14,6 +16,7 @@
 pub mod completeness;
 pub mod disk;
 pub mod memory;
+pub mod provenance;
 pub mod remote;
 pub mod validate;
 
@@ -27,6 +30,7 @@ use crate::error::Result;
 pub use completeness::{is_complete, referenced_blobs, CompletenessChecking};
 pub use disk::DiskActionCache;
 pub use memory::MemoryActionCache;
+pub use provenance::{ProvenanceGuard, RevokedWorkers};
 pub use remote::GrpcActionCache;
 pub use validate::{validate, ValidatingActionCache};
 

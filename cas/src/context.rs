@@ -35,6 +35,16 @@ pub enum Identity {
     Farm,
 }
 
+impl Identity {
+    /// The name recorded in provenance and audit records.
+    pub fn principal_name(&self) -> String {
+        match self {
+            Identity::Anonymous => "anonymous".to_string(),
+            Identity::Farm => "farm".to_string(),
+        }
+    }
+}
+
 /// What the client said about the invocation a call belongs to (REAPI
 /// `RequestMetadata`). Informational: it steers fairness and logs, never
 /// access.

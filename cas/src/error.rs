@@ -41,6 +41,9 @@ pub enum Error {
     /// Something already exists and the request may not replace it.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The caller may not do this; the message names what and where.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A size limit of the store or service would be exceeded.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -131,6 +134,7 @@ impl Error {
             Error::NotFound(_) => tonic::Code::NotFound,
             Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             Error::AlreadyExists(_) => tonic::Code::AlreadyExists,
+            Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
             Error::OutOfRange { .. } => tonic::Code::OutOfRange,
             Error::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
             Error::Unimplemented(_) => tonic::Code::Unimplemented,

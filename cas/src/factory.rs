@@ -6,7 +6,7 @@
 //! CAS:           BoundedStore ▸ NamespacedStore ▸ VerifyingStore ▸ backend
 //!                (NamespacedStore only when [cas] namespaces is set; then one
 //!                 VerifyingStore ▸ backend per namespace)
-//! action cache:  CompletenessChecking ▸ ValidatingActionCache ▸ backend
+//! action cache:  CompletenessChecking ▸ ProvenanceGuard ▸ ValidatingActionCache ▸ backend
 //!                (completeness is checked against the CAS stack above)
 //! backend:       disk | memory | remote | sharded(backend, …)
 //! ```
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::action_cache::{
     ActionCache, CompletenessChecking, DiskActionCache, GrpcActionCache, MemoryActionCache,
-    ValidatingActionCache,
+    ProvenanceGuard, RevokedWorkers, ValidatingActionCache,
 };
 use crate::config::{ActionCacheSpec, Config, DiskSpec, RemoteSpec, StoreSpec, DEFAULT_NAMESPACE};
 use crate::error::{Error, Result};
@@ -36,6 +36,8 @@ pub struct Storage {
     pub cas: BoundedStore,
     /// The action cache, checking completeness against `cas`.
     pub action_cache: Arc<dyn ActionCache>,
+    /// Workers whose results the action cache no longer serves.
+    pub revoked_workers: RevokedWorkers,
 }
 
 impl Storage {
@@ -48,8 +50,13 @@ impl Storage {
     ) -> Storage {
         let verified: Arc<dyn BlobStore> = Arc::new(VerifyingStore::new(cas_backend));
         let cas = BoundedStore::new(verified, limits);
-        let action_cache = wrap_action_cache(ac_backend, cas.clone());
-        Storage { cas, action_cache }
+        let revoked_workers = RevokedWorkers::default();
+        let action_cache = wrap_action_cache(ac_backend, cas.clone(), revoked_workers.clone());
+        Storage {
+            cas,
+            action_cache,
+            revoked_workers,
+        }
     }
 
     /// Memory backends with the standard layers and default limits.
@@ -62,9 +69,17 @@ impl Storage {
     }
 }
 
-fn wrap_action_cache(backend: Arc<dyn ActionCache>, cas: BoundedStore) -> Arc<dyn ActionCache> {
+/// completeness ▸ provenance guard ▸ validating ▸ backend. The guard sits
+/// below the completeness check so that "was this written by the farm?"
+/// is asked of the stored entry itself, even when its outputs were evicted.
+fn wrap_action_cache(
+    backend: Arc<dyn ActionCache>,
+    cas: BoundedStore,
+    revoked: RevokedWorkers,
+) -> Arc<dyn ActionCache> {
     let validated: Arc<dyn ActionCache> = Arc::new(ValidatingActionCache::new(backend));
-    Arc::new(CompletenessChecking::new(validated, cas))
+    let guarded: Arc<dyn ActionCache> = Arc::new(ProvenanceGuard::new(validated, revoked));
+    Arc::new(CompletenessChecking::new(guarded, cas))
 }
 
 /// Builds the stack `cas` and `action_cache` describe, with relative paths
@@ -112,10 +127,12 @@ pub async fn build(cas: &Config, action_cache: &ActionCacheSpec, data: &Path) ->
     let (ac_backend, ac_text) = builder
         .action_cache(action_cache, &cas.message_limits)
         .await?;
-    tracing::info!(cas = %description, action_cache = %format!("completeness ▸ validating ▸ {ac_text}"), "storage stack built");
+    tracing::info!(cas = %description, action_cache = %format!("completeness ▸ provenance guard ▸ validating ▸ {ac_text}"), "storage stack built");
+    let revoked_workers = RevokedWorkers::default();
     Ok(Storage {
-        action_cache: wrap_action_cache(ac_backend, cas_stack.clone()),
+        action_cache: wrap_action_cache(ac_backend, cas_stack.clone(), revoked_workers.clone()),
         cas: cas_stack,
+        revoked_workers,
     })
 }
 

@@ -90,6 +90,7 @@ pub(crate) struct State {
     pub store: BoundedStore,
     pub action_cache: Arc<dyn ActionCache>,
     pub uploads: Arc<uploads::Uploads>,
+    pub revoked_workers: crate::action_cache::RevokedWorkers,
 }
 
 impl Services {
@@ -99,6 +100,7 @@ impl Services {
         let Storage {
             cas: store,
             action_cache,
+            revoked_workers,
         } = storage;
         let capabilities = CapabilitiesHandle::new(&config);
         let uploads = Arc::new(uploads::Uploads::new(uploads::Limits {
@@ -112,6 +114,7 @@ impl Services {
                 store,
                 action_cache,
                 uploads,
+                revoked_workers,
             }),
             capabilities,
         }
@@ -136,6 +139,11 @@ impl Services {
     /// The action cache behind the services.
     pub fn action_cache(&self) -> Arc<dyn ActionCache> {
         self.state.action_cache.clone()
+    }
+
+    /// The workers whose results the action cache no longer serves.
+    pub fn revoked_workers(&self) -> crate::action_cache::RevokedWorkers {
+        self.state.revoked_workers.clone()
     }
 
     /// gRPC message size limit matching the advertised batch size; other

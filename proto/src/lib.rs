@@ -27,6 +27,14 @@ pub mod runner {
     }
 }
 
+/// Provenance of executed results in the action cache
+/// (`proto/corral/provenance/v1/provenance.proto`).
+pub mod provenance {
+    pub mod v1 {
+        tonic::include_proto!("corral.provenance.v1");
+    }
+}
+
 pub mod error_details;
 pub mod hostname;
 

@@ -30,7 +30,7 @@ mod dispatch;
 mod tick;
 mod workers;
 
-pub use workers::Hello;
+pub use workers::{CacheWrite, Hello};
 
 /// Identity of an action for deduplication.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -52,6 +52,9 @@ pub struct Submission {
     pub command: reapi::Command,
     pub priority: i32,
     pub metadata: reapi::RequestMetadata,
+    /// Who asked, as the connection proved it (for the result's
+    /// provenance).
+    pub requester: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +93,8 @@ struct Job {
     enqueued_at: Duration,
     waiters: Vec<Arc<str>>,
     key: Option<ActionKey>,
+    /// The first requester of the action (others join it by deduplication).
+    requester: Arc<str>,
 }
 
 impl Job {
@@ -280,6 +285,7 @@ impl Core {
             enqueued_at: now,
             waiters: vec![name.clone()],
             key,
+            requester: sub.requester.into(),
         };
         self.jobs.insert(jid, job);
         if let Some(c) = self.classes.get_mut(&class) {

@@ -161,6 +161,10 @@ impl Scheduler {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(crate) fn cas(&self) -> &BoundedStore {
+        &self.cas
+    }
+
     pub(crate) fn action_cache(&self) -> &dyn ActionCache {
         self.ac.as_ref()
     }
@@ -235,6 +239,7 @@ impl Scheduler {
                 .invocation()
                 .map(Invocation::to_proto)
                 .unwrap_or_default(),
+            requester: ctx.identity().principal_name(),
         };
         let now = self.now();
         let (name, rx) = self.lock().submit(sub, now)?;

@@ -20,6 +20,9 @@ const RECENT_INVOCATIONS: usize = 8;
 pub struct Worker {
     pub id: WorkerId,
     pub name: String,
+    /// What the worker's connection proved (e.g. `uid:0`), recorded in the
+    /// provenance of every result it produces.
+    pub identity: String,
     pub offer: Offer,
     pub slots: usize,
     /// Assignment id → job, for everything the worker holds a slot for

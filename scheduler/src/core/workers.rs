@@ -18,9 +18,22 @@ use crate::worker::{Worker, WorkerId};
 #[derive(Clone, Debug)]
 pub struct Hello {
     pub name: String,
+    /// Who the worker's connection proved it to be (never from the hello
+    /// message itself).
+    pub identity: String,
     pub platform: Option<reapi::Platform>,
     pub slots: u32,
     pub cached_images: Vec<String>,
+}
+
+/// What the service needs to write a worker's result into the action
+/// cache: the key, and who asked and who ran it (its provenance).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheWrite {
+    pub key: ActionKey,
+    pub requester: String,
+    pub worker: String,
+    pub worker_identity: String,
 }
 
 impl Core {
@@ -49,6 +62,7 @@ impl Core {
         let mut worker = Worker {
             id,
             name: hello.name.clone(),
+            identity: hello.identity,
             offer,
             slots: hello.slots as usize,
             running: HashMap::new(),
@@ -89,25 +103,32 @@ impl Core {
         self.workers.contains_key(&wid)
     }
 
-    /// The action-cache key to store a worker's result under, if the result
-    /// belongs to a live, cacheable job and is a success (exit code 0, no
-    /// error status). Asked before [`Core::worker_result`] so the service can
-    /// write the cache first: a client that sees COMPLETED then finds it.
-    pub fn cache_key_for(
+    /// Where and under whose name to cache a worker's result, if the result
+    /// belongs to a live, cacheable job this worker holds and is a success
+    /// (exit code 0, no error status). Asked before [`Core::worker_result`]
+    /// so the service can write the cache first: a client that sees
+    /// COMPLETED then finds it.
+    pub fn cache_write_for(
         &self,
         wid: WorkerId,
         assignment: &str,
         response: &reapi::ExecuteResponse,
-    ) -> Option<ActionKey> {
+    ) -> Option<CacheWrite> {
         let ok = response.status.as_ref().is_none_or(|s| s.code == 0)
             && response.result.as_ref().is_some_and(|r| r.exit_code == 0);
         if !ok {
             return None;
         }
-        let jid = *self.workers.get(&wid)?.running.get(assignment)?;
+        let worker = self.workers.get(&wid)?;
+        let jid = *worker.running.get(assignment)?;
         let job = self.jobs.get(&jid)?;
         match &job.state {
-            JobState::Running { assignment: a, .. } if a == assignment => job.key.clone(),
+            JobState::Running { assignment: a, .. } if a == assignment => Some(CacheWrite {
+                key: job.key.clone()?,
+                requester: job.requester.to_string(),
+                worker: worker.name.clone(),
+                worker_identity: worker.identity.clone(),
+            }),
             _ => None,
         }
     }

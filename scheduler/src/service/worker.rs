@@ -6,10 +6,15 @@
 
 use std::sync::Arc;
 
+use corral_cas::action_cache::is_complete;
+use corral_cas::action_cache::provenance::stamp;
 use corral_cas::{Digest, DigestFunction, RequestContext};
+use corral_proto::prost::Message;
+use corral_proto::provenance::v1::Provenance;
 use corral_proto::tonic::{self, Code, Request, Response, Status, Streaming};
 use corral_proto::worker::v1::worker_message::Kind;
 use corral_proto::worker::v1::worker_service_server::WorkerService as WorkerServiceTrait;
+use corral_proto::worker::v1::RunPlan;
 use corral_proto::worker::v1::{SchedulerMessage, WorkerMessage};
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -19,6 +24,9 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::core::{failure, Hello};
 use crate::scheduler::Scheduler;
 use crate::worker::WorkerId;
+
+/// The type URL of the worker's run-plan record in `auxiliary_metadata`.
+const RUN_PLAN_TYPE_URL: &str = "type.googleapis.com/corral.worker.v1.RunPlan";
 
 /// The worker service; see [`Scheduler::worker_server`].
 #[derive(Debug, Clone)]
@@ -40,6 +48,7 @@ impl WorkerServiceTrait for WorkerService {
         &self,
         request: Request<Streaming<WorkerMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let identity = connection_identity(&request);
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -55,6 +64,7 @@ impl WorkerServiceTrait for WorkerService {
         let wid = self.scheduler.lock().connect_worker(
             Hello {
                 name: hello.name,
+                identity,
                 platform: hello.platform,
                 slots: hello.slots,
                 cached_images: hello.cached_images,
@@ -107,17 +117,20 @@ async fn serve(
             }
             Some(Kind::CachedImages(c)) => scheduler.lock().worker_images(wid, c.images),
             Some(Kind::Result(r)) => {
-                let response = r.response.unwrap_or_else(|| {
+                let mut response = r.response.unwrap_or_else(|| {
                     failure(
                         Code::Internal,
                         "the worker sent a result without a response",
                     )
                 });
-                let key = scheduler
+                let write = scheduler
                     .lock()
-                    .cache_key_for(wid, &r.assignment_id, &response);
-                if let (Some(key), Some(result)) = (key, response.result.as_ref()) {
-                    store_result(scheduler, &key, result.clone()).await;
+                    .cache_write_for(wid, &r.assignment_id, &response);
+                if let (Some(write), Some(result)) = (write, response.result.as_mut()) {
+                    // The client gets the result as the cache will serve it.
+                    let provenance = provenance(&write, result);
+                    stamp(result, &provenance);
+                    store_result(scheduler, &write, result.clone()).await;
                 }
                 let now = scheduler.now();
                 if let Err(e) = scheduler
@@ -131,14 +144,35 @@ async fn serve(
     }
 }
 
-/// Writes a successful result into the action cache before the operation
-/// completes, so a client that sees COMPLETED also finds it there. Failure
-/// to cache is logged; the client still gets its result.
+/// Who a worker's connection proves it to be: the peer's uid on the
+/// workers' UNIX socket, the peer address on a loopback TCP listener.
+/// Never anything the worker says about itself.
+fn connection_identity<T>(request: &Request<T>) -> String {
+    if let Some(info) = request
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+    {
+        if let Some(cred) = info.peer_cred {
+            return format!("uid:{}", cred.uid());
+        }
+    }
+    match request.remote_addr() {
+        Some(addr) => format!("tcp:{addr}"),
+        None => "unknown".to_string(),
+    }
+}
+
+/// Writes a successful result, stamped with its provenance, into the
+/// action cache before the operation completes, so a client that sees
+/// COMPLETED also finds it there; and only when every output it names is in the CAS:
+/// a worker cannot make the cache promise blobs nobody uploaded. Failure to
+/// cache is logged; the client still gets its result.
 async fn store_result(
     scheduler: &Scheduler,
-    key: &crate::core::ActionKey,
+    write: &crate::core::CacheWrite,
     result: corral_proto::reapi::ActionResult,
 ) {
+    let key = &write.key;
     let digest = DigestFunction::from_proto(key.digest_function).and_then(|f| {
         Digest::from_proto(
             f,
@@ -148,15 +182,59 @@ async fn store_result(
             },
         )
     });
-    let outcome = match digest {
-        Ok(d) => {
-            // The farm's own write of an executed result.
-            let ctx = RequestContext::internal(&key.instance_name, d.function());
-            scheduler.action_cache().update(&ctx, &d, result).await
+    let digest = match digest {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, instance = %key.instance_name, "not caching a result with a bad action digest");
+            return;
         }
-        Err(e) => Err(e),
     };
-    if let Err(e) = outcome {
+    // The farm's own write of an executed result.
+    let ctx = RequestContext::internal(&key.instance_name, digest.function());
+    match is_complete(scheduler.cas(), &ctx, digest.function(), &result).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(action = %digest, worker = %write.worker, identity = %write.worker_identity,
+                "not caching a result whose outputs are not all in the CAS");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, action = %digest, "could not check a result's outputs; not caching it");
+            return;
+        }
+    }
+    if let Err(e) = scheduler.action_cache().update(&ctx, &digest, result).await {
         tracing::warn!(error = %e, instance = %key.instance_name, "could not store the result in the action cache");
+    }
+}
+
+/// The provenance of a result: who asked, who ran it, under which profile.
+fn provenance(
+    write: &crate::core::CacheWrite,
+    result: &corral_proto::reapi::ActionResult,
+) -> Provenance {
+    Provenance {
+        tenant: String::new(),
+        principal: write.requester.clone(),
+        worker: write.worker.clone(),
+        worker_identity: write.worker_identity.clone(),
+        sandbox_profile: sandbox_profile(result),
+        corral_version: env!("CARGO_PKG_VERSION").to_string(),
+        instance_name: write.key.instance_name.clone(),
+    }
+}
+
+/// The profile the worker's run-plan record names ("default" when it
+/// names none, the runner's default).
+fn sandbox_profile(result: &corral_proto::reapi::ActionResult) -> String {
+    let plan = result
+        .execution_metadata
+        .iter()
+        .flat_map(|m| m.auxiliary_metadata.iter())
+        .find(|any| any.type_url == RUN_PLAN_TYPE_URL)
+        .and_then(|any| RunPlan::decode(any.value.as_slice()).ok());
+    match plan {
+        Some(p) if !p.profile.is_empty() => p.profile,
+        _ => "default".to_string(),
     }
 }
