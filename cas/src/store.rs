@@ -23,6 +23,7 @@ pub mod namespaced;
 pub mod remote;
 pub mod sharded;
 mod stage;
+pub mod tenant_visibility;
 pub mod verifying;
 
 use async_trait::async_trait;
@@ -36,6 +37,7 @@ use crate::error::{Error, Result};
 pub use bounded::BoundedStore;
 pub use namespaced::NamespacedStore;
 pub use sharded::ShardedStore;
+pub use tenant_visibility::{OwnershipIndex, TenantOf, TenantVisibility};
 pub use verifying::{check_room, verify, Verifier, VerifyingStore};
 
 /// A stream of a blob's bytes, in chunks of the store's choosing.
