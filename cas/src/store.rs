@@ -21,6 +21,7 @@ pub mod disk;
 pub mod memory;
 pub mod namespaced;
 pub mod remote;
+pub mod routed;
 pub mod sharded;
 mod stage;
 pub mod tenant_visibility;

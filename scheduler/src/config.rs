@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use corral_cas::store::namespaced::longest_prefix;
+
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -231,19 +233,6 @@ impl SchedulerConfig {
             _ => Duration::from_secs(self.default_timeout_s).min(max),
         }
     }
-}
-
-/// The value of the longest key of `map` that equals `instance` or is a
-/// prefix of it ending at a `/` (the empty key is a prefix of every name).
-fn longest_prefix<'a, V>(map: &'a BTreeMap<String, V>, instance: &str) -> Option<&'a V> {
-    map.iter()
-        .filter(|(key, _)| {
-            instance
-                .strip_prefix(key.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || key.is_empty())
-        })
-        .max_by_key(|(key, _)| key.len())
-        .map(|(_, value)| value)
 }
 
 #[cfg(test)]

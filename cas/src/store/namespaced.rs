@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
-use super::{BlobStore, BlobWriter, ChunkStream};
+use super::routed::{Routed, Router};
+use super::BlobStore;
 use crate::context::RequestContext;
 use crate::digest::Digest;
 use crate::error::Result;
@@ -33,11 +33,14 @@ pub fn longest_prefix<'a, V>(map: &'a BTreeMap<String, V>, instance: &str) -> Op
         .map(|(_, value)| value)
 }
 
-/// Routes each call to the store of its instance name's namespace.
-pub struct NamespacedStore {
+/// The stores of the namespaces, by instance-name prefix.
+pub struct Namespaces {
     default: Arc<dyn BlobStore>,
     by_prefix: BTreeMap<String, Arc<dyn BlobStore>>,
 }
+
+/// Routes each call to the store of its instance name's namespace.
+pub type NamespacedStore = Routed<Namespaces>;
 
 impl NamespacedStore {
     /// `by_prefix` maps instance-name prefixes to their stores; every other
@@ -46,42 +49,21 @@ impl NamespacedStore {
         default: Arc<dyn BlobStore>,
         by_prefix: BTreeMap<String, Arc<dyn BlobStore>>,
     ) -> Self {
-        NamespacedStore { default, by_prefix }
-    }
-
-    fn select(&self, ctx: &RequestContext) -> &dyn BlobStore {
-        longest_prefix(&self.by_prefix, ctx.instance_name())
-            .unwrap_or(&self.default)
-            .as_ref()
+        Routed(Namespaces { default, by_prefix })
     }
 }
 
 #[async_trait]
-impl BlobStore for NamespacedStore {
+impl Router for Namespaces {
+    fn route(&self, ctx: &RequestContext, _: &Digest) -> &dyn BlobStore {
+        longest_prefix(&self.by_prefix, ctx.instance_name())
+            .unwrap_or(&self.default)
+            .as_ref()
+    }
+
     async fn find_missing(&self, ctx: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>> {
-        self.select(ctx).find_missing(ctx, digests).await
-    }
-
-    async fn get(&self, ctx: &RequestContext, digest: &Digest) -> Result<Bytes> {
-        self.select(ctx).get(ctx, digest).await
-    }
-
-    async fn put(&self, ctx: &RequestContext, digest: &Digest, data: Bytes) -> Result<()> {
-        self.select(ctx).put(ctx, digest, data).await
-    }
-
-    async fn read(
-        &self,
-        ctx: &RequestContext,
-        digest: &Digest,
-        offset: u64,
-        limit: Option<u64>,
-    ) -> Result<ChunkStream> {
-        self.select(ctx).read(ctx, digest, offset, limit).await
-    }
-
-    async fn write(&self, ctx: &RequestContext, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
-        self.select(ctx).write(ctx, digest).await
+        let store = longest_prefix(&self.by_prefix, ctx.instance_name()).unwrap_or(&self.default);
+        store.find_missing(ctx, digests).await
     }
 }
 

@@ -11,17 +11,20 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
-use super::{BlobStore, BlobWriter, ChunkStream};
+use super::routed::{Routed, Router};
+use super::BlobStore;
 use crate::context::RequestContext;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
-/// Blobs spread over child stores by hash.
-pub struct ShardedStore {
+/// The child stores.
+pub struct Shards {
     shards: Vec<Arc<dyn BlobStore>>,
 }
+
+/// Blobs spread over child stores by hash.
+pub type ShardedStore = Routed<Shards>;
 
 impl ShardedStore {
     /// At least one shard is needed.
@@ -32,23 +35,29 @@ impl ShardedStore {
                 "a sharded store needs at least one shard",
             ));
         }
-        Ok(ShardedStore { shards })
+        Ok(Routed(Shards { shards }))
     }
 
     /// The index of the shard that holds `digest`.
     pub fn shard_of(&self, digest: &Digest) -> usize {
+        self.0.shard_of(digest)
+    }
+}
+
+impl Shards {
+    fn shard_of(&self, digest: &Digest) -> usize {
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest.hash()[..8]);
         (u64::from_be_bytes(first) % self.shards.len() as u64) as usize
     }
-
-    fn shard(&self, digest: &Digest) -> &dyn BlobStore {
-        self.shards[self.shard_of(digest)].as_ref()
-    }
 }
 
 #[async_trait]
-impl BlobStore for ShardedStore {
+impl Router for Shards {
+    fn route(&self, _: &RequestContext, digest: &Digest) -> &dyn BlobStore {
+        self.shards[self.shard_of(digest)].as_ref()
+    }
+
     async fn find_missing(&self, ctx: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>> {
         let mut per_shard: Vec<Vec<Digest>> = vec![Vec::new(); self.shards.len()];
         for d in digests {
@@ -61,27 +70,5 @@ impl BlobStore for ShardedStore {
             .map(|(ds, shard)| shard.find_missing(ctx, ds));
         let answers = futures::future::try_join_all(asked).await?;
         Ok(answers.into_iter().flatten().collect())
-    }
-
-    async fn get(&self, ctx: &RequestContext, digest: &Digest) -> Result<Bytes> {
-        self.shard(digest).get(ctx, digest).await
-    }
-
-    async fn put(&self, ctx: &RequestContext, digest: &Digest, data: Bytes) -> Result<()> {
-        self.shard(digest).put(ctx, digest, data).await
-    }
-
-    async fn read(
-        &self,
-        ctx: &RequestContext,
-        digest: &Digest,
-        offset: u64,
-        limit: Option<u64>,
-    ) -> Result<ChunkStream> {
-        self.shard(digest).read(ctx, digest, offset, limit).await
-    }
-
-    async fn write(&self, ctx: &RequestContext, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
-        self.shard(digest).write(ctx, digest).await
     }
 }
