@@ -55,6 +55,8 @@ pub struct Submission {
     /// Who asked, as the connection proved it (for the result's
     /// provenance).
     pub requester: String,
+    /// The worker pools the action's tenant may use; `None`: any worker.
+    pub pools: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,7 +230,10 @@ impl Core {
             .as_ref()
             .filter(|p| !p.properties.is_empty())
             .or(command_platform);
-        let reqs = Requirements::parse(platform, &self.config)?;
+        let mut reqs = Requirements::parse(platform, &self.config)?;
+        if let Some(pools) = &sub.pools {
+            reqs.restrict_to_pools(pools);
+        }
         let requested = match &sub.action.timeout {
             None => None,
             Some(t) if t.seconds < 0 || t.nanos < 0 => {

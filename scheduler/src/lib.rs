@@ -10,6 +10,7 @@ pub mod queue;
 mod scheduler;
 pub mod service;
 pub mod status;
+pub mod tenancy;
 pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -17,3 +18,4 @@ pub use config::{PropertyPolicy, RootfsChoice, SchedulerConfig};
 pub use core::{Stats, WorkerInfo};
 pub use error::{Error, Result};
 pub use scheduler::Scheduler;
+pub use tenancy::{Tenancy, Unrestricted};

@@ -15,6 +15,11 @@ use corral_proto::reapi;
 use crate::config::{PropertyPolicy, SchedulerConfig};
 use crate::error::{Error, Result};
 
+/// The platform key under which a worker offers its pool. The farm sets it
+/// from the worker's authenticated identity; neither a client's action nor
+/// a worker's hello may name it.
+pub const POOL_KEY: &str = "corral.pool";
+
 /// One normalised requirement of an action.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Requirement {
@@ -24,6 +29,9 @@ pub enum Requirement {
     Any { key: String, value: String },
     /// Policy `minimum`: the worker's remaining budget must cover `amount`.
     Minimum { key: String, amount: u64 },
+    /// Set by the farm, not the client: the worker must offer one of
+    /// `values` (sorted), e.g. a pool its tenant may use.
+    OneOf { key: String, values: Vec<String> },
 }
 
 impl Requirement {
@@ -31,7 +39,8 @@ impl Requirement {
         match self {
             Requirement::Exact { key, .. }
             | Requirement::Any { key, .. }
-            | Requirement::Minimum { key, .. } => key,
+            | Requirement::Minimum { key, .. }
+            | Requirement::OneOf { key, .. } => key,
         }
     }
 }
@@ -42,6 +51,7 @@ impl fmt::Display for Requirement {
             Requirement::Exact { key, value } => write!(f, "{key}={value}"),
             Requirement::Any { key, value } => write!(f, "{key}={value} (policy any)"),
             Requirement::Minimum { key, amount } => write!(f, "{key}>={amount} (policy minimum)"),
+            Requirement::OneOf { key, values } => write!(f, "{key} in [{}]", values.join(", ")),
         }
     }
 }
@@ -65,6 +75,7 @@ impl Requirements {
                     "a platform property has an empty name",
                 ));
             }
+            refuse_reserved(&p.name, "platform.properties.name")?;
             match config.policy(&p.name) {
                 PropertyPolicy::Ignore => {}
                 PropertyPolicy::Exact => items.push(Requirement::Exact {
@@ -123,6 +134,44 @@ impl fmt::Display for Requirements {
     }
 }
 
+/// Refuses a property only the farm may set.
+fn refuse_reserved(name: &str, field: &str) -> Result<()> {
+    if name == POOL_KEY {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{POOL_KEY} is reserved: the farm assigns worker pools from its tenancy policy"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Requirements {
+    /// Adds the farm's own requirement that the action run in one of
+    /// `pools` (its tenant's).
+    pub fn restrict_to_pools(&mut self, pools: &[String]) {
+        let mut values = pools.to_vec();
+        values.sort();
+        values.dedup();
+        self.items.push(Requirement::OneOf {
+            key: POOL_KEY.to_string(),
+            values,
+        });
+        self.items.sort();
+    }
+}
+
+impl Offer {
+    /// Puts the worker in `pool` (from its identity, by the policy).
+    pub fn join_pool(&mut self, pool: &str) {
+        self.values
+            .entry(POOL_KEY.to_string())
+            .or_default()
+            .insert(pool.to_string());
+    }
+}
+
 /// What a worker offers: values per key, and totals for `minimum` keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Offer {
@@ -141,6 +190,7 @@ impl Offer {
                     "a platform property has an empty name",
                 ));
             }
+            refuse_reserved(&p.name, "hello.platform.properties.name")?;
             match config.policy(&p.name) {
                 PropertyPolicy::Minimum => {
                     let amount = parse_amount(&p.name, &p.value, "hello.platform.properties")?;
@@ -172,6 +222,10 @@ impl Offer {
             Requirement::Minimum { key, amount } => {
                 self.budgets.get(key).is_some_and(|total| total >= amount)
             }
+            Requirement::OneOf { key, values } => self
+                .values
+                .get(key)
+                .is_some_and(|offered| values.iter().any(|v| offered.contains(v))),
         }
     }
 

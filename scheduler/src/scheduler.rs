@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::operations::OpWatch;
 use crate::service::{ExecutionService, OperationsService, WorkerService};
 use crate::status::blob_subject;
+use crate::tenancy::Tenancy;
 
 /// The scheduler. Create one with [`Scheduler::new`], add its three
 /// services to the server, turn on execution in Capabilities with
@@ -31,6 +32,7 @@ pub struct Scheduler {
     ac: Arc<dyn ActionCache>,
     clock: Arc<dyn Clock>,
     tick: Duration,
+    tenancy: Arc<dyn Tenancy>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -49,6 +51,18 @@ impl Scheduler {
         ac: Arc<dyn ActionCache>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>> {
+        Self::with_tenancy(config, cas, ac, clock, Arc::new(crate::Unrestricted))
+    }
+
+    /// [`Scheduler::new`] confining each tenant's actions to its worker
+    /// pools as `tenancy` says.
+    pub fn with_tenancy(
+        config: SchedulerConfig,
+        cas: BoundedStore,
+        ac: Arc<dyn ActionCache>,
+        clock: Arc<dyn Clock>,
+        tenancy: Arc<dyn Tenancy>,
+    ) -> Result<Arc<Self>> {
         config.validate()?;
         let tick = Duration::from_millis(config.tick_ms);
         Ok(Arc::new(Scheduler {
@@ -57,6 +71,7 @@ impl Scheduler {
             ac,
             clock,
             tick,
+            tenancy,
         }))
     }
 
@@ -161,6 +176,10 @@ impl Scheduler {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(crate) fn tenancy(&self) -> &dyn Tenancy {
+        self.tenancy.as_ref()
+    }
+
     pub(crate) fn cas(&self) -> &BoundedStore {
         &self.cas
     }
@@ -240,6 +259,7 @@ impl Scheduler {
                 .map(Invocation::to_proto)
                 .unwrap_or_default(),
             requester: ctx.identity().principal_name(),
+            pools: self.tenancy.pools_for(ctx.instance_name()),
         };
         let now = self.now();
         let (name, rx) = self.lock().submit(sub, now)?;

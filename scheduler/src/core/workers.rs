@@ -21,6 +21,8 @@ pub struct Hello {
     /// Who the worker's connection proved it to be (never from the hello
     /// message itself).
     pub identity: String,
+    /// The pool the farm's policy puts this worker in, by its identity.
+    pub pool: Option<String>,
     pub platform: Option<reapi::Platform>,
     pub slots: u32,
     pub cached_images: Vec<String>,
@@ -54,7 +56,10 @@ impl Core {
                 "a worker needs at least 1 slot",
             ));
         }
-        let offer = Offer::parse(hello.platform.as_ref(), &self.config)?;
+        let mut offer = Offer::parse(hello.platform.as_ref(), &self.config)?;
+        if let Some(pool) = &hello.pool {
+            offer.join_pool(pool);
+        }
         if let Some(old) = self.names.get(&hello.name).copied() {
             self.worker_lost(old, "replaced by a new session of the same name", now);
         }

@@ -64,6 +64,7 @@ impl WorkerServiceTrait for WorkerService {
         let wid = self.scheduler.lock().connect_worker(
             Hello {
                 name: hello.name,
+                pool: self.scheduler.tenancy().pool_of_worker(&identity),
                 identity,
                 platform: hello.platform,
                 slots: hello.slots,

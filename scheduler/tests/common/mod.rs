@@ -109,12 +109,25 @@ impl Call {
 
 impl Farm {
     pub async fn start(config: SchedulerConfig) -> Farm {
+        Farm::start_with_tenancy(config, Arc::new(corral_scheduler::Unrestricted)).await
+    }
+
+    pub async fn start_with_tenancy(
+        config: SchedulerConfig,
+        tenancy: Arc<dyn corral_scheduler::Tenancy>,
+    ) -> Farm {
         let clock = Arc::new(ManualClock::new());
         let cas = Arc::new(MemoryStore::new());
         let ac = Arc::new(MemoryActionCache::new());
         let storage = Storage::over(cas.clone(), ac.clone(), MessageLimits::default());
-        let scheduler = Scheduler::new(config, storage.cas, storage.action_cache, clock.clone())
-            .expect("test config is valid");
+        let scheduler = Scheduler::with_tenancy(
+            config,
+            storage.cas,
+            storage.action_cache,
+            clock.clone(),
+            tenancy,
+        )
+        .expect("test config is valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");

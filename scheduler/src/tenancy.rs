@@ -1,0 +1,31 @@
+//! What the scheduler asks of the farm's tenancy policy.
+//!
+//! A tenant may be confined to pools of workers, so that one tenant's
+//! actions never run on another's machines. The scheduler does not read
+//! the policy itself: it asks a [`Tenancy`] which pools an instance name's
+//! actions may use and which pool an authenticated worker belongs to, and
+//! turns the answers into platform matching (the reserved
+//! [`crate::platform::POOL_KEY`] property), so queues, classes and
+//! fairness need nothing new.
+
+/// The tenancy questions the scheduler asks.
+pub trait Tenancy: Send + Sync + 'static {
+    /// The pools actions of `instance` may run in; `None`: any worker.
+    fn pools_for(&self, instance: &str) -> Option<Vec<String>>;
+    /// The pool of the worker whose connection proved `identity`; `None`:
+    /// the worker is in no pool (only unrestricted actions reach it).
+    fn pool_of_worker(&self, identity: &str) -> Option<String>;
+}
+
+/// No tenancy: every action may run on every worker.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unrestricted;
+
+impl Tenancy for Unrestricted {
+    fn pools_for(&self, _: &str) -> Option<Vec<String>> {
+        None
+    }
+    fn pool_of_worker(&self, _: &str) -> Option<String> {
+        None
+    }
+}

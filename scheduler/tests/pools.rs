@@ -1,0 +1,103 @@
+//! Worker pools per tenant: one tenant's actions never run on another's
+//! workers, and neither clients nor workers can name a pool themselves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{config, Call, Farm, Spec};
+use corral_proto::reapi;
+use corral_proto::tonic::Code;
+use corral_proto::worker::v1 as wire;
+use corral_scheduler::Tenancy;
+
+/// Instances `a…` may use pool "pool-a", `b…` pool "pool-b"; workers join
+/// the pools in the order they connect (the test connects them one by
+/// one; a real policy maps their authenticated identity).
+struct TwoTenants {
+    next_pools: Mutex<Vec<&'static str>>,
+}
+
+impl Tenancy for TwoTenants {
+    fn pools_for(&self, instance: &str) -> Option<Vec<String>> {
+        let tenant = instance.split('/').next().unwrap_or("");
+        Some(vec![format!("pool-{tenant}")])
+    }
+    fn pool_of_worker(&self, _identity: &str) -> Option<String> {
+        self.next_pools.lock().unwrap().pop().map(str::to_string)
+    }
+}
+
+#[tokio::test]
+async fn each_tenants_actions_run_only_on_its_pool() {
+    let tenancy = Arc::new(TwoTenants {
+        next_pools: Mutex::new(vec!["pool-b", "pool-a"]),
+    });
+    let farm = Farm::start_with_tenancy(config(), tenancy).await;
+    let mut wa = farm.worker("wa", &[("OSFamily", "linux")], 1).await;
+    let mut wb = farm.worker("wb", &[("OSFamily", "linux")], 1).await;
+
+    // Tenant b's action, though worker a is idle and was there first.
+    let digest = farm
+        .action(Spec::new("for-b").prop("OSFamily", "Linux"))
+        .await;
+    let call = Call {
+        instance: "b/ci".into(),
+        ..Call::default()
+    };
+    let mut ops = farm.execute(&digest, call).await;
+    let a = wb.assignment().await;
+    assert!(wa.idle().await, "worker a must not get tenant b's action");
+    wb.finish(&a, 0).await;
+    ops.done().await;
+
+    let digest = farm
+        .action(Spec::new("for-a").prop("OSFamily", "Linux"))
+        .await;
+    let call = Call {
+        instance: "a".into(),
+        ..Call::default()
+    };
+    let mut ops = farm.execute(&digest, call).await;
+    let a = wa.assignment().await;
+    assert!(wb.idle().await, "worker b must not get tenant a's action");
+    wa.finish(&a, 0).await;
+    ops.done().await;
+}
+
+#[tokio::test]
+async fn neither_an_action_nor_a_hello_may_name_a_pool() {
+    let farm = Farm::start(config()).await;
+    let digest = farm
+        .action(Spec::new("sneaky").prop("corral.pool", "pool-a"))
+        .await;
+    let refused = farm
+        .try_execute(&digest, Call::default())
+        .await
+        .expect_err("a client-named pool");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("corral.pool"), "{refused:?}");
+
+    let hello = wire::Hello {
+        name: "w".into(),
+        slots: 1,
+        platform: Some(reapi::Platform {
+            properties: vec![reapi::platform::Property {
+                name: "corral.pool".into(),
+                value: "pool-a".into(),
+            }],
+        }),
+        ..Default::default()
+    };
+    let refused = farm
+        .try_worker(wire::worker_message::Kind::Hello(hello))
+        .await;
+    let status = match refused {
+        Err(status) => status,
+        Ok(_) => panic!("a worker naming its own pool was accepted"),
+    };
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("reserved"), "{status:?}");
+}
