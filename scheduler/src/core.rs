@@ -57,6 +57,8 @@ pub struct Submission {
     pub requester: String,
     /// The worker pools the action's tenant may use; `None`: any worker.
     pub pools: Option<Vec<String>>,
+    /// The tenant of the instance name, when a tenancy policy knows one.
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,9 @@ struct Job {
     key: Option<ActionKey>,
     /// The first requester of the action (others join it by deduplication).
     requester: Arc<str>,
+    /// Whose share of the farm the job counts against: its tenant, or its
+    /// instance name when no tenancy policy names a tenant.
+    share: Arc<str>,
 }
 
 impl Job {
@@ -274,9 +279,10 @@ impl Core {
         }
         let metadata =
             (sub.metadata != reapi::RequestMetadata::default()).then(|| Box::new(sub.metadata));
+        let instance_name = sub.instance_name;
         let job = Job {
             timeout: self.config.effective_timeout(requested),
-            instance_name: sub.instance_name,
+            instance_name: instance_name.clone(),
             action_digest: sub.action_digest,
             digest_function: sub.digest_function,
             priority: sub.priority,
@@ -291,6 +297,9 @@ impl Core {
             waiters: vec![name.clone()],
             key,
             requester: sub.requester.into(),
+            share: sub
+                .tenant
+                .map_or_else(|| Arc::from(instance_name.as_str()), Arc::from),
         };
         self.jobs.insert(jid, job);
         if let Some(c) = self.classes.get_mut(&class) {

@@ -260,6 +260,7 @@ impl Scheduler {
                 .unwrap_or_default(),
             requester: ctx.identity().principal_name(),
             pools: self.tenancy.pools_for(ctx.instance_name()),
+            tenant: self.tenancy.tenant_of(ctx.instance_name()),
         };
         let now = self.now();
         let (name, rx) = self.lock().submit(sub, now)?;

@@ -1,5 +1,8 @@
 //! What the scheduler asks of the farm's tenancy policy.
 //!
+//! Fair share is kept between tenants: a tenant with many instance names
+//! gets no more of the farm than one with a single name.
+//!
 //! A tenant may be confined to pools of workers, so that one tenant's
 //! actions never run on another's machines. The scheduler does not read
 //! the policy itself: it asks a [`Tenancy`] which pools an instance name's
@@ -10,6 +13,9 @@
 
 /// The tenancy questions the scheduler asks.
 pub trait Tenancy: Send + Sync + 'static {
+    /// The tenant `instance` belongs to; fair share is kept between
+    /// tenants (between instance names when `None`).
+    fn tenant_of(&self, instance: &str) -> Option<String>;
     /// The pools actions of `instance` may run in; `None`: any worker.
     fn pools_for(&self, instance: &str) -> Option<Vec<String>>;
     /// The pool of the worker whose connection proved `identity`; `None`:
@@ -22,6 +28,9 @@ pub trait Tenancy: Send + Sync + 'static {
 pub struct Unrestricted;
 
 impl Tenancy for Unrestricted {
+    fn tenant_of(&self, _: &str) -> Option<String> {
+        None
+    }
     fn pools_for(&self, _: &str) -> Option<Vec<String>> {
         None
     }

@@ -141,7 +141,7 @@ impl Core {
         worker.running.insert(assignment_id.clone(), jid);
         worker.consume(&class.reqs);
         worker.ran_invocation(job.invocation());
-        self.queue.started(&job.instance_name, job.invocation());
+        self.queue.started(&job.share, job.invocation());
         let queued = now.saturating_sub(job.enqueued_at);
         let assignment = wire::Assignment {
             assignment_id: assignment_id.clone(),
@@ -199,7 +199,7 @@ impl Core {
 fn queue_entry(queue: &mut crate::queue::FairQueue, job: &super::Job, jid: JobId) {
     queue.push(
         job.priority,
-        &job.instance_name,
+        &job.share,
         job.invocation(),
         job.class,
         job.seq,

@@ -162,7 +162,7 @@ impl Core {
         if let Some(class) = self.classes.get(&job.class) {
             worker.release(&class.reqs);
         }
-        self.queue.finished(&job.instance_name, job.invocation());
+        self.queue.finished(&job.share, job.invocation());
         match &job.state {
             JobState::Running { .. } => {
                 response.cached_result = false;
@@ -227,7 +227,7 @@ impl Core {
             let Some(job) = self.jobs.get(&jid) else {
                 continue;
             };
-            self.queue.finished(&job.instance_name, job.invocation());
+            self.queue.finished(&job.share, job.invocation());
             match job.state {
                 JobState::Abandoned { .. } => self.drop_job(jid),
                 JobState::Queued => {}

@@ -1,5 +1,6 @@
-//! Worker pools per tenant: one tenant's actions never run on another's
-//! workers, and neither clients nor workers can name a pool themselves.
+//! Tenants in the scheduler: one tenant's actions never run on another's
+//! worker pool, neither clients nor workers can name a pool themselves,
+//! and fair share is kept between tenants, not instance names.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +22,9 @@ struct TwoTenants {
 }
 
 impl Tenancy for TwoTenants {
+    fn tenant_of(&self, instance: &str) -> Option<String> {
+        instance.split('/').next().map(str::to_string)
+    }
     fn pools_for(&self, instance: &str) -> Option<Vec<String>> {
         let tenant = instance.split('/').next().unwrap_or("");
         Some(vec![format!("pool-{tenant}")])
@@ -100,4 +104,46 @@ async fn neither_an_action_nor_a_hello_may_name_a_pool() {
     };
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("reserved"), "{status:?}");
+}
+
+/// Tenants by the first component of the instance name, no pools.
+struct TenantsOnly;
+
+impl Tenancy for TenantsOnly {
+    fn tenant_of(&self, instance: &str) -> Option<String> {
+        instance.split('/').next().map(str::to_string)
+    }
+    fn pools_for(&self, _: &str) -> Option<Vec<String>> {
+        None
+    }
+    fn pool_of_worker(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_with_many_instance_names_gets_no_larger_share() {
+    let farm = Farm::start_with_tenancy(config(), Arc::new(TenantsOnly)).await;
+    let mut ops = Vec::new();
+    for (instance, n) in [("a/x", 3), ("a/y", 3), ("b", 3)] {
+        for i in 0..n {
+            let tag = format!("{instance}-{i}");
+            let digest = farm.action(Spec::new(&tag).prop("OSFamily", "Linux")).await;
+            let call = Call {
+                instance: instance.into(),
+                ..Call::default()
+            };
+            ops.push(farm.execute(&digest, call).await);
+        }
+    }
+    // One slot: the order of assignment is the order of service.
+    let mut w = farm.worker("w", &[("OSFamily", "linux")], 1).await;
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let a = w.assignment().await;
+        served.push(common::SimWorker::tag(&a));
+        w.finish(&a, 0).await;
+    }
+    let b = served.iter().filter(|t| t.starts_with("b-")).count();
+    assert_eq!(b, 2, "tenant b must get every other slot: {served:?}");
 }
