@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debs=(bubblewrap busybox-static bazel-bootstrap bazel-rules-java uidmap
-      docker-registry umoci skopeo python3-venv debootstrap)
+      docker-registry umoci skopeo python3-venv debootstrap
+      prometheus chromium chromium-driver)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

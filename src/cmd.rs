@@ -1,15 +1,30 @@
 //! One module per subcommand. Each builds its own runtime and wires crates.
 
+pub mod authenticate;
 pub mod bench;
 pub mod defaults;
 pub mod images;
+pub mod listen;
 pub mod runner;
+pub mod security;
 pub mod server;
 pub mod up;
 pub mod worker;
 pub mod worker_listener;
 
 const DEFAULT_LOG_FILTER: &str = "info,libcgroups=error,libcontainer=error";
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event (timestamp, level, target, fields).
+    Json,
+}
+
+/// The variable that carries the log format to child processes.
+const LOG_FORMAT_VAR: &str = "CORRAL_LOG_FORMAT";
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`, with
 /// libcontainer's per-container chatter about cgroup controllers this host
@@ -20,13 +35,23 @@ const DEFAULT_LOG_FILTER: &str = "info,libcgroups=error,libcontainer=error";
 /// descriptor rather than fd 2: libcontainer logs from inside a
 /// container's init after fd 2 has become the action's stderr, and the
 /// runner's log must never end up in an action's output.
-pub fn init_logging() {
+pub fn init_logging(format: Option<LogFormat>) {
+    let json = match format {
+        Some(f) => f == LogFormat::Json,
+        None => std::env::var(LOG_FORMAT_VAR).is_ok_and(|v| v.eq_ignore_ascii_case("json")),
+    };
+    if json {
+        // Called first thing in main, before any thread exists.
+        std::env::set_var(LOG_FORMAT_VAR, "json");
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match private_stderr() {
-        Some(log) => builder.with_writer(std::sync::Arc::new(log)).init(),
-        None => builder.with_writer(std::io::stderr).init(),
+    match (json, private_stderr()) {
+        (true, Some(log)) => builder.json().with_writer(std::sync::Arc::new(log)).init(),
+        (true, None) => builder.json().with_writer(std::io::stderr).init(),
+        (false, Some(log)) => builder.with_writer(std::sync::Arc::new(log)).init(),
+        (false, None) => builder.with_writer(std::io::stderr).init(),
     }
 }
 

@@ -16,6 +16,11 @@ use clap::{Parser, Subcommand};
     about = "A remote-execution build farm (REAPI v2)"
 )]
 struct Cli {
+    /// Log lines on stderr as text (default) or as JSON objects, one per
+    /// line; `CORRAL_LOG_FORMAT=json` does the same, and processes this one
+    /// starts (the runner) inherit it.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<cmd::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,7 +43,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    cmd::init_logging();
+    cmd::init_logging(cli.log_format);
     let result = match cli.command {
         Command::Up(args) => cmd::up::run(args),
         Command::Server(args) => cmd::server::run(args),

@@ -13,9 +13,11 @@
 //! the key (it is part of [`Digest`]), so SHA-256 and BLAKE3 results never
 //! mix.
 
+pub mod authorizing;
 pub mod completeness;
 pub mod disk;
 pub mod memory;
+pub mod metrics;
 pub mod provenance;
 pub mod remote;
 pub mod validate;
@@ -27,6 +29,7 @@ use crate::context::RequestContext;
 use crate::digest::Digest;
 use crate::error::Result;
 
+pub use authorizing::AuthorizingActionCache;
 pub use completeness::{is_complete, referenced_blobs, CompletenessChecking};
 pub use disk::DiskActionCache;
 pub use memory::MemoryActionCache;

@@ -8,10 +8,10 @@
 //! unchanged, so a layer deep in the storage stack (authorization, tenant
 //! visibility, metrics) can decide without the service knowing it exists.
 //!
-//! The identity comes from the connection only (later: mTLS, a token, peer
-//! credentials), never from a request body: [`Caller::from_request`] reads
-//! nothing a client can set to claim to be someone else. Until
-//! authentication exists every client is [`Identity::Anonymous`].
+//! The identity comes from the connection only (mTLS, a token, peer
+//! credentials, checked by the listener's authentication layer), never from
+//! a request body: [`Caller::from_request`] reads nothing a client can set
+//! to claim to be someone else.
 
 use std::sync::Arc;
 
@@ -33,6 +33,9 @@ pub enum Identity {
     /// executed result, the worker filling its local CAS. Never built from
     /// anything a client sends.
     Farm,
+    /// A caller the listener's authentication layer identified from its
+    /// connection (a certificate, a token, its peer credentials).
+    Authenticated(corral_auth::Principal),
 }
 
 impl Identity {
@@ -41,6 +44,15 @@ impl Identity {
         match self {
             Identity::Anonymous => "anonymous".to_string(),
             Identity::Farm => "farm".to_string(),
+            Identity::Authenticated(p) => p.name().to_string(),
+        }
+    }
+
+    /// The authenticated principal, if any.
+    pub fn principal(&self) -> Option<&corral_auth::Principal> {
+        match self {
+            Identity::Authenticated(p) => Some(p),
+            _ => None,
         }
     }
 }
@@ -126,12 +138,18 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The caller of a tonic request. The identity is `Anonymous` until
-    /// authentication reads it from the connection (the request's
-    /// extensions carry the peer's certificates and address).
+    /// The caller of a tonic request: the principal the listener's
+    /// authentication layer found, or `Anonymous` where no such layer runs
+    /// (in-process tests and tools).
     pub fn from_request<T>(request: &tonic::Request<T>) -> Caller {
+        // Put there by the listener's authentication layer, never by a
+        // client: request extensions do not travel over the wire.
+        let identity = request
+            .extensions()
+            .get::<corral_auth::Principal>()
+            .map_or(Identity::Anonymous, |p| Identity::Authenticated(p.clone()));
         Caller {
-            identity: Identity::Anonymous,
+            identity,
             invocation: Invocation::from_headers(request.metadata()),
         }
     }
@@ -148,6 +166,11 @@ impl Caller {
 
     pub fn invocation(&self) -> Option<&Invocation> {
         self.invocation.as_ref()
+    }
+
+    /// Who is calling.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 }
 

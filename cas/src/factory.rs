@@ -19,14 +19,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::action_cache::{
-    ActionCache, CompletenessChecking, DiskActionCache, GrpcActionCache, MemoryActionCache,
-    ProvenanceGuard, RevokedWorkers, ValidatingActionCache,
+    ActionCache, AuthorizingActionCache, CompletenessChecking, DiskActionCache, GrpcActionCache,
+    MemoryActionCache, ProvenanceGuard, RevokedWorkers, ValidatingActionCache,
 };
+use crate::authorization::Authorization;
 use crate::config::{ActionCacheSpec, Config, DiskSpec, RemoteSpec, StoreSpec, DEFAULT_NAMESPACE};
 use crate::error::{Error, Result};
 use crate::message::{MessageKind, MessageLimits};
 use crate::store::disk::{SizeBound, DEFAULT_FREE_SPACE_PERCENT};
-use crate::store::{BlobStore, BoundedStore, NamespacedStore, ShardedStore, VerifyingStore};
+use crate::store::metrics::EvictionMetrics;
+use crate::store::{
+    AuthorizingStore, BlobStore, BoundedStore, NamespacedStore, OwnershipIndex, ShardedStore,
+    TenantOf, TenantVisibility, VerifyingStore,
+};
 use crate::{DiskStore, GrpcStore, MemoryStore};
 
 /// A storage stack: the CAS and the action cache, with every layer.
@@ -38,6 +43,10 @@ pub struct Storage {
     pub action_cache: Arc<dyn ActionCache>,
     /// Workers whose results the action cache no longer serves.
     pub revoked_workers: RevokedWorkers,
+    /// The action cache below its completeness check (provenance guard ▸
+    /// validating ▸ backend), for [`Storage::confine`] to check again
+    /// against what a tenant may see.
+    pub(crate) entries: Arc<dyn ActionCache>,
 }
 
 impl Storage {
@@ -51,11 +60,13 @@ impl Storage {
         let verified: Arc<dyn BlobStore> = Arc::new(VerifyingStore::new(cas_backend));
         let cas = BoundedStore::new(verified, limits);
         let revoked_workers = RevokedWorkers::default();
-        let action_cache = wrap_action_cache(ac_backend, cas.clone(), revoked_workers.clone());
+        let (action_cache, entries) =
+            wrap_action_cache(ac_backend, cas.clone(), revoked_workers.clone());
         Storage {
             cas,
             action_cache,
             revoked_workers,
+            entries,
         }
     }
 
@@ -72,24 +83,85 @@ impl Storage {
 /// completeness ▸ provenance guard ▸ validating ▸ backend. The guard sits
 /// below the completeness check so that "was this written by the farm?"
 /// is asked of the stored entry itself, even when its outputs were evicted.
+/// What [`Storage::confine`] adds for a farm with tenants.
+pub struct Confinement {
+    /// Checks every call against the policy.
+    pub authorization: Authorization,
+    /// Tenants' blob ownership, when the policy names tenants.
+    pub visibility: Option<(Arc<dyn TenantOf>, Arc<OwnershipIndex>)>,
+}
+
+impl Storage {
+    /// The same storage with every call authorized and, with visibility,
+    /// each tenant seeing only its own blobs:
+    ///
+    /// ```text
+    /// CAS:           bounded ▸ authorizing ▸ tenant visibility ▸ (the stack below bounded)
+    /// action cache:  authorizing ▸ completeness (against the visible CAS) ▸ provenance guard ▸ …
+    /// ```
+    ///
+    /// Completeness is checked against what the caller's tenant may see,
+    /// so a result naming another tenant's blob is a miss, not an oracle
+    /// for that blob's existence.
+    pub fn confine(self, confinement: Confinement) -> Storage {
+        let Confinement {
+            authorization,
+            visibility,
+        } = confinement;
+        let limits = self.cas.limits().clone();
+        let mut below: Arc<dyn BlobStore> = self.cas.inner().clone();
+        if let Some((tenants, index)) = visibility {
+            below = Arc::new(TenantVisibility::new(below, tenants, index));
+        }
+        let visible = BoundedStore::new(below.clone(), limits.clone());
+        let authorized: Arc<dyn BlobStore> =
+            Arc::new(AuthorizingStore::new(below, authorization.clone()));
+        let checked: Arc<dyn ActionCache> =
+            Arc::new(CompletenessChecking::new(self.entries.clone(), visible));
+        Storage {
+            cas: BoundedStore::new(authorized, limits),
+            action_cache: Arc::new(AuthorizingActionCache::new(checked, authorization)),
+            revoked_workers: self.revoked_workers,
+            entries: self.entries,
+        }
+    }
+}
+
+/// Returns the whole stack and the part below the completeness check.
 fn wrap_action_cache(
     backend: Arc<dyn ActionCache>,
     cas: BoundedStore,
     revoked: RevokedWorkers,
-) -> Arc<dyn ActionCache> {
+) -> (Arc<dyn ActionCache>, Arc<dyn ActionCache>) {
     let validated: Arc<dyn ActionCache> = Arc::new(ValidatingActionCache::new(backend));
     let guarded: Arc<dyn ActionCache> = Arc::new(ProvenanceGuard::new(validated, revoked));
-    Arc::new(CompletenessChecking::new(guarded, cas))
+    (
+        Arc::new(CompletenessChecking::new(guarded.clone(), cas)),
+        guarded,
+    )
 }
 
 /// Builds the stack `cas` and `action_cache` describe, with relative paths
 /// under `data`. Opens disk stores (blocking work, done on the blocking
 /// pool) and connects remote ones. Logs the stack as built.
 pub async fn build(cas: &Config, action_cache: &ActionCacheSpec, data: &Path) -> Result<Storage> {
+    build_observed(cas, action_cache, data, None).await
+}
+
+/// [`build`], with every disk store of the CAS counting its evictions
+/// into `evictions` (the metrics layers go on top with
+/// [`crate::store::metrics::instrument`]).
+pub async fn build_observed(
+    cas: &Config,
+    action_cache: &ActionCacheSpec,
+    data: &Path,
+    evictions: Option<EvictionMetrics>,
+) -> Result<Storage> {
     cas.validate()?;
     let mut builder = Builder {
         data: data.to_path_buf(),
         disk_paths: HashSet::new(),
+        evictions,
     };
     let mut default_spec = cas.default_store();
     if let (StoreSpec::Disk(disk), Some(max)) = (&mut default_spec, cas.max_cas_bytes) {
@@ -129,10 +201,13 @@ pub async fn build(cas: &Config, action_cache: &ActionCacheSpec, data: &Path) ->
         .await?;
     tracing::info!(cas = %description, action_cache = %format!("completeness ▸ provenance guard ▸ validating ▸ {ac_text}"), "storage stack built");
     let revoked_workers = RevokedWorkers::default();
+    let (action_cache, entries) =
+        wrap_action_cache(ac_backend, cas_stack.clone(), revoked_workers.clone());
     Ok(Storage {
-        action_cache: wrap_action_cache(ac_backend, cas_stack.clone(), revoked_workers.clone()),
+        action_cache,
         cas: cas_stack,
         revoked_workers,
+        entries,
     })
 }
 
@@ -141,6 +216,8 @@ struct Builder {
     data: PathBuf,
     /// Every disk store's directory, so two cannot share one.
     disk_paths: HashSet<PathBuf>,
+    /// Where disk stores count their evictions, if anywhere.
+    evictions: Option<EvictionMetrics>,
 }
 
 impl Builder {
@@ -223,6 +300,9 @@ impl Builder {
         let store = tokio::task::spawn_blocking(move || DiskStore::open_with(p, bound))
             .await
             .map_err(|e| Error::Internal(format!("opening {}: {e}", path.display())))??;
+        if let Some(m) = &self.evictions {
+            store.observe_evictions(m.clone());
+        }
         let text = format!("disk {} (max {} bytes)", path.display(), store.max_bytes());
         Ok((Arc::new(store), text))
     }

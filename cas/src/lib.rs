@@ -16,6 +16,7 @@
 //! * [`config`]: the `[cas]` and `[action_cache]` TOML settings.
 
 pub mod action_cache;
+pub mod authorization;
 pub mod channel;
 pub mod config;
 pub mod context;
@@ -28,6 +29,7 @@ pub mod service;
 pub mod store;
 
 pub use action_cache::{ActionCache, DiskActionCache, GrpcActionCache, MemoryActionCache};
+pub use authorization::Authorization;
 pub use config::{ActionCacheSpec, Config, StoreSpec};
 pub use context::{Caller, Identity, Invocation, RequestContext};
 pub use digest::{Digest, DigestFunction};

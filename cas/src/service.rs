@@ -91,16 +91,29 @@ pub(crate) struct State {
     pub action_cache: Arc<dyn ActionCache>,
     pub uploads: Arc<uploads::Uploads>,
     pub revoked_workers: crate::action_cache::RevokedWorkers,
+    pub authorization: crate::Authorization,
 }
 
 impl Services {
     /// The services over `storage` (see [`crate::factory`]); `config`
     /// gives the limits of the services themselves.
     pub fn new(config: Config, storage: Storage) -> Self {
+        Self::with_authorization(config, storage, crate::Authorization::local())
+    }
+
+    /// [`Services::new`] for a farm with a policy: `storage` should be
+    /// confined with the same `authorization` ([`Storage::confine`]), which
+    /// the services also use to answer Capabilities per caller.
+    pub fn with_authorization(
+        config: Config,
+        storage: Storage,
+        authorization: crate::Authorization,
+    ) -> Self {
         let Storage {
             cas: store,
             action_cache,
             revoked_workers,
+            ..
         } = storage;
         let capabilities = CapabilitiesHandle::new(&config);
         let uploads = Arc::new(uploads::Uploads::new(uploads::Limits {
@@ -115,6 +128,7 @@ impl Services {
                 action_cache,
                 uploads,
                 revoked_workers,
+                authorization,
             }),
             capabilities,
         }
@@ -141,6 +155,12 @@ impl Services {
         self.state.action_cache.clone()
     }
 
+    /// Who may do what (the zero-config local policy unless built with
+    /// [`Services::with_authorization`]).
+    pub fn authorization(&self) -> &crate::Authorization {
+        &self.state.authorization
+    }
+
     /// The workers whose results the action cache no longer serves.
     pub fn revoked_workers(&self) -> crate::action_cache::RevokedWorkers {
         self.state.revoked_workers.clone()
@@ -155,6 +175,7 @@ impl Services {
     pub fn capabilities_server(&self) -> CapabilitiesServer<capabilities::CapabilitiesService> {
         CapabilitiesServer::new(capabilities::CapabilitiesService::new(
             self.capabilities.clone(),
+            self.state.authorization.clone(),
         ))
     }
 

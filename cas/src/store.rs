@@ -16,9 +16,11 @@
 //! messages); `read` and `write` stream large ones without holding them in
 //! memory.
 
+pub mod authorizing;
 pub mod bounded;
 pub mod disk;
 pub mod memory;
+pub mod metrics;
 pub mod namespaced;
 pub mod remote;
 pub mod routed;
@@ -35,6 +37,7 @@ use crate::context::RequestContext;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
+pub use authorizing::AuthorizingStore;
 pub use bounded::BoundedStore;
 pub use namespaced::NamespacedStore;
 pub use sharded::ShardedStore;

@@ -17,6 +17,7 @@
 //! Every process runs in its own process group, and a timeout or a drop
 //! kills that group only.
 
+mod caches;
 mod casd;
 pub mod debian;
 mod tree;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub use caches::CacheServers;
 pub use casd::BuildboxCasd;
 pub use tree::{compare_trees, read_tree, TreeEntry};
 
@@ -243,9 +245,15 @@ impl BstProject {
 
     /// Fresh bst state (XDG dirs and config) for builds in `sandbox`.
     pub fn session(&self, sandbox: Sandbox) -> anyhow::Result<BstSession<'_>> {
+        self.session_with(sandbox, "")
+    }
+
+    /// Like [`BstProject::session`], with `extra` appended to the user
+    /// configuration (e.g. [`CacheServers::yaml`]).
+    pub fn session_with(&self, sandbox: Sandbox, extra: &str) -> anyhow::Result<BstSession<'_>> {
         let state = tempfile::tempdir().context("creating a bst state directory")?;
         let config = state.path().join("buildstream.conf");
-        fs::write(&config, sandbox.config_yaml()).context("writing the bst config")?;
+        fs::write(&config, sandbox.config_yaml() + extra).context("writing the bst config")?;
         for sub in ["cache", "config", "data"] {
             fs::create_dir(state.path().join(sub))?;
         }

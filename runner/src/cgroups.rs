@@ -1,7 +1,8 @@
-//! Resource limits of a run's process tree: the [`LimitEnforcer`] seam and
-//! its three implementations, cgroup v1 ([`CgroupV1`]), cgroup v2
-//! ([`CgroupV2`]) and rlimits alone ([`RlimitsOnly`]), with the start-up
-//! choice between them ([`mechanism`]).
+//! Resource limits of a run's process tree: the `LimitEnforcer` seam and
+//! its three implementations, cgroup v1 (`CgroupV1`), cgroup v2
+//! (`CgroupV2`) and rlimits alone (`RlimitsOnly`), with the start-up
+//! choice between them (`mechanism`). Only [`delegate`] is public: it is
+//! `corral runner delegate`.
 //!
 //! Neither cgroup manager goes through the spec's `linux.resources` (whose
 //! devices part fails without root): the runner makes the run's cgroup and
@@ -10,24 +11,23 @@
 
 mod files;
 
-pub mod cgroup_v1;
-pub mod cgroup_v2;
-pub mod limit_enforcer;
-pub mod mechanism;
-pub mod rlimits_only;
+pub(crate) mod cgroup_v1;
+pub(crate) mod cgroup_v2;
+pub(crate) mod limit_enforcer;
+pub(crate) mod mechanism;
+pub(crate) mod rlimits_only;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
-pub use cgroup_v1::CgroupV1;
-pub use cgroup_v2::CgroupV2;
-pub use limit_enforcer::{CpuTime, Enforcement, LimitEnforcer, Rlimit, Usage};
-pub use mechanism::{CgroupsSetting, HostFacts, Mechanism};
-pub use rlimits_only::RlimitsOnly;
+pub(crate) use limit_enforcer::LimitEnforcer;
+pub(crate) use mechanism::{CgroupsSetting, HostFacts, Mechanism};
 
 use crate::error::{Error, Result};
 
 /// Where the cgroup hierarchies are mounted; libcontainer uses no other.
-pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
+pub(crate) const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 
 /// `corral runner delegate`: as root, makes `parent` under every cgroup v1
 /// controller, owned by `uid`/`gid`, so that a runner of that user can use

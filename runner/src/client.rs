@@ -1,4 +1,5 @@
-//! Connecting to a runner's unix socket with the generated gRPC client.
+//! Connecting to a runner's unix socket with the generated gRPC client
+//! (the worker has its own; `corral bench sandbox` uses this one).
 
 use std::path::{Path, PathBuf};
 

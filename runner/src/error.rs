@@ -9,31 +9,60 @@ use std::path::PathBuf;
 /// was wrong, so the message alone says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A lower directory or a `runner exec --root` directory is missing.
     #[error("rootfs directory {0} does not exist or is not a directory")]
     MissingRootfs(PathBuf),
+    /// The request's input root is missing.
     #[error("input root {0} does not exist or is not a directory")]
     MissingInputRoot(PathBuf),
+    /// The command is not in the sandbox's root.
     #[error("command {command:?} not found in the sandbox root (searched {searched})")]
-    CommandNotFound { command: String, searched: String },
+    CommandNotFound {
+        /// `args[0]` as given.
+        command: String,
+        /// The places looked at, inside the sandbox.
+        searched: String,
+    },
+    /// The working directory is not a directory of the input root.
     #[error("working directory {0:?} is not a directory inside the input root")]
     BadWorkingDirectory(String),
+    /// Something else in the request is wrong; the message says what.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A sandbox profile cannot be read or parsed.
     #[error("sandbox profile {path}: {message}")]
-    Profile { path: String, message: String },
+    Profile {
+        /// The profile's name or path.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The runner configuration file cannot be read or parsed.
     #[error("runner configuration {path}: {message}")]
-    Config { path: String, message: String },
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The request asks for the host network, which this runner forbids.
     #[error("network access was requested but this runner's policy forbids it")]
     NetworkForbidden,
+    /// An I/O operation failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done.
         context: String,
+        /// The error.
         #[source]
         source: std::io::Error,
     },
+    /// A system call failed.
     #[error("{context}: {source}")]
     Sys {
+        /// What was being done.
         context: String,
+        /// The error.
         #[source]
         source: nix::Error,
     },
@@ -45,11 +74,19 @@ pub enum Error {
         "the {controller} controller is not offered in {}/cgroup.controllers, so its limit cannot be enforced",
         dir.display()
     )]
-    CgroupController { controller: String, dir: PathBuf },
+    CgroupController {
+        /// The controller (`memory`, `pids`, `cpu`).
+        controller: String,
+        /// The parent cgroup directory.
+        dir: PathBuf,
+    },
+    /// libcontainer failed, or the run's process reported an error.
     #[error("container runtime: {0}")]
     Container(String),
+    /// The seccomp programs cannot be compiled or installed.
     #[error("seccomp: {0}")]
     Seccomp(String),
+    /// The container helper (zygote) failed or went away.
     #[error("container helper: {0}")]
     Zygote(String),
 }
@@ -72,4 +109,5 @@ impl Error {
     }
 }
 
+/// The runner's result type.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -16,7 +16,8 @@ use crate::profile::Profile;
 use crate::request::{Limits, Rootfs, SandboxRequest, Stdio};
 
 /// The PATH given when the person sets none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What becomes `/`.
 #[derive(Debug, Clone)]
@@ -32,16 +33,23 @@ pub enum ExecRoot {
 /// Everything `corral runner exec` accepts.
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
+    /// What becomes `/`.
     pub root: ExecRoot,
     /// Input root for Host/Lower (default: an empty directory).
     pub input: Option<PathBuf>,
+    /// Working directory, relative to the input root.
     pub cwd: String,
     /// "K=V" strings.
     pub env: Vec<String>,
+    /// Share the host network (the configuration must allow it).
     pub network: bool,
+    /// Sandbox profile: "" for the default, a name or a path.
     pub profile: String,
+    /// Limits; unset ones take the configuration's defaults.
     pub limits: Limits,
+    /// uid the command runs as inside the sandbox.
     pub uid: u32,
+    /// gid likewise.
     pub gid: u32,
     /// Interactive shell on this terminal.
     pub shell: bool,
@@ -54,6 +62,7 @@ pub struct ExecOptions {
     /// Subdirectories inside those that are writable again (REAPI
     /// `SubtreeReadOnly: false` below a read-only directory).
     pub writable: Vec<String>,
+    /// The command and its arguments (empty with `shell`: `/bin/sh`).
     pub command: Vec<String>,
     /// `env` is the whole environment: no default `PATH` is added (a
     /// worker adds none).
@@ -73,7 +82,7 @@ pub struct ExecOptions {
 
 /// The number of threads of this process (`Threads:` in
 /// `/proc/self/status`).
-pub fn thread_count() -> Result<usize> {
+pub(crate) fn thread_count() -> Result<usize> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| Error::io("read /proc/self/status", e))?;
     status

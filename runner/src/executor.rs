@@ -1,17 +1,27 @@
-//! The code that runs inside the container, in libcontainer's `Executor`
-//! hook, after pivot_root and after capabilities are dropped, right before
-//! the command starts.
+//! The code that runs in the container's init, in libcontainer's
+//! `Executor` hooks.
 //!
-//! It confines the process (capabilities dropped, Landlock, then seccomp),
-//! then forks: the parent stays as PID 1 of the sandbox's PID namespace and
-//! reaps every orphan, the child execs the command. Before all that, it
-//! takes the uid/gid the action asked for (see [`crate::identity`]). When the command exits, PID 1 reports its
-//! wait status on the status pipe and exits, and the kernel kills whatever
-//! the command left behind in the namespace.
+//! While libcontainer makes the container (`setup_envs`, before the start
+//! signal): nothing of the request is known yet, so only what every run
+//! needs: an empty environment, death with the run's process, `lo` up in a
+//! private network namespace.
+//!
+//! Once started (`exec`): the init receives the run's [`Plan`] on the
+//! control socket, builds the request's root and makes it `/`
+//! (`inside::rootfs`), sets the hostname, rlimits, streams, environment
+//! and working directory, takes the requested uid/gid (see
+//! [`crate::identity`]), confines itself (capabilities dropped, Landlock,
+//! then seccomp) and forks: the parent stays as PID 1 of the sandbox's PID
+//! namespace and reaps every orphan, the child execs the command. When the
+//! command exits, PID 1 reports its end on the control socket and exits,
+//! and the kernel kills whatever the command left behind in the namespace.
+//! A plan that cannot be applied is reported the same way, and the command
+//! never starts.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::ffi::CString;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use landlock::{Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI};
@@ -22,186 +32,242 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::Spec;
 
-use crate::seccomp::Filters;
+use crate::control::{self, Report, CONTROL_FD};
+use crate::error::{Error, Result};
+use crate::plan::{Plan, Rlimit};
 
-/// File descriptor (inherited through libcontainer's preserved fds) on which
-/// PID 1 writes the command's wait status.
-pub const STATUS_FD: RawFd = 3;
-
-/// What PID 1 reports: 8 bytes, a kind (0 = exited, 1 = signalled) and the
-/// code or signal number, both little-endian i32.
-pub fn encode_status(status: WaitStatus) -> Option<[u8; 8]> {
-    let (kind, value) = match status {
-        WaitStatus::Exited(_, code) => (0i32, code),
-        WaitStatus::Signaled(_, sig, _) => (1i32, sig as i32),
-        _ => return None,
-    };
-    let mut out = [0u8; 8];
-    out[..4].copy_from_slice(&kind.to_le_bytes());
-    out[4..].copy_from_slice(&value.to_le_bytes());
-    Some(out)
+/// The executor handed to libcontainer. Cloned into the container process.
+#[derive(Clone)]
+pub(crate) struct SandboxExecutor {
+    /// The network namespace is private: bring `lo` up while the container
+    /// is made (the init holds the capabilities of
+    /// [`crate::loopback::INIT_CAPS`] for this).
+    pub loopback_up: bool,
 }
 
-/// The inverse of [`encode_status`]: (exit code, signal).
-pub fn decode_status(bytes: &[u8]) -> Option<(Option<i32>, Option<i32>)> {
-    let kind = i32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
-    let value = i32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
-    match kind {
-        0 => Some((Some(value), None)),
-        1 => Some((None, Some(value))),
+/// Sends `report` to the outside; a failure to do so is reported by the
+/// init's death instead.
+fn report(report: &Report) {
+    let _ = control::send(CONTROL_FD, report, &[]);
+}
+
+/// The report of a wait status of the command, if it ended.
+fn report_of(status: WaitStatus) -> Option<Report> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(Report::Exited(code)),
+        WaitStatus::Signaled(_, sig, _) => Some(Report::Signaled(sig as i32)),
         _ => None,
     }
 }
 
-/// The executor handed to libcontainer. Cloned into the container process.
-#[derive(Clone)]
-pub struct SandboxExecutor {
-    pub filters: Filters,
-    pub landlock: bool,
-    pub writable: Vec<PathBuf>,
-    pub env: Vec<(String, String)>,
-    pub args: Vec<String>,
-    /// Make stdin the controlling terminal of a new session (`--shell`).
-    pub controlling_tty: bool,
-    /// The network namespace is private: bring `lo` up (the init still holds
-    /// the capabilities of [`crate::loopback::INIT_CAPS`] for this).
-    pub loopback_up: bool,
-    /// uid and gid the command runs as (see [`crate::identity`]).
-    pub identity: (u32, u32),
+/// Landlock: read and execute everywhere, write only beneath `writable`.
+fn restrict_writes(writable: &[PathBuf]) -> Result<()> {
+    let abi = ABI::V5;
+    let all = AccessFs::from_all(abi);
+    let read = AccessFs::from_read(abi);
+    let fail = |what: &str, e: landlock::RulesetError| Error::Container(format!("landlock {what}: {e}"));
+    let mut ruleset = Ruleset::default()
+        .handle_access(all)
+        .and_then(|r| r.create())
+        .map_err(|e| fail("ruleset", e))?;
+    ruleset = ruleset
+        .add_rules(landlock::path_beneath_rules(["/"], read))
+        .map_err(|e| fail("read rule", e))?;
+    let writable: Vec<&PathBuf> = writable.iter().filter(|p| p.exists()).collect();
+    ruleset = ruleset
+        .add_rules(landlock::path_beneath_rules(writable, all))
+        .map_err(|e| fail("write rule", e))?;
+    let status = ruleset
+        .restrict_self()
+        .map_err(|e| fail("restrict_self", e))?;
+    if status.ruleset == RulesetStatus::NotEnforced {
+        return Err(Error::Container(
+            "landlock is not supported by this kernel".into(),
+        ));
+    }
+    Ok(())
 }
 
-fn fail(msg: String) -> ExecutorError {
-    ExecutorError::Other(msg)
+/// Drops every capability, then applies Landlock and seccomp.
+fn lock_down(plan: &Plan) -> Result<()> {
+    crate::loopback::drop_all_capabilities()?;
+    if let Some(writable) = &plan.writable {
+        restrict_writes(writable)?;
+    }
+    plan.seccomp.install()
 }
 
-impl SandboxExecutor {
-    fn restrict_writes(&self) -> Result<(), ExecutorError> {
-        let abi = ABI::V5;
-        let all = AccessFs::from_all(abi);
-        let read = AccessFs::from_read(abi);
-        let mut ruleset = Ruleset::default()
-            .handle_access(all)
-            .and_then(|r| r.create())
-            .map_err(|e| fail(format!("landlock ruleset: {e}")))?;
-        ruleset = ruleset
-            .add_rules(landlock::path_beneath_rules(["/"], read))
-            .map_err(|e| fail(format!("landlock read rule: {e}")))?;
-        let writable: Vec<&PathBuf> = self.writable.iter().filter(|p| p.exists()).collect();
-        ruleset = ruleset
-            .add_rules(landlock::path_beneath_rules(writable, all))
-            .map_err(|e| fail(format!("landlock write rule: {e}")))?;
-        let status = ruleset
-            .restrict_self()
-            .map_err(|e| fail(format!("landlock restrict_self: {e}")))?;
-        if status.ruleset == RulesetStatus::NotEnforced {
-            return Err(fail("landlock is not supported by this kernel".into()));
-        }
-        Ok(())
-    }
+/// The resource number of an rlimit's OCI name.
+fn resource(kind: &str) -> Result<libc::__rlimit_resource_t> {
+    Ok(match kind {
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        other => return Err(Error::Container(format!("unknown rlimit {other}"))),
+    })
+}
 
-    /// Drops every capability, then applies Landlock and seccomp.
-    fn lock_down(&self) -> Result<(), ExecutorError> {
-        crate::loopback::drop_all_capabilities().map_err(|e| fail(e.to_string()))?;
-        if self.landlock {
-            self.restrict_writes()?;
+fn set_rlimits(rlimits: &[Rlimit]) -> Result<()> {
+    for r in rlimits {
+        let lim = libc::rlimit {
+            rlim_cur: r.value,
+            rlim_max: r.value,
+        };
+        // SAFETY: setrlimit with a valid resource and a valid rlimit.
+        if unsafe { libc::setrlimit(resource(&r.kind)?, &lim) } != 0 {
+            return Err(Error::sys(
+                format!("set {} to {}", r.kind, r.value),
+                nix::errno::Errno::last(),
+            ));
         }
-        self.filters.install().map_err(|e| fail(e.to_string()))
     }
+    Ok(())
+}
 
-    /// The command's process: closes the status pipe, takes the terminal
-    /// if asked, execs. Never returns.
-    fn run_command(&self, program: &CString, argv: &[CString]) -> ! {
-        // SAFETY: closing our own copy of the status pipe; the command must
-        // not be able to forge a status.
-        unsafe { libc::close(STATUS_FD) };
-        if self.controlling_tty {
-            // A new session whose controlling terminal is the pty on stdin:
-            // job control and /dev/tty work in the shell.
-            let _ = nix::unistd::setsid();
-            // SAFETY: TIOCSCTTY on fd 0 with argument 0 (no stealing).
-            unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+/// The command's standard streams: the three descriptors sent with the
+/// plan become 0, 1 and 2 (a terminal keeps libcontainer's).
+fn set_streams(plan: &Plan, fds: Vec<OwnedFd>) -> Result<()> {
+    if plan.terminal {
+        return Ok(());
+    }
+    if fds.len() != 3 {
+        return Err(Error::Container(format!(
+            "expected 3 standard streams with the plan, got {}",
+            fds.len()
+        )));
+    }
+    for (target, fd) in fds.iter().enumerate() {
+        nix::unistd::dup2(fd.as_raw_fd(), target as i32)
+            .map_err(|e| Error::sys(format!("dup2 onto fd {target}"), e))?;
+    }
+    Ok(())
+}
+
+/// Everything between the plan and the fork of the command.
+fn prepare(plan: &Plan, fds: Vec<OwnedFd>) -> Result<()> {
+    crate::inside::rootfs::enter(plan)?;
+    nix::unistd::sethostname(&plan.hostname)
+        .map_err(|e| Error::sys(format!("set the hostname {:?}", plan.hostname), e))?;
+    // The `/dev/core` link every other Linux sandbox has (bubblewrap,
+    // runc); `/proc/kcore` itself is masked.
+    match std::os::unix::fs::symlink("/proc/kcore", "/dev/core") {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::io("link /dev/core", e));
         }
-        let err = nix::unistd::execvp(program, argv).unwrap_err();
-        eprintln!("corral sandbox: cannot execute {:?}: {err}", self.args[0]);
-        // SAFETY: _exit is always safe.
-        unsafe { libc::_exit(127) }
+        _ => {}
     }
+    set_rlimits(&plan.rlimits)?;
+    set_streams(plan, fds)?;
+    for (key, value) in &plan.env {
+        std::env::set_var(key, value);
+    }
+    nix::unistd::chdir(&plan.cwd)
+        .map_err(|_| Error::BadWorkingDirectory(plan.cwd.display().to_string()))?;
+    // Nothing but the streams and the control socket goes further.
+    // SAFETY: close_range on descriptors this process no longer uses.
+    unsafe { libc::syscall(libc::SYS_close_range, CONTROL_FD + 1, u32::MAX, 0) };
+    let (uid, gid) = plan.identity;
+    crate::identity::become_ids(uid, gid)?;
+    lock_down(plan)
+}
 
-    /// PID 1: reap everything until the command itself is gone, report its
-    /// status, exit. Never returns.
-    fn reap(&self, command: Pid) -> ! {
-        loop {
-            match waitpid(None, None) {
-                Ok(status) if status.pid() == Some(command) => {
-                    if let Some(bytes) = encode_status(status) {
-                        // SAFETY: STATUS_FD is the status pipe's write end,
-                        // kept open by libcontainer's preserved fds; bytes is
-                        // a valid 8-byte buffer.
-                        unsafe { libc::write(STATUS_FD, bytes.as_ptr().cast(), bytes.len()) };
-                        // SAFETY: _exit never returns and is always safe.
-                        unsafe { libc::_exit(0) };
-                    }
+/// Receives the plan, applies it, forks the command and reaps. Returns
+/// only with the reason the command could not start.
+fn run(plan_fd: i32) -> Result<Infallible> {
+    let (plan, fds): (Plan, _) = control::recv(plan_fd)?
+        .ok_or_else(|| Error::Container("the run's process closed the control socket".into()))?;
+    let program = CString::new(plan.args.first().cloned().unwrap_or_default())
+        .map_err(|_| Error::InvalidRequest("the command contains NUL".into()))?;
+    let argv: Vec<CString> = plan
+        .args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::InvalidRequest("an argument contains NUL".into()))?;
+    prepare(&plan, fds)?;
+    // SAFETY: this process is libcontainer's single-threaded container
+    // init, so fork cannot leave another thread's lock held in the child.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => run_command(&plan, &program, &argv),
+        Ok(ForkResult::Parent { child }) => reap(child),
+        Err(e) => Err(Error::sys("fork of the command", e)),
+    }
+}
+
+/// The command's process: closes the control socket, takes the terminal
+/// if asked, execs. Never returns.
+fn run_command(plan: &Plan, program: &CString, argv: &[CString]) -> ! {
+    // SAFETY: closing our own copy of the control socket; the command must
+    // not be able to forge a report.
+    unsafe { libc::close(CONTROL_FD) };
+    if plan.terminal {
+        // A new session whose controlling terminal is the one on stdin: job
+        // control and /dev/tty work in the shell.
+        let _ = nix::unistd::setsid();
+        // SAFETY: TIOCSCTTY on fd 0 with argument 0 (no stealing).
+        unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    }
+    let err = match nix::unistd::execvp(program, argv) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    eprintln!("corral sandbox: cannot execute {:?}: {err}", plan.args[0]);
+    // SAFETY: _exit is always safe.
+    unsafe { libc::_exit(127) }
+}
+
+/// PID 1: reap everything until the command itself is gone, report its
+/// end, exit. Never returns.
+fn reap(command: Pid) -> ! {
+    loop {
+        match waitpid(None, None) {
+            Ok(status) if status.pid() == Some(command) => {
+                if let Some(r) = report_of(status) {
+                    report(&r);
+                    // SAFETY: _exit never returns and is always safe.
+                    unsafe { libc::_exit(0) };
                 }
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => {}
-                // SAFETY: as above.
-                Err(_) => unsafe { libc::_exit(125) },
             }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            // SAFETY: as above.
+            Err(_) => unsafe { libc::_exit(125) },
         }
     }
 }
 
 impl Executor for SandboxExecutor {
-    fn exec(&self, _spec: &Spec) -> Result<(), ExecutorError> {
-        if self.loopback_up {
-            crate::loopback::bring_up().map_err(|e| fail(e.to_string()))?;
-        }
-        let program = CString::new(self.args.first().cloned().unwrap_or_default())
-            .map_err(|_| ExecutorError::InvalidArg)?;
-        let argv: Vec<CString> = self
-            .args
-            .iter()
-            .map(|a| CString::new(a.as_bytes()))
-            .collect::<Result<_, _>>()
-            .map_err(|_| ExecutorError::InvalidArg)?;
-        // The `/dev/core` link every other Linux sandbox has (bubblewrap,
-        // runc); `/proc/kcore` itself is masked. Made while still the
-        // container's root, which owns `/dev`.
-        match std::os::unix::fs::symlink("/proc/kcore", "/dev/core") {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                return Err(fail(format!("linking /dev/core: {e}")));
-            }
-            _ => {}
-        }
-        let (uid, gid) = self.identity;
-        crate::identity::become_ids(uid, gid).map_err(|e| fail(e.to_string()))?;
-        self.lock_down()?;
-        // SAFETY: this process is libcontainer's single-threaded container
-        // init, so fork cannot leave another thread's lock held in the
-        // child.
-        match unsafe { fork() } {
-            Ok(ForkResult::Child) => self.run_command(&program, &argv),
-            Ok(ForkResult::Parent { child }) => self.reap(child),
-            Err(e) => Err(fail(format!("fork of the command: {e}"))),
-        }
+    fn exec(&self, _spec: &Spec) -> std::result::Result<(), ExecutorError> {
+        let err = match run(CONTROL_FD) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        };
+        report(&Report::Failed(err.to_string()));
+        // SAFETY: _exit is always safe; nothing of this process is needed.
+        unsafe { libc::_exit(125) }
     }
 
-    fn validate(&self, _spec: &Spec) -> Result<(), ExecutorValidationError> {
-        if self.args.is_empty() {
-            return Err(ExecutorValidationError::ArgValidationError(
-                "empty command".into(),
-            ));
-        }
+    fn validate(&self, _spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
         Ok(())
     }
 
-    /// Exactly the requested environment: libcontainer would add HOME.
-    fn setup_envs(&self, _envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
+    /// The request-independent part, while the container is made: no
+    /// environment (the plan brings exactly the request's; libcontainer
+    /// would add `HOME`), death with the run's process, `lo` up.
+    fn setup_envs(
+        &self,
+        _envs: HashMap<String, String>,
+    ) -> std::result::Result<(), ExecutorSetEnvsError> {
         for (key, _) in std::env::vars_os() {
             std::env::remove_var(key);
         }
-        for (key, value) in &self.env {
-            std::env::set_var(key, value);
+        // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number. The
+        // parent is the run's process, which waits for this one.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        if self.loopback_up {
+            crate::loopback::bring_up().map_err(|e| ExecutorSetEnvsError::Other(e.to_string()))?;
         }
         Ok(())
     }
@@ -212,17 +278,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_round_trips() {
+    fn ends_of_the_command_are_reported() {
         let pid = Pid::from_raw(7);
-        let e = encode_status(WaitStatus::Exited(pid, 3)).unwrap();
-        assert_eq!(decode_status(&e), Some((Some(3), None)));
-        let s = encode_status(WaitStatus::Signaled(
-            pid,
-            nix::sys::signal::Signal::SIGKILL,
-            false,
-        ))
-        .unwrap();
-        assert_eq!(decode_status(&s), Some((None, Some(9))));
-        assert_eq!(decode_status(&[1, 2]), None);
+        assert_eq!(
+            report_of(WaitStatus::Exited(pid, 3)),
+            Some(Report::Exited(3))
+        );
+        assert_eq!(
+            report_of(WaitStatus::Signaled(
+                pid,
+                nix::sys::signal::Signal::SIGKILL,
+                false
+            )),
+            Some(Report::Signaled(9))
+        );
+        assert_eq!(report_of(WaitStatus::StillAlive), None);
     }
 }

@@ -67,20 +67,27 @@ impl RunnerConfig {
 /// The resolved settings every run uses.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Host {
+    /// The runner runs as uid 0.
     pub is_root: bool,
-    pub state_dir: PathBuf,
-    /// Host ids the sandbox's single uid/gid map to.
+    /// libcontainer's per-container state.
+    pub(crate) state_dir: PathBuf,
+    /// Host uid the sandbox's single uid maps to.
     pub map_uid: u32,
+    /// Host gid the sandbox's single gid maps to.
     pub map_gid: u32,
     /// cgroup parent when a cgroup version is used (`limits_by` is
     /// `CgroupV1` or `CgroupV2`); `None` with rlimits.
     pub cgroup_parent: Option<String>,
     /// What enforces memory, pids and CPU limits, chosen at start-up.
-    pub limits_by: Mechanism,
-    pub exec_path: PathBuf,
-    pub allow_network: bool,
-    pub profile_dir: Option<PathBuf>,
-    pub defaults: Limits,
+    pub(crate) limits_by: Mechanism,
+    /// Where the input root appears with a host or image rootfs.
+    pub(crate) exec_path: PathBuf,
+    /// Whether a request may share the host network.
+    pub(crate) allow_network: bool,
+    /// Directory of named sandbox profiles.
+    pub(crate) profile_dir: Option<PathBuf>,
+    /// Limits of requests that set none.
+    pub(crate) defaults: Limits,
 }
 
 impl Host {

@@ -3,7 +3,7 @@
 //! child's verdict through a pipe.
 //!
 //! The caller must be single-threaded (no tokio runtime yet) when it calls
-//! [`spawn`]; it may start threads afterwards (`runner exec --shell` does,
+//! `spawn`; it may start threads afterwards (`runner exec --shell` does,
 //! to copy the terminal).
 
 use std::io::{Read, Write};
@@ -21,7 +21,7 @@ use crate::sandbox;
 type Verdict = std::result::Result<Outcome, String>;
 
 /// A sandbox running in a forked child.
-pub struct Running {
+pub(crate) struct Running {
     child: Pid,
     answer: OwnedFd,
 }
@@ -34,7 +34,7 @@ pub struct Running {
 /// other thread alive): the forked child runs libcontainer, which allocates
 /// and clones, and could deadlock on a lock another thread held at the
 /// fork. [`crate::exec::wait_single_threaded`] checks this.
-pub unsafe fn spawn(host: &Host, req: &SandboxRequest) -> Result<Running> {
+pub(crate) unsafe fn spawn(host: &Host, req: &SandboxRequest) -> Result<Running> {
     let (r, w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
     // SAFETY: the caller is single-threaded (this fn's `# Safety`
@@ -63,7 +63,7 @@ pub unsafe fn spawn(host: &Host, req: &SandboxRequest) -> Result<Running> {
 
 impl Running {
     /// Waits for the child's answer.
-    pub fn wait(self) -> Result<Outcome> {
+    pub(crate) fn wait(self) -> Result<Outcome> {
         let mut bytes = Vec::new();
         let read = std::fs::File::from(self.answer).read_to_end(&mut bytes);
         let _ = waitpid(self.child, None);
@@ -78,7 +78,10 @@ impl Running {
 ///
 /// # Safety
 ///
-/// As for [`spawn`]: the calling process must be single-threaded.
+/// The calling process must be single-threaded (no tokio runtime, no
+/// other thread alive): the forked child runs libcontainer, which allocates
+/// and clones, and could deadlock on a lock another thread held at the
+/// fork. [`crate::exec::wait_single_threaded`] checks this.
 pub unsafe fn run_forked(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
     // SAFETY: our caller upholds spawn's contract (single-threaded).
     unsafe { spawn(host, req) }?.wait()

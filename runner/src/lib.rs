@@ -2,37 +2,48 @@
 //! with youki's libcontainer and hardened with a seccomp filter
 //! (seccompiler) and a Landlock ruleset applied just before exec.
 //!
-//! Layers, bottom up:
-//! * [`profile`], [`syscalls`], [`seccomp`]: what the sandbox forbids.
-//! * [`spec`], [`executor`], [`cgroups`]: how one container is described,
-//!   confined and limited (cgroup v1, cgroup v2 or rlimits, behind
-//!   [`cgroups::LimitEnforcer`]).
-//! * [`sandbox`]: one run, start to finish, in a single-threaded process.
-//! * [`isolate`]: runs [`sandbox::run`] in a forked child (for `runner exec`).
-//! * [`zygote`]: the single-threaded helper forked before any thread, which
-//!   forks one child per run so runs are concurrent.
-//! * [`service`]: the runner protocol (gRPC on a unix socket) on top.
+//! What other crates use:
+//! * [`service::serve_blocking`]: `corral runner --socket`, the runner
+//!   protocol (gRPC on a unix socket) over a single-threaded container
+//!   helper;
+//! * [`exec::run`]: `corral runner exec`, one sandbox by hand;
+//! * [`isolate::run_forked`]: one sandbox from a forked child (the escape
+//!   suite);
+//! * [`cgroups::delegate`]: `corral runner delegate`;
+//! * [`client::connect`]: a client of a runner's socket (the benchmark);
+//! * the request and outcome types, [`Host`] and [`RunnerConfig`].
+//!
+//! Inside, bottom up: the profile and its seccomp programs (what the
+//! sandbox forbids); the OCI spec, the executor that runs inside the
+//! container, and the limit enforcers behind one trait (cgroup v1, cgroup
+//! v2 or rlimits); one run start to finish in a single-threaded process;
+//! the forked child that hosts it; and the zygote, forked before any
+//! thread, which forks one child per run so that runs are concurrent.
 
-pub mod cancel;
+#![deny(missing_docs)]
+
+mod cancel;
 pub mod cgroups;
 pub mod client;
-pub mod error;
+mod error;
 pub mod exec;
-pub mod executor;
-pub mod host;
-pub mod identity;
+mod executor;
+mod host;
+mod identity;
 pub mod isolate;
-pub mod loopback;
-pub mod nocgroup;
-pub mod profile;
-pub mod request;
-pub mod sandbox;
-pub mod seccomp;
+mod loopback;
+mod nocgroup;
+mod profile;
+mod request;
+mod sandbox;
+mod seccomp;
 pub mod service;
-pub mod spec;
-pub mod syscalls;
-pub mod tty;
-pub mod zygote;
+mod spec;
+mod syscalls;
+#[cfg(test)]
+mod testkit;
+mod tty;
+mod zygote;
 
 pub use error::{Error, Result};
 pub use host::{Host, RunnerConfig};

@@ -39,8 +39,11 @@ pub enum Stdio {
 /// Resource limits; `None` means no limit of that kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
+    /// Wall-clock time from the command's start.
     pub timeout: Option<Duration>,
+    /// Memory of the whole process tree (per process with rlimits only).
     pub memory_bytes: Option<u64>,
+    /// Processes and threads of the whole tree.
     pub max_pids: Option<u64>,
     /// CPU bandwidth in thousandths of a CPU.
     pub cpu_millis: Option<u64>,
@@ -52,24 +55,34 @@ pub struct Limits {
 /// One command to run in a fresh sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxRequest {
+    /// What becomes `/`.
     pub rootfs: Rootfs,
     /// Host path of the staged input root (read-only lower layer).
     pub input_root: PathBuf,
     /// Host path of an empty directory for upper/, work/ and rootfs/.
     pub scratch_dir: PathBuf,
+    /// The command and its arguments; `args[0]` is looked up along the
+    /// environment's `PATH` unless it contains a `/`.
     pub args: Vec<String>,
     /// Exactly the environment of the command.
     pub env: Vec<(String, String)>,
     /// Relative to the input root; "" is the input root.
     pub cwd: String,
+    /// The command's standard input.
     pub stdin: Stdio,
+    /// The command's standard output.
     pub stdout: Stdio,
+    /// The command's standard error.
     pub stderr: Stdio,
+    /// What the seccomp filter and Landlock forbid.
     pub profile: Profile,
     /// Share the host network.
     pub network: bool,
+    /// Limits; unset ones take the runner's defaults.
     pub limits: Limits,
+    /// uid the command runs as inside the sandbox.
     pub uid: u32,
+    /// gid likewise.
     pub gid: u32,
     /// Relative to the input root; mounted read-only.
     pub read_only_subtrees: Vec<String>,
@@ -91,10 +104,15 @@ fn default_hostname() -> String {
 /// Which limit stopped the command, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LimitHit {
+    /// The wall-clock limit.
     Timeout,
+    /// The memory limit (the kernel's OOM killer in the run's cgroup).
     Memory,
+    /// The pids limit (a fork failed).
     Pids,
+    /// The bound on bytes written.
     WrittenBytes,
+    /// The CPU time rlimit.
     CpuTime,
 }
 
@@ -105,11 +123,18 @@ pub struct Outcome {
     pub exit_code: Option<i32>,
     /// Signal number when a signal ended it.
     pub signal: Option<i32>,
+    /// The wall-clock limit ended it.
     pub timed_out: bool,
+    /// The limit that stopped it, if one did.
     pub limit_hit: Option<LimitHit>,
+    /// CPU time in user mode, every process of the run counted where a
+    /// cgroup measures it.
     pub user_cpu: Duration,
+    /// CPU time in the kernel, likewise.
     pub system_cpu: Duration,
+    /// Highest memory use seen (see `docs/sandbox.md`, Limits).
     pub peak_memory_bytes: u64,
+    /// From the command's start to its end.
     pub wall_time: Duration,
     /// The overlay's upper directory: the files the action changed.
     pub upper_dir: PathBuf,

@@ -1,7 +1,9 @@
 //! Compiles a profile's system call rules into seccomp BPF programs with
 //! seccompiler. libcontainer is built without libseccomp and would ignore a
 //! filter in the OCI spec, so the runner installs these programs itself, in
-//! the executor hook, just before exec.
+//! the executor hook, just before exec. The programs are compiled outside
+//! the container and travel in the run's plan, packed one instruction per
+//! `u64`.
 
 use std::collections::BTreeMap;
 
@@ -10,15 +12,50 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 use crate::profile::Profile;
 use crate::syscalls;
 
 /// The programs to install, in order. Two programs because seccompiler gives
 /// one action per filter: one answers EPERM, the other ENOSYS.
-#[derive(Debug, Clone)]
-pub struct Filters {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "Vec<Vec<u64>>", from = "Vec<Vec<u64>>")]
+pub(crate) struct Filters {
+    /// The compiled programs.
     pub programs: Vec<BpfProgram>,
+}
+
+/// One BPF instruction as `code << 48 | jt << 40 | jf << 32 | k`.
+fn pack(i: &seccompiler::sock_filter) -> u64 {
+    (u64::from(i.code) << 48) | (u64::from(i.jt) << 40) | (u64::from(i.jf) << 32) | u64::from(i.k)
+}
+
+fn unpack(v: u64) -> seccompiler::sock_filter {
+    seccompiler::sock_filter {
+        code: (v >> 48) as u16,
+        jt: (v >> 40) as u8,
+        jf: (v >> 32) as u8,
+        k: v as u32,
+    }
+}
+
+impl From<Filters> for Vec<Vec<u64>> {
+    fn from(f: Filters) -> Self {
+        f.programs.iter().map(|p| p.iter().map(pack).collect()).collect()
+    }
+}
+
+impl From<Vec<Vec<u64>>> for Filters {
+    fn from(packed: Vec<Vec<u64>>) -> Self {
+        Filters {
+            programs: packed
+                .into_iter()
+                .map(|p| p.into_iter().map(unpack).collect())
+                .collect(),
+        }
+    }
 }
 
 fn arch() -> Result<TargetArch> {
@@ -105,5 +142,13 @@ mod tests {
         let f = Filters::build(&Profile::default_profile().unwrap()).unwrap();
         assert_eq!(f.programs.len(), 2);
         assert!(f.programs.iter().all(|p| !p.is_empty()));
+    }
+
+    #[test]
+    fn programs_survive_the_trip_into_the_container() {
+        let f = Filters::build(&Profile::default_profile().unwrap()).unwrap();
+        let json = serde_json::to_string(&f).unwrap();
+        let back: Filters = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, f);
     }
 }

@@ -19,14 +19,17 @@ use crate::sandbox;
 use crate::spec::Layout;
 use crate::zygote::Zygote;
 
+#[cfg(test)]
+mod tests;
+
 /// The gRPC service.
-pub struct RunnerService {
+struct RunnerService {
     host: Host,
     zygote: Zygote,
 }
 
 impl RunnerService {
-    pub fn new(host: Host, zygote: Zygote) -> RunnerService {
+    fn new(host: Host, zygote: Zygote) -> RunnerService {
         RunnerService { host, zygote }
     }
 }
@@ -63,7 +66,7 @@ fn stdio(field: &str, value: &str) -> Result<Stdio> {
 }
 
 /// Converts and validates a protocol request.
-pub fn to_sandbox_request(host: &Host, r: pb::RunRequest) -> Result<SandboxRequest> {
+fn to_sandbox_request(host: &Host, r: pb::RunRequest) -> Result<SandboxRequest> {
     let rootfs = match r.rootfs {
         Some(pb::run_request::Rootfs::InputRootAsRoot(_)) => Rootfs::InputRoot,
         Some(pb::run_request::Rootfs::Host(_)) => Rootfs::Host,
@@ -120,7 +123,7 @@ fn hostname(requested: String) -> Result<String> {
 }
 
 /// Converts an outcome to the protocol's response.
-pub fn to_response(o: &Outcome) -> pb::RunResponse {
+fn to_response(o: &Outcome) -> pb::RunResponse {
     let limit_hit = match o.limit_hit {
         None => pb::LimitHit::None,
         Some(LimitHit::Timeout) => pb::LimitHit::Timeout,
@@ -175,7 +178,7 @@ impl Runner for RunnerService {
 
 /// Binds `socket` (replacing a stale socket file, never another kind of
 /// file) and serves until `shutdown` completes.
-pub async fn serve(
+pub(crate) async fn serve(
     host: Host,
     zygote: Zygote,
     socket: &Path,

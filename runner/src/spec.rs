@@ -1,7 +1,15 @@
-//! Builds the OCI runtime spec (`config.json`) of one run: namespaces, the
-//! id mapping, the mount table of each rootfs mode, rlimits and the cgroup
-//! path (both from the host's `LimitEnforcer`). seccomp and Landlock are
-//! not in it: the executor installs them.
+//! The OCI runtime spec (`config.json`) libcontainer creates a container
+//! from, and where a run's files are ([`Layout`]).
+//!
+//! The spec names nothing of the request, so the container can be made
+//! before the request exists: namespaces, the id mapping, `/proc` with the
+//! usual masked and read-only paths, `/dev`, `/dev/pts`, `/dev/shm`, and a
+//! recursive bind of the host's `/` at [`HOST_VIEW`] from which the init
+//! mounts the request's root (see `plan` and `inside::rootfs`). The init
+//! keeps just the capabilities that work needs ([`INIT_CAPS`] and those of
+//! `loopback` and `identity`) and drops them all before the command starts.
+//! seccomp and Landlock are not in the spec either: the executor installs
+//! them.
 
 use std::path::{Path, PathBuf};
 
@@ -9,15 +17,34 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::host::Host;
-use crate::request::{Limits, Rootfs, SandboxRequest};
+use crate::request::{Rootfs, SandboxRequest};
+
+/// Inside the container until the request's root replaces it: the host's
+/// file system, as the run's process sees it.
+pub(crate) const HOST_VIEW: &str = "/.corral-host";
+/// Inside the container: where the init assembles the request's root.
+pub(crate) const NEW_ROOT: &str = "/.corral-root";
+
+/// What the init needs beyond `loopback` and `identity`: mounting the
+/// request's root, pivoting into it, setting the hostname.
+pub(crate) const INIT_CAPS: [&str; 1] = ["CAP_SYS_ADMIN"];
+
+/// The parts of a container that must be known when it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Share the host network (no network namespace).
+    pub network: bool,
+    /// The command's streams are a terminal made in the container's
+    /// devpts (libcontainer's console socket).
+    pub terminal: bool,
+}
 
 /// Where things are, inside and outside, for one run.
 #[derive(Debug, Clone)]
-pub struct Layout {
-    /// Host: the directory libcontainer pivots into.
-    pub rootfs: PathBuf,
-    /// Host: overlay upper and work directories of the input root.
+pub(crate) struct Layout {
+    /// Host: overlay upper directory of the input root.
     pub upper: PathBuf,
+    /// Host: overlayfs's work directory beside it.
     pub work: PathBuf,
     /// Inside: where the input root is mounted ("/" or the exec path).
     pub input_mount: PathBuf,
@@ -28,7 +55,7 @@ pub struct Layout {
 }
 
 /// Checks a path relative to the input root: no `..`, no leading `/`, no NUL.
-pub fn check_relative(what: &str, rel: &str) -> Result<()> {
+pub(crate) fn check_relative(what: &str, rel: &str) -> Result<()> {
     if rel.starts_with('/') || rel.contains('\0') || rel.split('/').any(|c| c == "..") {
         return Err(Error::InvalidRequest(format!(
             "{what} {rel:?} must be relative to the input root without '..'"
@@ -38,7 +65,8 @@ pub fn check_relative(what: &str, rel: &str) -> Result<()> {
 }
 
 impl Layout {
-    pub fn new(host: &Host, req: &SandboxRequest) -> Result<Layout> {
+    /// The layout of `req` on `host`.
+    pub(crate) fn new(host: &Host, req: &SandboxRequest) -> Result<Layout> {
         check_relative("working directory", &req.cwd)?;
         let input_mount = match req.rootfs {
             Rootfs::InputRoot => PathBuf::from("/"),
@@ -49,7 +77,6 @@ impl Layout {
         writable.push(input_mount.clone());
         writable.extend(req.profile.extra_writable.iter().cloned());
         Ok(Layout {
-            rootfs: req.scratch_dir.join("rootfs"),
             upper: req.scratch_dir.join("upper"),
             work: req.scratch_dir.join("work"),
             input_mount,
@@ -59,143 +86,41 @@ impl Layout {
     }
 }
 
-fn overlay(dest: &Path, lowers: &[PathBuf], upper: &Path, work: &Path) -> Value {
-    let lower: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-    json!({
-        "destination": dest,
-        "type": "overlay",
-        "source": "overlay",
-        "options": [
-            format!("lowerdir={}", lower.join(":")),
-            format!("upperdir={}", upper.display()),
-            format!("workdir={}", work.display()),
-            "userxattr",
-        ],
-    })
-}
-
-fn bind_ro(src: &Path, dest: &Path) -> Value {
-    json!({
-        "destination": dest,
-        "type": "bind",
-        "source": src,
-        "options": ["rbind", "ro", "nosuid", "nodev"],
-    })
-}
-
-/// `SubtreeReadOnly` directories and the writable exceptions below them,
-/// each bound onto itself from the input root's overlay (never from the
-/// cached lower layer), deepest first: a bind carries the mounts beneath
-/// it, and `ro` applies to its own top only, so an exception mounted before
-/// its read-only parent stays writable.
-fn subtree_mounts(req: &SandboxRequest, layout: &Layout) -> Vec<Value> {
-    let inside = layout
-        .input_mount
-        .strip_prefix("/")
-        .unwrap_or(&layout.input_mount);
-    let overlay_root = layout.rootfs.join(inside);
-    let mut subtrees: Vec<(&String, bool)> = (req.read_only_subtrees.iter().map(|s| (s, true)))
-        .chain(req.writable_subtrees.iter().map(|s| (s, false)))
-        .collect();
-    let depth = |s: &str| s.split('/').filter(|c| !c.is_empty() && *c != ".").count();
-    subtrees.sort_by_key(|(s, _)| std::cmp::Reverse(depth(s)));
-    subtrees
-        .into_iter()
-        .map(|(sub, read_only)| {
-            let mut options = vec!["rbind", "nosuid", "nodev"];
-            if read_only {
-                options.push("ro");
-            }
-            json!({
-                "destination": layout.input_mount.join(sub),
-                "type": "bind",
-                "source": overlay_root.join(sub),
-                "options": options,
-            })
-        })
-        .collect()
-}
-
 fn tmpfs(dest: &str, options: &[&str]) -> Value {
     json!({ "destination": dest, "type": "tmpfs", "source": "tmpfs", "options": options })
 }
 
-/// The mount table: the root's own mounts first, then the input root, the
-/// kernel filesystems, and the read-only subtrees.
-fn mounts(host: &Host, req: &SandboxRequest, layout: &Layout, limits: &Limits) -> Vec<Value> {
-    let mut out = Vec::new();
-    match &req.rootfs {
-        Rootfs::InputRoot => {}
-        Rootfs::Host => {
-            for dir in &req.profile.host_dirs {
-                if let Ok(real) = std::fs::canonicalize(dir) {
-                    if real.is_dir() {
-                        out.push(bind_ro(&real, dir));
-                    }
-                }
-            }
-        }
-        Rootfs::Lower(dirs) => {
-            // overlayfs lists the top layer first.
-            let lowers: Vec<PathBuf> = dirs.iter().rev().cloned().collect();
-            out.push(overlay(
-                Path::new("/"),
-                &lowers,
-                &req.scratch_dir.join("sys-upper"),
-                &req.scratch_dir.join("sys-work"),
-            ));
-        }
-    }
-    out.push(overlay(
-        &layout.input_mount,
-        std::slice::from_ref(&req.input_root),
-        &layout.upper,
-        &layout.work,
-    ));
-    let _ = host;
-    out.push(json!({
-        "destination": "/proc", "type": "proc", "source": "proc",
-        "options": ["nosuid", "noexec", "nodev"],
-    }));
-    out.push(tmpfs(
-        "/dev",
-        &["nosuid", "strictatime", "mode=755", "size=65536k"],
-    ));
-    out.push(json!({
-        "destination": "/dev/pts", "type": "devpts", "source": "devpts",
-        "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
-    }));
-    // BuildStream's local sandbox (bubblewrap) gives `/tmp` and `/dev/shm`
-    // mode 0755; the input-root mode serves BuildStream, so an action sees
-    // the same there as locally. Other modes keep the usual sticky 1777.
-    let shared = match req.rootfs {
-        Rootfs::InputRoot => "mode=755",
-        _ => "mode=1777",
-    };
-    out.push(tmpfs(
-        "/dev/shm",
-        &["nosuid", "noexec", "nodev", shared, "size=65536k"],
-    ));
-    let tmp_size = format!("size={}", limits.max_written_bytes.unwrap_or(1 << 30));
-    out.push(tmpfs("/tmp", &["nosuid", "nodev", shared, &tmp_size]));
-    // Last: a read-only `/` (input root as root) must carry the kernel
-    // filesystems above along with it, writable as they are.
-    out.extend(subtree_mounts(req, layout));
-    out
+/// The mount table: kernel file systems and the view of the host.
+fn mounts() -> Vec<Value> {
+    vec![
+        json!({
+            "destination": "/proc", "type": "proc", "source": "proc",
+            "options": ["nosuid", "noexec", "nodev"],
+        }),
+        tmpfs(
+            "/dev",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        json!({
+            "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        }),
+        tmpfs(
+            "/dev/shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        // Recursive: the host's mounts come along, locked to this view.
+        json!({
+            "destination": HOST_VIEW, "type": "bind", "source": "/",
+            "options": ["rbind"],
+        }),
+    ]
 }
 
-fn rlimit(kind: &str, value: u64) -> Value {
-    json!({ "type": kind, "hard": value, "soft": value })
-}
-
-/// The whole `config.json`.
-pub fn build(
-    host: &Host,
-    req: &SandboxRequest,
-    layout: &Layout,
-    limits: &Limits,
-    cgroups_path: &str,
-) -> Value {
+/// The whole `config.json` of a container of `shape`, with `root` (an
+/// empty directory holding the mount points) as its first root and
+/// `cgroups_path` as its (never used, never empty) cgroup.
+pub(crate) fn build(host: &Host, shape: Shape, root: &Path, cgroups_path: &str) -> Value {
     let mut namespaces = vec![
         json!({"type": "user"}),
         json!({"type": "pid"}),
@@ -204,49 +129,41 @@ pub fn build(
         json!({"type": "uts"}),
         json!({"type": "cgroup"}),
     ];
-    if !req.network {
+    if !shape.network {
         namespaces.push(json!({"type": "network"}));
     }
-    let mut rlimits = vec![rlimit("RLIMIT_CORE", 0)];
-    if let Some(bytes) = limits.max_written_bytes {
-        rlimits.push(rlimit("RLIMIT_FSIZE", bytes));
-    }
-    // Without a cgroup, memory, pids and CPU are bounded by rlimits.
-    for r in host.limit_enforcer().rlimits(limits) {
-        rlimits.push(rlimit(r.kind, r.value));
-    }
-    let env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let no_caps: Vec<String> = Vec::new();
-    // Only for bringing up lo and for mapping the command's own user
-    // namespace; the executor drops them all before exec.
-    let mut init_caps: Vec<String> = Vec::new();
-    if !req.network {
-        init_caps.extend(crate::loopback::INIT_CAPS.iter().map(|c| c.to_string()));
-    }
-    if (req.uid, req.gid) != (0, 0) {
-        init_caps.extend(crate::identity::INIT_CAPS.iter().map(|c| c.to_string()));
-    }
+    // The init's work before the command: the request's root and hostname,
+    // bringing up lo, mapping the command's own user namespace. The
+    // executor drops them all before it forks the command.
+    let init_caps: Vec<String> = INIT_CAPS
+        .iter()
+        .chain(crate::loopback::INIT_CAPS.iter())
+        .chain(crate::identity::INIT_CAPS.iter())
+        .map(|c| c.to_string())
+        .collect();
     json!({
         "ociVersion": "1.0.2",
-        "root": { "path": layout.rootfs, "readonly": !matches!(req.rootfs, Rootfs::InputRoot) },
-        "hostname": req.hostname,
+        "root": { "path": root, "readonly": false },
+        "hostname": corral_proto::hostname::DEFAULT,
         "process": {
-            "terminal": false,
+            "terminal": shape.terminal,
             // libcontainer sets up the container as uid/gid 0; the executor
             // then becomes the requested ids in a nested user namespace
             // (see `crate::identity`).
             "user": { "uid": 0, "gid": 0 },
-            "args": req.args,
-            "env": env,
-            "cwd": layout.cwd,
+            // The executor runs the request's command, never this.
+            "args": ["/corral-placeholder"],
+            "env": [],
+            "cwd": "/",
             "capabilities": {
                 "bounding": init_caps, "effective": init_caps, "inheritable": no_caps,
                 "permitted": init_caps, "ambient": no_caps,
             },
-            "rlimits": rlimits,
+            "rlimits": [{ "type": "RLIMIT_CORE", "hard": 0, "soft": 0 }],
             "noNewPrivileges": true,
         },
-        "mounts": mounts(host, req, layout, limits),
+        "mounts": mounts(),
         "linux": {
             "namespaces": namespaces,
             "uidMappings": [{ "containerID": 0, "hostID": host.map_uid, "size": 1 }],

@@ -58,7 +58,6 @@ pub struct Zygote {
     pending: Pending,
     next_id: Arc<AtomicU64>,
     alive: Arc<AtomicBool>,
-    pid: Pid,
 }
 
 fn set_buffers(fd: &OwnedFd) {
@@ -115,24 +114,18 @@ impl Zygote {
                 // SAFETY: leaves without running the parent's exit handlers.
                 unsafe { libc::_exit(code) }
             }
-            ForkResult::Parent { child } => {
+            ForkResult::Parent { .. } => {
                 drop(theirs);
                 let zygote = Zygote {
                     sock: Arc::new(ours),
                     pending: Arc::default(),
                     next_id: Arc::new(AtomicU64::new(1)),
                     alive: Arc::new(AtomicBool::new(true)),
-                    pid: child,
                 };
                 zygote.start_reader()?;
                 Ok(zygote)
             }
         }
-    }
-
-    /// Process id of the zygote.
-    pub fn pid(&self) -> Pid {
-        self.pid
     }
 
     /// Whether the zygote still answers.

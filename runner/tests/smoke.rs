@@ -62,7 +62,7 @@ fn writable_exceptions_inside_a_read_only_root() {
          echo t > /tmp/t && echo tmp-ok; echo > /dev/null && echo dev-ok; \
          test -r /proc/self/status && echo proc-ok",
     );
-    req.rootfs = corral_runner::request::Rootfs::InputRoot;
+    req.rootfs = corral_runner::Rootfs::InputRoot;
     req.read_only_subtrees = vec!["".into(), "install/locked".into()];
     req.writable_subtrees = vec!["install".into()];
     // SAFETY: not guaranteed under libtest's threaded harness (other test

@@ -27,7 +27,9 @@ use crate::status::rpc_status;
 use crate::worker::{Worker, WorkerId};
 
 mod dispatch;
+mod observe;
 mod tick;
+mod view;
 mod workers;
 
 pub use workers::{CacheWrite, Hello};
@@ -161,6 +163,8 @@ pub struct Core {
     lost: VecDeque<(Duration, String, Offer)>,
     next_id: u64,
     assignments: u64,
+    /// Metrics and recent executions for operators (crate::observer).
+    observer: crate::observer::Observer,
 }
 
 impl Core {
@@ -179,6 +183,7 @@ impl Core {
             lost: VecDeque::new(),
             next_id: 0,
             assignments: 0,
+            observer: Default::default(),
         }
     }
 
@@ -254,15 +259,20 @@ impl Core {
         });
         if let Some(&jid) = key.as_ref().and_then(|k| self.inflight.get(k)) {
             if let Some(job) = self.jobs.get_mut(&jid) {
-                let (name, rx) =
-                    self.ops
-                        .create(Some(jid), sub.action_digest, sub.digest_function, now);
+                let (name, rx) = self.ops.create(
+                    Some(jid),
+                    &sub.instance_name,
+                    sub.action_digest,
+                    sub.digest_function,
+                    now,
+                );
                 job.waiters.push(name.clone());
                 if matches!(job.state, JobState::Running { .. }) {
                     self.ops.set_stage(&name, Stage::Executing, now);
                 }
                 self.raise_priority(jid, sub.priority);
                 tracing::debug!(operation = %name, job = jid, "joined identical action in flight");
+                self.observer.dedup_hit();
                 return Ok((name, rx));
             }
         }
@@ -270,6 +280,7 @@ impl Core {
         let jid = self.id();
         let (name, rx) = self.ops.create(
             Some(jid),
+            &sub.instance_name,
             sub.action_digest.clone(),
             sub.digest_function,
             now,
@@ -313,14 +324,23 @@ impl Core {
     /// Creates an operation that is complete at once (action cache hit).
     pub fn completed(
         &mut self,
+        instance_name: &str,
         action_digest: reapi::Digest,
         digest_function: i32,
         response: reapi::ExecuteResponse,
         now: Duration,
     ) -> (Arc<str>, OpWatch) {
-        let (name, watch) = self.ops.create(None, action_digest, digest_function, now);
+        let (name, watch) =
+            self.ops
+                .create(None, instance_name, action_digest, digest_function, now);
         self.ops.complete(&name, Arc::new(response), now);
+        self.observer.ended_early(crate::observer::Outcome::Cached);
         (name, watch)
+    }
+
+    /// The instance name an operation was requested under.
+    pub fn operation_instance(&self, name: &str) -> Option<Arc<str>> {
+        self.ops.get(name).map(|r| r.instance_name.clone())
     }
 
     pub fn subscribe(&self, name: &str) -> Option<OpWatch> {
@@ -331,12 +351,14 @@ impl Core {
         self.ops.snapshot(name)
     }
 
+    /// A page of the operations whose instance name `visible` accepts.
     pub fn list_operations(
         &self,
         after: &str,
         limit: usize,
+        visible: &dyn Fn(&str) -> bool,
     ) -> (Vec<corral_proto::longrunning::Operation>, Option<String>) {
-        self.ops.list(after, limit)
+        self.ops.list(after, limit, visible)
     }
 
     /// Cancels one operation. Its action stops (queued: removed; running:
@@ -358,6 +380,8 @@ impl Core {
             now,
         );
         self.detach(jid, name, "cancelled by a client", now);
+        self.observer
+            .ended_early(crate::observer::Outcome::Cancelled);
         Ok(())
     }
 
@@ -426,6 +450,7 @@ impl Core {
 
     /// Completes every waiter of a job with `response` and forgets the job.
     fn finish(&mut self, jid: JobId, response: reapi::ExecuteResponse, now: Duration) {
+        let response = self.observe_finished(jid, response, now);
         let Some(job) = self.jobs.get(&jid) else {
             return;
         };

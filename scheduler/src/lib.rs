@@ -4,6 +4,8 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod metrics;
+pub mod observer;
 pub mod operations;
 pub mod platform;
 pub mod queue;
@@ -11,6 +13,7 @@ mod scheduler;
 pub mod service;
 pub mod status;
 pub mod tenancy;
+pub mod view;
 pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -64,6 +64,9 @@ impl OpWatch {
 pub struct OpRecord {
     /// The job this operation waits on; `None` once done.
     pub job: Option<JobId>,
+    /// The instance name the operation was requested under: who may see
+    /// it is decided by it.
+    pub instance_name: Arc<str>,
     pub action_digest: reapi::Digest,
     pub digest_function: i32,
     name: Arc<str>,
@@ -120,6 +123,7 @@ impl OpTable {
     pub fn create(
         &mut self,
         job: Option<JobId>,
+        instance_name: &str,
         action_digest: reapi::Digest,
         digest_function: i32,
         now: Duration,
@@ -140,6 +144,7 @@ impl OpTable {
             name.clone(),
             OpRecord {
                 job,
+                instance_name: instance_name.into(),
                 action_digest,
                 digest_function,
                 name: name.clone(),
@@ -239,7 +244,12 @@ impl OpTable {
     }
 
     /// A page of operations in name order, starting after `after`.
-    pub fn list(&self, after: &str, limit: usize) -> (Vec<longrunning::Operation>, Option<String>) {
+    pub fn list(
+        &self,
+        after: &str,
+        limit: usize,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> (Vec<longrunning::Operation>, Option<String>) {
         use std::ops::Bound;
         let start: Bound<&str> = if after.is_empty() {
             Bound::Unbounded
@@ -247,7 +257,10 @@ impl OpTable {
             Bound::Excluded(after)
         };
         let mut out = Vec::new();
-        let mut iter = self.ops.range::<str, _>((start, Bound::Unbounded));
+        let mut iter = self
+            .ops
+            .range::<str, _>((start, Bound::Unbounded))
+            .filter(|(_, r)| visible(&r.instance_name));
         for (_, r) in iter.by_ref().take(limit) {
             out.push(r.render());
         }
@@ -323,7 +336,7 @@ mod tests {
         let mut t = OpTable::new("t".into());
         let mut names = Vec::new();
         for i in 0..5 {
-            let (n, _) = t.create(Some(i), digest(), 1, Duration::ZERO);
+            let (n, _) = t.create(Some(i), "", digest(), 1, Duration::ZERO);
             t.complete(&n, Arc::default(), Duration::from_secs(i));
             names.push(n);
         }
@@ -338,7 +351,7 @@ mod tests {
     #[test]
     fn completed_operation_has_response_never_error() {
         let mut t = OpTable::new("t".into());
-        let (n, mut w) = t.create(Some(1), digest(), 1, Duration::ZERO);
+        let (n, mut w) = t.create(Some(1), "", digest(), 1, Duration::ZERO);
         assert_eq!(stage_of(&w.current()), Some(Stage::Queued));
         t.set_stage(&n, Stage::Executing, Duration::ZERO);
         assert_eq!(stage_of(&w.current()), Some(Stage::Executing));
@@ -364,11 +377,11 @@ mod tests {
     fn list_pages_in_name_order() {
         let mut t = OpTable::new("t".into());
         for i in 0..5 {
-            t.create(Some(i), digest(), 1, Duration::ZERO);
+            t.create(Some(i), "", digest(), 1, Duration::ZERO);
         }
-        let (page, next) = t.list("", 2);
+        let (page, next) = t.list("", 2, &|_| true);
         assert_eq!(page.len(), 2);
-        let (page2, next2) = t.list(next.as_deref().unwrap(), 10);
+        let (page2, next2) = t.list(next.as_deref().unwrap(), 10, &|_| true);
         assert_eq!(page2.len(), 3);
         assert!(next2.is_none());
         assert!(page[1].name < page2[0].name);

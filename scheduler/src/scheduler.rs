@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use corral_cas::message::BoundedMessage;
 use corral_cas::{ActionCache, BlobStore, BoundedStore, Caller, Digest, DigestFunction};
-use corral_cas::{Invocation, RequestContext};
+use corral_cas::{Authorization, Invocation, RequestContext};
 use corral_proto::longrunning::operations_server::OperationsServer;
 use corral_proto::reapi;
 use corral_proto::reapi::execution_server::ExecutionServer;
@@ -33,6 +33,7 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     tick: Duration,
     tenancy: Arc<dyn Tenancy>,
+    authorization: Authorization,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -51,17 +52,28 @@ impl Scheduler {
         ac: Arc<dyn ActionCache>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>> {
-        Self::with_tenancy(config, cas, ac, clock, Arc::new(crate::Unrestricted))
+        Self::with_tenancy(
+            config,
+            cas,
+            ac,
+            clock,
+            Arc::new(crate::Unrestricted),
+            Authorization::local(),
+        )
     }
 
-    /// [`Scheduler::new`] confining each tenant's actions to its worker
-    /// pools as `tenancy` says.
+    /// [`Scheduler::new`] for a farm with tenants: each tenant's actions
+    /// confined to its worker pools as `tenancy` says, and every call
+    /// checked by `authorization` (Execute needs `execute`, reading an
+    /// operation `operations.read`, cancelling it `operations.cancel`, a
+    /// worker session `worker`).
     pub fn with_tenancy(
         config: SchedulerConfig,
         cas: BoundedStore,
         ac: Arc<dyn ActionCache>,
         clock: Arc<dyn Clock>,
         tenancy: Arc<dyn Tenancy>,
+        authorization: Authorization,
     ) -> Result<Arc<Self>> {
         config.validate()?;
         let tick = Duration::from_millis(config.tick_ms);
@@ -72,6 +84,7 @@ impl Scheduler {
             clock,
             tick,
             tenancy,
+            authorization,
         }))
     }
 
@@ -176,6 +189,39 @@ impl Scheduler {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(crate) fn authorization(&self) -> &Authorization {
+        &self.authorization
+    }
+
+    /// Whether `caller` may see operation `name` (`operations.read` on the
+    /// instance it was requested under). An operation of another tenant is
+    /// NOT_FOUND, as one that does not exist: names are no oracle.
+    pub(crate) fn check_operation(
+        &self,
+        caller: &Caller,
+        name: &str,
+        permission: corral_auth::Permission,
+    ) -> Result<()> {
+        let unknown = || Error::NotFound(format!("no operation named {name:?}"));
+        let instance = self.lock().operation_instance(name).ok_or_else(unknown)?;
+        let ctx = caller.context(&instance, DigestFunction::Sha256);
+        if !self
+            .authorization
+            .may(&ctx, corral_auth::Permission::OperationsRead)
+        {
+            return Err(unknown());
+        }
+        self.authorization.check(&ctx, permission)?;
+        Ok(())
+    }
+
+    /// Whether `caller` may read operations of `instance`.
+    pub(crate) fn may_read_operations(&self, caller: &Caller, instance: &str) -> bool {
+        let ctx = caller.context(instance, DigestFunction::Sha256);
+        self.authorization
+            .may(&ctx, corral_auth::Permission::OperationsRead)
+    }
+
     pub(crate) fn tenancy(&self) -> &dyn Tenancy {
         self.tenancy.as_ref()
     }
@@ -197,6 +243,8 @@ impl Scheduler {
     ) -> Result<OpWatch> {
         let function = DigestFunction::from_proto(req.digest_function)?;
         let ctx = caller.context(&req.instance_name, function);
+        self.authorization
+            .check(&ctx, corral_auth::Permission::Execute)?;
         let action_digest =
             Digest::from_proto_field(function, req.action_digest.as_ref(), "action_digest")?;
         let action: reapi::Action = self.read(&ctx, &action_digest, "action_digest").await?;
@@ -235,12 +283,16 @@ impl Scheduler {
                         ..Default::default()
                     };
                     let now = self.now();
-                    let (_, rx) = self.lock().completed(
+                    let mut core = self.lock();
+                    let (_, rx) = core.completed(
+                        ctx.instance_name(),
                         action_digest.to_proto(),
                         function.to_proto(),
                         response,
                         now,
                     );
+                    let invocation = ctx.invocation().map(|i| i.tool_invocation_id.as_str());
+                    core.observer_mut().cache_hit(invocation.unwrap_or(""));
                     return Ok(rx);
                 }
                 Ok(None) => {}

@@ -18,9 +18,9 @@ pub trait Tenancy: Send + Sync + 'static {
     fn tenant_of(&self, instance: &str) -> Option<String>;
     /// The pools actions of `instance` may run in; `None`: any worker.
     fn pools_for(&self, instance: &str) -> Option<Vec<String>>;
-    /// The pool of the worker whose connection proved `identity`; `None`:
+    /// The pools of the worker whose connection proved `identity`; none:
     /// the worker is in no pool (only unrestricted actions reach it).
-    fn pool_of_worker(&self, identity: &str) -> Option<String>;
+    fn pools_of_worker(&self, identity: &str) -> Vec<String>;
 }
 
 /// No tenancy: every action may run on every worker.
@@ -34,7 +34,7 @@ impl Tenancy for Unrestricted {
     fn pools_for(&self, _: &str) -> Option<Vec<String>> {
         None
     }
-    fn pool_of_worker(&self, _: &str) -> Option<String> {
-        None
+    fn pools_of_worker(&self, _: &str) -> Vec<String> {
+        Vec::new()
     }
 }

@@ -31,6 +31,8 @@ pub struct Worker {
     /// Budget of `minimum` keys consumed by running actions.
     pub used: BTreeMap<String, u64>,
     pub draining: bool,
+    /// Held by an operator (crate::view): connected, given nothing new.
+    pub held: bool,
     /// `Drained` was sent; nothing more to say.
     pub drained_sent: bool,
     pub images: HashSet<String>,
@@ -49,7 +51,7 @@ impl Worker {
 
     /// Whether the worker may be given new work at all.
     pub fn accepting(&self) -> bool {
-        !self.draining && self.free_slots() > 0
+        !self.draining && !self.held && self.free_slots() > 0
     }
 
     /// Whether the rest of the worker's budgets cover `reqs` now.

@@ -29,8 +29,14 @@ impl Tenancy for TwoTenants {
         let tenant = instance.split('/').next().unwrap_or("");
         Some(vec![format!("pool-{tenant}")])
     }
-    fn pool_of_worker(&self, _identity: &str) -> Option<String> {
-        self.next_pools.lock().unwrap().pop().map(str::to_string)
+    fn pools_of_worker(&self, _identity: &str) -> Vec<String> {
+        self.next_pools
+            .lock()
+            .unwrap()
+            .pop()
+            .map(str::to_string)
+            .into_iter()
+            .collect()
     }
 }
 
@@ -116,8 +122,8 @@ impl Tenancy for TenantsOnly {
     fn pools_for(&self, _: &str) -> Option<Vec<String>> {
         None
     }
-    fn pool_of_worker(&self, _: &str) -> Option<String> {
-        None
+    fn pools_of_worker(&self, _: &str) -> Vec<String> {
+        Vec::new()
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Storage (Capabilities, CAS, ByteStream, ActionCache over the storage
 //! stack `corral_cas::factory` builds from `[cas]` and `[action_cache]`;
-//! by default disk stores under `--data`) and, unless the config turns it
+//! by default disk stores under `--data`), the Remote Asset services
+//! (`[asset]`, docs/asset.md) and, unless the config turns it
 //! off, execution (the scheduler's Execution and Operations services and
 //! the worker protocol).
 //! Settings come from flags and, optionally, a TOML file; a flag wins over
@@ -14,11 +15,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use corral_cas::service::{server_builder, Services};
+use corral_cas::service::Services;
 use corral_scheduler::{Scheduler, SchedulerConfig, SystemClock};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::listen;
+use super::security::Security;
 use super::worker_listener::{self, WorkersConfig};
 use tokio::task::JoinHandle;
 
@@ -64,6 +67,18 @@ pub struct ServerConfig {
     pub scheduler: SchedulerConfig,
     /// Where workers connect (`[workers]` table), when execution is on.
     pub workers: WorkersConfig,
+    /// TLS for the client port (`[tls]` table, docs/security.md). Off by
+    /// default; required to listen beyond loopback.
+    pub tls: corral_tls::TlsServerConfig,
+    /// Authentication, the tenancy policy and the audit log (`[auth]`,
+    /// docs/security.md). None by default: the zero-config local farm,
+    /// which must stay on loopback.
+    pub auth: corral_auth::config::AuthConfig,
+    /// The Remote Asset services (`[asset]` table, docs/asset.md).
+    pub asset: corral_asset::AssetConfig,
+    /// Pages, `/metrics` and health over HTTP (`[http]` table,
+    /// docs/observability.md); by default on the gRPC port.
+    pub http: corral_web::HttpConfig,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +91,10 @@ impl Default for ServerConfig {
             action_cache: corral_cas::ActionCacheSpec::default(),
             scheduler: SchedulerConfig::default(),
             workers: WorkersConfig::default(),
+            tls: corral_tls::TlsServerConfig::default(),
+            auth: corral_auth::config::AuthConfig::default(),
+            asset: corral_asset::AssetConfig::default(),
+            http: corral_web::HttpConfig::default(),
         }
     }
 }
@@ -129,6 +148,8 @@ pub struct RunningServer {
     pub scheduler: Option<Arc<Scheduler>>,
     /// What workers pass as `--scheduler`, when execution is on.
     pub worker_url: Option<String>,
+    /// The registry `/metrics` shows (a worker in this process adds to it).
+    pub metrics: corral_web::Metrics,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -163,12 +184,26 @@ pub async fn start(
     data: &Path,
     config: ServerConfig,
 ) -> anyhow::Result<RunningServer> {
-    let storage = corral_cas::factory::build(&config.cas, &config.action_cache, data)
-        .await
-        .context("building the storage stack ([cas], [action_cache])")?;
-    let services = Services::new(config.cas, storage.clone());
+    let tls = listen::server_tls(&config.tls, "tls")?;
+    let security = Security::load(config.auth, data)?;
+    listen::check_exposure(listen, tls.is_some(), security.has_policy)?;
+    let observability = corral_web::Observability::new();
+    let evictions = Some(observability.evictions());
+    let storage =
+        corral_cas::factory::build_observed(&config.cas, &config.action_cache, data, evictions)
+            .await
+            .context("building the storage stack ([cas], [action_cache])")?;
+    let storage = observability.instrument(security.confine(storage, data)?);
+    let http_storage = storage.clone();
+    let services =
+        Services::with_authorization(config.cas, storage.clone(), security.authorization.clone());
     let mut routes = tonic::service::RoutesBuilder::default();
     services.add_to(&mut routes);
+    corral_asset::AssetServices::build(&config.asset, storage.cas.clone(), data)
+        .await
+        .context("building the asset services ([asset])")?
+        .with_authorization(security.authorization.clone())
+        .add_to(&mut routes);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -177,11 +212,13 @@ pub async fn start(
     let mut tasks = Vec::new();
     let (scheduler, worker_url) = if config.execution {
         let worker_address = config.workers.address(data)?;
-        let scheduler = Scheduler::new(
+        let scheduler = Scheduler::with_tenancy(
             config.scheduler,
             storage.cas,
             storage.action_cache,
             Arc::new(SystemClock::new()),
+            security.scheduler_tenancy(),
+            security.authorization.clone(),
         )
         .context("scheduler configuration")?;
         services.set_execution_capabilities(Some(scheduler.execution_capabilities()));
@@ -189,27 +226,42 @@ pub async fn start(
         let mut worker_routes = tonic::service::RoutesBuilder::default();
         scheduler.add_worker_service_to(&mut worker_routes);
         services.add_worker_storage_to(&mut worker_routes);
-        let workers =
-            worker_listener::serve(&worker_address, worker_routes.routes(), stop.clone()).await?;
+        let workers = worker_listener::serve(
+            &worker_address,
+            security.workers.clone(),
+            worker_routes.routes(),
+            stop.clone(),
+        )
+        .await?;
         tasks.push(workers.task);
         scheduler.spawn_ticker();
+        observability.watch_scheduler(&scheduler, &config.http, addr);
         (Some(scheduler), Some(workers.url))
     } else {
         (None, None)
     };
 
-    let incoming = corral_cas::service::incoming(listener);
+    let web = observability.web(&http_storage, scheduler.as_ref(), &config.http, addr);
+    let routes = observability.routes(routes.routes(), &web, &config.http);
     let stopped = stop.clone();
-    tasks.push(tokio::spawn(
-        server_builder()
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(incoming, async move { stopped.cancelled().await }),
+    corral_web::Observability::spawn_listener(&web, &config.http, async move {
+        stopped.cancelled().await
+    })
+    .await
+    .context("[http] listen")?;
+    tasks.push(listen::spawn(
+        listener,
+        tls.as_ref(),
+        security.clients.clone(),
+        routes,
+        stop.clone(),
     ));
     tracing::info!(%addr, data = %data.display(), workers = ?worker_url, "serving");
     Ok(RunningServer {
         addr,
         scheduler,
         worker_url,
+        metrics: observability.metrics,
         stop,
         tasks,
     })

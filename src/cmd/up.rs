@@ -41,8 +41,8 @@ pub struct Args {
     #[arg(long)]
     slots: Option<u32>,
     /// TOML configuration with `[cas]`, `[action_cache]`, `[scheduler]`,
-    /// `[workers]` and `[worker]` tables, each as for `corral server` and
-    /// `corral worker`.
+    /// `[workers]`, `[asset]` and `[worker]` tables, each as for `corral
+    /// server` and `corral worker`.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -56,6 +56,10 @@ struct UpConfig {
     scheduler: SchedulerConfig,
     worker: WorkerConfig,
     workers: super::worker_listener::WorkersConfig,
+    tls: corral_tls::TlsServerConfig,
+    auth: corral_auth::config::AuthConfig,
+    asset: corral_asset::AssetConfig,
+    http: corral_web::HttpConfig,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -83,6 +87,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         action_cache: config.action_cache,
         scheduler: config.scheduler,
         workers: config.workers,
+        tls: config.tls,
+        auth: config.auth,
+        asset: config.asset,
+        http: config.http,
     };
     let corral_binary = std::env::current_exe().context("locating the corral binary")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -113,14 +121,19 @@ async fn up(
         .worker_url
         .clone()
         .context("the server serves no workers' listener")?;
-    let worker = Worker::start(WorkerSettings {
+    // The worker shares the server's process, and so its /metrics.
+    let metrics = server
+        .metrics
+        .register(corral_worker::WorkerMetrics::register);
+    let settings = WorkerSettings {
         config: worker_config,
         scheduler: worker_url,
         data: super::defaults::worker_dir(data),
         corral_binary,
-    })
-    .await
-    .context("starting the worker")?;
+    };
+    let worker = Worker::start_metered(settings, Some(metrics))
+        .await
+        .context("starting the worker")?;
     let shutdown = CancellationToken::new();
     let mut worker_task = tokio::spawn(worker.run(shutdown.clone()));
 

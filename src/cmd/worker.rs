@@ -53,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .data
         .or(config.data.clone())
         .context("no data directory: pass --data DIR or set `data` in the config")?;
+    let metrics_listen = config.metrics_listen;
     let settings = WorkerSettings {
         config,
         scheduler,
@@ -65,8 +66,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let worker = Worker::start(settings).await?;
         let shutdown = CancellationToken::new();
+        // `metrics_listen`: this worker's /metrics and /healthz.
+        let mut metrics = None;
+        if let Some(addr) = metrics_listen {
+            let registry = corral_web::Metrics::new();
+            metrics = Some(registry.register(corral_worker::WorkerMetrics::register));
+            let stop = shutdown.clone();
+            let stopped = async move { stop.cancelled().await };
+            corral_web::serve::metrics_only(addr, registry, stopped)
+                .await
+                .context("metrics_listen")?;
+        }
+        let worker = Worker::start_metered(settings, metrics).await?;
         let trigger = shutdown.clone();
         tokio::spawn(async move {
             super::server::shutdown_signal().await;

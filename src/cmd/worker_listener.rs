@@ -16,6 +16,8 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::authenticate::Authenticate;
+
 /// The longest path a UNIX socket address holds (`sun_path`, with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -72,18 +74,21 @@ pub struct WorkerListener {
 /// Binds `address` and serves `routes` on it until `stop` is cancelled.
 pub async fn serve(
     address: &WorkerAddress,
+    authenticate: Authenticate,
     routes: tonic::service::Routes,
     stop: CancellationToken,
 ) -> anyhow::Result<WorkerListener> {
-    let shutdown = async move { stop.cancelled().await };
-    let builder = corral_cas::service::server_builder().add_routes(routes);
     match address {
         WorkerAddress::Unix(path) => {
             let listener = bind_unix(path).await?;
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let shutdown = async move { stop.cancelled().await };
+            let router = corral_cas::service::server_builder()
+                .layer(authenticate)
+                .add_routes(routes);
             Ok(WorkerListener {
                 url: format!("unix:{}", path.display()),
-                task: tokio::spawn(builder.serve_with_incoming_shutdown(incoming, shutdown)),
+                task: tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown)),
             })
         }
         WorkerAddress::Tcp(addr) => {
@@ -93,10 +98,9 @@ pub async fn serve(
             let bound = listener
                 .local_addr()
                 .context("reading the workers' address")?;
-            let incoming = corral_cas::service::incoming(listener);
             Ok(WorkerListener {
                 url: format!("http://{bound}"),
-                task: tokio::spawn(builder.serve_with_incoming_shutdown(incoming, shutdown)),
+                task: super::listen::spawn(listener, None, authenticate, routes, stop),
             })
         }
     }

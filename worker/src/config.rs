@@ -57,6 +57,11 @@ pub struct WorkerConfig {
     /// size bound, registries and credentials, allowed repositories,
     /// offline use. See docs/images.md. Kept under DATA/images.
     pub images: corral_images::ImagesConfig,
+    /// Serve `/metrics` (the worker's metrics, Prometheus text format) and
+    /// `/healthz` over HTTP on this address, e.g. `127.0.0.1:9101`.
+    /// Default: none. Only for a standalone `corral worker`: under
+    /// `corral up` the worker's metrics are on the server's port.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl WorkerConfig {

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SystemClock;
 use crate::config::{WorkerConfig, DEFAULT_MAX_CAS_BYTES};
 use crate::error::{Error, Result};
-use crate::executor::{ActionExecutor, Cancellable, LocalExecutor, LocalOptions, Timestamped};
+use crate::executor::{
+    ActionExecutor, Cancellable, LocalExecutor, LocalOptions, Metered, Timestamped, WorkerMetrics,
+};
 use crate::fsutil::{allow_traversal, check_traversable, remove_tree};
 use crate::images::Images;
 use crate::inputs::Inputs;
@@ -63,6 +65,15 @@ impl Worker {
     /// Prepares the data directory (removing build directories a crash
     /// left), starts or reaches the runner and connects to the CAS.
     pub async fn start(settings: WorkerSettings) -> Result<Worker> {
+        Self::start_metered(settings, None).await
+    }
+
+    /// [`Worker::start`], measuring every run into `metrics` (the
+    /// executor's metrics layer) when given.
+    pub async fn start_metered(
+        settings: WorkerSettings,
+        metrics: Option<WorkerMetrics>,
+    ) -> Result<Worker> {
         let WorkerSettings {
             config,
             scheduler,
@@ -170,13 +181,21 @@ impl Worker {
             runner.clone(),
             Outputs::new(remote, transfers),
         );
-        // The stack of docs/worker.md: timestamps ▸ cancellation ▸ the
-        // local executor's steps.
-        let executor: Arc<dyn ActionExecutor> = Arc::new(Timestamped::new(
-            Cancellable::new(local),
-            name.clone(),
-            Arc::new(SystemClock),
-        ));
+        // The stack of docs/worker.md: timestamps ▸ metrics (when on) ▸
+        // cancellation ▸ the local executor's steps.
+        let clock = Arc::new(SystemClock);
+        let executor: Arc<dyn ActionExecutor> = match metrics {
+            Some(m) => Arc::new(Timestamped::new(
+                Metered::new(Cancellable::new(local), m),
+                name.clone(),
+                clock,
+            )),
+            None => Arc::new(Timestamped::new(
+                Cancellable::new(local),
+                name.clone(),
+                clock,
+            )),
+        };
         let slots = config
             .slots
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));

@@ -7,6 +7,8 @@
 //! * [`Timestamped`]: the worker's name, the queued, worker start and
 //!   completion timestamps, and each phase's start and end, taken from
 //!   the progress the layers below report.
+//! * [`Metered`]: time per phase, bytes moved, local CAS hits, sandbox
+//!   cost and limits hit, for `/metrics` (when metrics are on).
 //! * [`Cancellable`]: a scheduler's `Cancel` drops the run below it (which
 //!   closes the runner call, and the runner kills the container) and
 //!   answers CANCELLED.
@@ -20,10 +22,13 @@ mod cancellable;
 #[cfg(test)]
 pub(crate) mod fakes;
 mod local;
+mod metrics;
+pub(crate) mod probe;
 mod timestamped;
 
 pub use cancellable::Cancellable;
 pub use local::{LocalExecutor, LocalOptions};
+pub use metrics::{Metered, WorkerMetrics};
 pub use timestamped::Timestamped;
 
 use corral_proto::reapi;

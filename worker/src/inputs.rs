@@ -9,6 +9,7 @@ use corral_images::ImageLease;
 use corral_proto::worker::v1::ResolvedImage;
 
 use crate::error::{Error, Result};
+use crate::executor::probe::{timed, Step};
 use crate::images::{Images, PROPERTY};
 use crate::stage::{StagedInput, Stager};
 
@@ -56,10 +57,11 @@ impl Inputs {
         root: Digest,
         image: Option<&str>,
     ) -> Result<PreparedInputs> {
-        let (staged, image) = tokio::try_join!(self.stager.stage_in(ctx, root), async {
+        let staging = timed(Step::Staging, self.stager.stage_in(ctx, root));
+        let (staged, image) = tokio::try_join!(staging, async {
             match image {
                 None => Ok(None),
-                Some(value) => self.pull(value).await.map(Some),
+                Some(value) => timed(Step::ImagePull, self.pull(value)).await.map(Some),
             }
         })?;
         Ok(PreparedInputs { staged, image })

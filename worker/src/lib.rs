@@ -56,6 +56,7 @@ mod upload;
 pub mod validate;
 
 pub use error::{Error, Result};
+pub use executor::WorkerMetrics;
 pub use localcas::{LocalCas, LocalCasOptions};
 pub use remote::RemoteCas;
 pub use stage::{StagedInput, Stager};

@@ -135,6 +135,10 @@ impl LocalCas {
             .store
             .find_missing(&local(ctx.digest_function()), &unique)
             .await?;
+        crate::executor::probe::note(|n| {
+            n.local_misses += missing.len() as u64;
+            n.local_hits += (unique.len() - missing.len()) as u64;
+        });
         if missing.is_empty() {
             return Ok(());
         }
@@ -161,9 +165,11 @@ impl LocalCas {
                 .map(|(d, _)| (instance.to_string(), *d))
                 .collect(),
         };
+        let bytes: u64 = mine.iter().map(|(d, _)| d.size()).sum();
         let fetched = self.fetch(ctx, mine).await;
         drop(guard);
         fetched?;
+        crate::executor::probe::note(|n| n.fetched_bytes += bytes);
         for (d, rx) in waits {
             self.wait_for(ctx, d, rx).await?;
         }

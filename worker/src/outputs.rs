@@ -10,6 +10,7 @@ use corral_proto::reapi;
 
 use crate::capture::{capture, Blob};
 use crate::error::{Error, Result};
+use crate::executor::probe::{self, timed, Step};
 use crate::merged::hash_file;
 use crate::remote::RemoteCas;
 use crate::stage::StagedInput;
@@ -50,7 +51,7 @@ impl Outputs {
     ) -> Result<reapi::ActionResult> {
         let function = ctx.digest_function();
         let (tree, command) = (staged.staged.clone(), command.clone());
-        let (mut captured, [stdout, stderr]) = tokio::task::spawn_blocking(move || {
+        let capturing = tokio::task::spawn_blocking(move || {
             let mut captured = capture(&command, &tree.tree, Some(left.upper))?;
             let mut digests = [Digest::of_bytes(function, b""); 2];
             for (slot, path) in digests.iter_mut().zip([left.stdout, left.stderr]) {
@@ -60,10 +61,16 @@ impl Outputs {
                 captured.blobs.insert(*slot, Blob::File(path));
             }
             Ok::<_, Error>((captured, digests))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("output capture task failed: {e}")))??;
-        upload(&self.remote, ctx, &captured.blobs, self.parallel_uploads).await?;
+        });
+        let (mut captured, [stdout, stderr]) = timed(Step::OutputCapture, capturing)
+            .await
+            .map_err(|e| Error::Internal(format!("output capture task failed: {e}")))??;
+        let sent = timed(
+            Step::Upload,
+            upload(&self.remote, ctx, &captured.blobs, self.parallel_uploads),
+        )
+        .await?;
+        probe::note(|n| n.uploaded_bytes += sent.sent_bytes);
         let mut result = std::mem::take(&mut captured.result);
         result.stdout_digest = Some(stdout.to_proto());
         result.stderr_digest = Some(stderr.to_proto());

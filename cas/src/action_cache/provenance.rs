@@ -70,9 +70,20 @@ fn records(result: &reapi::ActionResult) -> impl Iterator<Item = &corral_proto::
 
 /// Worker identities whose results are no longer trusted. Shared between
 /// the guard and whoever revokes (the policy, an operator); cheap to clone.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RevokedWorkers {
     identities: Arc<RwLock<HashSet<String>>>,
+    /// Whether the policy in force still lists a worker identity.
+    trust: Arc<RwLock<Option<TrustCheck>>>,
+}
+
+/// Says whether a worker identity is still trusted.
+pub type TrustCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+impl std::fmt::Debug for RevokedWorkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevokedWorkers").finish_non_exhaustive()
+    }
 }
 
 impl RevokedWorkers {
@@ -86,12 +97,24 @@ impl RevokedWorkers {
         *self.write() = identities.into_iter().collect();
     }
 
-    /// Whether `identity` was revoked.
+    /// Also distrusts every identity `check` says no to (the policy no
+    /// longer lists the worker).
+    pub fn set_trust(&self, check: TrustCheck) {
+        *self.trust.write().unwrap_or_else(|p| p.into_inner()) = Some(check);
+    }
+
+    /// Whether `identity` was revoked, or the trust check refuses it.
     pub fn is_revoked(&self, identity: &str) -> bool {
-        self.identities
+        if self
+            .identities
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains(identity)
+        {
+            return true;
+        }
+        let check = self.trust.read().unwrap_or_else(|p| p.into_inner()).clone();
+        check.is_some_and(|trusts| !trusts(identity))
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<String>> {

@@ -74,14 +74,21 @@ impl CapabilitiesHandle {
     }
 }
 
-/// The tonic service; answers the same for every instance name.
+/// The tonic service. The answer is the same for every caller except
+/// `update_enabled`, which says whether this caller may write the action
+/// cache of this instance (`ac.write`): Bazel then stops a cache-only build
+/// that would upload with a clear message instead of failing later.
 pub struct CapabilitiesService {
     handle: CapabilitiesHandle,
+    authorization: crate::Authorization,
 }
 
 impl CapabilitiesService {
-    pub fn new(handle: CapabilitiesHandle) -> Self {
-        CapabilitiesService { handle }
+    pub fn new(handle: CapabilitiesHandle, authorization: crate::Authorization) -> Self {
+        CapabilitiesService {
+            handle,
+            authorization,
+        }
     }
 }
 
@@ -89,8 +96,23 @@ impl CapabilitiesService {
 impl Capabilities for CapabilitiesService {
     async fn get_capabilities(
         &self,
-        _request: Request<reapi::GetCapabilitiesRequest>,
+        request: Request<reapi::GetCapabilitiesRequest>,
     ) -> Result<Response<reapi::ServerCapabilities>, Status> {
-        Ok(Response::new(self.handle.get()))
+        let caller = crate::Caller::from_request(&request);
+        let ctx = caller.context(
+            &request.get_ref().instance_name,
+            crate::DigestFunction::Sha256,
+        );
+        let mut answer = self.handle.get();
+        if let Some(update) = answer
+            .cache_capabilities
+            .as_mut()
+            .and_then(|c| c.action_cache_update_capabilities.as_mut())
+        {
+            update.update_enabled = self
+                .authorization
+                .may(&ctx, corral_auth::Permission::AcWrite);
+        }
+        Ok(Response::new(answer))
     }
 }

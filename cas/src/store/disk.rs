@@ -38,7 +38,7 @@ use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -46,6 +46,7 @@ use bytes::Bytes;
 
 use self::lru::Lru;
 use self::writer::DiskWriter;
+use super::metrics::EvictionMetrics;
 use super::{read_range, BlobStore, BlobWriter, ChunkStream};
 use crate::context::RequestContext;
 use crate::digest::{parse_hash, Digest, DigestFunction};
@@ -64,6 +65,8 @@ struct Inner {
     root: PathBuf,
     max_bytes: u64,
     index: Mutex<Lru>,
+    /// Where evictions are counted, once someone asks.
+    evictions: OnceLock<EvictionMetrics>,
 }
 
 impl DiskStore {
@@ -97,8 +100,8 @@ impl DiskStore {
         }
         found.sort();
         let mut index = Lru::default();
-        for (_, digest) in found {
-            index.insert(digest);
+        for (modified, digest) in found {
+            index.insert_used_at(digest, modified);
         }
         let max_bytes = bound.resolve(&root, index.total())?;
         let store = DiskStore {
@@ -106,6 +109,7 @@ impl DiskStore {
                 root,
                 max_bytes,
                 index: Mutex::new(index),
+                evictions: OnceLock::new(),
             }),
         };
         let victims = store
@@ -176,6 +180,19 @@ impl DiskStore {
         self.inner.max_bytes
     }
 
+    /// Counts this store's evictions into `metrics` from now on (the first
+    /// call wins).
+    pub fn observe_evictions(&self, metrics: EvictionMetrics) {
+        let _ = self.inner.evictions.set(metrics);
+    }
+
+    /// Counts evicted blobs, if anyone observes this store.
+    fn evicted(&self, victims: &[Digest], age: Option<std::time::Duration>) {
+        if let Some(m) = self.inner.evictions.get() {
+            m.evicted(victims, age);
+        }
+    }
+
     fn index(&self) -> std::sync::MutexGuard<'_, Lru> {
         // Every index update completes before any call that could panic, so
         // a poisoned lock still guards a consistent index.
@@ -225,14 +242,16 @@ impl DiskStore {
                 e,
             )
         })?;
-        let victims = {
+        let (victims, age) = {
             let mut index = self.index();
             index.insert(*digest);
-            index.evict_to(self.inner.max_bytes, digest)
+            let victims = index.evict_to(self.inner.max_bytes, digest);
+            (victims, index.last_evicted_age())
         };
         for v in &victims {
             self.unlink(v);
         }
+        self.evicted(&victims, age);
         if !victims.is_empty() {
             tracing::debug!(evicted = victims.len(), "disk CAS evicted blobs");
         }
@@ -243,10 +262,15 @@ impl DiskStore {
     /// least `needed` bytes, never `keep`. False when nothing was left to
     /// evict (the caller then fails with the file system's error).
     fn make_room(&self, needed: u64, keep: &Digest) -> bool {
-        let victims = self.index().evict_bytes(needed, keep);
+        let (victims, age) = {
+            let mut index = self.index();
+            let victims = index.evict_bytes(needed, keep);
+            (victims, index.last_evicted_age())
+        };
         for v in &victims {
             self.unlink(v);
         }
+        self.evicted(&victims, age);
         let freed: u64 = victims.iter().map(Digest::size).sum();
         tracing::warn!(
             root = %self.inner.root.display(),

@@ -3,25 +3,38 @@
 //! namespaces and to a bare fork/exec, all measured in the same run,
 //! sequentially and two at a time.
 //!
-//! Corral's figure goes through the runner's zygote, the path every worker
-//! request takes (minus the gRPC hop): message to the zygote, fork, create,
-//! start, wait and delete of a libcontainer container with the overlay,
-//! seccomp and Landlock.
+//! Four rows, each measured back to back (`--runs` actions, after
+//! `--warmup` untimed ones):
+//! * **runner service**: a `corral runner --socket` process started for the
+//!   run, called over its unix socket as a worker calls it (`Run`, input
+//!   root as `/`); the time from sending the request to having the
+//!   response. Each action's scratch directory is made before the clock
+//!   starts, as a worker makes it.
+//! * **`corral runner exec`**: `corral runner exec --root ROOT -- /bin/true`
+//!   as a whole process, from spawn to exit.
+//! * **bwrap**: bubblewrap with the same namespaces (user, PID, IPC, UTS,
+//!   network, cgroup; the root bound read-only, fresh `/proc`, `/dev`,
+//!   `/tmp` tmpfs, all capabilities dropped) as a whole process.
+//! * **fork/exec**: `/bin/true` itself.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use corral_runner::zygote::Zygote;
-use corral_runner::{Host, Limits, Profile, Rootfs, RunnerConfig, SandboxRequest, Stdio};
+use corral_proto::runner::v1 as pb;
+
+use crate::server::corral_binary;
 
 /// Options of `corral bench sandbox`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Actions per measurement (each of sequential and two-at-a-time).
+    /// Timed actions per row (each of sequential and two-at-a-time).
     #[arg(long, default_value_t = 100)]
     pub runs: usize,
+    /// Untimed actions per row, run first.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
 }
 
 /// Copies Debian's static busybox (`busybox-static`) into `dir/bin` and
@@ -51,25 +64,24 @@ pub fn busybox_root(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// p50 and p95 of a sample, in milliseconds.
+/// p50 and p95 of a sample, in milliseconds (nearest rank).
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();
     let at = |q: f64| {
-        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
         samples[i].as_secs_f64() * 1000.0
     };
     (at(0.50), at(0.95))
 }
 
-/// Runs `one` `runs` times, sequentially or two at a time; returns each
-/// action's own latency.
+/// Spawns `runs` processes from `spawn`, one or two at a time; returns each
+/// one's latency from spawn to exit.
 fn measure_processes(
     runs: usize,
-    pair: bool,
+    width: usize,
     mut spawn: impl FnMut() -> anyhow::Result<std::process::Child>,
 ) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(runs);
-    let width = if pair { 2 } else { 1 };
     for _ in 0..runs.div_ceil(width) {
         let started = Instant::now();
         let mut children = Vec::new();
@@ -79,7 +91,7 @@ fn measure_processes(
         for mut child in children {
             let status = child.wait()?;
             if !status.success() {
-                bail!("reference command failed: {status}");
+                bail!("a measured command failed: {status}");
             }
             samples.push(started.elapsed());
         }
@@ -87,70 +99,99 @@ fn measure_processes(
     Ok(samples)
 }
 
-fn request(root: &Path, scratch: PathBuf, profile: &Profile) -> SandboxRequest {
-    SandboxRequest {
-        rootfs: Rootfs::InputRoot,
-        input_root: root.to_path_buf(),
-        scratch_dir: scratch,
-        args: vec!["/bin/true".into()],
-        env: vec![("PATH".into(), "/bin".into())],
-        cwd: String::new(),
-        stdin: Stdio::Null,
-        stdout: Stdio::Null,
-        stderr: Stdio::Null,
-        profile: profile.clone(),
-        network: false,
-        limits: Limits::default(),
-        uid: 0,
-        gid: 0,
-        read_only_subtrees: vec![],
-        writable_subtrees: vec![],
-        controlling_tty: false,
-        hostname: "corral".into(),
+/// The runner protocol request of one action: `/bin/true`, the input root
+/// as `/`, nothing else set (the runner's defaults apply).
+fn run_request(root: &Path, scratch: &Path) -> pb::RunRequest {
+    pb::RunRequest {
+        input_root: root.display().to_string(),
+        scratch_dir: scratch.display().to_string(),
+        rootfs: Some(pb::run_request::Rootfs::InputRootAsRoot(
+            pb::InputRootAsRoot {},
+        )),
+        arguments: vec!["/bin/true".into()],
+        environment: vec![pb::EnvironmentVariable {
+            name: "PATH".into(),
+            value: "/bin".into(),
+        }],
+        ..Default::default()
     }
 }
 
-fn measure_corral(
-    zygote: &Zygote,
+/// A `corral runner --socket` process for the run, stopped on drop.
+struct Runner {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Runner {
+    fn start(corral: &Path, dir: &Path) -> anyhow::Result<Runner> {
+        let socket = dir.join("runner.sock");
+        let mut cmd = Command::new(corral);
+        cmd.arg("runner").arg("--socket").arg(&socket);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let child = cmd.spawn().context("start corral runner")?;
+        Ok(Runner { child, socket })
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+type Client = pb::runner_client::RunnerClient<tonic::transport::Channel>;
+
+/// Connects to the runner once it answers `Ready`; returns the client and
+/// the limits it enforces.
+async fn connect(socket: &Path) -> anyhow::Result<(Client, Vec<String>)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut client) = corral_runner::client::connect(socket).await {
+            if let Ok(ready) = client.ready(pb::ReadyRequest {}).await {
+                return Ok((client, ready.into_inner().enforced_limits));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the runner at {} did not become ready", socket.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `runs` actions through the service, `width` at a time; returns
+/// each one's latency from request to response.
+async fn measure_service(
+    client: &Client,
     root: &Path,
     work: &Path,
     runs: usize,
-    pair: bool,
+    width: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let profile = Profile::default_profile()?;
-    // Scratch directories of this call only: the warm-up and every row
-    // each get their own, so names never collide with an earlier call's.
     let work = tempfile::Builder::new().prefix("row-").tempdir_in(work)?;
-    let work = work.path();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let mut samples = Vec::with_capacity(runs);
-    let width = if pair { 2 } else { 1 };
     let mut n = 0;
     for _ in 0..runs.div_ceil(width) {
-        let mut reqs = Vec::new();
+        let mut requests = Vec::new();
         for _ in 0..width {
             n += 1;
-            let scratch = work.join(format!("s{n}"));
+            let scratch = work.path().join(format!("s{n}"));
             std::fs::create_dir(&scratch)?;
-            reqs.push(request(root, scratch, &profile));
+            requests.push(run_request(root, &scratch));
         }
         let started = Instant::now();
-        let results = rt.block_on(async {
-            let calls = reqs.into_iter().map(|r| {
-                let z = zygote.clone();
-                async move {
-                    let o = z.run(r).await;
-                    (o, started.elapsed())
-                }
-            });
-            futures::future::join_all(calls).await
+        let calls = requests.into_iter().map(|r| {
+            let mut c = client.clone();
+            async move { (c.run(r).await, started.elapsed()) }
         });
-        for (outcome, took) in results {
-            let outcome = outcome?;
-            if outcome.exit_code != Some(0) {
-                bail!("/bin/true in Corral's sandbox ended with {outcome:?}");
+        for (response, took) in futures::future::join_all(calls).await {
+            let response = response.context("runner Run")?.into_inner();
+            if response.exit_code != 0 {
+                bail!("/bin/true through the runner ended with {response:?}");
             }
             samples.push(took);
         }
@@ -194,62 +235,114 @@ fn bwrap(root: &Path) -> Command {
     c
 }
 
-/// `corral bench sandbox`. Must run before any thread exists (it forks the
-/// runner's zygote first).
+fn runner_exec(corral: &Path, root: &Path) -> Command {
+    let mut c = Command::new(corral);
+    c.args(["runner", "exec", "--root"])
+        .arg(root)
+        .args(["--", "/bin/true"])
+        .env("RUST_LOG", "warn");
+    c
+}
+
+/// One line of the machine's state, for the record.
+fn machine() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpus} CPUs, kernel {}, load average {}",
+        kernel.trim(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// `corral bench sandbox`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.runs < 2 {
         bail!("--runs must be at least 2");
     }
-    let host = Host::probe(&RunnerConfig::default())?;
-    corral_runner::exec::wait_single_threaded(std::time::Duration::from_millis(500))?;
-    // SAFETY: just checked that this process has a single thread, and
-    // nothing between the check and the fork starts one.
-    let zygote = unsafe { Zygote::spawn(host.clone()) }?;
+    if Command::new("bwrap").arg("--version").output().is_err() {
+        bail!("missing bwrap: install Debian's bubblewrap (integration/install-deps.sh)");
+    }
+    let corral = corral_binary()?;
     let tmp = tempfile::Builder::new()
         .prefix("corral-bench-sandbox-")
         .tempdir()?;
     use std::os::unix::fs::PermissionsExt;
+    // The sandbox's user (65534 when the runner is root) must reach it.
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
     let root = tmp.path().join("root");
     busybox_root(&root)?;
     let work = tmp.path().join("work");
     std::fs::create_dir(&work)?;
-    if Command::new("bwrap").arg("--version").output().is_err() {
-        bail!("missing bwrap: install Debian's bubblewrap (integration/install-deps.sh)");
-    }
-    // Warm up caches (page cache, the zygote, bwrap's binary).
-    measure_corral(&zygote, &root, &work, 3, false)?;
-    measure_processes(3, false, || Ok(bwrap(&root).spawn()?))?;
+    let runner = Runner::start(&corral, tmp.path())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (client, limits) = rt.block_on(connect(&runner.socket))?;
 
     println!(
-        "sandbox start-up: /bin/true in a busybox root, {} actions per row",
-        args.runs
+        "sandbox: /bin/true in a busybox root, {} actions per row after {} untimed",
+        args.runs, args.warmup
     );
-    println!("enforced limits: {}", host.enforced_limits().join("; "));
-    println!("{:<28} {:>10} {:>10}", "", "p50 ms", "p95 ms");
-    for pair in [false, true] {
-        let mode = if pair { "two at a time" } else { "sequential" };
-        let rows = [
-            (
-                "corral (zygote, libcontainer)",
-                measure_corral(&zygote, &root, &work, args.runs, pair)?,
-            ),
-            (
-                "bwrap",
-                measure_processes(args.runs, pair, || Ok(bwrap(&root).spawn()?))?,
-            ),
-            (
-                "fork/exec",
-                measure_processes(args.runs, pair, || {
-                    Ok(Command::new(root.join("bin/true")).spawn()?)
-                })?,
-            ),
-        ];
-        println!("{mode}:");
+    println!("machine at start: {}", machine());
+    println!("runner enforces: {}", limits.join("; "));
+    println!(
+        "{:<32} {:>9} {:>9} {:>8} {:>10}",
+        "", "p50 ms", "p95 ms", "p95/p50", "p50/bwrap"
+    );
+    for width in [1, 2] {
+        let service = |runs| rt.block_on(measure_service(&client, &root, &work, runs, width));
+        let exec =
+            |runs| measure_processes(runs, width, || Ok(runner_exec(&corral, &root).spawn()?));
+        let bw = |runs| measure_processes(runs, width, || Ok(bwrap(&root).spawn()?));
+        let fork = |runs| {
+            measure_processes(runs, width, || {
+                Ok(Command::new(root.join("bin/true")).spawn()?)
+            })
+        };
+        let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
+        service(args.warmup)?;
+        rows.push(("runner service (gRPC Run)", service(args.runs)?));
+        exec(args.warmup)?;
+        rows.push(("corral runner exec (process)", exec(args.runs)?));
+        bw(args.warmup)?;
+        rows.push(("bwrap (process)", bw(args.runs)?));
+        fork(args.warmup)?;
+        rows.push(("fork/exec", fork(args.runs)?));
+        println!(
+            "{}:",
+            if width == 1 {
+                "sequential"
+            } else {
+                "two at a time"
+            }
+        );
+        let bwrap_p50 = percentiles(rows[2].1.clone()).0;
         for (name, samples) in rows {
             let (p50, p95) = percentiles(samples);
-            println!("  {name:<26} {p50:>10.2} {p95:>10.2}");
+            println!(
+                "  {name:<30} {p50:>9.2} {p95:>9.2} {:>8.2} {:>10.2}",
+                p95 / p50,
+                p50 / bwrap_p50
+            );
         }
     }
+    println!("machine at end: {}", machine());
+    drop(runner);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentiles(samples), (50.0, 95.0));
+    }
 }

@@ -62,10 +62,34 @@ pub fn check_parent(parent: &str) -> Result<&str> {
 /// removing it kills what is in it.
 pub fn run_relative(parent: &str, id: &str) -> Result<PathBuf> {
     let parent = check_parent(parent)?;
+    Ok(Path::new(parent).join(check_id(id)?))
+}
+
+/// Checks a run id: one plain path component.
+pub fn check_id(id: &str) -> Result<&str> {
     if id.is_empty() || id.contains('/') || !normal(Path::new(id)) {
         return Err(Error::Cgroup(format!("run id {id:?} cannot name a cgroup")));
     }
-    Ok(Path::new(parent).join(id))
+    Ok(id)
+}
+
+/// Opens directory `dir` to reach it later through [`through`], even from
+/// a mount namespace where its path is gone.
+pub fn pin(dir: &Path) -> Result<std::os::fd::OwnedFd> {
+    let fd = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys(format!("open {}", dir.display()), e))?;
+    // SAFETY: open just returned this descriptor to us alone.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+/// The path through which a pinned directory is reached.
+pub fn through(fd: &std::os::fd::OwnedFd) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// Whether every component of `path` is a plain name (no `/`, `.`, `..`).

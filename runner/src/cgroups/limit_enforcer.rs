@@ -16,12 +16,16 @@ use crate::request::Limits;
 /// (unique per run, a single path component).
 ///
 /// Lifecycle of a run, in the process that drives libcontainer:
-/// [`cgroups_path`](Self::cgroups_path) and [`rlimits`](Self::rlimits) go
-/// into the OCI spec, [`create`](Self::create) runs before libcontainer
-/// creates the container (so the limits hold from the first process on),
-/// [`usage`](Self::usage) once the command has ended, and
-/// [`remove`](Self::remove) after libcontainer's own delete.
-pub trait LimitEnforcer {
+/// [`create`](Self::create) makes the run's cgroup before the container
+/// exists; once libcontainer has made the container (whose init waits for
+/// its start), [`attach`](Self::attach) moves the init into it, so every
+/// process of the command is born inside; [`apply`](Self::apply) writes the
+/// request's limits before the start; [`usage`](Self::usage) once the
+/// command has ended, and [`remove`](Self::remove) at the end.
+/// libcontainer itself does no cgroup work (see `sandbox::private_ns`);
+/// [`cgroups_path`](Self::cgroups_path) only fills the spec's field, and
+/// [`rlimits`](Self::rlimits) go into the run's plan.
+pub(crate) trait LimitEnforcer {
     /// How each limit is enforced, for the start-up log and `Ready`.
     fn enforcement(&self) -> Enforcement;
 
@@ -30,9 +34,16 @@ pub trait LimitEnforcer {
     /// clean-up then kills every process in it.
     fn cgroups_path(&self, id: &str) -> String;
 
-    /// Makes run `id`'s cgroup and writes `limits` into it. libcontainer
-    /// then finds the cgroup in place and only moves the container into it.
-    fn create(&self, id: &str, limits: &Limits) -> Result<()>;
+    /// Makes run `id`'s cgroup, without limits yet.
+    fn create(&self, id: &str) -> Result<()>;
+
+    /// Moves process `pid` (the container's init, before the command
+    /// exists) into run `id`'s cgroup.
+    fn attach(&self, id: &str, pid: i32) -> Result<()>;
+
+    /// Writes `limits` into run `id`'s cgroup. A limit whose controller
+    /// this host does not offer is an error naming it.
+    fn apply(&self, id: &str, limits: &Limits) -> Result<()>;
 
     /// rlimits the container's processes must carry for `limits`, on top of
     /// the ones every run has (no core files, the written-bytes bound).
@@ -46,14 +57,13 @@ pub trait LimitEnforcer {
     fn usage(&self, id: &str) -> Usage;
 
     /// Kills whatever is left in run `id`'s cgroup and removes it. Removing
-    /// a cgroup that is already gone (libcontainer's delete removes it) is
-    /// not an error.
+    /// a cgroup that is already gone is not an error.
     fn remove(&self, id: &str) -> Result<()>;
 }
 
 /// How an enforcer applies each limit, in words for operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Enforcement {
+pub(crate) struct Enforcement {
     /// The mechanism: `cgroup v1`, `cgroup v2` or `rlimits`.
     pub name: &'static str,
     /// How the memory limit is applied.
@@ -66,7 +76,7 @@ pub struct Enforcement {
 
 /// One `process.rlimits` entry of the OCI spec (hard = soft = `value`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rlimit {
+pub(crate) struct Rlimit {
     /// The OCI name, such as `RLIMIT_AS`.
     pub kind: &'static str,
     /// The limit, in the resource's unit.
@@ -76,7 +86,7 @@ pub struct Rlimit {
 /// CPU time the whole run used, every process counted, including those
 /// that PID 1 never reaped.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CpuTime {
+pub(crate) struct CpuTime {
     /// All CPU time (`cpu.stat` usage_usec, `cpuacct.usage`).
     pub total: Duration,
     /// Time in user mode.
@@ -87,7 +97,7 @@ pub struct CpuTime {
 
 /// What a run's cgroup saw once the run is over.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// Highest memory charge of the run's processes, 0 if unknown.
     pub peak_memory_bytes: u64,
     /// CPU time, when the enforcer can measure it.

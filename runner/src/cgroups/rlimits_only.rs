@@ -16,7 +16,7 @@ use crate::request::Limits;
 
 /// Enforces limits with rlimits only.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RlimitsOnly;
+pub(crate) struct RlimitsOnly;
 
 impl LimitEnforcer for RlimitsOnly {
     fn enforcement(&self) -> Enforcement {
@@ -28,15 +28,21 @@ impl LimitEnforcer for RlimitsOnly {
         }
     }
 
-    /// libcontainer always puts the container in a cgroup. An unprivileged
-    /// runner covers the cgroup mount first (see `crate::nocgroup`), so
-    /// that this path lands in a throwaway tmpfs; as root it is a real,
-    /// unlimited cgroup that libcontainer's delete removes.
+    /// Only fills the spec: libcontainer sees no cgroup hierarchy (see
+    /// `sandbox::private_ns`).
     fn cgroups_path(&self, id: &str) -> String {
         format!("/corral-nocgroup/{id}")
     }
 
-    fn create(&self, _id: &str, _limits: &Limits) -> Result<()> {
+    fn create(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn attach(&self, _id: &str, _pid: i32) -> Result<()> {
+        Ok(())
+    }
+
+    fn apply(&self, _id: &str, _limits: &Limits) -> Result<()> {
         Ok(())
     }
 

@@ -143,6 +143,7 @@ impl Core {
         worker.ran_invocation(job.invocation());
         self.queue.started(&job.share, job.invocation());
         let queued = now.saturating_sub(job.enqueued_at);
+        self.observer.started(queued);
         let assignment = wire::Assignment {
             assignment_id: assignment_id.clone(),
             instance_name: job.instance_name.clone(),

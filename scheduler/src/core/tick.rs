@@ -74,7 +74,8 @@ impl Core {
                 .get(&jid)
                 .map(|j| j.waiters.clone())
                 .unwrap_or_default();
-            let response = Arc::new(failure(Code::DeadlineExceeded, msg));
+            let response =
+                Arc::new(self.observe_finished(jid, failure(Code::DeadlineExceeded, msg), now));
             for name in &waiters {
                 self.ops.complete(name, response.clone(), now);
             }

@@ -21,8 +21,8 @@ pub struct Hello {
     /// Who the worker's connection proved it to be (never from the hello
     /// message itself).
     pub identity: String,
-    /// The pool the farm's policy puts this worker in, by its identity.
-    pub pool: Option<String>,
+    /// The pools the farm's policy puts this worker in, by its identity.
+    pub pools: Vec<String>,
     pub platform: Option<reapi::Platform>,
     pub slots: u32,
     pub cached_images: Vec<String>,
@@ -57,7 +57,7 @@ impl Core {
             ));
         }
         let mut offer = Offer::parse(hello.platform.as_ref(), &self.config)?;
-        if let Some(pool) = &hello.pool {
+        for pool in &hello.pools {
             offer.join_pool(pool);
         }
         if let Some(old) = self.names.get(&hello.name).copied() {
@@ -74,6 +74,7 @@ impl Core {
             used: BTreeMap::new(),
             draining: false,
             drained_sent: false,
+            held: false,
             images: hello.cached_images.into_iter().collect::<HashSet<_>>(),
             recent_invocations: VecDeque::new(),
             class_match: HashMap::new(),
@@ -244,6 +245,7 @@ impl Core {
                         attempt = job.attempts,
                         "requeueing action of lost worker"
                     );
+                    self.observer.retried();
                     self.place(jid, now);
                 }
             }

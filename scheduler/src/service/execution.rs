@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use corral_auth::Permission;
 use corral_cas::Caller;
 use corral_proto::reapi;
 use corral_proto::reapi::execution_server::Execution;
@@ -45,7 +46,10 @@ impl Execution for ExecutionService {
         &self,
         request: Request<reapi::WaitExecutionRequest>,
     ) -> Result<Response<Self::WaitExecutionStream>, Status> {
+        let caller = Caller::from_request(&request);
         let name = request.into_inner().name;
+        self.scheduler
+            .check_operation(&caller, &name, Permission::OperationsRead)?;
         let rx = self
             .scheduler
             .lock()

@@ -12,6 +12,9 @@ use corral_proto::longrunning::{
 use corral_proto::protobuf::Empty;
 use corral_proto::tonic::{self, Request, Response, Status};
 
+use corral_auth::Permission;
+use corral_cas::Caller;
+
 use crate::scheduler::Scheduler;
 
 /// Largest page ListOperations returns.
@@ -41,6 +44,7 @@ impl Operations for OperationsService {
         &self,
         request: Request<ListOperationsRequest>,
     ) -> Result<Response<ListOperationsResponse>, Status> {
+        let caller = Caller::from_request(&request);
         let req = request.into_inner();
         if !req.filter.is_empty() {
             return Err(Status::invalid_argument(
@@ -57,10 +61,12 @@ impl Operations for OperationsService {
                 )))
             }
         };
-        let (operations, next) = self
-            .scheduler
-            .lock()
-            .list_operations(&req.page_token, limit);
+        let (operations, next) =
+            self.scheduler
+                .lock()
+                .list_operations(&req.page_token, limit, &|instance| {
+                    self.scheduler.may_read_operations(&caller, instance)
+                });
         Ok(Response::new(ListOperationsResponse {
             operations,
             next_page_token: next.unwrap_or_default(),
@@ -72,7 +78,10 @@ impl Operations for OperationsService {
         &self,
         request: Request<GetOperationRequest>,
     ) -> Result<Response<Operation>, Status> {
+        let caller = Caller::from_request(&request);
         let name = request.into_inner().name;
+        self.scheduler
+            .check_operation(&caller, &name, Permission::OperationsRead)?;
         let op = self.scheduler.lock().operation(&name);
         op.map(Response::new).ok_or_else(|| Self::unknown(&name))
     }
@@ -81,7 +90,10 @@ impl Operations for OperationsService {
         &self,
         request: Request<DeleteOperationRequest>,
     ) -> Result<Response<Empty>, Status> {
+        let caller = Caller::from_request(&request);
         let name = request.into_inner().name;
+        self.scheduler
+            .check_operation(&caller, &name, Permission::OperationsCancel)?;
         self.scheduler.lock().delete(&name)?;
         Ok(Response::new(Empty {}))
     }
@@ -90,7 +102,10 @@ impl Operations for OperationsService {
         &self,
         request: Request<CancelOperationRequest>,
     ) -> Result<Response<Empty>, Status> {
+        let caller = Caller::from_request(&request);
         let name = request.into_inner().name;
+        self.scheduler
+            .check_operation(&caller, &name, Permission::OperationsCancel)?;
         let now = self.scheduler.now();
         self.scheduler.lock().cancel(&name, now)?;
         Ok(Response::new(Empty {}))
@@ -100,7 +115,10 @@ impl Operations for OperationsService {
         &self,
         request: Request<WaitOperationRequest>,
     ) -> Result<Response<Operation>, Status> {
+        let caller = Caller::from_request(&request);
         let req = request.into_inner();
+        self.scheduler
+            .check_operation(&caller, &req.name, Permission::OperationsRead)?;
         let wait = match req.timeout {
             None => DEFAULT_WAIT,
             Some(t) if t.seconds < 0 || t.nanos < 0 => {

@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
+use corral_auth::AuditKind;
 use corral_cas::action_cache::is_complete;
 use corral_cas::action_cache::provenance::stamp;
-use corral_cas::{Digest, DigestFunction, RequestContext};
+use corral_cas::{Caller, Digest, DigestFunction, Identity, RequestContext};
 use corral_proto::prost::Message;
 use corral_proto::provenance::v1::Provenance;
 use corral_proto::tonic::{self, Code, Request, Response, Status, Streaming};
@@ -48,7 +49,15 @@ impl WorkerServiceTrait for WorkerService {
         &self,
         request: Request<Streaming<WorkerMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let identity = connection_identity(&request);
+        let caller = Caller::from_request(&request);
+        let authorization = self.scheduler.authorization();
+        authorization.check_farm(caller.identity(), corral_auth::Permission::Worker)?;
+        // Who the connection proved the worker to be: its principal when
+        // the listener authenticated it, else what the socket shows.
+        let identity = match caller.identity() {
+            Identity::Authenticated(p) => p.name().to_string(),
+            _ => connection_identity(&request),
+        };
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -59,13 +68,14 @@ impl WorkerServiceTrait for WorkerService {
                 "hello: the first message of a worker stream must be a hello",
             ));
         };
+        let name = hello.name.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let now = self.scheduler.now();
         let wid = self.scheduler.lock().connect_worker(
             Hello {
-                name: hello.name,
-                pool: self.scheduler.tenancy().pool_of_worker(&identity),
-                identity,
+                name: name.clone(),
+                pools: self.scheduler.tenancy().pools_of_worker(&identity),
+                identity: identity.clone(),
                 platform: hello.platform,
                 slots: hello.slots,
                 cached_images: hello.cached_images,
@@ -73,11 +83,22 @@ impl WorkerServiceTrait for WorkerService {
             tx,
             now,
         )?;
+        authorization.record(
+            AuditKind::WorkerRegistered,
+            caller.identity(),
+            &format!("worker {:?} registered as {identity}", name),
+        );
         let scheduler = self.scheduler.clone();
+        let who = caller.identity().clone();
         tokio::spawn(async move {
-            let reason = serve(&scheduler, wid, &mut inbound).await;
+            let reason = serve(&scheduler, wid, &mut inbound, &who).await;
             let now = scheduler.now();
             scheduler.lock().worker_lost(wid, &reason, now);
+            scheduler.authorization().record(
+                AuditKind::WorkerLost,
+                &who,
+                &format!("worker {name:?} ({identity}): {reason}"),
+            );
         });
         let out = UnboundedReceiverStream::new(rx).map(Ok);
         Ok(Response::new(Box::pin(out)))
@@ -89,6 +110,7 @@ async fn serve(
     scheduler: &Scheduler,
     wid: WorkerId,
     inbound: &mut Streaming<WorkerMessage>,
+    who: &Identity,
 ) -> String {
     loop {
         let msg = match inbound.message().await {
@@ -138,7 +160,12 @@ async fn serve(
                     .lock()
                     .worker_result(wid, &r.assignment_id, response, now)
                 {
-                    tracing::warn!(error = %e, "ignoring worker message");
+                    tracing::warn!(error = %e, "refused a worker's report");
+                    scheduler.authorization().record(
+                        AuditKind::ReportRefused,
+                        who,
+                        &format!("assignment {:?}: {e}", r.assignment_id),
+                    );
                 }
             }
         }
@@ -206,7 +233,18 @@ async fn store_result(
     }
     if let Err(e) = scheduler.action_cache().update(&ctx, &digest, result).await {
         tracing::warn!(error = %e, instance = %key.instance_name, "could not store the result in the action cache");
+        return;
     }
+    let authorization = scheduler.authorization();
+    authorization.audit().record(
+        &corral_auth::AuditEvent::new(AuditKind::AcWrite, authorization.now())
+            .instance(&key.instance_name)
+            .digest(digest)
+            .field("by", "farm")
+            .field("requester", &write.requester)
+            .field("worker", &write.worker)
+            .field("worker_identity", &write.worker_identity),
+    );
 }
 
 /// The provenance of a result: who asked, who ran it, under which profile.

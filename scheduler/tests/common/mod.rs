@@ -126,6 +126,7 @@ impl Farm {
             storage.action_cache,
             clock.clone(),
             tenancy,
+            corral_cas::Authorization::local(),
         )
         .expect("test config is valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

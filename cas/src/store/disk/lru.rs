@@ -3,9 +3,12 @@
 //!
 //! Each blob has a tick (a use counter); `order` maps ticks back to blobs,
 //! so the least recently used blob is the first entry of a `BTreeMap` and a
-//! use is two map updates, not a scan.
+//! use is two map updates, not a scan. A tick is also the time of the use
+//! (nanoseconds since the epoch, made strictly increasing), so the age of
+//! an evicted blob, the cache's effective retention, costs no extra memory.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use crate::digest::{Digest, DigestMap};
 
@@ -15,30 +18,61 @@ pub struct Lru {
     order: BTreeMap<u64, Digest>,
     next_tick: u64,
     total: u64,
+    /// Tick of the most recently used blob evicted so far.
+    last_evicted: Option<u64>,
+}
+
+/// Nanoseconds since the epoch (0 for a clock set before it).
+fn nanos(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Lru {
+    /// The tick of a use at `at`: its time, or just after the last tick if
+    /// the clock went back or two uses share a nanosecond.
+    fn stamp(&mut self, at: SystemTime) -> u64 {
+        let tick = nanos(at).max(self.next_tick);
+        self.next_tick = tick + 1;
+        tick
+    }
+
     /// Marks `digest` as just used; false if it is not held.
     pub fn touch(&mut self, digest: &Digest) -> bool {
-        let Some(tick) = self.ticks.get_mut(digest) else {
+        let Some(&old) = self.ticks.get(digest) else {
             return false;
         };
-        self.order.remove(tick);
-        *tick = self.next_tick;
-        self.order.insert(self.next_tick, *digest);
-        self.next_tick += 1;
+        let tick = self.stamp(SystemTime::now());
+        self.order.remove(&old);
+        self.ticks.insert(*digest, tick);
+        self.order.insert(tick, *digest);
         true
     }
 
     /// Records `digest` as held and just used.
     pub fn insert(&mut self, digest: Digest) {
+        self.insert_used_at(digest, SystemTime::now());
+    }
+
+    /// Records `digest` as held and last used at `at` (a file's time when
+    /// the index is rebuilt at start; callers insert oldest first).
+    pub fn insert_used_at(&mut self, digest: Digest, at: SystemTime) {
         if self.touch(&digest) {
             return;
         }
-        self.ticks.insert(digest, self.next_tick);
-        self.order.insert(self.next_tick, digest);
-        self.next_tick += 1;
+        let tick = self.stamp(at);
+        self.ticks.insert(digest, tick);
+        self.order.insert(tick, digest);
         self.total += digest.size();
+    }
+
+    /// How long before now the most recently used of the blobs evicted so
+    /// far was last used.
+    pub fn last_evicted_age(&self) -> Option<Duration> {
+        let tick = self.last_evicted?;
+        Some(Duration::from_nanos(
+            nanos(SystemTime::now()).saturating_sub(tick),
+        ))
     }
 
     pub fn remove(&mut self, digest: &Digest) {
@@ -80,6 +114,7 @@ impl Lru {
                 continue;
             }
             self.remove(&victim);
+            self.last_evicted = Some(tick);
             freed += victim.size();
             victims.push(victim);
         }
@@ -107,5 +142,25 @@ mod tests {
         assert_eq!((lru.len(), lru.total()), (2, 20));
         assert_eq!(lru.evict_bytes(1, &d(9, 0)), vec![d(1, 10)]);
         assert_eq!(lru.evict_bytes(100, &d(0, 10)), Vec::<Digest>::new());
+    }
+
+    #[test]
+    fn the_age_of_the_last_evicted_blob_is_its_time_since_last_use() {
+        let mut lru = Lru::default();
+        assert_eq!(lru.last_evicted_age(), None);
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        lru.insert_used_at(d(1, 10), hour_ago - Duration::from_secs(60));
+        lru.insert_used_at(d(2, 10), hour_ago);
+        lru.insert(d(3, 10));
+        assert_eq!(lru.evict_to(10, &d(9, 0)), vec![d(1, 10), d(2, 10)]);
+        let age = lru.last_evicted_age().unwrap();
+        assert!(
+            age >= Duration::from_secs(3600) && age < Duration::from_secs(3660),
+            "{age:?}"
+        );
+        // A blob used again is young again.
+        lru.insert(d(4, 10));
+        assert_eq!(lru.evict_to(10, &d(9, 0)), vec![d(3, 10)]);
+        assert!(lru.last_evicted_age().unwrap() < Duration::from_secs(60));
     }
 }

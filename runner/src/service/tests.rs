@@ -1,16 +1,12 @@
 //! The runner service end to end: zygote forked first, gRPC on a unix
 //! socket, two runs at once, readiness, and errors naming the bad field.
 
-// Test code: a panic is the failure report, so unwrap/expect are fine here.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::testkit as common;
+use crate::zygote::Zygote;
+use crate::{Host, RunnerConfig};
 use corral_proto::runner::v1 as pb;
-use corral_runner::zygote::Zygote;
-use corral_runner::{Host, RunnerConfig};
 
 fn run_request(
     root: &std::path::Path,
@@ -36,7 +32,7 @@ fn run_request(
 
 type Served = (
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<corral_runner::Result<()>>,
+    tokio::task::JoinHandle<crate::Result<()>>,
     corral_proto::runner::v1::runner_client::RunnerClient<tonic::transport::Channel>,
 );
 
@@ -47,14 +43,14 @@ async fn serve(host: Host, zygote: Zygote, socket: &std::path::Path) -> Served {
     let server = tokio::spawn({
         let socket = socket.to_path_buf();
         async move {
-            corral_runner::service::serve(host, zygote, &socket, async {
+            super::serve(host, zygote, &socket, async {
                 let _ = stop_rx.await;
             })
             .await
         }
     });
     let client = loop {
-        match corral_runner::client::connect(socket).await {
+        match crate::client::connect(socket).await {
             Ok(c) => break c,
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }

@@ -2,15 +2,12 @@
 //! host facts and fake hierarchies, the file system probe against this
 //! host's real mounts, and the `cgroups` configuration key.
 
-// Test code: a panic is the failure report, so unwrap/expect are fine here.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use corral_runner::cgroups::mechanism::{detect, is_cgroup2};
-use corral_runner::cgroups::{CgroupsSetting, HostFacts, Mechanism};
-use corral_runner::{Error, Host, RunnerConfig};
+use crate::cgroups::mechanism::{detect, is_cgroup2};
+use crate::cgroups::{CgroupsSetting, HostFacts, Mechanism};
+use crate::{Error, Host, RunnerConfig};
 
 fn write(path: impl AsRef<Path>, text: &str) {
     let path = path.as_ref();
@@ -211,7 +208,7 @@ fn this_host_gets_the_manager_its_hierarchy_calls_for() {
         "this test needs root (CI runs as root)"
     );
     let host = Host::probe(&RunnerConfig::default()).unwrap();
-    let root = Path::new(corral_runner::cgroups::DEFAULT_ROOT);
+    let root = Path::new(crate::cgroups::DEFAULT_ROOT);
     let (expected, name) = if is_cgroup2(root) {
         (Mechanism::CgroupV2, "cgroup v2")
     } else {

@@ -6,17 +6,17 @@
 //! not that the kernel accepts them. Where the fake cannot behave like
 //! cgroupfs (a directory holding files cannot be removed; the kernel drops a
 //! cgroup's interface files with it), the test plays the kernel's part and
-//! says so. The only run on a real cgroup2 mount is in `limits.rs`.
-
-// Test code: a panic is the failure report, so unwrap/expect are fine here.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! says so. The only run on a real cgroup2 mount is in `real_v2.rs`.
 
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use corral_runner::cgroups::{CgroupV1, CgroupV2, CpuTime, LimitEnforcer, RlimitsOnly, Usage};
-use corral_runner::{Error, Limits};
+use crate::cgroups::cgroup_v1::CgroupV1;
+use crate::cgroups::cgroup_v2::CgroupV2;
+use crate::cgroups::limit_enforcer::{CpuTime, LimitEnforcer, Usage};
+use crate::cgroups::rlimits_only::RlimitsOnly;
+use crate::{Error, Limits};
 
 fn write(path: impl AsRef<Path>, text: &str) {
     let path = path.as_ref();
@@ -286,7 +286,7 @@ fn v1_writes_limits_in_each_controller_reads_usage_and_removes() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     v1_root(root);
-    let made = corral_runner::cgroups::cgroup_v1::delegate_at(root, "corral", 0, 0).unwrap();
+    let made = crate::cgroups::cgroup_v1::delegate_at(root, "corral", 0, 0).unwrap();
     assert_eq!(made.len(), 5, "{made:?}");
     let v1 = CgroupV1::new(root, "corral");
     let enforcer: &dyn LimitEnforcer = &v1;

@@ -1,0 +1,5 @@
+//! Code that runs in the container's init, between libcontainer's start
+//! and the command: the request's root file system.
+
+pub(crate) mod mounts;
+pub(crate) mod rootfs;

@@ -1,0 +1,131 @@
+//! The authentication layer every listener has: who is calling, from the
+//! connection alone.
+//!
+//! For each request it gathers what the connection and headers prove (the
+//! verified TLS client certificate chain, the UNIX peer's uid, the
+//! `authorization` header, the peer address) and asks the listener's
+//! authenticator. A caller it accepts continues with its
+//! `corral_auth::Principal` in the request's extensions, where
+//! `corral_cas::Caller::from_request` finds it; extensions never come over
+//! the wire, so no client can put one there. A caller it refuses gets
+//! UNAUTHENTICATED, saying why, and one audit line, before any service runs.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use corral_auth::{AuditEvent, AuditSink, Authenticator, Clock, Credentials};
+use futures::future::BoxFuture;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
+
+/// The layer; see the module documentation.
+#[derive(Clone)]
+pub struct Authenticate {
+    authenticator: Arc<dyn Authenticator>,
+    audit: Arc<dyn AuditSink>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Authenticate {
+    /// Authenticates with `authenticator`, auditing refusals to `audit`.
+    pub fn new(
+        authenticator: Arc<dyn Authenticator>,
+        audit: Arc<dyn AuditSink>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Authenticate {
+            authenticator,
+            audit,
+            clock,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for Authenticate {
+    type Service = Authenticated<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticated {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service the layer wraps around the routes.
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    layer: Authenticate,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Authenticated<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let credentials = credentials_of(&request);
+        match self.layer.authenticator.authenticate(&credentials) {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+                // The clone is ready only after poll_ready; call the one
+                // that was polled and keep the clone for the next call.
+                let clone = self.inner.clone();
+                let mut ready = std::mem::replace(&mut self.inner, clone);
+                Box::pin(async move { ready.call(request).await })
+            }
+            Err(error) => {
+                tracing::warn!(peer = ?credentials.peer_addr, uid = ?credentials.peer_uid, %error, "unauthenticated call refused");
+                self.layer.audit.record(&AuditEvent::unauthenticated(
+                    self.layer.clock.now(),
+                    &error,
+                    &credentials,
+                ));
+                let status = tonic::Status::unauthenticated(error.to_string());
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+/// What the connection and the headers of `request` prove.
+fn credentials_of<B>(request: &http::Request<B>) -> Credentials {
+    let extensions = request.extensions();
+    let authorization =
+        request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| match v.to_str() {
+                Ok(s) => s.to_string(),
+                Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            });
+    let mut credentials = Credentials {
+        authorization,
+        ..Credentials::default()
+    };
+    if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+        credentials.peer_addr = tls.get_ref().remote_addr();
+        credentials.peer_certificates = tls
+            .peer_certs()
+            .map(|chain| chain.iter().map(|c| c.as_ref().to_vec()).collect())
+            .unwrap_or_default();
+    } else if let Some(tcp) = extensions.get::<TcpConnectInfo>() {
+        credentials.peer_addr = tcp.remote_addr();
+    } else if let Some(uds) = extensions.get::<UdsConnectInfo>() {
+        credentials.unix_socket = true;
+        credentials.peer_uid = uds.peer_cred.map(|c| c.uid());
+    }
+    credentials
+}

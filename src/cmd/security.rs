@@ -1,0 +1,144 @@
+//! The `[auth]` table made into the pieces the server wires in: the
+//! policy with its audit log and quotas, an authenticator per listener,
+//! and the policy as the storage layers and the scheduler ask it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use corral_auth::config::AuthConfig;
+use corral_auth::{
+    build_authenticator, Clock, LocalAuthenticator, Policy, PolicyHandle, Principal, PrincipalKind,
+    SystemClock,
+};
+use corral_cas::factory::Confinement;
+use corral_cas::store::{OwnershipIndex, TenantOf};
+use corral_cas::{Authorization, Storage};
+
+use super::authenticate::Authenticate;
+
+/// Everything `[auth]` configures, ready to wire.
+pub struct Security {
+    /// Checks every call; shared by storage, services and scheduler.
+    pub authorization: Authorization,
+    /// The client port's authentication.
+    pub clients: Authenticate,
+    /// The workers' listener's authentication.
+    pub workers: Authenticate,
+    /// Whether a policy is configured (else the zero-config local farm).
+    pub has_policy: bool,
+}
+
+impl Security {
+    /// Loads the policy, the audit log and both authenticators; relative
+    /// paths are under `data`. Without a policy: the local farm, where
+    /// every loopback caller is the local user and workers are who the
+    /// kernel lets onto the workers' socket.
+    pub fn load(mut config: AuthConfig, data: &Path) -> anyhow::Result<Security> {
+        config.resolve_paths(data);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+        let policy = config.load_policy().context("[auth] policy")?;
+        let has_policy = policy.is_some();
+        let audit = corral_auth::open_audit_log(&config.audit).context("[auth.audit]")?;
+        let handle = Arc::new(PolicyHandle::new(
+            policy.unwrap_or_else(Policy::local),
+            config.policy_file.clone(),
+        ));
+        let client_authenticator = if has_policy {
+            build_authenticator(
+                config.client_authentication()?,
+                PrincipalKind::Person,
+                clock.clone(),
+                "auth.authentication",
+            )?
+        } else {
+            Arc::new(LocalAuthenticator)
+        };
+        let worker_authenticator = build_authenticator(
+            &config.worker_authentication(),
+            PrincipalKind::Worker,
+            clock.clone(),
+            "auth.worker_authentication",
+        )?;
+        Ok(Security {
+            authorization: Authorization::new(handle, audit.clone(), clock.clone()),
+            clients: Authenticate::new(client_authenticator, audit.clone(), clock.clone()),
+            workers: Authenticate::new(worker_authenticator, audit, clock),
+            has_policy,
+        })
+    }
+
+    /// `storage` with every call authorized, each tenant seeing only its
+    /// own blobs (with a policy; ownership kept under `data/ownership`),
+    /// and results of workers the policy no longer lists not served.
+    pub fn confine(&self, storage: Storage, data: &Path) -> anyhow::Result<Storage> {
+        let handle = self.authorization.policy_handle().clone();
+        let trusted = handle.clone();
+        storage
+            .revoked_workers
+            .set_trust(Arc::new(move |identity: &str| {
+                let policy = trusted.current();
+                policy.is_local()
+                    || !policy
+                        .worker_pools(&Principal::new(PrincipalKind::Worker, identity, None))
+                        .is_empty()
+            }));
+        let visibility = if self.has_policy {
+            let dir = data.join("ownership");
+            let index = OwnershipIndex::open(&dir)
+                .with_context(|| format!("opening the CAS ownership index {}", dir.display()))?;
+            let tenants: Arc<dyn TenantOf> = Arc::new(PolicyTenants(handle));
+            Some((tenants, Arc::new(index)))
+        } else {
+            None
+        };
+        Ok(storage.confine(Confinement {
+            authorization: self.authorization.clone(),
+            visibility,
+        }))
+    }
+
+    /// The policy as the scheduler asks it (tenants, pools).
+    pub fn scheduler_tenancy(&self) -> Arc<dyn corral_scheduler::Tenancy> {
+        Arc::new(PolicyTenants(self.authorization.policy_handle().clone()))
+    }
+}
+
+/// The policy's tenants, for the CAS's visibility layer and the scheduler.
+struct PolicyTenants(Arc<PolicyHandle>);
+
+impl TenantOf for PolicyTenants {
+    fn tenant_of(&self, instance: &str) -> Option<Arc<str>> {
+        self.0
+            .current()
+            .tenant_of(instance)
+            .map(|t| Arc::from(t.as_str()))
+    }
+
+    fn is_shared_readable(&self, tenant: &str) -> bool {
+        let policy = self.0.current();
+        policy
+            .tenant(tenant)
+            .is_some_and(|t| policy.is_shared_readable(t))
+    }
+}
+
+impl corral_scheduler::Tenancy for PolicyTenants {
+    fn tenant_of(&self, instance: &str) -> Option<String> {
+        self.0.current().tenant_of(instance).map(|t| t.to_string())
+    }
+
+    fn pools_for(&self, instance: &str) -> Option<Vec<String>> {
+        let policy = self.0.current();
+        let tenant = policy.tenant_of(instance)?;
+        policy.tenant_worker_pools(tenant).map(<[String]>::to_vec)
+    }
+
+    fn pools_of_worker(&self, identity: &str) -> Vec<String> {
+        let policy = self.0.current();
+        if policy.is_local() {
+            return Vec::new();
+        }
+        policy.worker_pools(&Principal::new(PrincipalKind::Worker, identity, None))
+    }
+}

@@ -1,0 +1,301 @@
+//! A real `corral server` with a two-tenant policy and static tokens,
+//! attacked through real gRPC clients: no credential, a wrong one, another
+//! tenant's instance, another tenant's blobs, results and operations, the
+//! action cache without `ac.write`, a quota, and the refusal to listen
+//! beyond loopback unprotected. Every denial leaves one audit line.
+
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use corral_cas::{Digest, DigestFunction};
+use corral_integration::server::{corral_binary, CorralServer, ServerOptions};
+use corral_proto::reapi;
+use corral_proto::reapi::action_cache_client::ActionCacheClient;
+use corral_proto::reapi::capabilities_client::CapabilitiesClient;
+use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
+use corral_proto::tonic::{self, Code};
+use sha2::Digest as _;
+
+const F: DigestFunction = DigestFunction::Sha256;
+const TOKEN_A: &str = "token-of-team-a-0123456789abcdef";
+const TOKEN_B: &str = "token-of-team-b-0123456789abcdef";
+const TOKEN_RO: &str = "token-read-only-0123456789abcdef";
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
+
+fn entry(id: &str, principal: &str, token: &str) -> String {
+    let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    format!("{id} {principal} sha256:{hash}\n")
+}
+
+/// Two tenants; `a-ro` may only read team-a's cache; a tight rate on
+/// team-b's CAS reads.
+fn start(dir: &Path) -> CorralServer {
+    let tokens = dir.join("tokens");
+    let text = [
+        entry("a", "alice", TOKEN_A),
+        entry("b", "bob", TOKEN_B),
+        entry("ro", "reader", TOKEN_RO),
+    ]
+    .concat();
+    std::fs::write(&tokens, text).unwrap();
+    let config = format!(
+        r#"
+[auth.authentication.static_tokens]
+file = "{tokens}"
+
+[auth.policy.tenants.team-a]
+instances = ["team-a"]
+
+[auth.policy.tenants.team-b]
+instances = ["team-b"]
+[auth.policy.tenants.team-b.quotas]
+rate."cas.read" = {{ per_second = 0.01, burst = 3 }}
+
+[[auth.policy.grants]]
+principals = ["alice"]
+tenant = "team-a"
+permissions = ["cas.read", "cas.write", "ac.read", "ac.write", "execute", "operations.read"]
+
+[[auth.policy.grants]]
+principals = ["bob"]
+tenant = "team-b"
+permissions = ["cas.read", "cas.write", "ac.read", "ac.write", "execute", "operations.read"]
+
+[[auth.policy.grants]]
+principals = ["reader"]
+tenant = "team-a"
+permissions = ["cas.read", "ac.read"]
+
+[[auth.policy.workers]]
+principals = ["uid:*"]
+"#,
+        tokens = tokens.display()
+    );
+    CorralServer::start_with(ServerOptions {
+        config_toml: Some(config),
+        ..ServerOptions::default()
+    })
+    .unwrap()
+}
+
+fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(t) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    request
+}
+
+fn find_missing(instance: &str, digest: &Digest) -> reapi::FindMissingBlobsRequest {
+    reapi::FindMissingBlobsRequest {
+        instance_name: instance.into(),
+        blob_digests: vec![digest.to_proto()],
+        digest_function: F.to_proto(),
+    }
+}
+
+fn audit_lines(server: &CorralServer, event: &str) -> usize {
+    let log = std::fs::read_to_string(server.data_dir().join("audit.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains(&format!("\"event\":\"{event}\"")))
+        .count()
+}
+
+#[test]
+fn tenants_are_kept_apart_and_every_denial_is_audited() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    block_on(async {
+        let channel = corral_cas::channel::connect(&server.url()).await.unwrap();
+        let mut cas = ContentAddressableStorageClient::new(channel.clone());
+        let secret = b"team a's secret source".to_vec();
+        let d = Digest::of_bytes(F, &secret);
+
+        // No credential, and a wrong one: UNAUTHENTICATED, audited.
+        let e = cas
+            .find_missing_blobs(with_token(find_missing("team-a", &d), None))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+        let e = cas
+            .find_missing_blobs(with_token(
+                find_missing("team-a", &d),
+                Some("not-a-real-token-at-all-0000"),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+        assert_eq!(audit_lines(&server, "unauthenticated"), 2);
+
+        // Team A uploads its secret.
+        cas.batch_update_blobs(with_token(
+            reapi::BatchUpdateBlobsRequest {
+                instance_name: "team-a".into(),
+                requests: vec![reapi::batch_update_blobs_request::Request {
+                    digest: Some(d.to_proto()),
+                    data: secret.clone(),
+                    ..Default::default()
+                }],
+                digest_function: F.to_proto(),
+            },
+            Some(TOKEN_A),
+        ))
+        .await
+        .unwrap();
+
+        // Team A on team B's instance: PERMISSION_DENIED naming both.
+        let e = cas
+            .find_missing_blobs(with_token(find_missing("team-b", &d), Some(TOKEN_A)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(
+            e.message().contains("cas.read") && e.message().contains("team-b"),
+            "{e:?}"
+        );
+        // `team-ab` is not team A's either.
+        let e = cas
+            .find_missing_blobs(with_token(find_missing("team-ab", &d), Some(TOKEN_A)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert_eq!(audit_lines(&server, "denied"), 2);
+
+        // Team B, on its own instance, cannot learn that the blob exists.
+        let missing = cas
+            .find_missing_blobs(with_token(find_missing("team-b", &d), Some(TOKEN_B)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(missing.missing_blob_digests, vec![d.to_proto()]);
+        let read = cas
+            .batch_read_blobs(with_token(
+                reapi::BatchReadBlobsRequest {
+                    instance_name: "team-b".into(),
+                    digests: vec![d.to_proto()],
+                    digest_function: F.to_proto(),
+                    ..Default::default()
+                },
+                Some(TOKEN_B),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            read.responses[0].status.as_ref().map(|s| s.code),
+            Some(Code::NotFound as i32)
+        );
+
+        // Team B's reads are rate-limited: the burst, then RESOURCE_EXHAUSTED.
+        let mut exhausted = None;
+        for _ in 0..5 {
+            if let Err(e) = cas
+                .find_missing_blobs(with_token(find_missing("team-b", &d), Some(TOKEN_B)))
+                .await
+            {
+                exhausted = Some(e);
+                break;
+            }
+        }
+        let e = exhausted.expect("the rate quota must refuse a call");
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("retry"), "{e:?}");
+    });
+}
+
+#[test]
+fn the_action_cache_needs_ac_write_and_capabilities_say_so() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    block_on(async {
+        let channel = corral_cas::channel::connect(&server.url()).await.unwrap();
+        let caps = |token| {
+            let mut client = CapabilitiesClient::new(channel.clone());
+            async move {
+                client
+                    .get_capabilities(with_token(
+                        reapi::GetCapabilitiesRequest {
+                            instance_name: "team-a".into(),
+                        },
+                        Some(token),
+                    ))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .cache_capabilities
+                    .and_then(|c| c.action_cache_update_capabilities)
+                    .map(|u| u.update_enabled)
+            }
+        };
+        assert_eq!(caps(TOKEN_A).await, Some(true));
+        assert_eq!(caps(TOKEN_RO).await, Some(false));
+
+        let action = Digest::of_bytes(F, b"an action");
+        let update = reapi::UpdateActionResultRequest {
+            instance_name: "team-a".into(),
+            action_digest: Some(action.to_proto()),
+            action_result: Some(reapi::ActionResult::default()),
+            digest_function: F.to_proto(),
+            ..Default::default()
+        };
+        let mut ac = ActionCacheClient::new(channel.clone());
+        let e = ac
+            .update_action_result(with_token(update.clone(), Some(TOKEN_RO)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("ac.write"), "{e:?}");
+        ac.update_action_result(with_token(update, Some(TOKEN_A)))
+            .await
+            .unwrap();
+        // Team B cannot read team A's result under its own name or A's.
+        let get = |instance: &str| reapi::GetActionResultRequest {
+            instance_name: instance.into(),
+            action_digest: Some(action.to_proto()),
+            digest_function: F.to_proto(),
+            ..Default::default()
+        };
+        let e = ac
+            .get_action_result(with_token(get("team-a"), Some(TOKEN_B)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+        let e = ac
+            .get_action_result(with_token(get("team-b"), Some(TOKEN_B)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+        // Every client write is audited.
+        assert_eq!(audit_lines(&server, "ac_write"), 1);
+    });
+}
+
+#[test]
+fn a_farm_beyond_loopback_refuses_to_start_unprotected() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
+    let data = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(corral_binary().unwrap())
+        .args(["server", "--listen", "0.0.0.0:0", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("0.0.0.0:0") && stderr.contains("[tls]") && stderr.contains("[auth]"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,128 @@
+//! What `corral server` and `corral up` wire, gathered so that their own
+//! code stays a few lines: the registry with the storage, RPC and
+//! scheduler metrics in it, the metered storage stack, the pages' state,
+//! and the routes on the gRPC port (and, if configured, on a listener of
+//! their own).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use corral_cas::action_cache::metrics::ActionCacheMetrics;
+use corral_cas::store::metrics::{instrument, EvictionMetrics, StoreMetrics};
+use corral_cas::Storage;
+use corral_scheduler::metrics::SchedulerMetrics;
+use corral_scheduler::Scheduler;
+use tokio::task::JoinHandle;
+use tonic::service::Routes;
+
+use crate::access::NoAdmin;
+use crate::config::HttpConfig;
+use crate::dispatch::same_port;
+use crate::metrics::Metrics;
+use crate::router::router;
+use crate::rpc::RpcMetrics;
+use crate::web::Web;
+
+/// The process's metrics and the layers that feed them. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Observability {
+    /// The registry `/metrics` shows; a worker in the same process
+    /// registers into it too.
+    pub metrics: Metrics,
+    store: StoreMetrics,
+    action_cache: ActionCacheMetrics,
+    rpc: RpcMetrics,
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Observability {
+    /// A registry with the storage and RPC metrics registered.
+    pub fn new() -> Observability {
+        let metrics = Metrics::new();
+        let (store, action_cache, rpc) = metrics.register(|r| {
+            (
+                StoreMetrics::register(r),
+                ActionCacheMetrics::register(r),
+                RpcMetrics::register(r),
+            )
+        });
+        Observability {
+            metrics,
+            store,
+            action_cache,
+            rpc,
+        }
+    }
+
+    /// What the disk stores count their evictions into
+    /// (`corral_cas::factory::build_observed`).
+    pub fn evictions(&self) -> EvictionMetrics {
+        self.store.evictions()
+    }
+
+    /// `storage` with the metrics layers on top.
+    pub fn instrument(&self, storage: Storage) -> Storage {
+        instrument(storage, &self.store, &self.action_cache)
+    }
+
+    /// Counts the scheduler's events and, unless `[http]` turns it off,
+    /// links failed responses to their pages at `external_url`.
+    pub fn watch_scheduler(&self, scheduler: &Arc<Scheduler>, http: &HttpConfig, addr: SocketAddr) {
+        self.metrics
+            .register(|r| SchedulerMetrics::register(r, scheduler));
+        if http.link_failures() {
+            scheduler.link_failures(Some(http.external_url(addr)));
+        }
+    }
+
+    /// The pages' state for this server.
+    pub fn web(
+        &self,
+        storage: &Storage,
+        scheduler: Option<&Arc<Scheduler>>,
+        http: &HttpConfig,
+        addr: SocketAddr,
+    ) -> Web {
+        let mut builder = Web::builder(self.metrics.clone())
+            .storage(storage.clone())
+            .pages(http.pages())
+            .grpc_url(format!("http://{addr}"));
+        if let Some(s) = scheduler {
+            builder = builder.scheduler(s.clone());
+        }
+        if !http.admin() {
+            builder = builder.admin(Arc::new(NoAdmin));
+        }
+        builder.build()
+    }
+
+    /// The gRPC routes, metered, with the HTTP side on the same port
+    /// unless `[http] on_grpc_port = false`. Serve them with
+    /// `accept_http1(true)`.
+    pub fn routes(&self, grpc: Routes, web: &Web, http: &HttpConfig) -> Routes {
+        let pages = if http.on_grpc_port() {
+            router(web.clone())
+        } else {
+            axum::Router::new()
+        };
+        same_port(grpc, pages, Some(self.rpc.clone()))
+    }
+
+    /// Serves the HTTP side on `[http] listen` too, until `stop` resolves.
+    pub async fn spawn_listener(
+        web: &Web,
+        http: &HttpConfig,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<Option<(SocketAddr, JoinHandle<()>)>> {
+        let Some(addr) = http.listen else {
+            return Ok(None);
+        };
+        let (bound, task) = crate::serve::spawn(addr, router(web.clone()), stop).await?;
+        Ok(Some((bound, task)))
+    }
+}
