@@ -46,7 +46,11 @@ pub fn init_logging(format: Option<LogFormat>) {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A closed stderr (a supervisor that went away) must not turn a failed
+    // log write into a panic of the whole farm.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .log_internal_errors(false);
     match (json, private_stderr()) {
         (true, Some(log)) => builder.json().with_writer(std::sync::Arc::new(log)).init(),
         (true, None) => builder.json().with_writer(std::io::stderr).init(),

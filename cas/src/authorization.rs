@@ -143,9 +143,14 @@ impl Authorization {
         self.audit.record(&event);
     }
 
-    /// Applies a new policy to the quotas after a reload.
-    pub fn policy_reloaded(&self) {
+    /// Reads the policy file again (an inline policy stays as it is): a
+    /// policy that loads replaces the one in force, one that does not
+    /// leaves it; either way one audit line says which.
+    pub fn reload_policy(&self) -> std::result::Result<(), corral_auth::Error> {
+        self.policy
+            .reload(self.audit.as_ref(), self.clock.as_ref())?;
         self.quotas.update(&self.policy());
+        Ok(())
     }
 }
 

@@ -94,6 +94,8 @@ impl ProcessSummary {
 pub struct Bazel {
     dir: tempfile::TempDir,
     workspace: PathBuf,
+    /// Extra environment for every Bazel run (e.g. `NETRC`).
+    env: Vec<(String, String)>,
 }
 
 impl Bazel {
@@ -104,7 +106,21 @@ impl Bazel {
         let dir = tempfile::tempdir().context("creating a scratch directory")?;
         let workspace = dir.path().join("workspace");
         copy_dir(&fixture(workspace_name), &workspace)?;
-        Ok(Bazel { dir, workspace })
+        Ok(Bazel {
+            dir,
+            workspace,
+            env: Vec::new(),
+        })
+    }
+
+    /// Sets `key=value` in the environment of every later run.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// A scratch path beside the workspace, for files a test hands Bazel.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     pub fn workspace(&self) -> &Path {
@@ -139,6 +155,7 @@ impl Bazel {
             .arg(command)
             .args(args)
             .current_dir(&self.workspace)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("running bazel {command}"))?;

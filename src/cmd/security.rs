@@ -98,6 +98,34 @@ impl Security {
         }))
     }
 
+    /// Reloads the policy file on every SIGHUP until `stop` (a policy given
+    /// inline is reloaded with the server).
+    pub fn reload_on_sighup(&self, stop: tokio_util::sync::CancellationToken) {
+        use tokio::signal::unix::{signal, SignalKind};
+        if self.authorization.policy_handle().file().is_none() {
+            return;
+        }
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; the policy reloads only with the server");
+                return;
+            }
+        };
+        let authorization = self.authorization.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = hangups.recv() => match authorization.reload_policy() {
+                        Ok(()) => tracing::info!("policy reloaded"),
+                        Err(e) => tracing::warn!(error = %e, "policy not reloaded; the previous one stays"),
+                    },
+                }
+            }
+        });
+    }
+
     /// The policy as the scheduler asks it (tenants, pools).
     pub fn scheduler_tenancy(&self) -> Arc<dyn corral_scheduler::Tenancy> {
         Arc::new(PolicyTenants(self.authorization.policy_handle().clone()))

@@ -187,7 +187,7 @@ pub async fn start(
     let tls = listen::server_tls(&config.tls, "tls")?;
     let security = Security::load(config.auth, data)?;
     listen::check_exposure(listen, tls.is_some(), security.has_policy)?;
-    let observability = corral_web::Observability::new();
+    let observability = corral_web::Observability::counting(config.http.metrics());
     let evictions = Some(observability.evictions());
     let storage =
         corral_cas::factory::build_observed(&config.cas, &config.action_cache, data, evictions)
@@ -209,6 +209,7 @@ pub async fn start(
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let stop = CancellationToken::new();
+    security.reload_on_sighup(stop.clone());
     let mut tasks = Vec::new();
     let (scheduler, worker_url) = if config.execution {
         let worker_address = config.workers.address(data)?;
@@ -241,7 +242,13 @@ pub async fn start(
         (None, None)
     };
 
-    let web = observability.web(&http_storage, scheduler.as_ref(), &config.http, addr);
+    let web = observability.web(
+        &http_storage,
+        scheduler.as_ref(),
+        &security.authorization,
+        &config.http,
+        addr,
+    );
     let routes = observability.routes(routes.routes(), &web, &config.http);
     let stopped = stop.clone();
     corral_web::Observability::spawn_listener(&web, &config.http, async move {

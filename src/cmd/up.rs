@@ -210,5 +210,7 @@ fn print_ready(url: &str, slots: usize, data: &Path) {
         println!("      instance-name: buildstream");
     }
     println!();
+    println!("The farm's pages: {url}/ (metrics at {url}/metrics)");
+    println!();
     println!("Ctrl-C stops the farm.");
 }
