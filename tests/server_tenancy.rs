@@ -11,10 +11,12 @@ use std::path::Path;
 
 use corral_cas::{Digest, DigestFunction};
 use corral_integration::server::{corral_binary, CorralServer, ServerOptions};
+use corral_proto::prost::Message;
 use corral_proto::reapi;
 use corral_proto::reapi::action_cache_client::ActionCacheClient;
 use corral_proto::reapi::capabilities_client::CapabilitiesClient;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
+use corral_proto::reapi::execution_client::ExecutionClient;
 use corral_proto::tonic::{self, Code};
 use sha2::Digest as _;
 
@@ -54,6 +56,8 @@ file = "{tokens}"
 
 [auth.policy.tenants.team-a]
 instances = ["team-a"]
+[auth.policy.tenants.team-a.quotas]
+queued_operations = 1
 
 [auth.policy.tenants.team-b]
 instances = ["team-b"]
@@ -298,4 +302,81 @@ fn a_farm_beyond_loopback_refuses_to_start_unprotected() {
         stderr.contains("0.0.0.0:0") && stderr.contains("[tls]") && stderr.contains("[auth]"),
         "{stderr}"
     );
+}
+
+/// Uploads an Action running `arguments` (no worker will take it: the
+/// server has none) and returns its digest.
+async fn upload_action(
+    cas: &mut ContentAddressableStorageClient<tonic::transport::Channel>,
+    tag: &str,
+) -> Digest {
+    let command = reapi::Command {
+        arguments: vec!["/bin/echo".into(), tag.into()],
+        ..Default::default()
+    };
+    let root = reapi::Directory::default();
+    let command_d = Digest::of_message(F, &command);
+    let root_d = Digest::of_message(F, &root);
+    let action = reapi::Action {
+        command_digest: Some(command_d.to_proto()),
+        input_root_digest: Some(root_d.to_proto()),
+        ..Default::default()
+    };
+    let action_d = Digest::of_message(F, &action);
+    let requests = [
+        (command_d, command.encode_to_vec()),
+        (root_d, root.encode_to_vec()),
+        (action_d, action.encode_to_vec()),
+    ]
+    .into_iter()
+    .map(|(d, data)| reapi::batch_update_blobs_request::Request {
+        digest: Some(d.to_proto()),
+        data,
+        ..Default::default()
+    })
+    .collect();
+    cas.batch_update_blobs(with_token(
+        reapi::BatchUpdateBlobsRequest {
+            instance_name: "team-a".into(),
+            requests,
+            digest_function: F.to_proto(),
+        },
+        Some(TOKEN_A),
+    ))
+    .await
+    .unwrap();
+    action_d
+}
+
+#[test]
+fn a_tenant_over_its_queued_operations_is_told_to_retry() {
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    block_on(async {
+        let channel = corral_cas::channel::connect(&server.url()).await.unwrap();
+        let mut cas = ContentAddressableStorageClient::new(channel.clone());
+        let mut execution = ExecutionClient::new(channel.clone());
+        let execute = |d: Digest| {
+            with_token(
+                reapi::ExecuteRequest {
+                    instance_name: "team-a".into(),
+                    action_digest: Some(d.to_proto()),
+                    digest_function: F.to_proto(),
+                    ..Default::default()
+                },
+                Some(TOKEN_A),
+            )
+        };
+        let first = upload_action(&mut cas, "first").await;
+        let second = upload_action(&mut cas, "second").await;
+        // Queued (no worker), holding the tenant's one place.
+        let _queued = execution.execute(execute(first)).await.unwrap();
+        let e = execution.execute(execute(second)).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(
+            e.message().contains("queued operations") && e.message().contains("retry"),
+            "{e:?}"
+        );
+    });
 }

@@ -104,6 +104,8 @@ struct Job {
     /// Whose share of the farm the job counts against: its tenant, or its
     /// instance name when no tenancy policy names a tenant.
     share: Arc<str>,
+    /// The tenant's `queued_operations` count this job holds while queued.
+    queue_permit: Option<crate::tenancy::QueuePermit>,
 }
 
 impl Job {
@@ -229,7 +231,12 @@ impl Core {
 
     /// Queues an action (or joins an identical one in flight) and returns
     /// the new operation's name and a watch on it.
-    pub fn submit(&mut self, sub: Submission, now: Duration) -> Result<(Arc<str>, OpWatch)> {
+    pub fn submit(
+        &mut self,
+        sub: Submission,
+        queue_permit: Option<crate::tenancy::QueuePermit>,
+        now: Duration,
+    ) -> Result<(Arc<str>, OpWatch)> {
         // `Command.platform` is deprecated in REAPI 2.2 but is all that older
         // clients (Bazel 4) send, so it is the fallback.
         #[allow(deprecated)]
@@ -311,6 +318,7 @@ impl Core {
             share: sub
                 .tenant
                 .map_or_else(|| Arc::from(instance_name.as_str()), Arc::from),
+            queue_permit,
         };
         self.jobs.insert(jid, job);
         if let Some(c) = self.classes.get_mut(&class) {

@@ -222,6 +222,19 @@ impl Scheduler {
             .may(&ctx, corral_auth::Permission::OperationsRead)
     }
 
+    /// A place in the tenant's `queued_operations` quota; over it,
+    /// RESOURCE_EXHAUSTED saying when to retry.
+    fn queue_permit(&self, ctx: &RequestContext) -> Result<Option<crate::tenancy::QueuePermit>> {
+        let policy = self.authorization.policy();
+        let Some(tenant) = policy.tenant_of(ctx.instance_name()) else {
+            return Ok(None);
+        };
+        match self.authorization.quotas().try_enqueue(tenant) {
+            Ok(permit) => Ok(Some(crate::tenancy::QueuePermit(permit))),
+            Err(over) => Err(corral_cas::Error::ResourceExhausted(over.to_string()).into()),
+        }
+    }
+
     pub(crate) fn tenancy(&self) -> &dyn Tenancy {
         self.tenancy.as_ref()
     }
@@ -299,6 +312,7 @@ impl Scheduler {
                 Err(e) => tracing::warn!(error = %e, "action cache lookup failed; executing"),
             }
         }
+        let permit = self.queue_permit(&ctx)?;
         let sub = Submission {
             instance_name: req.instance_name,
             action_digest: action_digest.to_proto(),
@@ -315,7 +329,7 @@ impl Scheduler {
             tenant: self.tenancy.tenant_of(ctx.instance_name()),
         };
         let now = self.now();
-        let (name, rx) = self.lock().submit(sub, now)?;
+        let (name, rx) = self.lock().submit(sub, permit, now)?;
         tracing::debug!(operation = %name, action = %action_digest, "queued");
         Ok(rx)
     }

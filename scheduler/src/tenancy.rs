@@ -38,3 +38,13 @@ impl Tenancy for Unrestricted {
         Vec::new()
     }
 }
+
+/// A tenant's place in its `queued_operations` quota, held by a queued job
+/// and given back when the job starts or goes away.
+pub struct QueuePermit(pub corral_auth::QuotaPermit);
+
+impl std::fmt::Debug for QueuePermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueuePermit")
+    }
+}

@@ -133,6 +133,7 @@ impl Core {
         };
         job.attempts += 1;
         let assignment_id = format!("{jid}.{}", job.attempts);
+        job.queue_permit = None;
         job.state = JobState::Running {
             worker: wid,
             assignment: assignment_id.clone(),
