@@ -58,6 +58,34 @@ pub(crate) struct State {
     pub authorization: corral_cas::Authorization,
 }
 
+impl State {
+    /// The common part of a request, parsed, from a caller that may hold
+    /// `permission` on its instance name (Fetch: `cas.read`; Push:
+    /// `ac.write`, since every later Fetch trusts what a Push names).
+    pub fn admit(
+        &self,
+        caller: &corral_cas::Caller,
+        instance_name: &str,
+        digest_function: i32,
+        (uris, qualifiers): (
+            &[String],
+            &[bazel_remote_apis::build::bazel::remote::asset::v1::Qualifier],
+        ),
+        permission: corral_auth::Permission,
+    ) -> Result<crate::request::Common> {
+        let common = crate::request::Common::parse(
+            caller,
+            instance_name,
+            digest_function,
+            uris,
+            qualifiers,
+            &self.ignorable,
+        )?;
+        self.authorization.check(&common.ctx, permission)?;
+        Ok(common)
+    }
+}
+
 /// The Remote Asset services over one CAS stack and one index.
 #[derive(Clone)]
 pub struct AssetServices {

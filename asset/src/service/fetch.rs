@@ -196,18 +196,13 @@ impl Fetch for FetchService {
     ) -> Result<Response<FetchBlobResponse>, Status> {
         let caller = Caller::from_request(&request);
         let req = request.into_inner();
-        let c = Common::parse(
+        let c = self.state.admit(
             &caller,
             &req.instance_name,
             req.digest_function,
-            &req.uris,
-            &req.qualifiers,
-            &self.state.ignorable,
+            (&req.uris, &req.qualifiers),
+            corral_auth::Permission::CasRead,
         )?;
-        self.state
-            .authorization
-            .check(&c.ctx, corral_auth::Permission::CasRead)
-            .map_err(crate::error::AssetError::Cas)?;
         let oldest = request::time(
             req.oldest_content_accepted.as_ref(),
             "oldest_content_accepted",
@@ -242,18 +237,13 @@ impl Fetch for FetchService {
     ) -> Result<Response<FetchDirectoryResponse>, Status> {
         let caller = Caller::from_request(&request);
         let req = request.into_inner();
-        let c = Common::parse(
+        let c = self.state.admit(
             &caller,
             &req.instance_name,
             req.digest_function,
-            &req.uris,
-            &req.qualifiers,
-            &self.state.ignorable,
+            (&req.uris, &req.qualifiers),
+            corral_auth::Permission::CasRead,
         )?;
-        self.state
-            .authorization
-            .check(&c.ctx, corral_auth::Permission::CasRead)
-            .map_err(crate::error::AssetError::Cas)?;
         let oldest = request::time(
             req.oldest_content_accepted.as_ref(),
             "oldest_content_accepted",

@@ -122,18 +122,13 @@ impl Push for PushService {
     ) -> Result<Response<PushBlobResponse>, Status> {
         let caller = Caller::from_request(&request);
         let req = request.into_inner();
-        let c = Common::parse(
+        let c = self.state.admit(
             &caller,
             &req.instance_name,
             req.digest_function,
-            &req.uris,
-            &req.qualifiers,
-            &self.state.ignorable,
+            (&req.uris, &req.qualifiers),
+            corral_auth::Permission::AcWrite,
         )?;
-        self.state
-            .authorization
-            .check(&c.ctx, corral_auth::Permission::AcWrite)
-            .map_err(crate::error::AssetError::Cas)?;
         let f = c.function();
         let entry = AssetEntry {
             digest: request::digest(f, req.blob_digest.as_ref(), "blob_digest")?,
@@ -158,18 +153,13 @@ impl Push for PushService {
     ) -> Result<Response<PushDirectoryResponse>, Status> {
         let caller = Caller::from_request(&request);
         let req = request.into_inner();
-        let c = Common::parse(
+        let c = self.state.admit(
             &caller,
             &req.instance_name,
             req.digest_function,
-            &req.uris,
-            &req.qualifiers,
-            &self.state.ignorable,
+            (&req.uris, &req.qualifiers),
+            corral_auth::Permission::AcWrite,
         )?;
-        self.state
-            .authorization
-            .check(&c.ctx, corral_auth::Permission::AcWrite)
-            .map_err(crate::error::AssetError::Cas)?;
         let f = c.function();
         let entry = AssetEntry {
             digest: request::digest(
