@@ -149,15 +149,25 @@ fn shots() -> PathBuf {
 }
 
 /// Reads `from` line by line until `want` returns something.
-fn first_line<T>(from: impl Read, mut want: impl FnMut(&str) -> Option<T>) -> T {
+/// Reads `from` line by line until `want` returns something, then keeps
+/// draining it in the background so the process never writes to a closed
+/// pipe.
+fn first_line<T, R: Read + Send + 'static>(from: R, mut want: impl FnMut(&str) -> Option<T>) -> T {
     use std::io::BufRead;
-    for line in std::io::BufReader::new(from).lines() {
+    let mut lines = std::io::BufReader::new(from).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(found) = want(&line) {
+            std::thread::spawn(move || lines.for_each(drop));
             return found;
         }
+        seen.push(line);
     }
-    panic!("the stream ended before the line looked for");
+    panic!(
+        "the stream ended before the line looked for:\n{}",
+        seen.join("\n")
+    );
 }
 
 #[test]
@@ -170,7 +180,14 @@ fn http_on_a_listener_of_its_own_and_json_logs() {
     )
     .unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["--log-format", "json", "server", "--listen", "127.0.0.1:0", "--data"])
+        .args([
+            "--log-format",
+            "json",
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(data.path().join("data"))
         .arg("--config")
         .arg(&config)
@@ -180,7 +197,10 @@ fn http_on_a_listener_of_its_own_and_json_logs() {
         .unwrap();
     // Every log line is a JSON object; the HTTP listener names its port.
     let http_addr: SocketAddr = first_line(server.stderr.take().unwrap(), |line| {
-        assert!(line.starts_with('{') && line.ends_with('}'), "not JSON: {line}");
+        assert!(
+            line.starts_with('{') && line.ends_with('}'),
+            "not JSON: {line}"
+        );
         assert!(line.contains("\"level\":"), "{line}");
         let (_, rest) = line.split_once("\"bound\":\"")?;
         rest.split('"').next()?.parse().ok()

@@ -9,7 +9,7 @@
 //! JSON. Descriptors ride on the first byte's `sendmsg`.
 
 use std::io::{IoSlice, IoSliceMut, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
@@ -137,23 +137,10 @@ fn borrowed(sock: RawFd) -> std::mem::ManuallyDrop<std::fs::File> {
     std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(sock) })
 }
 
-/// Moves `fd` to exactly `target` (not close-on-exec) and returns it; the
-/// original number is closed. Used for [`CONTROL_FD`] before libcontainer
-/// creates the container.
-pub(crate) fn place_at(fd: OwnedFd, target: RawFd) -> Result<OwnedFd> {
-    if fd.as_raw_fd() == target {
-        nix::fcntl::fcntl(target, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
-            .map_err(|e| Error::sys("clear close-on-exec", e))?;
-        return Ok(fd);
-    }
-    nix::unistd::dup2(fd.as_raw_fd(), target).map_err(|e| Error::sys("dup2", e))?;
-    drop(fd);
-    // SAFETY: dup2 just made `target` a descriptor that this function owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(target) })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
     use super::*;
 
     #[test]

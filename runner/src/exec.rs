@@ -117,8 +117,12 @@ pub fn wait_single_threaded(patience: std::time::Duration) -> Result<()> {
 /// Runs the command; returns the status a shell would report. Refuses to
 /// start if this process has more than one thread.
 pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
+    run_on(&Host::probe(config)?, o)
+}
+
+/// [`run`] on a host already probed (the caller needed its sandbox ids).
+pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
     wait_single_threaded(std::time::Duration::ZERO)?;
-    let host = Host::probe(config)?;
     let profile = Profile::load(&o.profile, host.profile_dir.as_deref())?;
     let mut env = Vec::new();
     for kv in &o.env {
@@ -214,8 +218,8 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
         },
     };
     // Mistakes are reported here, before the fork, with their own message.
-    let layout = crate::spec::Layout::new(&host, &req)?;
-    crate::sandbox::check(&host, &req, &layout)?;
+    let layout = crate::spec::Layout::new(host, &req)?;
+    crate::sandbox::check(host, &req, &layout)?;
     let interactive = o.shell && nix::unistd::isatty(0).unwrap_or(false);
     let outcome = if interactive {
         let mut pty = crate::tty::Pty::open()?;
@@ -233,7 +237,7 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
         // Fork first (no thread may exist yet), then copy the terminal.
         // SAFETY: checked single-threaded at the top of `run`, and no
         // thread is started before this point.
-        let running = unsafe { crate::isolate::spawn(&host, &req) }?;
+        let running = unsafe { crate::isolate::spawn(host, &req) }?;
         drop(slave);
         pty.start_copying()?;
         let outcome = running.wait();
@@ -242,7 +246,7 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
     } else {
         // SAFETY: checked single-threaded at the top of `run`, and no
         // thread is started before this point.
-        unsafe { crate::isolate::run_forked(&host, &req) }
+        unsafe { crate::isolate::run_forked(host, &req) }
     }?;
     if o.stats {
         let json = serde_json::to_string(&outcome).unwrap_or_default();

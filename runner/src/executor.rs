@@ -202,7 +202,7 @@ fn run_command(plan: &Plan, program: &CString, argv: &[CString]) -> ! {
     // SAFETY: closing our own copy of the control socket; the command must
     // not be able to forge a report.
     unsafe { libc::close(CONTROL_FD) };
-    if plan.terminal {
+    if plan.controlling_tty {
         // A new session whose controlling terminal is the one on stdin: job
         // control and /dev/tty work in the shell.
         let _ = nix::unistd::setsid();

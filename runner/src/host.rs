@@ -10,6 +10,9 @@ use crate::cgroups::{self, CgroupsSetting, HostFacts, LimitEnforcer, Mechanism};
 use crate::error::{Error, Result};
 use crate::request::Limits;
 
+/// Containers made ahead of requests unless configured otherwise.
+const DEFAULT_WARM_SANDBOXES: usize = 4;
+
 /// `corral runner --config FILE`. Every field is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +51,12 @@ pub struct RunnerConfig {
     pub max_pids: Option<u64>,
     /// Default bound on bytes written. Default 8 GiB.
     pub max_written_bytes: Option<u64>,
+    /// Containers `corral runner --socket` keeps made ahead of requests,
+    /// so that a run only starts one: namespaces, `/proc`, `/dev` and the
+    /// run's cgroup are ready before the request arrives. Each waiting one
+    /// holds two idle processes and their namespaces. 0 makes every
+    /// container when its request arrives. Default 4.
+    pub warm_sandboxes: Option<usize>,
 }
 
 impl RunnerConfig {
@@ -88,6 +97,8 @@ pub struct Host {
     pub(crate) profile_dir: Option<PathBuf>,
     /// Limits of requests that set none.
     pub(crate) defaults: Limits,
+    /// Containers the service keeps made ahead of requests.
+    pub(crate) warm_sandboxes: usize,
 }
 
 impl Host {
@@ -146,21 +157,31 @@ impl Host {
             allow_network: config.allow_network.unwrap_or(false),
             profile_dir: config.profile_dir.clone(),
             defaults,
+            warm_sandboxes: config.warm_sandboxes.unwrap_or(DEFAULT_WARM_SANDBOXES),
         })
     }
 
     /// The enforcer every run of this runner goes through.
-    pub fn limit_enforcer(&self) -> Box<dyn LimitEnforcer> {
+    pub(crate) fn limit_enforcer(&self) -> Box<dyn LimitEnforcer> {
         self.limits_by.enforcer(
             Path::new(cgroups::DEFAULT_ROOT),
             self.cgroup_parent.as_deref(),
         )
     }
 
-    /// Whether each run must hide the real cgroup hierarchy from
-    /// libcontainer (an unprivileged runner without a usable cgroup; see
-    /// `crate::nocgroup`).
-    pub fn covers_cgroupfs(&self) -> bool {
+    /// The enforcer of one run, its cgroup directories opened now so that
+    /// it works from the run's own mount namespace.
+    pub(crate) fn pinned_enforcer(&self) -> Result<Box<dyn LimitEnforcer>> {
+        self.limits_by.pinned_enforcer(
+            Path::new(cgroups::DEFAULT_ROOT),
+            self.cgroup_parent.as_deref(),
+        )
+    }
+
+    /// Whether memory, pids and CPU limits fall back to rlimits because an
+    /// unprivileged runner has no cgroup of its own (for the start-up
+    /// warning).
+    pub(crate) fn rlimits_for_want_of_a_cgroup(&self) -> bool {
         self.limits_by == Mechanism::Rlimits && !self.is_root
     }
 
@@ -179,7 +200,7 @@ impl Host {
     }
 
     /// Fills the request's unset limits from the defaults.
-    pub fn with_defaults(&self, limits: &Limits) -> Limits {
+    pub(crate) fn with_defaults(&self, limits: &Limits) -> Limits {
         Limits {
             timeout: limits.timeout.or(self.defaults.timeout),
             memory_bytes: limits.memory_bytes.or(self.defaults.memory_bytes),

@@ -44,12 +44,21 @@ pub(crate) unsafe fn spawn(host: &Host, req: &SandboxRequest) -> Result<Running>
             drop(r);
             // SAFETY: this is the forked child of a single-threaded caller
             // (our own contract), so it has exactly one thread.
-            let verdict: Verdict = unsafe { sandbox::run(host, req) }.map_err(|e| e.to_string());
+            let (verdict, cleanup) = match unsafe { sandbox::run_deferred(host, req) } {
+                Ok((outcome, cleanup)) => (Ok(outcome), Some(cleanup)),
+                Err(e) => (Err(e.to_string()), None),
+            };
+            let verdict: Verdict = verdict;
             let mut file = std::fs::File::from(w);
             let code = match serde_json::to_vec(&verdict) {
                 Ok(bytes) if file.write_all(&bytes).is_ok() => 0,
                 _ => 1,
             };
+            // The caller has its answer at EOF; the clean-up is off its clock.
+            drop(file);
+            if let Some(cleanup) = cleanup {
+                cleanup.finish();
+            }
             // SAFETY: _exit skips the parent's atexit handlers and buffers,
             // which belong to the parent.
             unsafe { libc::_exit(code) }

@@ -25,14 +25,17 @@
 mod cancel;
 pub mod cgroups;
 pub mod client;
+mod control;
 mod error;
 pub mod exec;
 mod executor;
 mod host;
 mod identity;
+mod inside;
 pub mod isolate;
 mod loopback;
 mod nocgroup;
+mod plan;
 mod profile;
 mod request;
 mod sandbox;

@@ -36,7 +36,7 @@ fn cgroup_mount_points() -> Result<Vec<PathBuf>> {
 /// Enters the private namespaces and covers /sys/fs/cgroup, with the
 /// run's cgroup (`cgroups_path`, as in the spec) ready in every controller.
 /// Call only in a single-threaded throwaway process, before libcontainer.
-pub fn enter(cgroups_path: &str) -> Result<()> {
+pub(crate) fn enter(cgroups_path: &str) -> Result<()> {
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
     let points = cgroup_mount_points()?;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::host::Host;
-use crate::request::{Limits, Rootfs, SandboxRequest};
+use crate::request::{Limits, Rootfs, SandboxRequest, Stdio};
 use crate::seccomp::Filters;
 use crate::spec::Layout;
 
@@ -83,9 +83,12 @@ pub(crate) struct Plan {
     pub writable: Option<Vec<PathBuf>>,
     /// The compiled seccomp programs, installed in order.
     pub seccomp: Filters,
-    /// The command's streams are the container's terminal, which it takes
-    /// as its controlling terminal in a new session (`runner exec --shell`).
+    /// The command's streams are the container's terminal (`runner exec
+    /// --shell`): none travel with the plan.
     pub terminal: bool,
+    /// The command takes stdin, a terminal, as its controlling terminal in
+    /// a session of its own.
+    pub controlling_tty: bool,
 }
 
 impl Plan {
@@ -157,7 +160,8 @@ impl Plan {
             identity: (req.uid, req.gid),
             writable: req.profile.landlock.then(|| layout.writable.clone()),
             seccomp,
-            terminal: req.controlling_tty,
+            terminal: matches!(req.stdin, Stdio::Terminal(_)),
+            controlling_tty: req.controlling_tty,
         }
     }
 }

@@ -31,9 +31,13 @@ pub enum Stdio {
     File(PathBuf),
     /// The runner's own stream of the same number (`runner exec`).
     Inherit,
-    /// This descriptor of the calling process (`runner exec --shell`, a pty;
-    /// meaningless through the zygote, which is another process).
+    /// This descriptor of the calling process (meaningless through the
+    /// zygote, which is another process).
     Fd(i32),
+    /// A terminal made in the container's own devpts (`runner exec
+    /// --shell`); libcontainer sends its master to the unix socket at this
+    /// path. Given as stdin, it is all three streams.
+    Terminal(PathBuf),
 }
 
 /// Resource limits; `None` means no limit of that kind.
@@ -89,7 +93,8 @@ pub struct SandboxRequest {
     /// Relative to the input root, inside a read-only subtree; writable again.
     #[serde(default)]
     pub writable_subtrees: Vec<String>,
-    /// Make stdin (a terminal) the command's controlling terminal.
+    /// Make stdin (a terminal) the command's controlling terminal, in a
+    /// session of its own.
     #[serde(default)]
     pub controlling_tty: bool,
     /// The sandbox's hostname, checked by `corral_proto::hostname::check`.

@@ -213,7 +213,7 @@ pub fn serve_blocking(config: &RunnerConfig, socket: &Path) -> Result<()> {
     for line in host.enforced_limits() {
         tracing::info!("limit {line}");
     }
-    if host.covers_cgroupfs() {
+    if host.rlimits_for_want_of_a_cgroup() {
         tracing::warn!(
             "no delegated cgroup: memory and pids limits are per-process rlimits; \
              on cgroup v1, `corral runner delegate --uid {}` as root enables cgroup limits; \

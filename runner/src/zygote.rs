@@ -4,6 +4,12 @@
 //! single-threaded process; the async service talks to the zygote over a
 //! `SOCK_SEQPACKET` socketpair, one message per request and per reply.
 //!
+//! Runs are cheap because their containers are made ahead of time: the
+//! zygote keeps `warm_sandboxes` children (runner configuration) each with
+//! a container made and its init waiting (see `sandbox::prepare`), hands a
+//! request to a ready one and forks its replacement at once (`serve`,
+//! `child`).
+//!
 //! Protocol: the service sends `Run { id, request }` as JSON; the run's
 //! child replies `Reply { id, result }`. `Cancel { id }` (sent when the
 //! caller of a run goes away) makes the zygote signal that run's child,
@@ -12,21 +18,22 @@
 //! closes, the zygote exits, and the kernel kills it if the service dies
 //! (PR_SET_PDEATHSIG).
 
+mod child;
+mod serve;
+
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{fork, ForkResult};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::request::{Outcome, SandboxRequest};
-use crate::sandbox;
 
 /// Largest message either side sends (requests carry env and argv).
 const MAX_MESSAGE: usize = 4 << 20;
@@ -43,6 +50,7 @@ enum ToZygote {
     Cancel { id: u64 },
 }
 
+/// A run's answer to the service.
 #[derive(Serialize, Deserialize)]
 struct Reply {
     id: u64,
@@ -104,7 +112,7 @@ impl Zygote {
                 drop(ours);
                 // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number.
                 unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-                let code = match serve(&host, &theirs) {
+                let code = match serve::serve(&host, &theirs) {
                     Ok(()) => 0,
                     Err(e) => {
                         eprintln!("corral runner zygote: {e}");
@@ -250,87 +258,5 @@ impl Drop for CancelOnDrop<'_> {
 fn reply(sock: &OwnedFd, id: u64, result: std::result::Result<Outcome, String>) {
     if let Ok(bytes) = serde_json::to_vec(&Reply { id, result }) {
         let _ = send(sock.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL);
-    }
-}
-
-/// The zygote's loop: fork a child per job, reap children, answer for the
-/// ones that died silently. Returns when the service closes its end.
-fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
-    let zygote_pid = nix::unistd::getpid();
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    let mut running: HashMap<Pid, u64> = HashMap::new();
-    loop {
-        let mut pfd = libc::pollfd {
-            fd: sock.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
-        if ready > 0 {
-            let n = match recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(Error::sys("zygote recv", e)),
-            };
-            let (id, request) = match serde_json::from_slice(&buf[..n]) {
-                Ok(ToZygote::Run { id, request }) => (id, request),
-                Ok(ToZygote::Cancel { id }) => {
-                    if let Some((pid, _)) = running.iter().find(|(_, run)| **run == id) {
-                        let _ = nix::sys::signal::kill(*pid, crate::cancel::SIGNAL);
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "undecodable job");
-                    continue;
-                }
-            };
-            // SAFETY: the zygote is single-threaded.
-            match unsafe { fork() } {
-                Ok(ForkResult::Child) => {
-                    if let Err(e) = crate::cancel::install_with_parent(zygote_pid) {
-                        reply(sock, id, Err(e.to_string()));
-                        // SAFETY: leaves without running inherited exit handlers.
-                        unsafe { libc::_exit(0) }
-                    }
-                    // Answer as soon as the command has ended; delete the
-                    // container afterwards, off the caller's clock.
-                    // SAFETY: this child of the single-threaded zygote has
-                    // one thread.
-                    match unsafe { sandbox::run_deferred(host, &request) } {
-                        Ok((outcome, cleanup)) => {
-                            reply(sock, id, Ok(outcome));
-                            cleanup.finish();
-                        }
-                        Err(e) => reply(sock, id, Err(e.to_string())),
-                    }
-                    // SAFETY: leaves without running inherited exit handlers.
-                    unsafe { libc::_exit(0) }
-                }
-                Ok(ForkResult::Parent { child }) => {
-                    running.insert(child, id);
-                }
-                Err(e) => reply(sock, id, Err(format!("fork for the run: {e}"))),
-            }
-        }
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(status) => {
-                    let Some(pid) = status.pid() else { break };
-                    if let Some(id) = running.remove(&pid) {
-                        if !matches!(status, WaitStatus::Exited(_, 0)) {
-                            reply(
-                                sock,
-                                id,
-                                Err(format!("the run's process ended badly: {status:?}")),
-                            );
-                        }
-                    }
-                }
-            }
-        }
     }
 }

@@ -76,6 +76,13 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if is_health_probe(&request) {
+            // Process supervisors and Kubernetes probe without credentials;
+            // these answer only "up" and "ready".
+            let clone = self.inner.clone();
+            let mut ready = std::mem::replace(&mut self.inner, clone);
+            return Box::pin(async move { ready.call(request).await });
+        }
         let credentials = credentials_of(&request);
         match self.layer.authenticator.authenticate(&credentials) {
             Ok(principal) => {
@@ -98,6 +105,12 @@ where
             }
         }
     }
+}
+
+/// `GET /healthz` or `GET /readyz`: the only calls that need no identity.
+fn is_health_probe<B>(request: &http::Request<B>) -> bool {
+    request.method() == http::Method::GET
+        && matches!(request.uri().path(), "/healthz" | "/readyz")
 }
 
 /// What the connection and the headers of `request` prove.

@@ -307,7 +307,7 @@ fn exec_as_the_farm(config: &RunnerConfig, mut opts: ExecOptions) -> anyhow::Res
                 input.display()
             )
         })
-        .and_then(|_| Ok(corral_runner::exec::run(config, opts)?));
+        .and_then(|_| Ok(corral_runner::exec::run_on(&host, opts)?));
     if keep {
         eprintln!("corral: scratch directory kept at {}", scratch.display());
     } else if let Err(e) = corral_worker::fsutil::remove_tree(&scratch) {

@@ -1,20 +1,24 @@
 //! Who may do what through the pages: the two seams authentication plugs
-//! into. The pages never decide identity themselves; they hand the
-//! request's extensions (where an authentication layer puts the caller's
-//! principal) to these traits.
+//! into. The pages never decide identity themselves: the listener's
+//! authentication layer puts the caller's `corral_auth::Principal` in the
+//! request's extensions (extensions never come over the wire), and these
+//! traits read it from there.
 //!
-//! * [`AdminPolicy`]: may this caller drain or release a worker, or cancel
-//!   an operation? Without authentication the farm's default is
-//!   [`OpenAdmin`] (anyone who reaches the pages, as anyone who reaches
-//!   the gRPC port may cancel an operation); `[http] admin = false`
-//!   gives [`NoAdmin`].
+//! * [`AdminPolicy`]: may this caller drain or undrain a worker, or cancel
+//!   an operation? [`AuthorizedAdmin`] asks the farm's authorization
+//!   (`admin` for workers; `admin` or `operations.cancel` on the
+//!   operation's instance for a cancel), which under the zero-config local
+//!   policy allows the local user. [`OpenAdmin`] allows anyone who reaches
+//!   the pages (for tests and tools), [`NoAdmin`] no one (`[http] admin =
+//!   false`).
 //! * [`ContextSource`]: under which identity do the pages read the CAS
-//!   and the action cache for this caller? By default
-//!   [`AnonymousContext`], as any unauthenticated gRPC client; with
-//!   tenancy the caller's own identity, so a page shows only what that
-//!   caller could fetch itself.
+//!   and the action cache? [`PrincipalContext`] (the default) reads as the
+//!   authenticated caller, so a page shows only what that caller could
+//!   fetch itself, and as `Anonymous` when the request carries no
+//!   principal (which the authorization layers refuse under a policy).
 
-use corral_cas::{DigestFunction, Identity, RequestContext};
+use corral_auth::{Permission, Principal};
+use corral_cas::{Authorization, DigestFunction, Identity, RequestContext};
 use http::Extensions;
 
 /// An operator action the pages offer.
@@ -56,18 +60,76 @@ impl AdminAction {
     }
 }
 
-/// Decides whether the caller of a request may take an admin action.
-pub trait AdminPolicy: Send + Sync + 'static {
-    /// `Err` holds the reason shown on the 403 page.
-    fn authorize(&self, extensions: &Extensions, action: &AdminAction) -> Result<(), String>;
+/// The caller's identity as the authentication layer left it.
+pub fn identity(extensions: &Extensions) -> Identity {
+    match extensions.get::<Principal>() {
+        Some(p) => Identity::Authenticated(p.clone()),
+        None => Identity::Anonymous,
+    }
 }
 
-/// Anyone who reaches the pages may (no authentication configured).
+/// Decides whether the caller of a request may take an admin action.
+pub trait AdminPolicy: Send + Sync + 'static {
+    /// `instance` is the instance name the action concerns ("" for a
+    /// worker; the operation's for a cancel). `Err` holds the reason shown
+    /// on the 403 page.
+    fn authorize(
+        &self,
+        extensions: &Extensions,
+        action: &AdminAction,
+        instance: &str,
+    ) -> Result<(), String>;
+}
+
+/// Asks the farm's authorization; see the module comment.
+#[derive(Clone)]
+pub struct AuthorizedAdmin {
+    authorization: Authorization,
+}
+
+impl AuthorizedAdmin {
+    /// Decides with `authorization`.
+    pub fn new(authorization: Authorization) -> Self {
+        AuthorizedAdmin { authorization }
+    }
+}
+
+impl AdminPolicy for AuthorizedAdmin {
+    fn authorize(
+        &self,
+        extensions: &Extensions,
+        action: &AdminAction,
+        instance: &str,
+    ) -> Result<(), String> {
+        let who = identity(extensions);
+        let name = who.principal_name();
+        let ctx = RequestContext::new(who, None, instance, DigestFunction::Sha256);
+        let may = self.authorization.may(&ctx, Permission::Admin)
+            || (matches!(action, AdminAction::Cancel(_))
+                && self.authorization.may(&ctx, Permission::OperationsCancel));
+        if may {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name} may not {} {:?}: it needs the `admin` permission{}",
+                action.verb(),
+                action.target(),
+                if matches!(action, AdminAction::Cancel(_)) {
+                    format!(" or `operations.cancel` on instance {instance:?}")
+                } else {
+                    String::new()
+                }
+            ))
+        }
+    }
+}
+
+/// Anyone who reaches the pages may.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OpenAdmin;
 
 impl AdminPolicy for OpenAdmin {
-    fn authorize(&self, _: &Extensions, _: &AdminAction) -> Result<(), String> {
+    fn authorize(&self, _: &Extensions, _: &AdminAction, _: &str) -> Result<(), String> {
         Ok(())
     }
 }
@@ -77,7 +139,7 @@ impl AdminPolicy for OpenAdmin {
 pub struct NoAdmin;
 
 impl AdminPolicy for NoAdmin {
-    fn authorize(&self, _: &Extensions, action: &AdminAction) -> Result<(), String> {
+    fn authorize(&self, _: &Extensions, action: &AdminAction, _: &str) -> Result<(), String> {
         Err(format!(
             "admin actions ({}) are turned off on this server ([http] admin = false)",
             action.verb()
@@ -97,22 +159,45 @@ pub trait ContextSource: Send + Sync + 'static {
     ) -> Result<RequestContext, String>;
 }
 
-/// Every page reader is anonymous.
+/// Reads as the authenticated caller (anonymous without one).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct AnonymousContext;
+pub struct PrincipalContext;
 
-impl ContextSource for AnonymousContext {
+impl ContextSource for PrincipalContext {
     fn context(
         &self,
-        _: &Extensions,
+        extensions: &Extensions,
         instance: &str,
         function: DigestFunction,
     ) -> Result<RequestContext, String> {
         Ok(RequestContext::new(
-            Identity::Anonymous,
+            identity(extensions),
             None,
             instance,
             function,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_auth::PrincipalKind;
+
+    #[test]
+    fn the_local_policy_lets_the_local_user_act_and_a_principal_is_read() {
+        let admin = AuthorizedAdmin::new(Authorization::local());
+        let none = Extensions::new();
+        let drain = AdminAction::Drain("w1".into());
+        assert!(admin.authorize(&none, &drain, "").is_ok());
+        let mut with = Extensions::new();
+        with.insert(Principal::new(PrincipalKind::Person, "alice", None));
+        assert_eq!(identity(&with).principal_name(), "alice");
+        let ctx = PrincipalContext
+            .context(&with, "team", DigestFunction::Sha256)
+            .unwrap();
+        assert_eq!(ctx.identity().principal_name(), "alice");
+        assert_eq!(ctx.instance_name(), "team");
+        assert!(NoAdmin.authorize(&with, &drain, "").is_err());
     }
 }

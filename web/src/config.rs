@@ -29,6 +29,11 @@ pub struct HttpConfig {
     /// message, and keep that response in the CAS so the page still shows
     /// it later. Default true.
     pub link_failures: Option<bool>,
+    /// Count RPCs, storage and scheduler events for `/metrics`. Default
+    /// true; false leaves the metrics layers out of the stack (for
+    /// measuring what they cost) and `/metrics` with the process's own
+    /// series and the worker's.
+    pub metrics: Option<bool>,
 }
 
 impl HttpConfig {
@@ -45,6 +50,11 @@ impl HttpConfig {
     /// See the field.
     pub fn admin(&self) -> bool {
         self.admin.unwrap_or(true)
+    }
+
+    /// See the field.
+    pub fn metrics(&self) -> bool {
+        self.metrics.unwrap_or(true)
     }
 
     /// See the field.

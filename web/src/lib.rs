@@ -37,7 +37,9 @@ pub mod serve;
 pub mod web;
 pub mod wiring;
 
-pub use access::{AdminAction, AdminPolicy, AnonymousContext, ContextSource, NoAdmin, OpenAdmin};
+pub use access::{
+    AdminAction, AdminPolicy, AuthorizedAdmin, ContextSource, NoAdmin, OpenAdmin, PrincipalContext,
+};
 pub use config::HttpConfig;
 pub use metrics::Metrics;
 pub use web::{Web, WebBuilder};

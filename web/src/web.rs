@@ -11,7 +11,7 @@ use corral_scheduler::Scheduler;
 use http::Extensions;
 use sha2::{Digest as _, Sha256};
 
-use crate::access::{AdminAction, AdminPolicy, AnonymousContext, ContextSource, OpenAdmin};
+use crate::access::{AdminAction, AdminPolicy, ContextSource, OpenAdmin, PrincipalContext};
 use crate::error::PageError;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -50,7 +50,7 @@ impl Web {
                 scheduler: None,
                 storage: None,
                 admin: Arc::new(OpenAdmin),
-                contexts: Arc::new(AnonymousContext),
+                contexts: Arc::new(PrincipalContext),
                 grpc_url: None,
                 pages: true,
                 secret: secret(),
@@ -112,15 +112,16 @@ impl Web {
             .map_err(PageError::forbidden)
     }
 
-    /// Whether the caller may take `action`.
+    /// Whether the caller may take `action`, which concerns `instance`.
     pub(crate) fn authorize(
         &self,
         extensions: &Extensions,
         action: &AdminAction,
+        instance: &str,
     ) -> Result<(), PageError> {
         self.inner
             .admin
-            .authorize(extensions, action)
+            .authorize(extensions, action, instance)
             .map_err(PageError::forbidden)
     }
 
@@ -152,13 +153,15 @@ impl WebBuilder {
         self
     }
 
-    /// Who may take admin actions (default: [`OpenAdmin`]).
+    /// Who may take admin actions (default: [`OpenAdmin`]; servers use
+    /// [`crate::AuthorizedAdmin`]).
     pub fn admin(mut self, policy: Arc<dyn AdminPolicy>) -> Self {
         self.inner.admin = policy;
         self
     }
 
-    /// Under whose identity pages read storage (default: anonymous).
+    /// Under whose identity pages read storage (default:
+    /// [`PrincipalContext`], the authenticated caller).
     pub fn contexts(mut self, contexts: Arc<dyn ContextSource>) -> Self {
         self.inner.contexts = contexts;
         self

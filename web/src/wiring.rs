@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use corral_cas::action_cache::metrics::ActionCacheMetrics;
 use corral_cas::store::metrics::{instrument, EvictionMetrics, StoreMetrics};
-use corral_cas::Storage;
+use corral_cas::{Authorization, Storage};
 use corral_scheduler::metrics::SchedulerMetrics;
 use corral_scheduler::Scheduler;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
-use crate::access::NoAdmin;
+use crate::access::{AuthorizedAdmin, NoAdmin};
 use crate::config::HttpConfig;
 use crate::dispatch::same_port;
 use crate::metrics::Metrics;
@@ -32,6 +32,8 @@ pub struct Observability {
     store: StoreMetrics,
     action_cache: ActionCacheMetrics,
     rpc: RpcMetrics,
+    /// `[http] metrics`: whether the layers count at all.
+    counting: bool,
 }
 
 impl Default for Observability {
@@ -43,6 +45,12 @@ impl Default for Observability {
 impl Observability {
     /// A registry with the storage and RPC metrics registered.
     pub fn new() -> Observability {
+        Self::counting(true)
+    }
+
+    /// [`Observability::new`], or with no metrics layers when `counting`
+    /// is false (`[http] metrics = false`).
+    pub fn counting(counting: bool) -> Observability {
         let metrics = Metrics::new();
         let (store, action_cache, rpc) = metrics.register(|r| {
             (
@@ -56,6 +64,7 @@ impl Observability {
             store,
             action_cache,
             rpc,
+            counting,
         }
     }
 
@@ -67,24 +76,31 @@ impl Observability {
 
     /// `storage` with the metrics layers on top.
     pub fn instrument(&self, storage: Storage) -> Storage {
+        if !self.counting {
+            return storage;
+        }
         instrument(storage, &self.store, &self.action_cache)
     }
 
     /// Counts the scheduler's events and, unless `[http]` turns it off,
     /// links failed responses to their pages at `external_url`.
     pub fn watch_scheduler(&self, scheduler: &Arc<Scheduler>, http: &HttpConfig, addr: SocketAddr) {
-        self.metrics
-            .register(|r| SchedulerMetrics::register(r, scheduler));
+        if self.counting {
+            self.metrics
+                .register(|r| SchedulerMetrics::register(r, scheduler));
+        }
         if http.link_failures() {
             scheduler.link_failures(Some(http.external_url(addr)));
         }
     }
 
-    /// The pages' state for this server.
+    /// The pages' state for this server; admin actions are put to
+    /// `authorization` (`admin`, or `operations.cancel` for a cancel).
     pub fn web(
         &self,
         storage: &Storage,
         scheduler: Option<&Arc<Scheduler>>,
+        authorization: &Authorization,
         http: &HttpConfig,
         addr: SocketAddr,
     ) -> Web {
@@ -95,9 +111,11 @@ impl Observability {
         if let Some(s) = scheduler {
             builder = builder.scheduler(s.clone());
         }
-        if !http.admin() {
-            builder = builder.admin(Arc::new(NoAdmin));
-        }
+        builder = if http.admin() {
+            builder.admin(Arc::new(AuthorizedAdmin::new(authorization.clone())))
+        } else {
+            builder.admin(Arc::new(NoAdmin))
+        };
         builder.build()
     }
 
@@ -110,7 +128,8 @@ impl Observability {
         } else {
             axum::Router::new()
         };
-        same_port(grpc, pages, Some(self.rpc.clone()))
+        let rpc = self.counting.then(|| self.rpc.clone());
+        same_port(grpc, pages, rpc)
     }
 
     /// Serves the HTTP side on `[http] listen` too, until `stop` resolves.

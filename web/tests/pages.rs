@@ -230,10 +230,7 @@ async fn a_failed_action_is_shown_from_its_link_with_everything_escaped() {
         .await;
     assert_eq!(raw.bytes, CONTENT);
     let disposition = raw.header("content-disposition").unwrap();
-    assert_eq!(
-        disposition,
-        "attachment; filename=\"script_.txt\""
-    );
+    assert_eq!(disposition, "attachment; filename=\"script_.txt\"");
 
     // The lists.
     let failed = site.get("/executions?outcome=oom").await;
@@ -458,4 +455,133 @@ async fn metrics_and_health_share_the_grpc_port() {
     let ready = site.get("/readyz").await;
     assert_eq!(ready.status, 200);
     assert!(ready.body.contains("storage: ok") && ready.body.contains("scheduler: ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_workers_listener_serves_metrics_and_health_only() {
+    let metrics = corral_web::Metrics::new();
+    let worker = metrics.register(runs_counter);
+    worker.inc_by(7);
+    let stop = stop_signal();
+    let (addr, _task) =
+        corral_web::serve::metrics_only("127.0.0.1:0".parse().unwrap(), metrics, stop.1)
+            .await
+            .unwrap();
+    let site = common::Client { addr };
+    let text = site.get("/metrics").await;
+    assert!(
+        text.body.contains("corral_test_worker_runs_total 7"),
+        "{}",
+        text.body
+    );
+    assert_eq!(site.get("/healthz").await.body, "ok\n");
+    assert_eq!(site.get("/readyz").await.status, 200);
+    assert_eq!(site.get("/").await.status, 404, "no pages there");
+    let _ = stop.0.send(());
+}
+
+fn runs_counter(
+    r: &mut prometheus_client::registry::Registry,
+) -> prometheus_client::metrics::counter::Counter {
+    let c = prometheus_client::metrics::counter::Counter::default();
+    r.register("corral_test_worker_runs", "Runs", c.clone());
+    c
+}
+
+/// A stop signal and the future that waits for it.
+fn stop_signal() -> (
+    tokio::sync::oneshot::Sender<()>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cas_shows_trees_commands_and_results() {
+    let site = Site::start().await;
+    let leaf = reapi::Directory {
+        files: vec![reapi::FileNode {
+            name: "leaf.o".into(),
+            digest: Some(site.put(b"\x7fELF\x00\x01binary").await),
+            is_executable: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let leaf_digest = Digest::of_message(F, &leaf).to_proto();
+    let tree = reapi::Tree {
+        root: Some(reapi::Directory {
+            directories: vec![reapi::DirectoryNode {
+                name: "obj".into(),
+                digest: Some(leaf_digest),
+            }],
+            symlinks: vec![reapi::SymlinkNode {
+                name: "latest".into(),
+                target: "obj/<leaf>".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        children: vec![leaf],
+    };
+    let t = site.put_message(&tree).await;
+    let page = site
+        .get(&corral_web::links::blob("", F, &t, "tree", Some("out")))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("obj/") && page.body.contains("leaf.o"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("executable"));
+    assert!(
+        page.body.contains("latest → <code>obj/&lt;leaf&gt;</code>"),
+        "{}",
+        page.body
+    );
+    // A binary file is offered as a download, not shown.
+    let leaf_file = tree.children[0].files[0].digest.clone().unwrap();
+    let binary = site
+        .get(&corral_web::links::blob("", F, &leaf_file, "file", None))
+        .await;
+    assert!(binary.body.contains("Binary content"), "{}", binary.body);
+
+    let c = site
+        .put_message(&reapi::Command {
+            arguments: vec!["gcc".into(), "-c".into(), "a b.c".into()],
+            ..Default::default()
+        })
+        .await;
+    let page = site
+        .get(&corral_web::links::blob("", F, &c, "command", None))
+        .await;
+    assert!(
+        page.body.contains("gcc -c &#39;a b.c&#39;"),
+        "{}",
+        page.body
+    );
+
+    let r = site
+        .put_message(&reapi::ActionResult {
+            exit_code: 42,
+            stdout_raw: b"out".to_vec(),
+            ..Default::default()
+        })
+        .await;
+    let page = site
+        .get(&corral_web::links::blob("", F, &r, "result", None))
+        .await;
+    assert!(page.body.contains("id=\"exit-code\">42<"), "{}", page.body);
+    let to_action = site
+        .get(&corral_web::links::blob("", F, &r, "action", None))
+        .await;
+    assert_eq!(to_action.status, 303);
+    assert!(to_action
+        .header("location")
+        .unwrap()
+        .starts_with("/action/sha256/"));
 }

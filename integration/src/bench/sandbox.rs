@@ -117,22 +117,38 @@ fn run_request(root: &Path, scratch: &Path) -> pb::RunRequest {
     }
 }
 
-/// A `corral runner --socket` process for the run, stopped on drop.
+/// The log filter of the measured `corral` processes unless `RUST_LOG`
+/// says otherwise: warnings, and libcontainer's only when they are errors
+/// (it warns about cgroup controllers it does not see, by design).
+const LOG_FILTER: &str = "warn,libcgroups=error,libcontainer=error";
+
+fn log_filter() -> String {
+    std::env::var("RUST_LOG").unwrap_or_else(|_| LOG_FILTER.to_string())
+}
+
+/// A `corral runner --socket` process for the run, stopped on drop. Its
+/// log goes to `runner.log` beside the socket.
 struct Runner {
     child: std::process::Child,
     socket: PathBuf,
+    log: PathBuf,
 }
 
 impl Runner {
     fn start(corral: &Path, dir: &Path) -> anyhow::Result<Runner> {
         let socket = dir.join("runner.sock");
-        let mut cmd = Command::new(corral);
-        cmd.arg("runner").arg("--socket").arg(&socket);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "warn");
-        }
-        let child = cmd.spawn().context("start corral runner")?;
-        Ok(Runner { child, socket })
+        let log = dir.join("runner.log");
+        let file = std::fs::File::create(&log).context("create runner.log")?;
+        let child = Command::new(corral)
+            .arg("runner")
+            .arg("--socket")
+            .arg(&socket)
+            .env("RUST_LOG", log_filter())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("start corral runner")?;
+        Ok(Runner { child, socket, log })
     }
 }
 
@@ -240,7 +256,7 @@ fn runner_exec(corral: &Path, root: &Path) -> Command {
     c.args(["runner", "exec", "--root"])
         .arg(root)
         .args(["--", "/bin/true"])
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", log_filter());
     c
 }
 
@@ -282,7 +298,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (client, limits) = rt.block_on(connect(&runner.socket))?;
+    let (client, limits) = rt
+        .block_on(connect(&runner.socket))
+        .with_context(|| format!("the runner's log: {}", runner.log.display()))?;
 
     println!(
         "sandbox: /bin/true in a busybox root, {} actions per row after {} untimed",
@@ -332,6 +350,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     println!("machine at end: {}", machine());
+    // The runner stops once its last connection is closed.
+    drop(client);
     drop(runner);
     Ok(())
 }

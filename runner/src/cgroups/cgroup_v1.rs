@@ -2,15 +2,17 @@
 //! (`/sys/fs/cgroup/memory`, `/sys/fs/cgroup/pids`, …), the layout of
 //! legacy and hybrid hosts.
 //!
-//! A run's cgroup is `<controller>/<parent>/<run id>` in every mounted
-//! controller, the same directories libcontainer's v1 manager derives from
-//! `linux.cgroupsPath`. As root the parent is made at start-up
+//! A run's cgroup is `<controller>/<parent>/<run id>` in each controller
+//! the runner uses (memory, pids, cpu, cpuacct). As root the parent is made
+//! at start-up
 //! ([`delegate_at`] with uid 0). An unprivileged runner needs a parent that
 //! root delegated to it (`corral runner delegate`): cgroup v1 has no
 //! delegation of its own.
 
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::files;
@@ -71,10 +73,18 @@ pub fn delegate_at(root: &Path, parent: &str, uid: u32, gid: u32) -> Result<Vec<
             }
         }
         // cgroup.clone_children makes new cpuset children inherit cpus/mems.
-        if dir.join("cpuset.cpus").exists() {
-            files::write(&dir.join("cgroup.clone_children"), "1")?;
+        let clone_children = dir.join("cgroup.clone_children");
+        if dir.join("cpuset.cpus").exists()
+            && files::read(&clone_children).is_none_or(|v| v.trim() != "1")
+        {
+            files::write(&clone_children, "1")?;
         }
+        // Every runner start probes: change only what is not so already.
         let chown = |p: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            if fs::metadata(p).is_ok_and(|m| (m.uid(), m.gid()) == (uid, gid)) {
+                return Ok(());
+            }
             nix::unistd::chown(p, Some(uid.into()), Some(gid.into()))
                 .map_err(|e| Error::sys(format!("chown {}", p.display()), e))
         };
@@ -101,61 +111,102 @@ pub fn usable_at(root: &Path, parent: &str) -> bool {
         })
 }
 
+/// The controllers whose files the runner writes or reads.
+const USED: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
+
 /// Limits runs with the cgroup v1 controllers under `root`.
 #[derive(Debug, Clone)]
 pub struct CgroupV1 {
-    root: PathBuf,
+    /// The parent's directory in each used controller that is mounted.
+    parents: Vec<(&'static str, PathBuf)>,
+    /// The parent, for the spec's path.
     parent: String,
+    /// Descriptors the directories above are reached through, once pinned
+    /// (held, never read).
+    _pins: Arc<Vec<OwnedFd>>,
 }
 
 impl CgroupV1 {
-    /// Runs go in `<root>/<controller>/<parent>/<run id>`; `root` is
-    /// `/sys/fs/cgroup` outside tests.
+    /// Runs go in `<root>/<controller>/<parent>/<run id>` for the
+    /// controllers the runner uses (memory, pids, cpu, cpuacct) that are
+    /// mounted; `root` is `/sys/fs/cgroup` outside tests.
     pub fn new(root: impl Into<PathBuf>, parent: impl Into<String>) -> CgroupV1 {
+        let root = root.into();
+        let parent = parent.into();
+        let parents = USED
+            .into_iter()
+            .filter(|c| root.join(c).join("cgroup.procs").exists())
+            .map(|c| (c, root.join(c).join(parent.trim_matches('/'))))
+            .collect();
         CgroupV1 {
-            root: root.into(),
-            parent: parent.into(),
+            parents,
+            parent,
+            _pins: Arc::default(),
         }
     }
 
-    /// The run's directory in `controller`.
-    fn dir(&self, controller: &str, id: &str) -> Result<PathBuf> {
+    /// The same enforcer reaching its directories through descriptors
+    /// opened now, so that it keeps working in a mount namespace where
+    /// `/sys/fs/cgroup` is covered.
+    pub fn pinned(&self) -> Result<CgroupV1> {
+        let mut pins: Vec<(PathBuf, OwnedFd)> = Vec::new();
+        let mut parents = Vec::new();
+        for (controller, dir) in &self.parents {
+            // Co-mounted controllers (`cpu,cpuacct`) share a directory.
+            let real = fs::canonicalize(dir)
+                .map_err(|e| Error::io(format!("resolve {}", dir.display()), e))?;
+            let at = match pins.iter().find(|(p, _)| *p == real) {
+                Some((_, fd)) => files::through(fd),
+                None => {
+                    let fd = files::pin(&real)?;
+                    let at = files::through(&fd);
+                    pins.push((real, fd));
+                    at
+                }
+            };
+            parents.push((*controller, at));
+        }
+        Ok(CgroupV1 {
+            parents,
+            parent: self.parent.clone(),
+            _pins: Arc::new(pins.into_iter().map(|(_, fd)| fd).collect()),
+        })
+    }
+
+    /// The run's directory in `controller`, if that controller is mounted.
+    fn dir(&self, controller: &str, id: &str) -> Result<Option<PathBuf>> {
+        let id = files::check_id(id)?;
         Ok(self
-            .root
-            .join(controller)
-            .join(files::run_relative(&self.parent, id)?))
+            .parents
+            .iter()
+            .find(|(c, _)| *c == controller)
+            .map(|(_, p)| p.join(id)))
+    }
+
+    /// The run's directories, one per distinct controller directory.
+    fn dirs(&self, id: &str) -> Result<Vec<PathBuf>> {
+        let id = files::check_id(id)?;
+        let mut out: Vec<PathBuf> = Vec::new();
+        for (_, parent) in &self.parents {
+            let dir = parent.join(id);
+            if !out.contains(&dir) {
+                out.push(dir);
+            }
+        }
+        Ok(out)
     }
 
     fn write(&self, controller: &str, id: &str, file: &str, value: u64) -> Result<()> {
-        files::write(&self.dir(controller, id)?.join(file), &value.to_string())
-    }
-
-    fn write_limits(&self, id: &str, limits: &Limits) -> Result<()> {
-        if let Some(bytes) = limits.memory_bytes {
-            self.write("memory", id, "memory.limit_in_bytes", bytes)?;
-            // Without a swap limit the tree could page out instead of being
-            // stopped; the file is absent when swap accounting is off.
-            if self
-                .dir("memory", id)?
-                .join("memory.memsw.limit_in_bytes")
-                .exists()
-            {
-                self.write("memory", id, "memory.memsw.limit_in_bytes", bytes)?;
-            }
+        match self.dir(controller, id)? {
+            Some(dir) => files::write(&dir.join(file), &value.to_string()),
+            None => Err(Error::Cgroup(format!(
+                "the {controller} controller is not mounted, so its limit cannot be enforced"
+            ))),
         }
-        if let Some(max) = limits.max_pids {
-            self.write("pids", id, "pids.max", max)?;
-        }
-        if let Some(millis) = limits.cpu_millis {
-            self.write("cpu", id, "cpu.cfs_period_us", CPU_PERIOD_US)?;
-            let quota = (millis.saturating_mul(CPU_PERIOD_US) / 1000).max(1000);
-            self.write("cpu", id, "cpu.cfs_quota_us", quota)?;
-        }
-        Ok(())
     }
 
     fn cpu(&self, id: &str) -> Option<CpuTime> {
-        let dir = self.dir("cpuacct", id).ok()?;
+        let dir = self.dir("cpuacct", id).ok()??;
         let ns = |file: &str| files::read_u64(&dir.join(file)).map(Duration::from_nanos);
         Some(CpuTime {
             total: ns("cpuacct.usage")?,
@@ -179,24 +230,54 @@ impl LimitEnforcer for CgroupV1 {
         format!("/{}/{id}", self.parent.trim_matches('/'))
     }
 
-    fn create(&self, id: &str, limits: &Limits) -> Result<()> {
-        let relative = files::run_relative(&self.parent, id)?;
-        for ctrl in controllers(&self.root) {
-            let dir = ctrl.join(&relative);
-            if let Err(e) = fs::create_dir_all(&dir) {
-                let _ = self.remove(id);
-                return Err(Error::io(format!("create {}", dir.display()), e));
+    fn create(&self, id: &str) -> Result<()> {
+        for dir in self.dirs(id)? {
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    let _ = self.remove(id);
+                    return Err(Error::io(format!("create {}", dir.display()), e));
+                }
             }
         }
-        self.write_limits(id, limits).inspect_err(|_| {
-            let _ = self.remove(id);
-        })
+        Ok(())
+    }
+
+    fn attach(&self, id: &str, pid: i32) -> Result<()> {
+        for dir in self.dirs(id)? {
+            files::write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, id: &str, limits: &Limits) -> Result<()> {
+        if let Some(bytes) = limits.memory_bytes {
+            self.write("memory", id, "memory.limit_in_bytes", bytes)?;
+            // Without a swap limit the tree could page out instead of being
+            // stopped; the file is absent when swap accounting is off.
+            if let Some(dir) = self.dir("memory", id)? {
+                if dir.join("memory.memsw.limit_in_bytes").exists() {
+                    self.write("memory", id, "memory.memsw.limit_in_bytes", bytes)?;
+                }
+            }
+        }
+        if let Some(max) = limits.max_pids {
+            self.write("pids", id, "pids.max", max)?;
+        }
+        if let Some(millis) = limits.cpu_millis {
+            self.write("cpu", id, "cpu.cfs_period_us", CPU_PERIOD_US)?;
+            let quota = (millis.saturating_mul(CPU_PERIOD_US) / 1000).max(1000);
+            self.write("cpu", id, "cpu.cfs_quota_us", quota)?;
+        }
+        Ok(())
     }
 
     fn usage(&self, id: &str) -> Usage {
         let read = |ctrl: &str, file: &str| {
             self.dir(ctrl, id)
                 .ok()
+                .flatten()
                 .and_then(|d| files::read(&d.join(file)))
                 .unwrap_or_default()
         };
@@ -216,10 +297,8 @@ impl LimitEnforcer for CgroupV1 {
     }
 
     fn remove(&self, id: &str) -> Result<()> {
-        let relative = files::run_relative(&self.parent, id)?;
         let mut first_error = None;
-        for ctrl in controllers(&self.root) {
-            let dir = ctrl.join(&relative);
+        for dir in self.dirs(id)? {
             if !dir.exists() {
                 continue;
             }

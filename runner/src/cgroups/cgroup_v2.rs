@@ -1,19 +1,19 @@
 //! cgroup v2: the unified hierarchy mounted at the cgroup root, as on
 //! current systemd distributions.
 //!
-//! A run's cgroup is `<root>/<parent>/<run id>`, the directory
-//! libcontainer's v2 manager derives from `linux.cgroupsPath`. A controller
+//! A run's cgroup is `<root>/<parent>/<run id>`. A controller
 //! only appears in a child once its parent lists it in
 //! `cgroup.subtree_control`, so the runner enables `cpu`, `memory` and
 //! `pids` down to the parent: from the root at start-up when it runs as
 //! root ([`CgroupV2::prepare`]), in the parent itself for each run.
 //!
 //! The root is a parameter so that tests can point the manager at a
-//! directory laid out like cgroupfs; libcontainer itself always uses
-//! `/sys/fs/cgroup`, so outside tests the root must be that.
+//! directory laid out like cgroupfs; outside tests it is `/sys/fs/cgroup`.
 
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::files;
@@ -34,6 +34,8 @@ const CPU_PERIOD_US: u64 = 100_000;
 pub struct CgroupV2 {
     root: PathBuf,
     parent: String,
+    /// Once pinned: the parent's directory reached through a descriptor.
+    pinned: Option<(PathBuf, Arc<OwnedFd>)>,
 }
 
 /// The words of a space-separated interface file, such as
@@ -112,15 +114,34 @@ impl CgroupV2 {
         CgroupV2 {
             root: root.into(),
             parent: parent.into(),
+            pinned: None,
         }
     }
 
+    /// The same enforcer reaching the parent through a descriptor opened
+    /// now, so that it keeps working in a mount namespace where
+    /// `/sys/fs/cgroup` is covered.
+    pub fn pinned(&self) -> Result<CgroupV2> {
+        files::check_parent(&self.parent)?;
+        let fd = files::pin(&self.root.join(self.parent.trim_matches('/')))?;
+        Ok(CgroupV2 {
+            pinned: Some((files::through(&fd), Arc::new(fd))),
+            ..self.clone()
+        })
+    }
+
     fn parent_dir(&self) -> PathBuf {
-        self.root.join(self.parent.trim_matches('/'))
+        match &self.pinned {
+            Some((at, _)) => at.clone(),
+            None => self.root.join(self.parent.trim_matches('/')),
+        }
     }
 
     fn run_dir(&self, id: &str) -> Result<PathBuf> {
-        Ok(self.root.join(files::run_relative(&self.parent, id)?))
+        match &self.pinned {
+            Some((at, _)) => Ok(at.join(files::check_id(id)?)),
+            None => Ok(self.root.join(files::run_relative(&self.parent, id)?)),
+        }
     }
 
     /// As root, at start-up: makes the parent and enables `cpu`, `memory`
@@ -204,9 +225,22 @@ impl LimitEnforcer for CgroupV2 {
         format!("/{}/{id}", self.parent.trim_matches('/'))
     }
 
-    fn create(&self, id: &str, limits: &Limits) -> Result<()> {
+    fn create(&self, id: &str) -> Result<()> {
         let dir = self.run_dir(id)?;
         let parent = self.parent_dir();
+        enable(&parent, &offered_wanted(&parent))?;
+        match fs::create_dir(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io(format!("create {}", dir.display()), e)),
+        }
+    }
+
+    fn attach(&self, id: &str, pid: i32) -> Result<()> {
+        files::write(&self.run_dir(id)?.join("cgroup.procs"), &pid.to_string())
+    }
+
+    fn apply(&self, id: &str, limits: &Limits) -> Result<()> {
         let needed: Vec<&str> = [
             (limits.memory_bytes, "memory"),
             (limits.max_pids, "pids"),
@@ -215,16 +249,8 @@ impl LimitEnforcer for CgroupV2 {
         .into_iter()
         .filter_map(|(limit, c)| limit.map(|_| c))
         .collect();
-        require(&parent, &needed)?;
-        enable(&parent, &offered_wanted(&parent))?;
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io(format!("create {}", dir.display()), e)),
-        }
-        self.write_limits(&dir, limits).inspect_err(|_| {
-            let _ = self.remove(id);
-        })
+        require(&self.parent_dir(), &needed)?;
+        self.write_limits(&self.run_dir(id)?, limits)
     }
 
     fn usage(&self, id: &str) -> Usage {

@@ -41,6 +41,12 @@ pub(crate) trait LimitEnforcer {
     /// exists) into run `id`'s cgroup.
     fn attach(&self, id: &str, pid: i32) -> Result<()>;
 
+    /// Whether [`attach`](Self::attach) moves processes between cgroups
+    /// (and so waits for the kernel's RCU grace period the first time).
+    fn moves_processes(&self) -> bool {
+        true
+    }
+
     /// Writes `limits` into run `id`'s cgroup. A limit whose controller
     /// this host does not offer is an error naming it.
     fn apply(&self, id: &str, limits: &Limits) -> Result<()>;

@@ -4,10 +4,8 @@
 //!
 //! `auto` takes cgroup v2 when the cgroup root is a cgroup2 file system and
 //! the runner may use it, cgroup v1 when v1 controllers are mounted there
-//! and usable, rlimits otherwise. libcontainer makes the same v1/v2 choice
-//! on its own (by the file system type of `/sys/fs/cgroup`), so an explicit
-//! `v1` or `v2` that this host cannot honour is an error rather than a run
-//! whose limits land in directories libcontainer does not use.
+//! and usable, rlimits otherwise. An explicit `v1` or `v2` that this host
+//! cannot honour is an error rather than limits that are not enforced.
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +52,21 @@ impl Mechanism {
             (Mechanism::CgroupV2, Some(p)) => Box::new(CgroupV2::new(root, p)),
             _ => Box::new(RlimitsOnly),
         }
+    }
+
+    /// Like [`Mechanism::enforcer`], with the cgroup directories opened
+    /// now (see `CgroupV1::pinned`): what a run uses from inside its own
+    /// mount namespace.
+    pub fn pinned_enforcer(
+        self,
+        root: &Path,
+        parent: Option<&str>,
+    ) -> Result<Box<dyn LimitEnforcer>> {
+        Ok(match (self, parent) {
+            (Mechanism::CgroupV1, Some(p)) => Box::new(CgroupV1::new(root, p).pinned()?),
+            (Mechanism::CgroupV2, Some(p)) => Box::new(CgroupV2::new(root, p).pinned()?),
+            _ => Box::new(RlimitsOnly),
+        })
     }
 }
 

@@ -42,6 +42,10 @@ impl LimitEnforcer for RlimitsOnly {
         Ok(())
     }
 
+    fn moves_processes(&self) -> bool {
+        false
+    }
+
     fn apply(&self, _id: &str, _limits: &Limits) -> Result<()> {
         Ok(())
     }

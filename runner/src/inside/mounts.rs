@@ -16,6 +16,24 @@ const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
 /// `AT_RECURSIVE` (`linux/fcntl.h`): the whole tree below the path.
 const AT_RECURSIVE: u32 = 0x8000;
+/// `fsconfig(2)` commands (`linux/mount.h`).
+const FSCONFIG_SET_FLAG: u32 = 0;
+const FSCONFIG_SET_FD: u32 = 5;
+const FSCONFIG_CMD_CREATE: u32 = 6;
+/// `fsopen`/`fsmount`/`open_tree` flags.
+const FSOPEN_CLOEXEC: u32 = 0x1;
+const FSMOUNT_CLOEXEC: u32 = 0x1;
+const OPEN_TREE_CLONE: u32 = 0x1;
+/// `move_mount(2)`: the source is the descriptor itself.
+const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+
+/// `struct open_how` of `openat2(2)` (libc's is non-exhaustive).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
 
 /// `struct mount_attr` of `mount_setattr(2)`.
 #[repr(C)]
@@ -37,7 +55,7 @@ pub(crate) fn open_beneath(host: &OwnedFd, path: &Path) -> Result<OwnedFd> {
         rel
     };
     let c = cstring(rel)?;
-    let how = libc::open_how {
+    let how = OpenHow {
         flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
@@ -49,8 +67,8 @@ pub(crate) fn open_beneath(host: &OwnedFd, path: &Path) -> Result<OwnedFd> {
             libc::SYS_openat2,
             host.as_raw_fd(),
             c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
         )
     };
     if fd < 0 {
@@ -63,61 +81,130 @@ pub(crate) fn open_beneath(host: &OwnedFd, path: &Path) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// The `/proc/self/fd/N` name of `fd`, through which mount(2) reaches the
-/// very directory the descriptor holds.
-pub(crate) fn fd_path(fd: &OwnedFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
-}
-
 fn cstring(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| Error::InvalidRequest(format!("path {} contains NUL", path.display())))
 }
 
-/// Mounts `overlay` (host directories) at `target`, inside the user
-/// namespace (hence `userxattr`).
-pub(crate) fn mount_overlay(host: &OwnedFd, overlay: &Overlay, target: &Path) -> Result<()> {
-    let mut held = Vec::new();
-    let mut lowers = Vec::new();
-    for dir in &overlay.lowers {
-        let fd = open_beneath(host, dir)?;
-        lowers.push(fd_path(&fd));
-        held.push(fd);
+/// The descriptor a raw syscall returned, or the error of `what`.
+fn owned(fd: libc::c_long, what: impl FnOnce() -> String) -> Result<OwnedFd> {
+    if fd < 0 {
+        return Err(Error::sys(what(), nix::errno::Errno::last()));
     }
-    let upper = open_beneath(host, &overlay.upper)?;
-    let work = open_beneath(host, &overlay.work)?;
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={},userxattr",
-        lowers.join(":"),
-        fd_path(&upper),
-        fd_path(&work)
-    );
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(|e| {
-        Error::sys(
-            format!(
-                "mount the overlay of {} at {}",
-                overlay
-                    .lowers
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(":"),
-                target.display()
-            ),
-            e,
-        )
-    })
+    // SAFETY: the kernel just returned this descriptor to us alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Binds `source` (a path, or [`fd_path`] of a descriptor) onto `target`
-/// with everything mounted beneath it.
+/// One `fsconfig(2)` call on `fs`.
+fn fsconfig(fs: &OwnedFd, cmd: u32, key: Option<&str>, aux: i32, what: &str) -> Result<()> {
+    let key = key
+        .map(|k| CString::new(k).map_err(|_| Error::InvalidRequest(format!("key {k:?}"))))
+        .transpose()?;
+    let key_ptr = key.as_ref().map_or(std::ptr::null(), |k| k.as_ptr());
+    // SAFETY: fsconfig with a valid fs context, a NUL-terminated key or
+    // null, no value, and an fd or 0 as aux.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            cmd,
+            key_ptr,
+            std::ptr::null::<libc::c_void>(),
+            aux,
+        )
+    };
+    if r < 0 {
+        return Err(Error::sys(what.to_string(), nix::errno::Errno::last()));
+    }
+    Ok(())
+}
+
+/// Attaches the detached mount `mnt` at `target`.
+fn attach(mnt: &OwnedFd, target: &Path) -> Result<()> {
+    let c = cstring(target)?;
+    let empty = c"";
+    // SAFETY: move_mount from a mount fd (empty path) to a NUL-terminated
+    // target path.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(Error::sys(
+            format!("attach a mount at {}", target.display()),
+            nix::errno::Errno::last(),
+        ));
+    }
+    Ok(())
+}
+
+/// Mounts `overlay` (host directories) at `target`, inside the user
+/// namespace (hence `userxattr`). Every layer is handed to overlayfs as a
+/// descriptor (Linux 6.13): no path is walked, so nothing of `/proc` is
+/// needed and nothing can be redirected.
+pub(crate) fn mount_overlay(host: &OwnedFd, overlay: &Overlay, target: &Path) -> Result<()> {
+    let what = |step: &str| {
+        format!(
+            "overlay of {} at {}: {step}",
+            overlay
+                .lowers
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":"),
+            target.display()
+        )
+    };
+    // SAFETY: fsopen with a NUL-terminated file system name.
+    let fs = owned(
+        unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) },
+        || what("fsopen"),
+    )?;
+    for dir in &overlay.lowers {
+        let fd = open_beneath(host, dir)?;
+        fsconfig(&fs, FSCONFIG_SET_FD, Some("lowerdir+"), fd.as_raw_fd(), &what("lowerdir+"))?;
+    }
+    let upper = open_beneath(host, &overlay.upper)?;
+    fsconfig(&fs, FSCONFIG_SET_FD, Some("upperdir"), upper.as_raw_fd(), &what("upperdir"))?;
+    let work = open_beneath(host, &overlay.work)?;
+    fsconfig(&fs, FSCONFIG_SET_FD, Some("workdir"), work.as_raw_fd(), &what("workdir"))?;
+    fsconfig(&fs, FSCONFIG_SET_FLAG, Some("userxattr"), 0, &what("userxattr"))?;
+    fsconfig(&fs, FSCONFIG_CMD_CREATE, None, 0, &what("create"))?;
+    // SAFETY: fsmount of a created fs context, no attributes.
+    let mnt = owned(
+        unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) },
+        || what("fsmount"),
+    )?;
+    attach(&mnt, target)
+}
+
+/// Binds host directory `source` (a descriptor beneath the host view)
+/// onto `target` with everything mounted beneath it.
+pub(crate) fn rbind_fd(source: &OwnedFd, target: &Path) -> Result<()> {
+    // SAFETY: open_tree of a directory fd with an empty path, cloning the
+    // tree.
+    let tree = owned(
+        unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                source.as_raw_fd(),
+                c"".as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_RECURSIVE | libc::AT_EMPTY_PATH as u32,
+            )
+        },
+        || format!("clone the mounts for {}", target.display()),
+    )?;
+    attach(&tree, target)
+}
+
+/// Binds the path `source` onto `target` with everything mounted beneath
+/// it.
 pub(crate) fn rbind(source: &str, target: &Path) -> Result<()> {
     mount(
         Some(source),

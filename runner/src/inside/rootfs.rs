@@ -10,7 +10,7 @@ use std::path::Path;
 use nix::mount::MsFlags;
 
 use super::mounts::{
-    fd_path, make_dirs, mount_overlay, move_mount, open_beneath, rbind, read_only_tree,
+    make_dirs, mount_overlay, move_mount, open_beneath, rbind, rbind_fd, read_only_tree,
     remount_bind, tmpfs, under,
 };
 use crate::error::{Error, Result};
@@ -95,8 +95,7 @@ fn build_root(plan: &Plan, host: &std::os::fd::OwnedFd, new: &Path) -> Result<()
             for (source, inside) in dirs {
                 let at = under(new, inside);
                 make_dirs(&at)?;
-                let fd = open_beneath(host, source)?;
-                rbind(&fd_path(&fd), &at)?;
+                rbind_fd(&open_beneath(host, source)?, &at)?;
                 read_only_tree(&at)?;
             }
             true

@@ -1,49 +1,51 @@
-//! The end of a run, kept apart so that the zygote can answer its caller
-//! before paying for it.
+//! The end of a run, kept apart so that the caller can be answered before
+//! it is paid for.
 
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
+
+use nix::unistd::Pid;
 
 use super::ms;
 use crate::cgroups::LimitEnforcer;
 
-/// What is left to do once the command has ended: delete the container
-/// (its cgroups and state), the run's cgroup and the bundle. Deferred so
-/// that the caller can answer first; nothing here touches the scratch
-/// directory. Also what undoes a run that failed half-way.
-pub struct Cleanup {
-    /// `None` before libcontainer made the container, and under nocgroup.
-    pub(super) container: Option<libcontainer::container::Container>,
-    pub(super) state_dir: PathBuf,
-    pub(super) bundle: PathBuf,
+/// What is left to do once the command has ended, or after a run that
+/// failed half-way: make sure the container's init is gone and remove the
+/// run's cgroup. libcontainer's state, the bundle and the first root live
+/// on a tmpfs in the run's own mount namespace and go with its process;
+/// nothing here touches the scratch directory.
+pub(crate) struct Cleanup {
+    /// The enforcer, its directories pinned.
     pub(super) enforcer: Box<dyn LimitEnforcer>,
-    /// The run's id: its container's and its cgroup's name.
+    /// The run's id: its cgroup's name.
     pub(super) id: String,
+    /// The container's init and a pidfd of it, while it may still run (a
+    /// run that failed before its command ended): killed through the pidfd
+    /// (never another process that took its pid) and reaped here.
+    pub(super) init: Option<(Pid, OwnedFd)>,
 }
 
 impl Cleanup {
     /// Does the clean-up; errors are logged, never fatal.
-    pub fn finish(mut self) {
+    pub(crate) fn finish(self) {
         let t0 = Instant::now();
-        match self.container.take() {
-            Some(mut container) => {
-                if let Err(e) = container.delete(true) {
-                    tracing::warn!(container = container.id(), error = %e, "could not delete container");
-                }
-            }
-            // Under nocgroup, libcontainer's delete would kill the stale pids
-            // it wrote into the stand-in cgroup.procs files; the init is dead,
-            // its PID namespace with it, so only the state directory is left.
-            // Without a container at all, at most a partial state is.
-            None => {
-                let _ = std::fs::remove_dir_all(&self.state_dir);
-            }
+        if let Some((init, pidfd)) = self.init {
+            // SAFETY: pidfd_send_signal on our own pidfd with no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            // Only ever reaps our own child: the init, if not reaped yet.
+            let _ = nix::sys::wait::waitpid(init, Some(nix::sys::wait::WaitPidFlag::__WALL));
         }
-        // Usually gone with libcontainer's delete; not if create failed.
         if let Err(e) = self.enforcer.remove(&self.id) {
             tracing::warn!(run = self.id, error = %e, "could not remove the run's cgroup");
         }
-        let _ = std::fs::remove_dir_all(&self.bundle);
-        tracing::debug!(ms = ms(t0), "delete");
+        tracing::debug!(ms = ms(t0), "clean-up");
     }
 }

@@ -44,8 +44,15 @@ pub async fn post(
         .ok_or_else(|| PageError::bad_request("the form names no target"))?;
     let action = AdminAction::parse(&verb, target)
         .ok_or_else(|| PageError::not_found(format!("no admin action {verb:?}")))?;
-    web.authorize(&extensions, &action)?;
     let scheduler = web.scheduler()?;
+    let instance = match &action {
+        AdminAction::Cancel(op) => scheduler
+            .operation_view(op)
+            .map(|o| o.instance_name)
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    web.authorize(&extensions, &action, &instance)?;
     let token = web.token(&action);
     let confirmed =
         form.confirm.as_deref() == Some("yes") && form.token.as_deref() == Some(token.as_str());

@@ -129,40 +129,12 @@ impl Site {
         self.put(&m.encode_to_vec()).await
     }
 
-    /// Sends one HTTP/1.0 request and reads the whole answer.
-    pub async fn request(&self, method: &str, path: &str, form: Option<&str>) -> Answer {
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let body = form.unwrap_or("");
-        let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {}\r\n", self.addr);
-        if form.is_some() {
-            head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(body.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
-            .await
-            .expect("an HTTP answer in time")
-            .unwrap();
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("headers end");
-        let headers = String::from_utf8_lossy(&raw[..split]).to_string();
-        let bytes = raw[split + 4..].to_vec();
-        let status = headers.split_whitespace().nth(1).unwrap().parse().unwrap();
-        Answer {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&bytes).to_string(),
-            bytes,
-        }
-    }
-
     pub async fn get(&self, path: &str) -> Answer {
         self.request("GET", path, None).await
+    }
+
+    pub async fn request(&self, method: &str, path: &str, form: Option<&str>) -> Answer {
+        Client { addr: self.addr }.request(method, path, form).await
     }
 
     /// Calls Execute under `instance` for `invocation` and returns the
@@ -219,6 +191,49 @@ impl Site {
             wire::scheduler_message::Kind::Welcome(_)
         ));
         w
+    }
+}
+
+/// A plain HTTP/1.0 client of one address.
+pub struct Client {
+    pub addr: SocketAddr,
+}
+
+impl Client {
+    /// Sends one HTTP/1.0 request and reads the whole answer.
+    pub async fn request(&self, method: &str, path: &str, form: Option<&str>) -> Answer {
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let body = form.unwrap_or("");
+        let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {}\r\n", self.addr);
+        if form.is_some() {
+            head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
+            .await
+            .expect("an HTTP answer in time")
+            .unwrap();
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("headers end");
+        let headers = String::from_utf8_lossy(&raw[..split]).to_string();
+        let bytes = raw[split + 4..].to_vec();
+        let status = headers.split_whitespace().nth(1).unwrap().parse().unwrap();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).to_string(),
+            bytes,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, None).await
     }
 }
 

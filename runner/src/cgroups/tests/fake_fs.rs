@@ -92,7 +92,8 @@ fn v2_enables_controllers_and_writes_limits() {
     assert_eq!(enforcer.enforcement().name, "cgroup v2");
     assert_eq!(enforcer.cgroups_path("run-1"), "/corral/run-1");
     assert!(enforcer.rlimits(&limits()).is_empty());
-    enforcer.create("run-1", &limits()).unwrap();
+    enforcer.create("run-1").unwrap();
+    enforcer.apply("run-1", &limits()).unwrap();
     // The run's cgroup gets the controllers from its parent.
     assert_eq!(
         read(root.join("corral/cgroup.subtree_control")),
@@ -109,7 +110,7 @@ fn v2_enables_controllers_and_writes_limits() {
 fn v2_reads_usage_and_the_oom_kill_counter() {
     let tmp = tempfile::tempdir().unwrap();
     let enforcer: &dyn LimitEnforcer = &prepared_v2(tmp.path());
-    enforcer.create("run-1", &limits()).unwrap();
+    enforcer.create("run-1").unwrap();
     let run = tmp.path().join("corral/run-1");
     // The kernel's figures after a run that stayed within its limits.
     write(run.join("memory.peak"), "52428800\n");
@@ -155,8 +156,11 @@ fn v2_reads_usage_and_the_oom_kill_counter() {
 fn v2_kills_through_cgroup_kill_and_removes_the_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let enforcer: &dyn LimitEnforcer = &prepared_v2(tmp.path());
-    enforcer.create("run-1", &limits()).unwrap();
+    enforcer.create("run-1").unwrap();
     let run = tmp.path().join("corral/run-1");
+    // The container's init goes in before its command exists.
+    enforcer.attach("run-1", 4242).unwrap();
+    assert_eq!(read(run.join("cgroup.procs")), "4242");
     write(run.join("cgroup.kill"), "");
     write(run.join("cgroup.procs"), "");
     // A plain directory holding files cannot be removed...
@@ -167,7 +171,7 @@ fn v2_kills_through_cgroup_kill_and_removes_the_directory() {
     drop_interface_files(&run);
     enforcer.remove("run-1").unwrap();
     assert!(!run.exists());
-    // Already gone (libcontainer's delete removes it first): not an error.
+    // Already gone: not an error.
     enforcer.remove("run-1").unwrap();
     assert!(tmp.path().join("corral").is_dir(), "the parent stays");
 }
@@ -193,7 +197,8 @@ fn v2_leaves_enabled_controllers_alone_and_writes_only_requested_limits() {
         memory_bytes: Some(1 << 30),
         ..Limits::default()
     };
-    v2.create("r", &only_memory).unwrap();
+    v2.create("r").unwrap();
+    v2.apply("r", &only_memory).unwrap();
     assert_eq!(
         read(root.join("corral/cgroup.subtree_control")),
         "memory pids cpu\n"
@@ -213,14 +218,14 @@ fn v2_refuses_a_limit_whose_controller_the_parent_does_not_offer() {
     v2_root(root);
     v2_child(&root.join("corral"), "pids");
     let v2 = CgroupV2::new(root, "corral");
-    match v2.create("r", &limits()) {
+    match v2.apply("r", &limits()) {
         Err(Error::CgroupController { controller, dir }) => {
             assert_eq!(controller, "memory");
             assert_eq!(dir, root.join("corral"));
         }
         other => panic!("{other:?}"),
     }
-    assert!(!root.join("corral/r").exists());
+    assert!(!root.join("corral/r").join("pids.max").exists());
     // A root without memory or pids is no use at all.
     write(root.join("cgroup.controllers"), "cpu io\n");
     assert!(matches!(
@@ -260,7 +265,7 @@ fn run_ids_cannot_reach_outside_the_parent() {
     let v2 = CgroupV2::new(tmp.path(), "corral");
     for id in ["", "..", "a/b", "."] {
         assert!(
-            matches!(v2.create(id, &Limits::default()), Err(Error::Cgroup(_))),
+            matches!(v2.create(id), Err(Error::Cgroup(_))),
             "{id:?}"
         );
         assert!(matches!(v2.remove(id), Err(Error::Cgroup(_))), "{id:?}");
@@ -292,12 +297,21 @@ fn v1_writes_limits_in_each_controller_reads_usage_and_removes() {
     let enforcer: &dyn LimitEnforcer = &v1;
     assert_eq!(enforcer.enforcement().name, "cgroup v1");
     assert_eq!(enforcer.cgroups_path("run-1"), "/corral/run-1");
-    enforcer.create("run-1", &limits()).unwrap();
+    enforcer.create("run-1").unwrap();
+    enforcer.apply("run-1", &limits()).unwrap();
     let dir = |c: &str| root.join(c).join("corral/run-1");
-    for c in ["memory", "pids", "cpu", "cpuacct", "cpuset"] {
+    // Only where the runner writes or reads: the container's cgroup
+    // membership elsewhere is left as it was.
+    for c in ["memory", "pids", "cpu", "cpuacct"] {
         assert!(dir(c).is_dir(), "{c}");
     }
-    assert!(!dir("systemd").exists() && !dir("unified").exists());
+    for c in ["cpuset", "systemd", "unified"] {
+        assert!(!dir(c).exists(), "{c}");
+    }
+    enforcer.attach("run-1", 4242).unwrap();
+    for c in ["memory", "pids", "cpu", "cpuacct"] {
+        assert_eq!(read(dir(c).join("cgroup.procs")), "4242", "{c}");
+    }
     assert_eq!(
         read(dir("memory").join("memory.limit_in_bytes")),
         "67108864"
@@ -335,11 +349,12 @@ fn v1_writes_limits_in_each_controller_reads_usage_and_removes() {
     );
     assert!(enforcer.usage("run-1").oom_killed);
 
-    for c in ["memory", "pids", "cpu", "cpuacct", "cpuset"] {
+    for c in ["memory", "pids", "cpu", "cpuacct"] {
+        write(dir(c).join("cgroup.procs"), "");
         drop_interface_files(&dir(c));
     }
     enforcer.remove("run-1").unwrap();
-    for c in ["memory", "pids", "cpu", "cpuacct", "cpuset"] {
+    for c in ["memory", "pids", "cpu", "cpuacct"] {
         assert!(!dir(c).exists(), "{c}");
         assert!(root.join(c).join("corral").is_dir());
     }
@@ -351,7 +366,9 @@ fn rlimits_only_makes_no_cgroup_and_bounds_processes() {
     assert_eq!(enforcer.enforcement().name, "rlimits");
     let path = enforcer.cgroups_path("run-1");
     assert_eq!(path, "/corral-nocgroup/run-1");
-    enforcer.create("run-1", &limits()).unwrap();
+    enforcer.create("run-1").unwrap();
+    enforcer.attach("run-1", 4242).unwrap();
+    enforcer.apply("run-1", &limits()).unwrap();
     let rlimits: Vec<(&str, u64)> = enforcer
         .rlimits(&limits())
         .iter()
@@ -373,4 +390,33 @@ fn rlimits_only_makes_no_cgroup_and_bounds_processes() {
     assert_eq!(enforcer.rlimits(&no_cpu).len(), 2);
     assert_eq!(enforcer.usage("run-1"), Usage::default());
     enforcer.remove("run-1").unwrap();
+}
+
+/// Pinned, an enforcer reaches its directories through descriptors opened
+/// beforehand: covering or moving the hierarchy afterwards changes nothing
+/// for it, as in a run's own mount namespace where `/sys/fs/cgroup` is gone.
+#[test]
+fn pinned_enforcers_keep_their_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cgroup");
+    v1_root(&root);
+    crate::cgroups::cgroup_v1::delegate_at(&root, "corral", 0, 0).unwrap();
+    let v1 = CgroupV1::new(&root, "corral").pinned().unwrap();
+    let moved = tmp.path().join("elsewhere");
+    fs::rename(&root, &moved).unwrap();
+    v1.create("run-1").unwrap();
+    v1.apply("run-1", &limits()).unwrap();
+    assert_eq!(
+        read(moved.join("pids/corral/run-1/pids.max")),
+        "100"
+    );
+    let root2 = tmp.path().join("cgroup2");
+    v2_root(&root2);
+    v2_child(&root2.join("corral"), "cpu memory pids");
+    let v2 = CgroupV2::new(&root2, "corral").pinned().unwrap();
+    let moved2 = tmp.path().join("elsewhere2");
+    fs::rename(&root2, &moved2).unwrap();
+    v2.create("run-1").unwrap();
+    v2.apply("run-1", &limits()).unwrap();
+    assert_eq!(read(moved2.join("corral/run-1/pids.max")), "100");
 }

@@ -66,18 +66,23 @@ fn exercise_real_v2(mount: &Path, parent: &str) {
             ..Limits::default()
         };
         assert!(matches!(
-            enforcer.create("run", &memory),
+            enforcer.apply("run", &memory),
             Err(Error::CgroupController { controller, .. }) if controller == "memory"
         ));
     }
-    enforcer.create("run", &Limits::default()).unwrap();
+    enforcer.create("run").unwrap();
+    enforcer.apply("run", &Limits::default()).unwrap();
     let run = mount.join(parent).join("run");
     assert!(
         run.join("cgroup.procs").exists(),
         "the kernel made a cgroup"
     );
     let mut sleep = Command::new("sleep").arg("600").spawn().unwrap();
-    std::fs::write(run.join("cgroup.procs"), sleep.id().to_string()).unwrap();
+    enforcer.attach("run", sleep.id() as i32).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(run.join("cgroup.procs")).unwrap().trim(),
+        sleep.id().to_string()
+    );
     let usage = enforcer.usage("run");
     assert!(
         usage.cpu.is_some(),

@@ -1,0 +1,128 @@
+//! One request in a prepared container: its limits into the run's cgroup,
+//! its scratch directories, its plan and standard streams to the init,
+//! libcontainer's start, and the watch until the command ends.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Instant;
+
+use super::cleanup::Cleanup;
+use super::prepare::Prepared;
+use super::watch::{watch, Watched};
+use super::ms;
+use crate::control;
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::plan::Plan;
+use crate::request::{Outcome, Rootfs, SandboxRequest, Stdio};
+use crate::seccomp::Filters;
+use crate::spec::Layout;
+
+fn open_stdio(which: &Stdio, fd: i32) -> Result<OwnedFd> {
+    match which {
+        Stdio::Null => File::options()
+            .read(fd == 0)
+            .write(fd != 0)
+            .open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| Error::io("open /dev/null", e)),
+        Stdio::File(path) => File::create(path)
+            .map(OwnedFd::from)
+            .map_err(|e| Error::io(format!("create {}", path.display()), e)),
+        Stdio::Terminal(_) => Err(Error::InvalidRequest(
+            "a terminal is all three streams: give it as stdin".into(),
+        )),
+        Stdio::Inherit | Stdio::Fd(_) => nix::unistd::dup(match which {
+            Stdio::Fd(own) => *own,
+            _ => fd,
+        })
+        // SAFETY: dup returned a new descriptor that nothing else owns.
+        .map(|raw| unsafe { OwnedFd::from_raw_fd(raw) })
+        .map_err(|e| Error::sys(format!("dup fd {fd}"), e)),
+    }
+}
+
+fn make_dir(path: &Path, host: &Host) -> Result<()> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    if host.is_root {
+        // The sandbox's root is host uid map_uid: it must own what the
+        // overlay writes into.
+        nix::unistd::chown(path, Some(host.map_uid.into()), Some(host.map_gid.into()))
+            .map_err(|e| Error::sys(format!("chown {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Runs `req` (checked) in `prepared`; returns when the command has ended,
+/// leaving the clean-up to the caller.
+pub(crate) fn run_prepared(
+    mut prepared: Prepared,
+    host: &Host,
+    req: &SandboxRequest,
+) -> Result<(Outcome, Cleanup)> {
+    let t0 = Instant::now();
+    let mut cleanup = Cleanup {
+        enforcer: prepared.enforcer,
+        id: prepared.id,
+        init: Some((prepared.init, prepared.pidfd)),
+    };
+    let result = (|| {
+        let layout = Layout::new(host, req)?;
+        let limits = host.with_defaults(&req.limits);
+        cleanup.enforcer.apply(&cleanup.id, &limits)?;
+        make_dir(&layout.upper, host)?;
+        make_dir(&layout.work, host)?;
+        if let Rootfs::Lower(_) = req.rootfs {
+            make_dir(&req.scratch_dir.join("sys-upper"), host)?;
+            make_dir(&req.scratch_dir.join("sys-work"), host)?;
+        }
+        let plan = Plan::new(host, req, &layout, &limits, Filters::build(&req.profile)?);
+        let streams = if plan.terminal {
+            Vec::new()
+        } else {
+            vec![
+                open_stdio(&req.stdin, 0)?,
+                open_stdio(&req.stdout, 1)?,
+                open_stdio(&req.stderr, 2)?,
+            ]
+        };
+        tracing::debug!(ms = ms(t0), "request prepared");
+        let started = Instant::now();
+        prepared
+            .container
+            .start()
+            .map_err(|e| Error::Container(format!("start: {e}")))?;
+        let raw: Vec<i32> = streams.iter().map(|f| f.as_raw_fd()).collect();
+        control::send(prepared.control.as_raw_fd(), &plan, &raw)?;
+        drop(streams);
+        let pidfd = match &cleanup.init {
+            Some((_, fd)) => fd,
+            None => return Err(Error::Container("the container's init is gone".into())),
+        };
+        let outcome = watch(Watched {
+            init: prepared.init,
+            pidfd,
+            control: &prepared.control,
+            upper: &layout.upper,
+            limits: &limits,
+            enforcer: (cleanup.enforcer.as_ref(), &cleanup.id),
+            started,
+        });
+        tracing::debug!(ms = ms(started), "start, run and wait");
+        outcome
+    })();
+    match result {
+        Ok(outcome) => {
+            // The watch reaped the init: its pid may belong to another
+            // process from now on.
+            cleanup.init = None;
+            Ok((outcome, cleanup))
+        }
+        Err(e) => {
+            cleanup.finish();
+            Err(e)
+        }
+    }
+}

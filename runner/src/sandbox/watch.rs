@@ -1,0 +1,270 @@
+//! Watching a started container until its command ends: the clock, the
+//! bytes written, the cancel flag; then its status and what it used.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::cgroups::LimitEnforcer;
+use crate::control::{self, Report};
+use crate::error::{Error, Result};
+use crate::request::{LimitHit, Limits, Outcome};
+
+/// How often the runner measures the upper directory against the bound.
+const DISK_POLL: Duration = Duration::from_millis(200);
+/// Longest wait between two looks at the cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+
+/// The started container of one run.
+pub(crate) struct Watched<'a> {
+    /// The container's init (PID 1 inside).
+    pub init: Pid,
+    /// A pidfd of it.
+    pub pidfd: &'a OwnedFd,
+    /// The outside end of the control socket, for the init's report.
+    pub control: &'a OwnedFd,
+    /// Where the run's changes go.
+    pub upper: &'a Path,
+    /// Its limits, defaults filled in.
+    pub limits: &'a Limits,
+    /// The enforcer and the run's id in it.
+    pub enforcer: (&'a dyn LimitEnforcer, &'a str),
+    /// When the command was started.
+    pub started: Instant,
+}
+
+/// Bytes in a directory tree (file sizes; directories and links count 0).
+pub(crate) fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+/// What ended the run, as far as the watch knows.
+#[derive(Default)]
+struct Stops {
+    timed_out: bool,
+    cancelled: bool,
+    over_written: bool,
+}
+
+impl Stops {
+    fn any(&self) -> bool {
+        self.timed_out || self.cancelled || self.over_written
+    }
+}
+
+/// Waits for the command to end, enforcing the timeout, the written-bytes
+/// bound and cancellation, and returns how it ended.
+pub(crate) fn watch(w: Watched<'_>) -> Result<Outcome> {
+    let pid_ns = std::fs::read_link(format!("/proc/{}/ns/pid", w.init)).ok();
+    let mut stops = Stops::default();
+    let mut next_disk_check = w.started + DISK_POLL;
+    let deadline = w.limits.timeout.map(|t| w.started + t);
+    loop {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) && !stops.timed_out {
+            stops.timed_out = true;
+            let _ = kill(w.init, Signal::SIGKILL);
+        }
+        if crate::cancel::requested() && !stops.cancelled {
+            stops.cancelled = true;
+            tracing::info!("run cancelled by its caller; killing the container");
+        }
+        // Once the run must end, kill every process of its PID namespace on
+        // each wake-up until PID 1 is gone. Killing PID 1 alone should take
+        // the namespace with it, but a SIGKILL that lands while the init is
+        // forking the command has been seen to leave that child running,
+        // with the init stuck waiting for it.
+        if stops.any() {
+            kill_namespace(w.init, pid_ns.as_deref());
+        }
+        if let Some(max) = w.limits.max_written_bytes {
+            if now >= next_disk_check && !stops.over_written {
+                next_disk_check = now + DISK_POLL;
+                if tree_bytes(w.upper) > max {
+                    stops.over_written = true;
+                    let _ = kill(w.init, Signal::SIGKILL);
+                }
+            }
+        }
+        // Never sleep long: a cancel that lands between the check above and
+        // the poll below must still be seen promptly.
+        let mut wait = CANCEL_POLL;
+        if let Some(d) = deadline.filter(|_| !stops.timed_out) {
+            wait = wait.min(d.saturating_duration_since(now));
+        }
+        if w.limits.max_written_bytes.is_some() && !stops.over_written {
+            wait = wait.min(next_disk_check.saturating_duration_since(now));
+        }
+        if poll_readable(w.pidfd, wait)? {
+            break;
+        }
+    }
+    let (status, rusage) = wait4(w.init, stops.any().then_some(pid_ns.as_deref()))?;
+    let wall_time = w.started.elapsed();
+    outcome(&w, stops, status, rusage, wall_time)
+}
+
+/// The outcome from the init's report, its wait status and the cgroup.
+fn outcome(
+    w: &Watched<'_>,
+    mut stops: Stops,
+    status: i32,
+    rusage: libc::rusage,
+    wall_time: Duration,
+) -> Result<Outcome> {
+    // The init wrote its report before it exited, if it wrote one.
+    set_nonblocking(w.control)?;
+    let report = control::recv::<Report>(w.control.as_raw_fd()).ok().flatten();
+    let (mut exit_code, mut signal) = (None, None);
+    match report.map(|(r, _)| r) {
+        Some(Report::Exited(code)) => exit_code = Some(code),
+        Some(Report::Signaled(sig)) => signal = Some(sig),
+        Some(Report::Failed(message)) => return Err(Error::Container(message)),
+        // PID 1 itself was killed (timeout, limits): report its end.
+        None if libc::WIFSIGNALED(status) => signal = Some(libc::WTERMSIG(status)),
+        None if libc::WIFEXITED(status) => exit_code = Some(libc::WEXITSTATUS(status)),
+        None => {}
+    }
+    let (enforcer, id) = w.enforcer;
+    let usage = enforcer.usage(id);
+    if w
+        .limits
+        .max_written_bytes
+        .is_some_and(|max| tree_bytes(w.upper) > max)
+    {
+        stops.over_written = true;
+    }
+    let limit_hit = if usage.oom_killed {
+        Some(LimitHit::Memory)
+    } else if usage.pids_limit_hit {
+        Some(LimitHit::Pids)
+    } else if stops.over_written || signal == Some(libc::SIGXFSZ) {
+        Some(LimitHit::WrittenBytes)
+    } else if signal == Some(libc::SIGXCPU) {
+        Some(LimitHit::CpuTime)
+    } else if stops.timed_out {
+        Some(LimitHit::Timeout)
+    } else {
+        None
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    // The cgroup counts every process of the run; wait4 only those PID 1
+    // reaped.
+    let (user_cpu, system_cpu) = match usage.cpu {
+        Some(cpu) => (cpu.user, cpu.system),
+        None => (tv(rusage.ru_utime), tv(rusage.ru_stime)),
+    };
+    Ok(Outcome {
+        exit_code,
+        signal,
+        timed_out: stops.timed_out,
+        limit_hit,
+        user_cpu,
+        system_cpu,
+        // At least the largest process's RSS; more when the cgroup saw the
+        // whole tree's charge (or, on v2 before Linux 5.19, only the charge
+        // left at the end, which may be less).
+        peak_memory_bytes: usage.peak_memory_bytes.max(rusage.ru_maxrss as u64 * 1024),
+        wall_time,
+        upper_dir: PathBuf::from(w.upper),
+    })
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| Error::sys("F_GETFL", e))?;
+    fcntl(
+        fd.as_raw_fd(),
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .map(drop)
+    .map_err(|e| Error::sys("F_SETFL", e))
+}
+
+/// SIGKILL to `init` and to every process whose PID namespace is `ns`
+/// (the `pid:[…]` link of `init`'s `/proc/PID/ns/pid`).
+pub(crate) fn kill_namespace(init: Pid, ns: Option<&Path>) {
+    let _ = kill(init, Signal::SIGKILL);
+    let Some(ns) = ns else { return };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("ns/pid")).is_ok_and(|l| l == ns) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Waits until `fd` is readable (the process exited) or `timeout` passes.
+fn poll_readable(fd: &OwnedFd, timeout: Duration) -> Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: pfd is one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if n < 0 {
+        let err = nix::errno::Errno::last();
+        if err == nix::errno::Errno::EINTR {
+            return Ok(false);
+        }
+        return Err(Error::sys("poll", err));
+    }
+    Ok(n > 0)
+}
+
+/// Reaps `pid`. With `kill_ns`, the run was stopped: until the init is
+/// reaped, every process of its namespace is killed again every 50 ms (see
+/// [`kill_namespace`]), so an init waiting for a straggler cannot hang us.
+pub(crate) fn wait4(pid: Pid, kill_ns: Option<Option<&Path>>) -> Result<(i32, libc::rusage)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; zeroed is a valid value.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    let flags = if kill_ns.is_some() { libc::WNOHANG } else { 0 };
+    loop {
+        if let Some(ns) = kill_ns {
+            kill_namespace(pid, ns);
+        }
+        // SAFETY: status and rusage are valid for writes during the call.
+        let r = unsafe { libc::wait4(pid.as_raw(), &mut status, flags, &mut rusage) };
+        if r > 0 || (r == 0 && kill_ns.is_none()) {
+            return Ok((status, rusage));
+        }
+        if r == 0 {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let err = nix::errno::Errno::last();
+        if err != nix::errno::Errno::EINTR {
+            return Err(Error::sys("wait4 for the container", err));
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The zygote's children, one per run. A warm child makes its container
+//! before any request exists and waits; a cold one is forked for a request
+//! no warm container fits (the host network). Either answers the service
+//! itself as soon as the command has ended, then cleans up and exits.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{recv, send, MsgFlags};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::{reply, MAX_MESSAGE};
+use crate::host::Host;
+use crate::request::SandboxRequest;
+use crate::sandbox::{self, Cleanup};
+use crate::spec::Shape;
+
+/// What the zygote sends a warm child.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Dispatch {
+    /// The run's id with the service.
+    pub id: u64,
+    /// The request.
+    pub request: Box<SandboxRequest>,
+}
+
+/// What a warm child tells the zygote.
+#[derive(Serialize, Deserialize)]
+pub(super) enum Readiness {
+    /// Its container is made; it waits for a request.
+    Ready,
+    /// Its container could not be made.
+    Failed(String),
+}
+
+/// Leaves the process without running the zygote's exit handlers.
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit skips atexit handlers and buffers, which belong to the
+    // zygote.
+    unsafe { libc::_exit(code) }
+}
+
+fn tell(chan: &OwnedFd, readiness: &Readiness) {
+    if let Ok(bytes) = serde_json::to_vec(readiness) {
+        let _ = send(chan.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL);
+    }
+}
+
+/// Answers run `id` on the service socket, then cleans up.
+fn finish(sock: &OwnedFd, id: u64, result: crate::Result<(crate::Outcome, Cleanup)>) -> ! {
+    match result {
+        Ok((outcome, cleanup)) => {
+            reply(sock, id, Ok(outcome));
+            cleanup.finish();
+        }
+        Err(e) => reply(sock, id, Err(e.to_string())),
+    }
+    exit(0)
+}
+
+/// A warm child: makes a container for the usual shape (private network,
+/// no terminal), says so on `chan`, waits for a request and runs it. Exits
+/// (removing the container) when the zygote closes `chan` first.
+///
+/// # Safety
+///
+/// Must be called in a freshly forked child of the single-threaded zygote.
+pub(super) unsafe fn warm(host: &Host, sock: &OwnedFd, chan: OwnedFd, zygote: Pid) -> ! {
+    if let Err(e) = crate::cancel::install_with_parent(zygote) {
+        tell(&chan, &Readiness::Failed(e.to_string()));
+        exit(0);
+    }
+    let shape = Shape {
+        network: false,
+        terminal: false,
+    };
+    // SAFETY: a freshly forked child of the single-threaded zygote (our
+    // contract) has one thread.
+    let prepared = match unsafe { sandbox::prepare(host, shape, None, false) } {
+        Ok(p) => p,
+        Err(e) => {
+            tell(&chan, &Readiness::Failed(e.to_string()));
+            exit(0);
+        }
+    };
+    tell(&chan, &Readiness::Ready);
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let dispatch = loop {
+        match recv(chan.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(0) => {
+                // The zygote is gone or has no use for this container.
+                sandbox::discard(prepared);
+                exit(0);
+            }
+            Ok(n) => match serde_json::from_slice::<Dispatch>(&buf[..n]) {
+                Ok(d) => break d,
+                Err(e) => tracing::error!(error = %e, "undecodable dispatch"),
+            },
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => {
+                sandbox::discard(prepared);
+                exit(0);
+            }
+        }
+    };
+    drop(buf);
+    // The service checked the request before sending it.
+    let result = sandbox::run_prepared(prepared, host, &dispatch.request);
+    finish(sock, dispatch.id, result)
+}
+
+/// A cold child: makes the container `request` needs and runs it.
+///
+/// # Safety
+///
+/// Must be called in a freshly forked child of the single-threaded zygote.
+pub(super) unsafe fn cold(
+    host: &Host,
+    sock: &OwnedFd,
+    id: u64,
+    request: &SandboxRequest,
+    zygote: Pid,
+) -> ! {
+    if let Err(e) = crate::cancel::install_with_parent(zygote) {
+        reply(sock, id, Err(e.to_string()));
+        exit(0);
+    }
+    // SAFETY: a freshly forked child of the single-threaded zygote.
+    let result = unsafe { sandbox::run_deferred(host, request) };
+    finish(sock, id, result)
+}

@@ -1,0 +1,264 @@
+//! The zygote's loop: keep `warm_sandboxes` children with a container made
+//! and waiting, hand each request to one of them (or to a cold child when
+//! none fits), fork a replacement at once, reap children and answer for
+//! those that died without answering.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use super::child::{self, Dispatch, Readiness};
+use super::{reply, set_buffers, ToZygote, MAX_MESSAGE};
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::request::SandboxRequest;
+
+/// After a warm child failed to make its container, this long before the
+/// next one is tried (requests meanwhile go to cold children, which report
+/// the failure against the request).
+const WARM_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A warm child not given a request yet.
+struct Warm {
+    pid: Pid,
+    chan: OwnedFd,
+    ready: bool,
+}
+
+/// The zygote's state.
+struct Pool<'a> {
+    host: &'a Host,
+    sock: &'a OwnedFd,
+    zygote: Pid,
+    size: usize,
+    warm: Vec<Warm>,
+    /// Requests waiting for a warm child to be ready.
+    queue: VecDeque<(u64, Box<SandboxRequest>)>,
+    /// Children with a request, by pid.
+    running: HashMap<Pid, u64>,
+    /// No warm child is forked before this.
+    backoff_until: Option<Instant>,
+}
+
+/// Serves until the service closes its end.
+pub(super) fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
+    let mut pool = Pool {
+        host,
+        sock,
+        zygote: nix::unistd::getpid(),
+        size: host.warm_sandboxes,
+        warm: Vec::new(),
+        queue: VecDeque::new(),
+        running: HashMap::new(),
+        backoff_until: None,
+    };
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        pool.refill();
+        let mut fds = vec![libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        fds.extend(pool.warm.iter().map(|w| libc::pollfd {
+            fd: w.chan.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }));
+        // SAFETY: `fds` is a valid array of that many pollfds for the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        if ready > 0 {
+            for (i, pfd) in fds.iter().enumerate().skip(1).rev() {
+                if pfd.revents != 0 {
+                    pool.hear_from_warm(i - 1, &mut buf);
+                }
+            }
+            if fds[0].revents != 0 {
+                let n = match recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(Error::sys("zygote recv", e)),
+                };
+                match serde_json::from_slice(&buf[..n]) {
+                    Ok(message) => pool.handle(message),
+                    Err(e) => tracing::error!(error = %e, "undecodable job"),
+                }
+            }
+        }
+        pool.reap();
+    }
+}
+
+impl Pool<'_> {
+    fn handle(&mut self, message: ToZygote) {
+        match message {
+            ToZygote::Run { id, request } => {
+                if request.network {
+                    // Warm containers have a network namespace of their own.
+                    self.cold(id, &request);
+                } else {
+                    self.queue.push_back((id, request));
+                    self.dispatch();
+                }
+            }
+            ToZygote::Cancel { id } => {
+                self.queue.retain(|(queued, _)| *queued != id);
+                if let Some((pid, _)) = self.running.iter().find(|(_, run)| **run == id) {
+                    let _ = nix::sys::signal::kill(*pid, crate::cancel::SIGNAL);
+                }
+            }
+        }
+    }
+
+    /// Gives queued requests to ready warm children, oldest first; with
+    /// warm children failing, to cold ones.
+    fn dispatch(&mut self) {
+        while let Some((id, request)) = self.queue.pop_front() {
+            if self.backoff_until.is_some() && !self.warm.iter().any(|w| w.ready) {
+                self.cold(id, &request);
+                continue;
+            }
+            let Some(i) = self.warm.iter().position(|w| w.ready) else {
+                self.queue.push_front((id, request));
+                return;
+            };
+            let warm = self.warm.remove(i);
+            let sent = serde_json::to_vec(&Dispatch { id, request })
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    send(warm.chan.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)
+                        .map_err(|e| e.to_string())
+                });
+            match sent {
+                Ok(_) => {
+                    self.running.insert(warm.pid, id);
+                }
+                Err(e) => reply(self.sock, id, Err(format!("hand the run to its container: {e}"))),
+            }
+        }
+    }
+
+    /// A warm child said it is ready (or failed, or died).
+    fn hear_from_warm(&mut self, i: usize, buf: &mut [u8]) {
+        let Some(warm) = self.warm.get_mut(i) else {
+            return;
+        };
+        let heard = match recv(warm.chan.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) | Err(_) => None,
+            Ok(n) => serde_json::from_slice::<Readiness>(&buf[..n]).ok(),
+        };
+        match heard {
+            Some(Readiness::Ready) => {
+                warm.ready = true;
+                self.dispatch();
+            }
+            Some(Readiness::Failed(e)) => {
+                tracing::error!(error = %e, "a warm container could not be made");
+                self.warm.remove(i);
+                self.backoff_until = Some(Instant::now() + WARM_BACKOFF);
+                self.dispatch();
+            }
+            None => {
+                self.warm.remove(i);
+            }
+        }
+    }
+
+    /// Forks warm children until there are `size` of them.
+    fn refill(&mut self) {
+        if let Some(until) = self.backoff_until {
+            if Instant::now() < until {
+                return;
+            }
+            self.backoff_until = None;
+        }
+        while self.warm.len() < self.size {
+            match self.fork_warm() {
+                Ok(warm) => self.warm.push(warm),
+                Err(e) => {
+                    tracing::error!(error = %e, "fork a warm container");
+                    self.backoff_until = Some(Instant::now() + WARM_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fork_warm(&self) -> Result<Warm> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| Error::sys("socketpair for a warm container", e))?;
+        set_buffers(&ours);
+        set_buffers(&theirs);
+        // SAFETY: the zygote is single-threaded.
+        match unsafe { fork() }.map_err(|e| Error::sys("fork a warm container", e))? {
+            ForkResult::Child => {
+                drop(ours);
+                drop_other_channels(&self.warm);
+                // SAFETY: a freshly forked child of the single-threaded
+                // zygote.
+                unsafe { child::warm(self.host, self.sock, theirs, self.zygote) }
+            }
+            ForkResult::Parent { child } => Ok(Warm {
+                pid: child,
+                chan: ours,
+                ready: false,
+            }),
+        }
+    }
+
+    /// A child for `request` alone.
+    fn cold(&mut self, id: u64, request: &SandboxRequest) {
+        // SAFETY: the zygote is single-threaded.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                drop_other_channels(&self.warm);
+                // SAFETY: a freshly forked child of the single-threaded
+                // zygote.
+                unsafe { child::cold(self.host, self.sock, id, request, self.zygote) }
+            }
+            Ok(ForkResult::Parent { child }) => {
+                self.running.insert(child, id);
+            }
+            Err(e) => reply(self.sock, id, Err(format!("fork for the run: {e}"))),
+        }
+    }
+
+    /// Reaps children; answers for a running one that died badly.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => {
+                    let Some(pid) = status.pid() else { break };
+                    if let Some(id) = self.running.remove(&pid) {
+                        if !matches!(status, WaitStatus::Exited(_, 0)) {
+                            reply(
+                                self.sock,
+                                id,
+                                Err(format!("the run's process ended badly: {status:?}")),
+                            );
+                        }
+                    }
+                    self.warm.retain(|w| w.pid != pid);
+                }
+            }
+        }
+    }
+}
+
+/// In a new child: the other warm children's channels are not its own.
+fn drop_other_channels(warm: &[Warm]) {
+    for w in warm {
+        let _ = nix::unistd::close(w.chan.as_raw_fd());
+    }
+}
