@@ -99,7 +99,10 @@ pub(crate) fn recv<T: DeserializeOwned>(sock: RawFd) -> Result<Option<(T, Vec<Ow
                     if let ControlMessageOwned::ScmRights(raw) = cmsg {
                         // SAFETY: the kernel just installed these descriptors
                         // in this process for us alone.
-                        fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                        fds.extend(
+                            raw.into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        );
                     }
                 }
                 break (msg.bytes, fds);
@@ -147,7 +150,12 @@ mod tests {
     fn messages_and_descriptors_cross() {
         let (a, b) = pair().unwrap();
         let file = tempfile::tempfile().unwrap();
-        send(a.as_raw_fd(), &Report::Failed("x".repeat(100_000)), &[file.as_raw_fd()]).unwrap();
+        send(
+            a.as_raw_fd(),
+            &Report::Failed("x".repeat(100_000)),
+            &[file.as_raw_fd()],
+        )
+        .unwrap();
         let (report, fds): (Report, _) = recv(b.as_raw_fd()).unwrap().unwrap();
         assert_eq!(report, Report::Failed("x".repeat(100_000)));
         assert_eq!(fds.len(), 1);

@@ -65,7 +65,8 @@ fn restrict_writes(writable: &[PathBuf]) -> Result<()> {
     let abi = ABI::V5;
     let all = AccessFs::from_all(abi);
     let read = AccessFs::from_read(abi);
-    let fail = |what: &str, e: landlock::RulesetError| Error::Container(format!("landlock {what}: {e}"));
+    let fail =
+        |what: &str, e: landlock::RulesetError| Error::Container(format!("landlock {what}: {e}"));
     let mut ruleset = Ruleset::default()
         .handle_access(all)
         .and_then(|r| r.create())

@@ -73,8 +73,8 @@ pub(crate) fn discard(prepared: prepare::Prepared) {
 /// for [`prepare`]: libcontainer clones it.
 pub(crate) unsafe fn run_deferred(host: &Host, req: &SandboxRequest) -> Result<(Outcome, Cleanup)> {
     check(host, req, &Layout::new(host, req)?)?;
-    // SAFETY: our caller upholds the same contract.
     let (shape, console) = shape_of(req);
+    // SAFETY: our caller upholds the same contract.
     let prepared = unsafe { prepare(host, shape, console, true) }?;
     run_prepared(prepared, host, req)
 }

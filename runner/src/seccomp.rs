@@ -43,7 +43,10 @@ fn unpack(v: u64) -> seccompiler::sock_filter {
 
 impl From<Filters> for Vec<Vec<u64>> {
     fn from(f: Filters) -> Self {
-        f.programs.iter().map(|p| p.iter().map(pack).collect()).collect()
+        f.programs
+            .iter()
+            .map(|p| p.iter().map(pack).collect())
+            .collect()
     }
 }
 

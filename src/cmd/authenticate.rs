@@ -109,8 +109,7 @@ where
 
 /// `GET /healthz` or `GET /readyz`: the only calls that need no identity.
 fn is_health_probe<B>(request: &http::Request<B>) -> bool {
-    request.method() == http::Method::GET
-        && matches!(request.uri().path(), "/healthz" | "/readyz")
+    request.method() == http::Method::GET && matches!(request.uri().path(), "/healthz" | "/readyz")
 }
 
 /// What the connection and the headers of `request` prove.

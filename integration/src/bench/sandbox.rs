@@ -35,6 +35,10 @@ pub struct Args {
     /// Untimed actions per row, run first.
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
+    /// Keep the runner's log in this file (with `RUST_LOG=corral_runner=debug`,
+    /// the phases of every run).
+    #[arg(long, value_name = "FILE")]
+    pub runner_log: Option<PathBuf>,
 }
 
 /// Copies Debian's static busybox (`busybox-static`) into `dir/bin` and
@@ -135,9 +139,9 @@ struct Runner {
 }
 
 impl Runner {
-    fn start(corral: &Path, dir: &Path) -> anyhow::Result<Runner> {
+    fn start(corral: &Path, dir: &Path, log: Option<&Path>) -> anyhow::Result<Runner> {
         let socket = dir.join("runner.sock");
-        let log = dir.join("runner.log");
+        let log = log.map_or_else(|| dir.join("runner.log"), Path::to_path_buf);
         let file = std::fs::File::create(&log).context("create runner.log")?;
         let child = Command::new(corral)
             .arg("runner")
@@ -294,7 +298,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     busybox_root(&root)?;
     let work = tmp.path().join("work");
     std::fs::create_dir(&work)?;
-    let runner = Runner::start(&corral, tmp.path())?;
+    let runner = Runner::start(&corral, tmp.path(), args.runner_log.as_deref())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -350,8 +354,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     println!("machine at end: {}", machine());
-    // The runner stops once its last connection is closed.
+    // The runner stops once its last connection is closed, which the
+    // runtime's connection task does when the runtime goes.
     drop(client);
+    drop(rt);
     drop(runner);
     Ok(())
 }

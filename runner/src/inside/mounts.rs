@@ -168,13 +168,37 @@ pub(crate) fn mount_overlay(host: &OwnedFd, overlay: &Overlay, target: &Path) ->
     )?;
     for dir in &overlay.lowers {
         let fd = open_beneath(host, dir)?;
-        fsconfig(&fs, FSCONFIG_SET_FD, Some("lowerdir+"), fd.as_raw_fd(), &what("lowerdir+"))?;
+        fsconfig(
+            &fs,
+            FSCONFIG_SET_FD,
+            Some("lowerdir+"),
+            fd.as_raw_fd(),
+            &what("lowerdir+"),
+        )?;
     }
     let upper = open_beneath(host, &overlay.upper)?;
-    fsconfig(&fs, FSCONFIG_SET_FD, Some("upperdir"), upper.as_raw_fd(), &what("upperdir"))?;
+    fsconfig(
+        &fs,
+        FSCONFIG_SET_FD,
+        Some("upperdir"),
+        upper.as_raw_fd(),
+        &what("upperdir"),
+    )?;
     let work = open_beneath(host, &overlay.work)?;
-    fsconfig(&fs, FSCONFIG_SET_FD, Some("workdir"), work.as_raw_fd(), &what("workdir"))?;
-    fsconfig(&fs, FSCONFIG_SET_FLAG, Some("userxattr"), 0, &what("userxattr"))?;
+    fsconfig(
+        &fs,
+        FSCONFIG_SET_FD,
+        Some("workdir"),
+        work.as_raw_fd(),
+        &what("workdir"),
+    )?;
+    fsconfig(
+        &fs,
+        FSCONFIG_SET_FLAG,
+        Some("userxattr"),
+        0,
+        &what("userxattr"),
+    )?;
     fsconfig(&fs, FSCONFIG_CMD_CREATE, None, 0, &what("create"))?;
     // SAFETY: fsmount of a created fs context, no attributes.
     let mnt = owned(
@@ -195,7 +219,10 @@ pub(crate) fn rbind_fd(source: &OwnedFd, target: &Path) -> Result<()> {
                 libc::SYS_open_tree,
                 source.as_raw_fd(),
                 c"".as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_RECURSIVE | libc::AT_EMPTY_PATH as u32,
+                OPEN_TREE_CLONE
+                    | libc::O_CLOEXEC as u32
+                    | AT_RECURSIVE
+                    | libc::AT_EMPTY_PATH as u32,
             )
         },
         || format!("clone the mounts for {}", target.display()),
@@ -260,26 +287,14 @@ pub(crate) fn read_only_tree(target: &Path) -> Result<()> {
 
 /// Moves the mount at `from` (with everything beneath it) to `to`.
 pub(crate) fn move_mount(from: &Path, to: &Path) -> Result<()> {
-    mount(
-        Some(from),
-        to,
-        None::<&str>,
-        MsFlags::MS_MOVE,
-        None::<&str>,
-    )
-    .map_err(|e| Error::sys(format!("move {} to {}", from.display(), to.display()), e))
+    mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| Error::sys(format!("move {} to {}", from.display(), to.display()), e))
 }
 
 /// Mounts a tmpfs at `target` with `options`.
 pub(crate) fn tmpfs(target: &Path, flags: MsFlags, options: &str) -> Result<()> {
-    mount(
-        Some("tmpfs"),
-        target,
-        Some("tmpfs"),
-        flags,
-        Some(options),
-    )
-    .map_err(|e| Error::sys(format!("mount a tmpfs at {}", target.display()), e))
+    mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(options))
+        .map_err(|e| Error::sys(format!("mount a tmpfs at {}", target.display()), e))
 }
 
 /// Makes `path` (and its parents) as directories, mode 0755.

@@ -131,7 +131,8 @@ fn remount_bind_self(new: &Path) -> Result<()> {
 /// of the host).
 fn pivot_into(new: &Path) -> Result<()> {
     nix::unistd::chdir(new).map_err(|e| Error::sys(format!("chdir {}", new.display()), e))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| Error::sys("pivot_root into the run's root", e))?;
+    nix::unistd::pivot_root(".", ".")
+        .map_err(|e| Error::sys("pivot_root into the run's root", e))?;
     nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
         .map_err(|e| Error::sys("detach the container's first root", e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("chdir /", e))

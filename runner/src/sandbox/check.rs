@@ -132,4 +132,3 @@ pub(crate) fn resolve_command(req: &SandboxRequest, layout: &Layout) -> Result<P
         },
     })
 }
-

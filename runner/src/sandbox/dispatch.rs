@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::cleanup::Cleanup;
+use super::ms;
 use super::prepare::Prepared;
 use super::watch::{watch, Watched};
-use super::ms;
 use crate::control;
 use crate::error::{Error, Result};
 use crate::host::Host;

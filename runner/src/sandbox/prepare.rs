@@ -221,7 +221,8 @@ fn with_fd<T>(fd: OwnedFd, at: i32, f: impl FnOnce() -> Result<T>) -> Result<T> 
         }
         Err(_) => None,
     };
-    nix::unistd::dup2(fd.as_raw_fd(), at).map_err(|e| Error::sys(format!("dup2 onto fd {at}"), e))?;
+    nix::unistd::dup2(fd.as_raw_fd(), at)
+        .map_err(|e| Error::sys(format!("dup2 onto fd {at}"), e))?;
     drop(fd);
     let result = f();
     match saved {

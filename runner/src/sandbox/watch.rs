@@ -132,7 +132,9 @@ fn outcome(
 ) -> Result<Outcome> {
     // The init wrote its report before it exited, if it wrote one.
     set_nonblocking(w.control)?;
-    let report = control::recv::<Report>(w.control.as_raw_fd()).ok().flatten();
+    let report = control::recv::<Report>(w.control.as_raw_fd())
+        .ok()
+        .flatten();
     let (mut exit_code, mut signal) = (None, None);
     match report.map(|(r, _)| r) {
         Some(Report::Exited(code)) => exit_code = Some(code),
@@ -145,8 +147,7 @@ fn outcome(
     }
     let (enforcer, id) = w.enforcer;
     let usage = enforcer.usage(id);
-    if w
-        .limits
+    if w.limits
         .max_written_bytes
         .is_some_and(|max| tree_bytes(w.upper) > max)
     {

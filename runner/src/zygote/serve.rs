@@ -98,7 +98,7 @@ impl Pool<'_> {
     fn handle(&mut self, message: ToZygote) {
         match message {
             ToZygote::Run { id, request } => {
-                if request.network {
+                if request.network || self.size == 0 {
                     // Warm containers have a network namespace of their own.
                     self.cold(id, &request);
                 } else {
@@ -138,7 +138,11 @@ impl Pool<'_> {
                 Ok(_) => {
                     self.running.insert(warm.pid, id);
                 }
-                Err(e) => reply(self.sock, id, Err(format!("hand the run to its container: {e}"))),
+                Err(e) => reply(
+                    self.sock,
+                    id,
+                    Err(format!("hand the run to its container: {e}")),
+                ),
             }
         }
     }

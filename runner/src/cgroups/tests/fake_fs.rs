@@ -264,10 +264,7 @@ fn run_ids_cannot_reach_outside_the_parent() {
     v2_child(&tmp.path().join("corral"), "cpu memory pids");
     let v2 = CgroupV2::new(tmp.path(), "corral");
     for id in ["", "..", "a/b", "."] {
-        assert!(
-            matches!(v2.create(id), Err(Error::Cgroup(_))),
-            "{id:?}"
-        );
+        assert!(matches!(v2.create(id), Err(Error::Cgroup(_))), "{id:?}");
         assert!(matches!(v2.remove(id), Err(Error::Cgroup(_))), "{id:?}");
     }
     assert!(matches!(
@@ -406,10 +403,7 @@ fn pinned_enforcers_keep_their_directories() {
     fs::rename(&root, &moved).unwrap();
     v1.create("run-1").unwrap();
     v1.apply("run-1", &limits()).unwrap();
-    assert_eq!(
-        read(moved.join("pids/corral/run-1/pids.max")),
-        "100"
-    );
+    assert_eq!(read(moved.join("pids/corral/run-1/pids.max")), "100");
     let root2 = tmp.path().join("cgroup2");
     v2_root(&root2);
     v2_child(&root2.join("corral"), "cpu memory pids");

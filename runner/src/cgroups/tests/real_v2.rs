@@ -80,7 +80,9 @@ fn exercise_real_v2(mount: &Path, parent: &str) {
     let mut sleep = Command::new("sleep").arg("600").spawn().unwrap();
     enforcer.attach("run", sleep.id() as i32).unwrap();
     assert_eq!(
-        std::fs::read_to_string(run.join("cgroup.procs")).unwrap().trim(),
+        std::fs::read_to_string(run.join("cgroup.procs"))
+            .unwrap()
+            .trim(),
         sleep.id().to_string()
     );
     let usage = enforcer.usage("run");
