@@ -7,13 +7,12 @@
 //! turns those off ([`ExecOptions::exact_env`], [`ExecOptions::null_stdin`],
 //! [`ExecOptions::scratch_dir`]) so the command sees what a worker's would.
 
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::host::{Host, RunnerConfig};
 use crate::profile::Profile;
-use crate::request::{Limits, Rootfs, SandboxRequest, Stdio};
+use crate::request::{Limits, Outcome, Rootfs, SandboxRequest, Stdio};
 
 /// The PATH given when the person sets none.
 pub(crate) const DEFAULT_PATH: &str =
@@ -123,7 +122,38 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
 /// [`run`] on a host already probed (the caller needed its sandbox ids).
 pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
     wait_single_threaded(std::time::Duration::ZERO)?;
-    let profile = Profile::load(&o.profile, host.profile_dir.as_deref())?;
+    let scratch = tempfile::Builder::new()
+        .prefix("corral-exec-")
+        .tempdir()
+        .map_err(|e| Error::io("create a scratch directory", e))?;
+    let req = request(host, &o, scratch.path())?;
+    // Mistakes are reported here, before the fork, with their own message.
+    let layout = crate::spec::Layout::new(host, &req)?;
+    crate::sandbox::check(host, &req, &layout)?;
+    let outcome = if o.shell && nix::unistd::isatty(0).unwrap_or(false) {
+        run_interactive(host, req, scratch.path())
+    } else {
+        // SAFETY: checked single-threaded at the top of `run_on`, and no
+        // thread is started before this point.
+        unsafe { crate::isolate::run_forked(host, &req) }
+    }?;
+    if o.stats {
+        let json = serde_json::to_string(&outcome).unwrap_or_default();
+        eprintln!("{json}");
+    }
+    if let Some(limit) = outcome.limit_hit {
+        eprintln!("corral: stopped by a limit: {limit:?}");
+    }
+    if o.keep && o.scratch_dir.is_none() {
+        let kept = scratch.keep();
+        eprintln!("corral: scratch directory kept at {}", kept.display());
+    }
+    Ok(outcome.shell_status())
+}
+
+/// The command's environment: exactly `--env`, plus a default `PATH`
+/// unless `exact_env`, and `TERM` with `--shell`.
+fn environment(o: &ExecOptions) -> Result<Vec<(String, String)>> {
     let mut env = Vec::new();
     for kv in &o.env {
         let (k, v) = kv
@@ -140,6 +170,12 @@ pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
             std::env::var("TERM").unwrap_or_else(|_| "xterm".into()),
         ));
     }
+    Ok(env)
+}
+
+/// The sandbox request of `o`, its throwaway directories in `scratch`.
+fn request(host: &Host, o: &ExecOptions, scratch: &Path) -> Result<SandboxRequest> {
+    let profile = Profile::load(&o.profile, host.profile_dir.as_deref())?;
     let args = match (o.shell, o.command.is_empty()) {
         (true, true) => vec!["/bin/sh".to_string()],
         (false, true) => {
@@ -149,11 +185,7 @@ pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
         }
         _ => o.command.clone(),
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("corral-exec-")
-        .tempdir()
-        .map_err(|e| Error::io("create a scratch directory", e))?;
-    let empty = scratch.path().join("empty-input");
+    let empty = scratch.join("empty-input");
     let (rootfs, input) = match &o.root {
         ExecRoot::Dir(dir) => (Rootfs::InputRoot, dir.clone()),
         ExecRoot::Host => (Rootfs::Host, o.input.clone().unwrap_or(empty.clone())),
@@ -174,7 +206,7 @@ pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
         Some(dir) => std::path::absolute(dir)
             .map_err(|e| Error::io(format!("scratch directory {}", dir.display()), e))?,
         None => {
-            let work = scratch.path().join("run");
+            let work = scratch.join("run");
             std::fs::create_dir(&work).map_err(|e| Error::io("create the scratch directory", e))?;
             work
         }
@@ -182,15 +214,23 @@ pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
     if host.is_root {
         // The sandbox's uid must be able to reach its scratch directory.
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))
+        std::fs::set_permissions(scratch, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| Error::io("chmod the scratch directory", e))?;
     }
-    let req = SandboxRequest {
+    let hostname = match &o.hostname {
+        Some(name) => {
+            corral_proto::hostname::check(name)
+                .map_err(|reason| Error::InvalidRequest(format!("--hostname {name:?} {reason}")))?;
+            name.clone()
+        }
+        None => corral_proto::hostname::DEFAULT.to_string(),
+    };
+    Ok(SandboxRequest {
         rootfs,
         input_root,
         scratch_dir: work,
         args,
-        env,
+        env: environment(o)?,
         cwd: o.cwd.clone(),
         stdin: if o.null_stdin {
             Stdio::Null
@@ -207,59 +247,36 @@ pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
         gid: o.gid,
         read_only_subtrees: o.read_only.clone(),
         writable_subtrees: o.writable.clone(),
-        hostname: match &o.hostname {
-            Some(name) => {
-                corral_proto::hostname::check(name).map_err(|reason| {
-                    Error::InvalidRequest(format!("--hostname {name:?} {reason}"))
-                })?;
-                name.clone()
-            }
-            None => corral_proto::hostname::DEFAULT.to_string(),
-        },
+        hostname,
+    })
+}
+
+/// `--shell` on a terminal: a terminal made in the container's own
+/// devpts, whose master libcontainer sends to a socket in `scratch`,
+/// copied to and from this one. Must be called with a single thread.
+fn run_interactive(host: &Host, req: SandboxRequest, scratch: &Path) -> Result<Outcome> {
+    let socket = scratch.join("console.sock");
+    let console = crate::tty::ConsoleSocket::bind(&socket)?;
+    let req = SandboxRequest {
+        stdin: Stdio::Terminal(socket),
+        controlling_tty: true,
+        ..req
     };
-    // Mistakes are reported here, before the fork, with their own message.
-    let layout = crate::spec::Layout::new(host, &req)?;
-    crate::sandbox::check(host, &req, &layout)?;
-    let interactive = o.shell && nix::unistd::isatty(0).unwrap_or(false);
-    let outcome = if interactive {
-        let mut pty = crate::tty::Pty::open()?;
-        let slave = pty
-            .take_slave()
-            .ok_or_else(|| Error::InvalidRequest("pty already handed out".into()))?;
-        let fd = slave.as_raw_fd();
-        let req = SandboxRequest {
-            stdin: Stdio::Fd(fd),
-            stdout: Stdio::Fd(fd),
-            stderr: Stdio::Fd(fd),
-            controlling_tty: true,
-            ..req
-        };
-        // Fork first (no thread may exist yet), then copy the terminal.
-        // SAFETY: checked single-threaded at the top of `run`, and no
-        // thread is started before this point.
-        let running = unsafe { crate::isolate::spawn(host, &req) }?;
-        drop(slave);
-        pty.start_copying()?;
-        let outcome = running.wait();
-        drop(pty);
-        outcome
-    } else {
-        // SAFETY: checked single-threaded at the top of `run`, and no
-        // thread is started before this point.
-        unsafe { crate::isolate::run_forked(host, &req) }
-    }?;
-    if o.stats {
-        let json = serde_json::to_string(&outcome).unwrap_or_default();
-        eprintln!("{json}");
+    // Fork first (no thread may exist yet), then copy the terminal.
+    // SAFETY: our caller is single-threaded (checked at the top of
+    // `run_on`), and no thread is started before this point.
+    let running = unsafe { crate::isolate::spawn(host, &req) }?;
+    match console.receive(running.answer())? {
+        Some(master) => {
+            let terminal = crate::tty::Terminal::attach(master)?;
+            terminal.start_copying()?;
+            let outcome = running.wait();
+            drop(terminal);
+            outcome
+        }
+        // The run ended before its container had a terminal.
+        None => running.wait(),
     }
-    if let Some(limit) = outcome.limit_hit {
-        eprintln!("corral: stopped by a limit: {limit:?}");
-    }
-    if o.keep && o.scratch_dir.is_none() {
-        let kept = scratch.keep();
-        eprintln!("corral: scratch directory kept at {}", kept.display());
-    }
-    Ok(outcome.shell_status())
 }
 
 #[cfg(test)]

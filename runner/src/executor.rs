@@ -146,6 +146,27 @@ fn set_streams(plan: &Plan, fds: Vec<OwnedFd>) -> Result<()> {
     Ok(())
 }
 
+/// libcontainer made the container's terminal this process's controlling
+/// terminal; the command takes it in a session of its own, which the
+/// kernel allows only once no session holds it. Giving it up sends the
+/// session (this process) SIGHUP, ignored meanwhile.
+fn release_terminal() -> Result<()> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN and SIG_DFL install no handler code.
+    unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) }
+        .map_err(|e| Error::sys("ignore SIGHUP", e))?;
+    // SAFETY: TIOCNOTTY on fd 0 takes no argument.
+    let r = unsafe { libc::ioctl(0, libc::TIOCNOTTY) };
+    let err = nix::errno::Errno::last();
+    // SAFETY: as above.
+    unsafe { signal(Signal::SIGHUP, SigHandler::SigDfl) }
+        .map_err(|e| Error::sys("restore SIGHUP", e))?;
+    if r < 0 {
+        return Err(Error::sys("give up the terminal", err));
+    }
+    Ok(())
+}
+
 /// Everything between the plan and the fork of the command.
 fn prepare(plan: &Plan, fds: Vec<OwnedFd>) -> Result<()> {
     crate::inside::rootfs::enter(plan)?;
@@ -166,6 +187,9 @@ fn prepare(plan: &Plan, fds: Vec<OwnedFd>) -> Result<()> {
     }
     nix::unistd::chdir(&plan.cwd)
         .map_err(|_| Error::BadWorkingDirectory(plan.cwd.display().to_string()))?;
+    if plan.terminal && plan.controlling_tty {
+        release_terminal()?;
+    }
     // Nothing but the streams and the control socket goes further.
     // SAFETY: close_range on descriptors this process no longer uses.
     unsafe { libc::syscall(libc::SYS_close_range, CONTROL_FD + 1, u32::MAX, 0) };
@@ -187,22 +211,108 @@ fn run(plan_fd: i32) -> Result<Infallible> {
         .map(|a| CString::new(a.as_bytes()))
         .collect::<std::result::Result<_, _>>()
         .map_err(|_| Error::InvalidRequest("an argument contains NUL".into()))?;
+    let env: Vec<CString> = plan
+        .env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::InvalidRequest("an environment variable contains NUL".into()))?;
     prepare(&plan, fds)?;
-    // SAFETY: this process is libcontainer's single-threaded container
-    // init, so fork cannot leave another thread's lock held in the child.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => run_command(&plan, &program, &argv),
-        Ok(ForkResult::Parent { child }) => reap(child),
-        Err(e) => Err(Error::sys("fork of the command", e)),
+    if plan.controlling_tty {
+        // SAFETY: this process is libcontainer's single-threaded container
+        // init, so fork cannot leave another thread's lock held in the child.
+        return match unsafe { fork() } {
+            Ok(ForkResult::Child) => run_command(&plan, &program, &argv),
+            Ok(ForkResult::Parent { child }) => reap(child),
+            Err(e) => Err(Error::sys("fork of the command", e)),
+        };
+    }
+    match spawn_command(&program, &argv, &env) {
+        Ok(child) => reap(child),
+        Err(errno) => {
+            // As a shell would: the reason on the command's stderr, 127.
+            eprintln!("corral sandbox: cannot execute {:?}: {errno}", plan.args[0]);
+            report(&Report::Exited(127));
+            // SAFETY: _exit is always safe.
+            unsafe { libc::_exit(0) }
+        }
     }
 }
 
-/// The command's process: closes the control socket, takes the terminal
-/// if asked, execs. Never returns.
+/// Starts the command with `posix_spawnp` along the environment's `PATH`.
+/// glibc's is a vfork-style clone sharing this process's memory until the
+/// exec: no page tables are copied, and none torn down at the exec (about
+/// 0.35 ms of a trivial action's 1 ms here, against a fork). The child
+/// closes the control socket (the command must not be able to forge a
+/// report), and every signal gets its default disposition and an empty
+/// mask (this process ignores SIGPIPE, as every Rust program does, and an
+/// ignored signal would stay ignored across the exec). glibc's two
+/// internal signals, 32 and 33, which it sets up again in every program it
+/// starts, are left ignored, as in everything glibc's `posix_spawn` starts.
+fn spawn_command(
+    program: &CString,
+    argv: &[CString],
+    env: &[CString],
+) -> std::result::Result<Pid, nix::errno::Errno> {
+    let mut args: Vec<*mut libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr() as *mut libc::c_char)
+        .collect();
+    args.push(std::ptr::null_mut());
+    let mut envp: Vec<*mut libc::c_char> = env
+        .iter()
+        .map(|e| e.as_ptr() as *mut libc::c_char)
+        .collect();
+    envp.push(std::ptr::null_mut());
+    // SAFETY: the file actions and attributes are initialised before use
+    // and destroyed after; every pointer passed (program, argv, envp, the
+    // sigsets) is valid, and argv and envp are NULL-terminated, for the
+    // duration of the calls.
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        libc::posix_spawn_file_actions_init(&mut actions);
+        libc::posix_spawn_file_actions_addclose(&mut actions, CONTROL_FD);
+        libc::posix_spawnattr_init(&mut attr);
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::posix_spawnattr_setsigdefault(&mut attr, &all);
+        libc::posix_spawnattr_setsigmask(&mut attr, &none);
+        libc::posix_spawnattr_setflags(
+            &mut attr,
+            (libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK) as libc::c_short,
+        );
+        let mut pid: libc::pid_t = 0;
+        let r = libc::posix_spawnp(
+            &mut pid,
+            program.as_ptr(),
+            &actions,
+            &attr,
+            args.as_ptr(),
+            envp.as_ptr(),
+        );
+        libc::posix_spawnattr_destroy(&mut attr);
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        if r != 0 {
+            return Err(nix::errno::Errno::from_raw(r));
+        }
+        Ok(Pid::from_raw(pid))
+    }
+}
+
+/// The process of a command that takes its terminal (which needs a
+/// `setsid` before the exec, which `posix_spawn` cannot do portably):
+/// closes the control socket, gives SIGPIPE its default disposition back
+/// (see [`spawn_command`]), takes the terminal, execs. Never returns.
 fn run_command(plan: &Plan, program: &CString, argv: &[CString]) -> ! {
     // SAFETY: closing our own copy of the control socket; the command must
-    // not be able to forge a report.
-    unsafe { libc::close(CONTROL_FD) };
+    // not be able to forge a report. SIG_DFL installs no handler code.
+    unsafe {
+        libc::close(CONTROL_FD);
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if plan.controlling_tty {
         // A new session whose controlling terminal is the one on stdin: job
         // control and /dev/tty work in the shell.
@@ -219,24 +329,35 @@ fn run_command(plan: &Plan, program: &CString, argv: &[CString]) -> ! {
     unsafe { libc::_exit(127) }
 }
 
-/// PID 1: reap everything until the command itself is gone, report its
-/// end, exit. Never returns.
+/// PID 1: reap everything until the command itself is gone; then kill
+/// and reap whatever it left in the namespace, report its end and exit.
+/// Never returns.
+///
+/// The report comes only once the namespace holds nothing but PID 1, so
+/// the outside may answer its caller on the report, without waiting for
+/// this process's own exit (which releases the container's namespaces).
 fn reap(command: Pid) -> ! {
-    loop {
+    let ended = loop {
         match waitpid(None, None) {
             Ok(status) if status.pid() == Some(command) => {
                 if let Some(r) = report_of(status) {
-                    report(&r);
-                    // SAFETY: _exit never returns and is always safe.
-                    unsafe { libc::_exit(0) };
+                    break r;
                 }
             }
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => {}
-            // SAFETY: as above.
+            // SAFETY: _exit never returns and is always safe.
             Err(_) => unsafe { libc::_exit(125) },
         }
-    }
+    };
+    // From PID 1, -1 is every other process of the namespace.
+    // SAFETY: kill with pid -1 and a valid signal.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    // Until ECHILD: none left.
+    while let Ok(_) | Err(nix::errno::Errno::EINTR) = waitpid(None, None) {}
+    report(&ended);
+    // SAFETY: as above.
+    unsafe { libc::_exit(0) }
 }
 
 impl Executor for SandboxExecutor {

@@ -17,7 +17,9 @@ const DEFAULT_WARM_SANDBOXES: usize = 4;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunnerConfig {
-    /// Directory for libcontainer's per-container state. Default:
+    /// Where each run mounts a tmpfs of its own, in its own mount namespace,
+    /// for libcontainer's state, the OCI bundle and the container's first
+    /// root: nothing is ever written to the directory itself. Default:
     /// `/run/corral/runner` as root, `/tmp/corral-runner-<uid>` otherwise.
     pub state_dir: Option<PathBuf>,
     /// Host uid that the sandbox's uid maps to when the runner runs as root
@@ -78,7 +80,7 @@ impl RunnerConfig {
 pub struct Host {
     /// The runner runs as uid 0.
     pub is_root: bool,
-    /// libcontainer's per-container state.
+    /// Where each run mounts its private state tmpfs.
     pub(crate) state_dir: PathBuf,
     /// Host uid the sandbox's single uid maps to.
     pub map_uid: u32,

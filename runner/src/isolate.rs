@@ -71,11 +71,18 @@ pub(crate) unsafe fn spawn(host: &Host, req: &SandboxRequest) -> Result<Running>
 }
 
 impl Running {
-    /// Waits for the child's answer.
+    /// The pipe the answer arrives on (readable once the run has ended).
+    pub(crate) fn answer(&self) -> &OwnedFd {
+        &self.answer
+    }
+
+    /// Waits for the child's answer. The child may still be cleaning up
+    /// (removing the run's cgroup, releasing the container's namespaces):
+    /// it is reaped here if it is done, else left to finish on its own.
     pub(crate) fn wait(self) -> Result<Outcome> {
         let mut bytes = Vec::new();
         let read = std::fs::File::from(self.answer).read_to_end(&mut bytes);
-        let _ = waitpid(self.child, None);
+        let _ = waitpid(self.child, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         read.map_err(|e| Error::io("read the sandbox child's answer", e))?;
         let verdict: Verdict = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Zygote(format!("sandbox child died without an answer ({e})")))?;

@@ -1,15 +1,16 @@
-//! Lets an unprivileged runner use libcontainer on a cgroup v1 host where
-//! no cgroup was delegated to it.
+//! The run's own namespaces for an unprivileged runner (see
+//! `sandbox::private_ns`, which does the same as root without a user
+//! namespace).
 //!
-//! libcontainer always moves the container into a cgroup, and a plain user
-//! may not create one under /sys/fs/cgroup, so creation would fail. The run's
+//! libcontainer always moves the container into a cgroup, and the runner
+//! drives the run's cgroup itself (or has none and uses rlimits). The run's
 //! process (a throwaway child) therefore enters its own user and mount
 //! namespace, where it is uid 0 mapped to the runner's uid, and covers
 //! /sys/fs/cgroup with a tmpfs holding empty directories named like the real
-//! controllers. libcontainer's cgroup writes land in that tmpfs and do
-//! nothing; limits then come from rlimits (see `spec`), and the startup log
-//! says so. The container's own user namespace nests inside this one and
-//! maps its uid to this namespace's 0, i.e. to the runner's uid.
+//! controllers (it cannot unmount what it inherited, so libcontainer still
+//! finds them listed). libcontainer's cgroup writes land in that tmpfs and
+//! do nothing. The container's own user namespace nests inside this one
+//! and maps its uid to this namespace's 0, i.e. to the runner's uid.
 
 use std::path::{Path, PathBuf};
 

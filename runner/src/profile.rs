@@ -75,9 +75,19 @@ struct HostSection {
 }
 
 impl Profile {
-    /// The built-in default profile.
+    /// The built-in default profile (parsed once per process).
     pub fn default_profile() -> Result<Profile> {
-        Self::parse("default", DEFAULT_PROFILE, None)
+        static PARSED: std::sync::OnceLock<std::result::Result<Profile, String>> =
+            std::sync::OnceLock::new();
+        PARSED
+            .get_or_init(|| {
+                Self::parse("default", DEFAULT_PROFILE, None).map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(|message| Error::Profile {
+                path: "default".into(),
+                message,
+            })
     }
 
     /// Finds a profile: "" or "default" is the built-in one, an absolute or

@@ -3,11 +3,11 @@
 //! Two steps, so that the first can happen before any request exists:
 //! * [`prepare`](prepare::prepare): the run's private mount namespace, the
 //!   run's cgroup, and a libcontainer container made from a spec that
-//!   names nothing of the request, its init waiting for the start and
-//!   moved into the cgroup;
+//!   names nothing of the request and started, its init moved into the
+//!   cgroup and waiting for the request;
 //! * [`run_prepared`](dispatch::run_prepared): the request's limits, its
-//!   plan to the init, libcontainer's start, the watch (clock, bytes
-//!   written, cancel), status and usage.
+//!   plan to the waiting init, the watch (clock, bytes written, cancel),
+//!   status and usage.
 //!
 //! Then [`Cleanup`] removes the cgroup, after the caller has been answered.
 //! The functions that call libcontainer must be called in a
@@ -60,6 +60,7 @@ pub(crate) fn discard(prepared: prepare::Prepared) {
         enforcer: prepared.enforcer,
         id: prepared.id,
         init: Some((prepared.init, prepared.pidfd)),
+        namespaces: prepared.mount_ns.into_iter().collect(),
     }
     .finish();
 }
@@ -76,5 +77,5 @@ pub(crate) unsafe fn run_deferred(host: &Host, req: &SandboxRequest) -> Result<(
     let (shape, console) = shape_of(req);
     // SAFETY: our caller upholds the same contract.
     let prepared = unsafe { prepare(host, shape, console, true) }?;
-    run_prepared(prepared, host, req)
+    run_prepared(prepared, host, req, None)
 }

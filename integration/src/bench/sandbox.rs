@@ -39,6 +39,10 @@ pub struct Args {
     /// the phases of every run).
     #[arg(long, value_name = "FILE")]
     pub runner_log: Option<PathBuf>,
+    /// Runner configuration for the service and `runner exec` (e.g.
+    /// `warm_sandboxes = 0` to measure without containers made ahead).
+    #[arg(long, value_name = "FILE")]
+    pub runner_config: Option<PathBuf>,
 }
 
 /// Copies Debian's static busybox (`busybox-static`) into `dir/bin` and
@@ -139,14 +143,19 @@ struct Runner {
 }
 
 impl Runner {
-    fn start(corral: &Path, dir: &Path, log: Option<&Path>) -> anyhow::Result<Runner> {
+    fn start(corral: &Path, dir: &Path, args: &Args) -> anyhow::Result<Runner> {
         let socket = dir.join("runner.sock");
-        let log = log.map_or_else(|| dir.join("runner.log"), Path::to_path_buf);
+        let log = args
+            .runner_log
+            .clone()
+            .unwrap_or_else(|| dir.join("runner.log"));
         let file = std::fs::File::create(&log).context("create runner.log")?;
-        let child = Command::new(corral)
-            .arg("runner")
-            .arg("--socket")
-            .arg(&socket)
+        let mut cmd = Command::new(corral);
+        cmd.arg("runner").arg("--socket").arg(&socket);
+        if let Some(config) = &args.runner_config {
+            cmd.arg("--config").arg(config);
+        }
+        let child = cmd
             .env("RUST_LOG", log_filter())
             .stdout(file.try_clone()?)
             .stderr(file)
@@ -255,9 +264,13 @@ fn bwrap(root: &Path) -> Command {
     c
 }
 
-fn runner_exec(corral: &Path, root: &Path) -> Command {
+fn runner_exec(corral: &Path, root: &Path, config: Option<&Path>) -> Command {
     let mut c = Command::new(corral);
-    c.args(["runner", "exec", "--root"])
+    c.args(["runner", "exec"]);
+    if let Some(config) = config {
+        c.arg("--config").arg(config);
+    }
+    c.arg("--root")
         .arg(root)
         .args(["--", "/bin/true"])
         .env("RUST_LOG", log_filter());
@@ -298,7 +311,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     busybox_root(&root)?;
     let work = tmp.path().join("work");
     std::fs::create_dir(&work)?;
-    let runner = Runner::start(&corral, tmp.path(), args.runner_log.as_deref())?;
+    let runner = Runner::start(&corral, tmp.path(), &args)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -318,8 +331,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     for width in [1, 2] {
         let service = |runs| rt.block_on(measure_service(&client, &root, &work, runs, width));
-        let exec =
-            |runs| measure_processes(runs, width, || Ok(runner_exec(&corral, &root).spawn()?));
+        let config = args.runner_config.as_deref();
+        let exec = |runs| {
+            measure_processes(runs, width, || {
+                Ok(runner_exec(&corral, &root, config).spawn()?)
+            })
+        };
         let bw = |runs| measure_processes(runs, width, || Ok(bwrap(&root).spawn()?));
         let fork = |runs| {
             measure_processes(runs, width, || {

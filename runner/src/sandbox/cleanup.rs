@@ -23,6 +23,12 @@ pub(crate) struct Cleanup {
     /// run that failed before its command ended): killed through the pidfd
     /// (never another process that took its pid) and reaped here.
     pub(super) init: Option<(Pid, OwnedFd)>,
+    /// Namespaces of the container held open. A process's exit releases
+    /// its namespaces before its parent learns of it, and the last release
+    /// of a mount namespace unmounts everything in it (the overlay, `/proc`,
+    /// `/dev` and `/tmp`, about 20 mounts), waiting for an RCU grace
+    /// period. Held here, that happens at the clean-up, after the answer.
+    pub(super) namespaces: Vec<OwnedFd>,
 }
 
 impl Cleanup {
@@ -43,6 +49,7 @@ impl Cleanup {
             // Only ever reaps our own child: the init, if not reaped yet.
             let _ = nix::sys::wait::waitpid(init, Some(nix::sys::wait::WaitPidFlag::__WALL));
         }
+        drop(self.namespaces);
         if let Err(e) = self.enforcer.remove(&self.id) {
             tracing::warn!(run = self.id, error = %e, "could not remove the run's cgroup");
         }

@@ -1,6 +1,6 @@
 //! One request in a prepared container: its limits into the run's cgroup,
-//! its scratch directories, its plan and standard streams to the init,
-//! libcontainer's start, and the watch until the command ends.
+//! its scratch directories, its plan and standard streams to the waiting
+//! init, and the watch until the command ends.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::cleanup::Cleanup;
 use super::ms;
 use super::prepare::Prepared;
-use super::watch::{watch, Watched};
+use super::watch::{watch, Watch, Watched};
 use crate::control;
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -56,17 +56,20 @@ fn make_dir(path: &Path, host: &Host) -> Result<()> {
 }
 
 /// Runs `req` (checked) in `prepared`; returns when the command has ended,
-/// leaving the clean-up to the caller.
+/// leaving the clean-up to the caller. `filters` are `req`'s compiled
+/// seccomp programs when the caller has them already.
 pub(crate) fn run_prepared(
-    mut prepared: Prepared,
+    prepared: Prepared,
     host: &Host,
     req: &SandboxRequest,
+    filters: Option<Filters>,
 ) -> Result<(Outcome, Cleanup)> {
     let t0 = Instant::now();
     let mut cleanup = Cleanup {
         enforcer: prepared.enforcer,
         id: prepared.id,
         init: Some((prepared.init, prepared.pidfd)),
+        namespaces: prepared.mount_ns.into_iter().collect(),
     };
     let result = (|| {
         let layout = Layout::new(host, req)?;
@@ -78,7 +81,11 @@ pub(crate) fn run_prepared(
             make_dir(&req.scratch_dir.join("sys-upper"), host)?;
             make_dir(&req.scratch_dir.join("sys-work"), host)?;
         }
-        let plan = Plan::new(host, req, &layout, &limits, Filters::build(&req.profile)?);
+        let filters = match filters {
+            Some(f) => f,
+            None => Filters::build(&req.profile)?,
+        };
+        let plan = Plan::new(host, req, &layout, &limits, filters);
         let streams = if plan.terminal {
             Vec::new()
         } else {
@@ -90,10 +97,6 @@ pub(crate) fn run_prepared(
         };
         tracing::debug!(ms = ms(t0), "request prepared");
         let started = Instant::now();
-        prepared
-            .container
-            .start()
-            .map_err(|e| Error::Container(format!("start: {e}")))?;
         let raw: Vec<i32> = streams.iter().map(|f| f.as_raw_fd()).collect();
         control::send(prepared.control.as_raw_fd(), &plan, &raw)?;
         drop(streams);
@@ -110,14 +113,18 @@ pub(crate) fn run_prepared(
             enforcer: (cleanup.enforcer.as_ref(), &cleanup.id),
             started,
         });
-        tracing::debug!(ms = ms(started), "start, run and wait");
+        tracing::debug!(ms = ms(started), "run and wait");
         outcome
     })();
     match result {
-        Ok(outcome) => {
-            // The watch reaped the init: its pid may belong to another
-            // process from now on.
-            cleanup.init = None;
+        Ok(Watch {
+            outcome,
+            init_reaped,
+        }) => {
+            if init_reaped {
+                // Its pid may belong to another process from now on.
+                cleanup.init = None;
+            }
             Ok((outcome, cleanup))
         }
         Err(e) => {

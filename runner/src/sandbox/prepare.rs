@@ -1,14 +1,15 @@
 //! A container made before its request: libcontainer creates it from a
 //! spec that names nothing of the request (`spec`), in the run's private
-//! mount namespace (`private_ns`), and its init waits for the start; the
-//! runner then moves the init into the run's cgroup.
+//! mount namespace (`private_ns`); the runner moves its init into the run's
+//! cgroup and starts it, and the init (our executor) waits for the run's
+//! plan on the control socket. Nothing of libcontainer is left for the
+//! request.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 
@@ -20,14 +21,16 @@ use crate::executor::SandboxExecutor;
 use crate::host::Host;
 use crate::spec::{self, Shape, HOST_VIEW, NEW_ROOT};
 
-/// A created container whose init waits for its request.
+/// A started container whose init waits for its request.
 pub(crate) struct Prepared {
-    /// libcontainer's handle, for the start.
-    pub container: Container,
     /// The container's init.
     pub init: Pid,
     /// A pidfd of the init: readable once it has exited.
     pub pidfd: OwnedFd,
+    /// The container's mount namespace, held so that the init's exit does
+    /// not unmount it all before the caller is answered (see
+    /// `Cleanup::namespaces`).
+    pub mount_ns: Option<OwnedFd>,
     /// The outside end of the control socket.
     pub control: OwnedFd,
     /// The enforcer, its directories pinned, and the run's id in it.
@@ -88,16 +91,25 @@ pub(crate) unsafe fn prepare(
     };
     // SAFETY: our caller upholds the same contract.
     let made = unsafe { create(host, shape, console, &id, enforcer.as_ref()) };
+    // The container's processes are made, with the default disposition:
+    // from here on this process only waits and cleans up, and must live
+    // through the hang-up of a terminal whose session ends (`runner exec`
+    // in a terminal of its own returns before the clean-up is done).
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     if let Some(helper) = helper {
         let _ = nix::sys::wait::waitpid(helper, None);
     }
     match made {
-        Ok((container, init, pidfd, control)) => {
+        Ok((init, pidfd, control)) => {
             tracing::debug!(ms = ms(t0), "container prepared");
+            let mount_ns = std::fs::File::open(format!("/proc/{init}/ns/mnt"))
+                .ok()
+                .map(OwnedFd::from);
             Ok(Prepared {
-                container,
                 init,
                 pidfd,
+                mount_ns,
                 control,
                 enforcer,
                 id,
@@ -121,7 +133,7 @@ unsafe fn create(
     console: Option<&Path>,
     id: &str,
     enforcer: &dyn LimitEnforcer,
-) -> Result<(Container, Pid, OwnedFd, OwnedFd)> {
+) -> Result<(Pid, OwnedFd, OwnedFd)> {
     let cgroups_path = enforcer.cgroups_path(id);
     let host = private_ns::enter(host, &cgroups_path)?;
     let state = host.state_dir.clone();
@@ -136,7 +148,7 @@ unsafe fn create(
         .map_err(|e| Error::io("write config.json", e))?;
     let (outside, inside) = control::pair()?;
     let t0 = Instant::now();
-    let container = with_fd(inside, CONTROL_FD, || {
+    let mut container = with_fd(inside, CONTROL_FD, || {
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(&state)
             .map_err(|e| Error::Container(e.to_string()))?
@@ -170,7 +182,13 @@ unsafe fn create(
         return Err(e);
     }
     tracing::debug!(ms = ms(t0), "init moved into the run's cgroup");
-    Ok((container, init, pidfd, outside))
+    // Started now: the executor waits for the plan before it does anything.
+    if let Err(e) = container.start() {
+        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(init, None);
+        return Err(Error::Container(format!("start: {e}")));
+    }
+    Ok((init, pidfd, outside))
 }
 
 fn pidfd_open(pid: Pid) -> Result<OwnedFd> {

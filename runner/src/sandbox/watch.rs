@@ -70,9 +70,26 @@ impl Stops {
     }
 }
 
+/// How a watch ended: the outcome, and whether the init was reaped (if
+/// not, it is exiting, and the clean-up reaps it).
+pub(crate) struct Watch {
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// The init has been reaped: its pid may belong to another process.
+    pub init_reaped: bool,
+}
+
 /// Waits for the command to end, enforcing the timeout, the written-bytes
 /// bound and cancellation, and returns how it ended.
-pub(crate) fn watch(w: Watched<'_>) -> Result<Outcome> {
+///
+/// The init reports the command's end once its namespace holds nothing
+/// else. Where a cgroup measures the run, that report is the end: the
+/// init's own exit (releasing the container's namespaces) is left to the
+/// clean-up. With rlimits only, the usage comes from `wait4` of the init,
+/// so the watch waits for its exit.
+pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
+    let early = w.enforcer.0.moves_processes();
+    let mut listen = early;
     let pid_ns = std::fs::read_link(format!("/proc/{}/ns/pid", w.init)).ok();
     let mut stops = Stops::default();
     let mut next_disk_check = w.started + DISK_POLL;
@@ -113,30 +130,54 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Outcome> {
         if w.limits.max_written_bytes.is_some() && !stops.over_written {
             wait = wait.min(next_disk_check.saturating_duration_since(now));
         }
-        if poll_readable(w.pidfd, wait)? {
-            break;
+        let control = listen.then_some(w.control);
+        match poll_readable(w.pidfd, control, wait)? {
+            Woke::Exited => break,
+            Woke::Reported if stops.any() => listen = false,
+            Woke::Reported => {
+                // Written whole by the init; a blocking read takes it all.
+                let Some((report, _)) = control::recv::<Report>(w.control.as_raw_fd())? else {
+                    // Closed without a report: the init's exit tells.
+                    listen = false;
+                    continue;
+                };
+                let wall_time = w.started.elapsed();
+                // SAFETY: rusage is plain data; zeroed is a valid value.
+                let rusage: libc::rusage = unsafe { std::mem::zeroed() };
+                let outcome = outcome(&w, stops, Some(report), 0, rusage, wall_time)?;
+                return Ok(Watch {
+                    outcome,
+                    init_reaped: false,
+                });
+            }
+            Woke::Timeout => {}
         }
     }
     let (status, rusage) = wait4(w.init, stops.any().then_some(pid_ns.as_deref()))?;
     let wall_time = w.started.elapsed();
-    outcome(&w, stops, status, rusage, wall_time)
+    // The init wrote its report whole before it exited, if it wrote one.
+    set_nonblocking(w.control)?;
+    let report = control::recv::<Report>(w.control.as_raw_fd())
+        .ok()
+        .flatten()
+        .map(|(r, _)| r);
+    Ok(Watch {
+        outcome: outcome(&w, stops, report, status, rusage, wall_time)?,
+        init_reaped: true,
+    })
 }
 
 /// The outcome from the init's report, its wait status and the cgroup.
 fn outcome(
     w: &Watched<'_>,
     mut stops: Stops,
+    report: Option<Report>,
     status: i32,
     rusage: libc::rusage,
     wall_time: Duration,
 ) -> Result<Outcome> {
-    // The init wrote its report before it exited, if it wrote one.
-    set_nonblocking(w.control)?;
-    let report = control::recv::<Report>(w.control.as_raw_fd())
-        .ok()
-        .flatten();
     let (mut exit_code, mut signal) = (None, None);
-    match report.map(|(r, _)| r) {
+    match report {
         Some(Report::Exited(code)) => exit_code = Some(code),
         Some(Report::Signaled(sig)) => signal = Some(sig),
         Some(Report::Failed(message)) => return Err(Error::Container(message)),
@@ -222,24 +263,42 @@ pub(crate) fn kill_namespace(init: Pid, ns: Option<&Path>) {
     }
 }
 
-/// Waits until `fd` is readable (the process exited) or `timeout` passes.
-fn poll_readable(fd: &OwnedFd, timeout: Duration) -> Result<bool> {
-    let mut pfd = libc::pollfd {
+/// What woke the watch.
+enum Woke {
+    /// The init exited (its pidfd is readable).
+    Exited,
+    /// The control socket has the init's report (or was closed).
+    Reported,
+    /// Time to look at the clock, the disk and the cancel flag.
+    Timeout,
+}
+
+/// Waits until the init exits, its report arrives on `control` (when
+/// given), or `timeout` passes.
+fn poll_readable(pidfd: &OwnedFd, control: Option<&OwnedFd>, timeout: Duration) -> Result<Woke> {
+    let mut fds = [pidfd, control.unwrap_or(pidfd)].map(|fd| libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
-    };
+    });
+    let count = if control.is_some() { 2 } else { 1 };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: pfd is one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    // SAFETY: `fds` holds `count` valid pollfds for the duration of the call.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), count, ms) };
     if n < 0 {
         let err = nix::errno::Errno::last();
         if err == nix::errno::Errno::EINTR {
-            return Ok(false);
+            return Ok(Woke::Timeout);
         }
         return Err(Error::sys("poll", err));
     }
-    Ok(n > 0)
+    Ok(if fds[0].revents != 0 {
+        Woke::Exited
+    } else if count == 2 && fds[1].revents != 0 {
+        Woke::Reported
+    } else {
+        Woke::Timeout
+    })
 }
 
 /// Reaps `pid`. With `kill_ns`, the run was stopped: until the init is

@@ -233,3 +233,70 @@ fn a_dropped_call_kills_its_container() {
         server.await.unwrap().unwrap();
     });
 }
+
+/// Runs `count` requests one after the other on a runner keeping `warm`
+/// containers made ahead (and allowing the host network): each ends as its
+/// script says and sees the hostname it asked for, the network ones in the
+/// host's network namespace, the others in one holding only `lo`.
+fn run_in_turn(warm: usize, count: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    common::busybox_root(&root);
+    let config: RunnerConfig =
+        toml::from_str(&format!("warm_sandboxes = {warm}\nallow_network = true")).unwrap();
+    let host = Host::probe(&config).unwrap();
+    assert_eq!(host.warm_sandboxes, warm);
+    // SAFETY: not guaranteed under libtest's threaded harness (other test
+    // threads may exist at the fork); the tests accept that risk: the child
+    // only runs the sandbox, and nextest runs each test in its own process.
+    let zygote = unsafe { Zygote::spawn(host.clone()) }.unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let socket = tmp.path().join("runner.sock");
+    let host_ifaces = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .count();
+    rt.block_on(async {
+        let (stop_tx, server, mut client) = serve(host, zygote, &socket).await;
+        for i in 0..count {
+            let scratch = tmp.path().join(format!("scratch{i}"));
+            std::fs::create_dir(&scratch).unwrap();
+            let out = tmp.path().join(format!("out{i}"));
+            let mut req = run_request(
+                &root,
+                &scratch,
+                &out,
+                &format!("hostname; wc -l < /proc/net/dev; exit {i}"),
+            );
+            req.hostname = format!("run{i}");
+            req.network = i % 3 == 2;
+            let resp = client.run(req).await.unwrap().into_inner();
+            assert_eq!(resp.exit_code, i as i32);
+            let lines = std::fs::read_to_string(&out).unwrap();
+            let ifaces: usize = lines.lines().nth(1).unwrap().trim().parse().unwrap();
+            assert_eq!(lines.lines().next(), Some(format!("run{i}").as_str()));
+            if i % 3 == 2 {
+                assert_eq!(ifaces, host_ifaces, "host network expected: {lines}");
+            } else {
+                // Two header lines and lo.
+                assert_eq!(ifaces, 3, "private network expected: {lines}");
+            }
+        }
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+    });
+}
+
+/// More requests than containers made ahead: each gets a fresh one (the
+/// zygote replaces every container it hands out), and those that need the
+/// host network, which no waiting container has, get one made for them.
+#[test]
+fn warm_containers_are_replaced_and_network_runs_get_their_own() {
+    run_in_turn(2, 7);
+}
+
+/// Without containers made ahead, every request makes its own.
+#[test]
+fn without_warm_containers_each_request_makes_one() {
+    run_in_turn(0, 3);
+}

@@ -128,6 +128,14 @@ impl Pool<'_> {
                 return;
             };
             let warm = self.warm.remove(i);
+            if self.host.is_root {
+                // Its own renice comes only once it has woken; a waiting
+                // nice-19 process wakes late on a busy machine.
+                // SAFETY: setpriority with PRIO_PROCESS, a pid and a value.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, warm.pid.as_raw() as libc::id_t, 0)
+                };
+            }
             let sent = serde_json::to_vec(&Dispatch { id, request })
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| {
