@@ -11,6 +11,7 @@ use std::path::Path;
 
 use corral_cas::{Digest, DigestFunction};
 use corral_integration::server::{corral_binary, CorralServer, ServerOptions};
+use corral_integration::tokens::token_entry as entry;
 use corral_proto::prost::Message;
 use corral_proto::reapi;
 use corral_proto::reapi::action_cache_client::ActionCacheClient;
@@ -18,7 +19,6 @@ use corral_proto::reapi::capabilities_client::CapabilitiesClient;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use corral_proto::reapi::execution_client::ExecutionClient;
 use corral_proto::tonic::{self, Code};
-use sha2::Digest as _;
 
 const F: DigestFunction = DigestFunction::Sha256;
 const TOKEN_A: &str = "token-of-team-a-0123456789abcdef";
@@ -31,11 +31,6 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .build()
         .expect("a tokio runtime")
         .block_on(future)
-}
-
-fn entry(id: &str, principal: &str, token: &str) -> String {
-    let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
-    format!("{id} {principal} sha256:{hash}\n")
 }
 
 /// Two tenants; `a-ro` may only read team-a's cache; a tight rate on
@@ -184,11 +179,15 @@ fn tenants_are_kept_apart_and_every_denial_is_audited() {
             .unwrap()
             .into_inner();
         assert_eq!(missing.missing_blob_digests, vec![d.to_proto()]);
+        // One batch of five blobs is one call against the rate (burst 3),
+        // however many blobs it reads.
+        let mut digests = vec![d.to_proto()];
+        digests.extend((0..4u8).map(|i| Digest::of_bytes(F, &[i]).to_proto()));
         let read = cas
             .batch_read_blobs(with_token(
                 reapi::BatchReadBlobsRequest {
                     instance_name: "team-b".into(),
-                    digests: vec![d.to_proto()],
+                    digests,
                     digest_function: F.to_proto(),
                     ..Default::default()
                 },
@@ -197,10 +196,14 @@ fn tenants_are_kept_apart_and_every_denial_is_audited() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(
-            read.responses[0].status.as_ref().map(|s| s.code),
-            Some(Code::NotFound as i32)
-        );
+        assert_eq!(read.responses.len(), 5);
+        for r in &read.responses {
+            assert_eq!(
+                r.status.as_ref().map(|s| s.code),
+                Some(Code::NotFound as i32),
+                "{r:?}"
+            );
+        }
 
         // Team B's reads are rate-limited: the burst, then RESOURCE_EXHAUSTED.
         let mut exhausted = None;

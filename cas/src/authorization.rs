@@ -86,7 +86,8 @@ impl Authorization {
     }
 
     /// Checks that the call may hold `permission` on its instance and is
-    /// within its tenant's rate for that class of call. A denial is
+    /// within its tenant's rate for that class of call, charged once per
+    /// request however often the request reaches storage. A denial is
     /// PERMISSION_DENIED naming the permission and the instance, and one
     /// audit line; over the rate, RESOURCE_EXHAUSTED with the delay.
     pub fn check(&self, ctx: &RequestContext, permission: Permission) -> Result<()> {
@@ -111,6 +112,9 @@ impl Authorization {
                 return Err(Error::PermissionDenied(denied.to_string()));
             }
         };
+        if !ctx.first_use_of(permission) {
+            return Ok(());
+        }
         self.quotas
             .check_rate(&tenant, permission)
             .map_err(|over| Error::ResourceExhausted(over.to_string()))

@@ -188,6 +188,11 @@ struct Inner {
     digest_function: DigestFunction,
     identity: Identity,
     invocation: Option<Invocation>,
+    /// The classes of call (permissions) this request has been charged
+    /// against its tenant's rate quota for, one bit each: a request that
+    /// reaches the store many times (a batch of a thousand blobs) is still
+    /// one call.
+    charged: std::sync::atomic::AtomicU16,
 }
 
 impl RequestContext {
@@ -203,6 +208,7 @@ impl RequestContext {
                 digest_function,
                 identity,
                 invocation,
+                charged: std::sync::atomic::AtomicU16::new(0),
             }),
         }
     }
@@ -226,6 +232,20 @@ impl RequestContext {
 
     pub fn identity(&self) -> &Identity {
         &self.inner.identity
+    }
+
+    /// True the first time this request (and its clones) asks for
+    /// `permission`: the one time its rate quota is charged for it.
+    pub fn first_use_of(&self, permission: corral_auth::Permission) -> bool {
+        let bit = corral_auth::Permission::ALL
+            .iter()
+            .position(|p| *p == permission)
+            .map_or(0, |i| 1u16 << i);
+        let before = self
+            .inner
+            .charged
+            .fetch_or(bit, std::sync::atomic::Ordering::Relaxed);
+        before & bit == 0
     }
 
     pub fn invocation(&self) -> Option<&Invocation> {
