@@ -9,15 +9,10 @@
 
 use corral_integration::bazel::Bazel;
 use corral_integration::farm::{CorralFarm, FarmOptions};
-use sha2::Digest as _;
+use corral_integration::tokens::token_entry as entry;
 
 const TOKEN: &str = "bazel-token-for-team-a-0123456789";
 const READER: &str = "bazel-token-read-only-0123456789";
-
-fn entry(id: &str, principal: &str, token: &str) -> String {
-    let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
-    format!("{id} {principal} sha256:{hash}\n")
-}
 
 fn farm(dir: &std::path::Path) -> CorralFarm {
     let tokens = dir.join("tokens");

@@ -10,5 +10,6 @@ pub mod process;
 pub mod registry;
 pub mod remote;
 pub mod server;
+pub mod tokens;
 
 pub use server::{corral_binary, use_corral};

@@ -79,19 +79,13 @@ where
         if is_health_probe(&request) {
             // Process supervisors and Kubernetes probe without credentials;
             // these answer only "up" and "ready".
-            let clone = self.inner.clone();
-            let mut ready = std::mem::replace(&mut self.inner, clone);
-            return Box::pin(async move { ready.call(request).await });
+            return self.forward(request);
         }
         let credentials = credentials_of(&request);
         match self.layer.authenticator.authenticate(&credentials) {
             Ok(principal) => {
                 request.extensions_mut().insert(principal);
-                // The clone is ready only after poll_ready; call the one
-                // that was polled and keep the clone for the next call.
-                let clone = self.inner.clone();
-                let mut ready = std::mem::replace(&mut self.inner, clone);
-                Box::pin(async move { ready.call(request).await })
+                self.forward(request)
             }
             Err(error) => {
                 tracing::warn!(peer = ?credentials.peer_addr, uid = ?credentials.peer_uid, %error, "unauthenticated call refused");
@@ -104,6 +98,25 @@ where
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
+    }
+}
+
+impl<S: Clone> Authenticated<S> {
+    /// Passes `request` on. The clone is ready only after `poll_ready`, so
+    /// the service that was polled takes the call and the clone stays for
+    /// the next one.
+    fn forward<B>(
+        &mut self,
+        request: http::Request<B>,
+    ) -> BoxFuture<'static, Result<S::Response, S::Error>>
+    where
+        S: tower::Service<http::Request<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        B: Send + 'static,
+    {
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move { ready.call(request).await })
     }
 }
 

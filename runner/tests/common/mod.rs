@@ -8,27 +8,12 @@ use std::path::Path;
 
 use corral_runner::{Limits, Profile, Rootfs, SandboxRequest, Stdio};
 
-/// Copies Debian's static busybox into `dir/bin` with one symlink per applet.
-pub fn busybox_root(dir: &Path) {
-    let busybox = Path::new("/bin/busybox");
-    assert!(
-        busybox.exists(),
-        "missing /bin/busybox: install Debian's busybox-static (integration/install-deps.sh)"
-    );
-    for d in ["bin", "tmp", "proc", "dev", "etc"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();
-    let out = std::process::Command::new(busybox)
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&out.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
-        }
-    }
-}
+// The crate's unit tests and these share one busybox-root builder.
+#[path = "../../src/testkit.rs"]
+mod testkit;
+// Not every test binary that includes this module builds roots.
+#[allow(unused_imports)]
+pub use testkit::busybox_root;
 
 pub fn request(root: &Path, scratch: &Path, out: &Path, script: &str) -> SandboxRequest {
     SandboxRequest {
