@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
+use std::time::Duration;
 
 use corral_cas::{Digest, DigestFunction};
 use corral_integration::server::{corral_binary, CorralServer, ServerOptions};
@@ -24,6 +25,7 @@ const F: DigestFunction = DigestFunction::Sha256;
 const TOKEN_A: &str = "token-of-team-a-0123456789abcdef";
 const TOKEN_B: &str = "token-of-team-b-0123456789abcdef";
 const TOKEN_RO: &str = "token-read-only-0123456789abcdef";
+const TOKEN_C: &str = "token-of-team-c-0123456789abcdef";
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -41,6 +43,7 @@ fn start(dir: &Path) -> CorralServer {
         entry("a", "alice", TOKEN_A),
         entry("b", "bob", TOKEN_B),
         entry("ro", "reader", TOKEN_RO),
+        entry("c", "carol", TOKEN_C),
     ]
     .concat();
     std::fs::write(&tokens, text).unwrap();
@@ -58,6 +61,16 @@ queued_operations = 1
 instances = ["team-b"]
 [auth.policy.tenants.team-b.quotas]
 rate."cas.read" = {{ per_second = 0.01, burst = 3 }}
+
+[auth.policy.tenants.team-c]
+instances = ["team-c"]
+[auth.policy.tenants.team-c.quotas]
+cas_bytes = 1000
+
+[[auth.policy.grants]]
+principals = ["carol"]
+tenant = "team-c"
+permissions = ["cas.read", "cas.write"]
 
 [[auth.policy.grants]]
 principals = ["alice"]
@@ -381,5 +394,88 @@ fn a_tenant_over_its_queued_operations_is_told_to_retry() {
             e.message().contains("queued operations") && e.message().contains("retry"),
             "{e:?}"
         );
+        assert_eq!(retry_delay(e.details()), Some(Duration::from_secs(1)));
+    });
+}
+
+/// The `RetryInfo` delay in a status's details, if there is one.
+fn retry_delay(details: &[u8]) -> Option<Duration> {
+    use corral_proto::error_details::{RetryInfo, RETRY_INFO_URL};
+    let status = corral_proto::rpc::Status::decode(details).ok()?;
+    let any = status
+        .details
+        .iter()
+        .find(|a| a.type_url == RETRY_INFO_URL)?;
+    let delay = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
+    Some(Duration::new(
+        u64::try_from(delay.seconds).ok()?,
+        u32::try_from(delay.nanos).ok()?,
+    ))
+}
+
+#[test]
+fn uploads_past_a_tenants_cas_bytes_are_refused_with_a_retry_delay() {
+    use corral_proto::bytestream::byte_stream_client::ByteStreamClient;
+    use corral_proto::bytestream::WriteRequest;
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    block_on(async {
+        let channel = corral_cas::channel::connect(&server.url()).await.unwrap();
+        let mut cas = ContentAddressableStorageClient::new(channel.clone());
+        let blob = |fill: u8| vec![fill; 600];
+        let upload = |data: Vec<u8>| {
+            let d = Digest::of_bytes(F, &data);
+            with_token(
+                reapi::BatchUpdateBlobsRequest {
+                    instance_name: "team-c".into(),
+                    requests: vec![reapi::batch_update_blobs_request::Request {
+                        digest: Some(d.to_proto()),
+                        data,
+                        ..Default::default()
+                    }],
+                    digest_function: F.to_proto(),
+                },
+                Some(TOKEN_C),
+            )
+        };
+        // 600 of 1,000 bytes: stored; the same blob again costs nothing.
+        for _ in 0..2 {
+            let r = cas.batch_update_blobs(upload(blob(1))).await.unwrap();
+            assert_eq!(r.into_inner().responses[0].status.as_ref().unwrap().code, 0);
+        }
+        // Another 600: refused, saying which quota and when to retry.
+        let r = cas.batch_update_blobs(upload(blob(2))).await.unwrap();
+        let status = r.into_inner().responses[0].status.clone().unwrap();
+        assert_eq!(status.code, Code::ResourceExhausted as i32, "{status:?}");
+        assert!(status.message.contains("1000 CAS bytes"), "{status:?}");
+        assert_eq!(
+            retry_delay(&status.encode_to_vec()),
+            Some(Duration::from_secs(60))
+        );
+        // And through ByteStream, refused before the bytes are taken.
+        let data = blob(3);
+        let d = Digest::of_bytes(F, &data);
+        let write = WriteRequest {
+            resource_name: format!(
+                "team-c/uploads/3f2a9c4e-1b7d-4e8a-9c0f-5d6e7f8a9b0c/blobs/{}/{}",
+                d.hash_hex(),
+                data.len()
+            ),
+            write_offset: 0,
+            finish_write: true,
+            data: data.into(),
+        };
+        let mut request = tonic::Request::new(tokio_stream::iter(vec![write]));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {TOKEN_C}").parse().unwrap(),
+        );
+        let e = ByteStreamClient::new(channel)
+            .write(request)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert_eq!(retry_delay(e.details()), Some(Duration::from_secs(60)));
     });
 }

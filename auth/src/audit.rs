@@ -210,11 +210,21 @@ pub trait AuditSink: Send + Sync {
     /// Records one event. It does not fail the call being audited: a sink
     /// that cannot write logs the failure and counts it.
     fn record(&self, event: &AuditEvent);
+
+    /// Opens the log's file again, after a rotation moved the old one away
+    /// (the server does it on SIGHUP). Sinks without a file do nothing.
+    fn reopen(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl<T: AuditSink + ?Sized> AuditSink for Arc<T> {
     fn record(&self, event: &AuditEvent) {
         (**self).record(event)
+    }
+
+    fn reopen(&self) -> Result<()> {
+        (**self).reopen()
     }
 }
 

@@ -1,5 +1,7 @@
-//! Enforcing quotas: per tenant, a token bucket per class of call, and
-//! counters of running executions and queued operations. Over a quota the
+//! Enforcing quotas: per tenant, a token bucket per class of call, a
+//! counter of queued operations and the check of owned CAS bytes. (The cap
+//! on running executions is kept by the scheduler's queue, which knows
+//! what runs: over it, actions wait instead of being refused.) Over a quota the
 //! caller gets [`QuotaExceeded`] with a retry delay; the services answer
 //! RESOURCE_EXHAUSTED with it.
 
@@ -15,8 +17,8 @@ use crate::quota::Quota;
 use crate::tenant_id::TenantId;
 use crate::token_bucket::TokenBucket;
 
-/// The delay suggested when a tenant has too many operations queued or
-/// running: their number changes as actions finish.
+/// The delay suggested when a tenant has too many operations queued: their
+/// number changes as actions start and finish.
 pub const COUNTER_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The delay suggested when a tenant owns too many CAS bytes: only
 /// eviction or an operator frees them.
@@ -32,8 +34,6 @@ pub enum QuotaKind {
         /// The configured rate.
         per_second: f64,
     },
-    /// Actions running at once.
-    ConcurrentExecutions(u64),
     /// Operations queued at once.
     QueuedOperations(u64),
     /// Bytes of CAS blobs owned.
@@ -58,7 +58,6 @@ impl fmt::Display for QuotaExceeded {
             QuotaKind::Rate { class, per_second } => {
                 write!(f, "{per_second} `{class}` calls per second")?
             }
-            QuotaKind::ConcurrentExecutions(n) => write!(f, "{n} concurrent executions")?,
             QuotaKind::QueuedOperations(n) => write!(f, "{n} queued operations")?,
             QuotaKind::CasBytes(n) => write!(f, "{n} CAS bytes")?,
         }
@@ -72,7 +71,6 @@ impl std::error::Error for QuotaExceeded {}
 struct TenantState {
     limits: Quota,
     buckets: HashMap<Permission, TokenBucket>,
-    executions: u64,
     queued: u64,
 }
 
@@ -91,32 +89,20 @@ pub struct Quotas {
 /// What one tenant uses now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QuotaUsage {
-    /// Executions holding a permit.
-    pub executions: u64,
     /// Queued operations holding a permit.
     pub queued: u64,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Counter {
-    Executions,
-    Queued,
-}
-
-/// One running execution or queued operation, counted until dropped.
+/// One queued operation, counted until dropped.
 #[must_use = "the count is released when the permit is dropped"]
 pub struct QuotaPermit {
     state: Shared,
-    counter: Counter,
 }
 
 impl Drop for QuotaPermit {
     fn drop(&mut self) {
         let mut state = lock(&self.state);
-        match self.counter {
-            Counter::Executions => state.executions = state.executions.saturating_sub(1),
-            Counter::Queued => state.queued = state.queued.saturating_sub(1),
-        }
+        state.queued = state.queued.saturating_sub(1);
     }
 }
 
@@ -188,47 +174,23 @@ impl Quotas {
             })
     }
 
-    fn acquire(&self, tenant: &TenantId, counter: Counter) -> Result<QuotaPermit, QuotaExceeded> {
-        let shared = self.state(tenant);
-        let mut guard = lock(&shared);
-        let state = &mut *guard;
-        let (count, limit, kind): (&mut u64, _, fn(u64) -> QuotaKind) = match counter {
-            Counter::Executions => (
-                &mut state.executions,
-                state.limits.concurrent_executions,
-                QuotaKind::ConcurrentExecutions,
-            ),
-            Counter::Queued => (
-                &mut state.queued,
-                state.limits.queued_operations,
-                QuotaKind::QueuedOperations,
-            ),
-        };
-        if let Some(limit) = limit.filter(|limit| *count >= *limit) {
-            return Err(QuotaExceeded {
-                tenant: tenant.clone(),
-                quota: kind(limit),
-                retry_after: COUNTER_RETRY_AFTER,
-            });
-        }
-        *count += 1;
-        drop(guard);
-        Ok(QuotaPermit {
-            state: shared,
-            counter,
-        })
-    }
-
     /// A permit for one more queued operation of `tenant` (Execute asks
     /// for it; over the quota it answers RESOURCE_EXHAUSTED).
     pub fn try_enqueue(&self, tenant: &TenantId) -> Result<QuotaPermit, QuotaExceeded> {
-        self.acquire(tenant, Counter::Queued)
-    }
-
-    /// A permit for one more running action of `tenant` (the scheduler
-    /// asks before it dispatches; over the quota the action waits).
-    pub fn try_start_execution(&self, tenant: &TenantId) -> Result<QuotaPermit, QuotaExceeded> {
-        self.acquire(tenant, Counter::Executions)
+        let shared = self.state(tenant);
+        let mut state = lock(&shared);
+        if let Some(limit) = state.limits.queued_operations {
+            if state.queued >= limit {
+                return Err(QuotaExceeded {
+                    tenant: tenant.clone(),
+                    quota: QuotaKind::QueuedOperations(limit),
+                    retry_after: COUNTER_RETRY_AFTER,
+                });
+            }
+        }
+        state.queued += 1;
+        drop(state);
+        Ok(QuotaPermit { state: shared })
     }
 
     /// Whether `tenant`, owning `owned` CAS bytes, may own `adding` more.
@@ -255,7 +217,6 @@ impl Quotas {
         let state = self.state(tenant);
         let state = lock(&state);
         QuotaUsage {
-            executions: state.executions,
             queued: state.queued,
         }
     }

@@ -20,6 +20,9 @@ pub struct Authorization {
     audit: Arc<dyn AuditSink>,
     quotas: Arc<Quotas>,
     clock: Arc<dyn Clock>,
+    /// Counts the reloads that replaced the policy; long-lived sessions
+    /// (workers) watch it to check their credentials again.
+    reloads: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Authorization {
@@ -35,6 +38,7 @@ impl Authorization {
             audit,
             quotas,
             clock,
+            reloads: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -117,7 +121,7 @@ impl Authorization {
         }
         self.quotas
             .check_rate(&tenant, permission)
-            .map_err(|over| Error::ResourceExhausted(over.to_string()))
+            .map_err(Error::from)
     }
 
     /// Checks a farm-wide permission (`worker` to register on the worker
@@ -154,7 +158,14 @@ impl Authorization {
         self.policy
             .reload(self.audit.as_ref(), self.clock.as_ref())?;
         self.quotas.update(&self.policy());
+        self.reloads.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Changes each time a reload replaces the policy: a session that
+    /// outlives one call (a worker's) checks its principal again then.
+    pub fn policy_reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
     }
 }
 

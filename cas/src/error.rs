@@ -47,6 +47,15 @@ pub enum Error {
     /// A size limit of the store or service would be exceeded.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A tenant's quota would be exceeded: RESOURCE_EXHAUSTED with a
+    /// `RetryInfo` saying when to try again.
+    #[error("{message}")]
+    QuotaExceeded {
+        /// Which tenant, which quota, and the delay, in words.
+        message: String,
+        /// When a retry may pass.
+        retry_after: std::time::Duration,
+    },
     /// An operation the service does not offer.
     #[error("{0}")]
     Unimplemented(String),
@@ -136,7 +145,9 @@ impl Error {
             Error::AlreadyExists(_) => tonic::Code::AlreadyExists,
             Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
             Error::OutOfRange { .. } => tonic::Code::OutOfRange,
-            Error::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
+            Error::ResourceExhausted(_) | Error::QuotaExceeded { .. } => {
+                tonic::Code::ResourceExhausted
+            }
             Error::Unimplemented(_) => tonic::Code::Unimplemented,
             Error::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
                 tonic::Code::ResourceExhausted
@@ -148,6 +159,13 @@ impl Error {
 
     /// The error as a `google.rpc.Status`, for per-blob batch responses.
     pub fn to_rpc_status(&self) -> corral_proto::rpc::Status {
+        if let Error::QuotaExceeded { retry_after, .. } = self {
+            return corral_proto::error_details::retry_status(
+                self.code(),
+                &self.to_string(),
+                *retry_after,
+            );
+        }
         corral_proto::rpc::Status {
             code: self.code() as i32,
             message: self.to_string(),
@@ -158,14 +176,34 @@ impl Error {
 
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
-        match err {
+        if matches!(err.code(), tonic::Code::Internal) {
+            tracing::error!(error = %err, "internal error");
+        }
+        err.into_status()
+    }
+}
+
+impl Error {
+    /// The gRPC status for this error, without logging it (for callers
+    /// that log refusals themselves); a quota error carries `RetryInfo`.
+    pub fn into_status(self) -> tonic::Status {
+        match self {
             Error::Remote(status) => status,
-            other => {
-                if matches!(other.code(), tonic::Code::Internal) {
-                    tracing::error!(error = %other, "internal error");
-                }
-                tonic::Status::new(other.code(), other.to_string())
+            quota @ Error::QuotaExceeded { .. } => {
+                use corral_proto::prost::Message;
+                let details = quota.to_rpc_status().encode_to_vec();
+                tonic::Status::with_details(quota.code(), quota.to_string(), details.into())
             }
+            other => tonic::Status::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+impl From<corral_auth::QuotaExceeded> for Error {
+    fn from(over: corral_auth::QuotaExceeded) -> Self {
+        Error::QuotaExceeded {
+            message: over.to_string(),
+            retry_after: over.retry_after,
         }
     }
 }
@@ -173,5 +211,27 @@ impl From<Error> for tonic::Status {
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         Error::Remote(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_proto::error_details::{RetryInfo, RETRY_INFO_URL};
+    use corral_proto::prost::Message;
+
+    #[test]
+    fn a_quota_error_tells_the_client_when_to_retry() {
+        let err = Error::QuotaExceeded {
+            message: "tenant `a` is over its quota of 3 queued operations; retry in 1.000 s".into(),
+            retry_after: std::time::Duration::from_secs(1),
+        };
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("queued operations"));
+        let details = corral_proto::rpc::Status::decode(status.details()).unwrap();
+        assert_eq!(details.details[0].type_url, RETRY_INFO_URL);
+        let info = RetryInfo::decode(details.details[0].value.as_slice()).unwrap();
+        assert_eq!(info.retry_delay.map(|d| d.seconds), Some(1));
     }
 }

@@ -22,6 +22,7 @@ pub mod disk;
 pub mod memory;
 pub mod metrics;
 pub mod namespaced;
+pub mod ownership_index;
 pub mod remote;
 pub mod routed;
 pub mod sharded;

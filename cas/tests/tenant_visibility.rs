@@ -30,6 +30,16 @@ impl TenantOf for Prefixes {
     fn is_shared_readable(&self, tenant: &str) -> bool {
         self.shared.contains(&tenant)
     }
+    fn check_cas_bytes(&self, tenant: &str, owned: u64, adding: u64) -> corral_cas::Result<()> {
+        // Tenant a may own 100 bytes.
+        if tenant == "a" && owned + adding > 100 {
+            return Err(Error::QuotaExceeded {
+                message: format!("tenant a owns {owned} bytes; {adding} more is over 100"),
+                retry_after: std::time::Duration::from_secs(60),
+            });
+        }
+        Ok(())
+    }
 }
 
 fn tenants(shared: Vec<&'static str>) -> Arc<dyn TenantOf> {
@@ -159,5 +169,57 @@ async fn ownership_survives_a_restart_and_a_torn_record_is_ignored() {
     drop(index);
     let index = OwnershipIndex::open(dir.path()).unwrap();
     assert!(index.owns("a", &d) && index.owns("a", &more));
+    assert_eq!(index.count("a"), 2);
+}
+
+#[tokio::test]
+async fn uploads_past_the_cas_bytes_quota_are_refused_until_blobs_are_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(OwnershipIndex::open(dir.path()).unwrap());
+    let backend = Arc::new(MemoryStore::new());
+    let verified: Arc<dyn BlobStore> = Arc::new(VerifyingStore::new(backend.clone()));
+    let store = TenantVisibility::new(verified, tenants(vec![]), index.clone())
+        .with_recheck_interval(std::time::Duration::ZERO);
+    let blob = |n: usize, fill: u8| {
+        let data = Bytes::from(vec![fill; n]);
+        (Digest::of_bytes(F, &data), data)
+    };
+    let (d60, b60) = blob(60, b'a');
+    let (d40, b40) = blob(40, b'b');
+    let (d10, b10) = blob(10, b'c');
+    store.put(&ctx("team-a"), &d60, b60.clone()).await.unwrap();
+    write_all(&store, &ctx("team-a/ci"), &d40, b40)
+        .await
+        .unwrap();
+    assert_eq!(index.bytes("a"), 100);
+
+    // One byte more is refused, by put and by a streamed write, before
+    // anything is stored; nothing of it is owned.
+    let over = store
+        .put(&ctx("team-a"), &d10, b10.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(over, Error::QuotaExceeded { .. }), "{over:?}");
+    assert_eq!(over.code(), tonic::Code::ResourceExhausted);
+    assert!(over.to_string().contains("over 100"), "{over}");
+    assert!(store.write(&ctx("team-a"), &d10).await.is_err());
+    assert!(!index.owns("a", &d10));
+    assert_eq!(backend.len(), 2);
+    // What a tenant owns already costs nothing again; other tenants have
+    // quotas of their own.
+    store.put(&ctx("team-a"), &d60, b60.clone()).await.unwrap();
+    store.put(&ctx("team-b"), &d10, b10.clone()).await.unwrap();
+
+    // The store evicts the 60-byte blob: at the quota, the tenant's count
+    // is checked against the store, and the upload passes.
+    assert!(backend.remove(&d60));
+    store.put(&ctx("team-a"), &d10, b10).await.unwrap();
+    assert_eq!(index.bytes("a"), 50);
+    assert!(!index.owns("a", &d60));
+    // The tenant's file was rewritten: a restart agrees.
+    drop(store);
+    drop(index);
+    let index = OwnershipIndex::open(dir.path()).unwrap();
+    assert_eq!(index.bytes("a"), 50);
     assert_eq!(index.count("a"), 2);
 }

@@ -49,3 +49,54 @@ pub fn missing_blobs_status(message: &str, subjects: &[String]) -> rpc::Status {
         }],
     }
 }
+
+/// `google.rpc.RetryInfo`: when a refused call may be tried again. REAPI
+/// asks for it on RESOURCE_EXHAUSTED (a quota), and clients that honour
+/// it wait that long instead of retrying at once.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    pub retry_delay: Option<protobuf::Duration>,
+}
+
+/// Its `Any` type URL.
+pub const RETRY_INFO_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// A `google.rpc.Status` of `code` carrying a [`RetryInfo`] of `delay`.
+pub fn retry_status(code: tonic::Code, message: &str, delay: std::time::Duration) -> rpc::Status {
+    use prost::Message;
+    let info = RetryInfo {
+        retry_delay: Some(protobuf::Duration {
+            seconds: i64::try_from(delay.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(delay.subsec_nanos()).unwrap_or(0),
+        }),
+    };
+    rpc::Status {
+        code: code as i32,
+        message: message.to_string(),
+        details: vec![protobuf::Any {
+            type_url: RETRY_INFO_URL.to_string(),
+            value: info.encode_to_vec(),
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn retry_status_carries_the_delay() {
+        let status = retry_status(
+            tonic::Code::ResourceExhausted,
+            "over",
+            std::time::Duration::from_millis(1500),
+        );
+        assert_eq!(status.code, tonic::Code::ResourceExhausted as i32);
+        assert_eq!(status.details[0].type_url, RETRY_INFO_URL);
+        let info = RetryInfo::decode(status.details[0].value.as_slice()).unwrap();
+        let delay = info.retry_delay.unwrap();
+        assert_eq!((delay.seconds, delay.nanos), (1, 500_000_000));
+    }
+}

@@ -61,6 +61,9 @@ pub struct Submission {
     pub pools: Option<Vec<String>>,
     /// The tenant of the instance name, when a tenancy policy knows one.
     pub tenant: Option<String>,
+    /// How many of the tenant's actions may run at once (its
+    /// `concurrent_executions` quota); `None`: no cap.
+    pub max_running: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,6 +301,10 @@ impl Core {
         let metadata =
             (sub.metadata != reapi::RequestMetadata::default()).then(|| Box::new(sub.metadata));
         let instance_name = sub.instance_name;
+        let share: Arc<str> = sub
+            .tenant
+            .map_or_else(|| Arc::from(instance_name.as_str()), Arc::from);
+        self.queue.set_limit(&share, sub.max_running);
         let job = Job {
             timeout: self.config.effective_timeout(requested),
             instance_name: instance_name.clone(),
@@ -315,9 +322,7 @@ impl Core {
             waiters: vec![name.clone()],
             key,
             requester: sub.requester.into(),
-            share: sub
-                .tenant
-                .map_or_else(|| Arc::from(instance_name.as_str()), Arc::from),
+            share,
             queue_permit,
         };
         self.jobs.insert(jid, job);

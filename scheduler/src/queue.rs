@@ -11,6 +11,10 @@
 //! actions; ties go to whoever was served least recently. A large build thus
 //! gets one slot in turn with a small one instead of starving it.
 //!
+//! A tenant may be capped at a number of running actions (its
+//! `concurrent_executions` quota): while it runs that many, its entries
+//! are passed over and wait, and the other tenants' go first.
+//!
 //! Entries are removed lazily: the caller's check says when an entry is
 //! stale (cancelled, already running), and stale entries are dropped when
 //! they reach the head.
@@ -60,6 +64,8 @@ pub struct FairQueue {
     invocations: HashMap<(String, String), Share>,
     serial: u64,
     entries: usize,
+    /// Running actions allowed per instance (tenant) with a cap.
+    limits: HashMap<String, usize>,
 }
 
 impl FairQueue {
@@ -103,6 +109,27 @@ impl FairQueue {
         let at = fifo.partition_point(|(s, _)| *s < seq);
         fifo.insert(at, (seq, job));
         self.entries += 1;
+    }
+
+    /// Caps the running actions of `instance` (a tenant's share); `None`
+    /// lifts the cap.
+    pub fn set_limit(&mut self, instance: &str, limit: Option<usize>) {
+        match limit {
+            Some(n) => {
+                self.limits.insert(instance.to_string(), n);
+            }
+            None => {
+                self.limits.remove(instance);
+            }
+        }
+    }
+
+    /// Whether `instance` runs as many actions as its cap allows.
+    pub fn at_limit(&self, instance: &str) -> bool {
+        let running = self.instances.get(instance).map_or(0, |s| s.running);
+        self.limits
+            .get(instance)
+            .is_some_and(|&limit| running >= limit)
     }
 
     /// A job of this tenant started running (counts towards fair share).
@@ -166,10 +193,17 @@ impl FairQueue {
         check: &mut impl FnMut(i32, ClassId, JobId) -> Verdict,
     ) -> Option<JobId> {
         let level = self.levels.get_mut(&priority)?;
+        let limits = &self.limits;
+        let shares = &self.instances;
         let mut instances: Vec<(usize, u64, String)> = level
             .keys()
+            .filter(|name| {
+                limits
+                    .get(*name)
+                    .is_none_or(|&limit| shares.get(*name).map_or(0, |s| s.running) < limit)
+            })
             .map(|name| {
-                let s = self.instances.get(name).copied().unwrap_or_default();
+                let s = shares.get(name).copied().unwrap_or_default();
                 (s.running, s.last_served, name.clone())
             })
             .collect();
@@ -338,6 +372,30 @@ mod tests {
         }
         // x and y alternate while both have work.
         assert_eq!(order, vec![1, 3, 2, 5, 4]);
+    }
+
+    #[test]
+    fn a_capped_instance_waits_while_others_run() {
+        let mut q = FairQueue::new();
+        q.set_limit("x", Some(1));
+        q.push(0, "x", "a", 0, 1, 1);
+        q.push(0, "x", "a", 0, 2, 2);
+        q.push(0, "y", "c", 0, 3, 3);
+        assert!(!q.at_limit("x"));
+        assert_eq!(q.pop(take_all), Some(1));
+        q.started("x", "a");
+        assert!(q.at_limit("x"));
+        // x is at its cap: y's job goes, and then nothing.
+        assert_eq!(q.pop(take_all), Some(3));
+        q.started("y", "c");
+        assert_eq!(q.pop(take_all), None);
+        assert_eq!(q.len(), 1);
+        q.finished("x", "a");
+        assert!(!q.at_limit("x"));
+        assert_eq!(q.pop(take_all), Some(2));
+        // Lifting the cap.
+        q.set_limit("x", None);
+        assert!(!q.at_limit("x"));
     }
 
     #[test]

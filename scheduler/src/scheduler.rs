@@ -231,7 +231,7 @@ impl Scheduler {
         };
         match self.authorization.quotas().try_enqueue(tenant) {
             Ok(permit) => Ok(Some(crate::tenancy::QueuePermit(permit))),
-            Err(over) => Err(corral_cas::Error::ResourceExhausted(over.to_string()).into()),
+            Err(over) => Err(corral_cas::Error::from(over).into()),
         }
     }
 
@@ -313,6 +313,7 @@ impl Scheduler {
             }
         }
         let permit = self.queue_permit(&ctx)?;
+        let tenant = self.tenancy.tenant_of(ctx.instance_name());
         let sub = Submission {
             instance_name: req.instance_name,
             action_digest: action_digest.to_proto(),
@@ -326,7 +327,11 @@ impl Scheduler {
                 .unwrap_or_default(),
             requester: ctx.identity().principal_name(),
             pools: self.tenancy.pools_for(ctx.instance_name()),
-            tenant: self.tenancy.tenant_of(ctx.instance_name()),
+            max_running: tenant.as_deref().and_then(|t| {
+                let limit = self.tenancy.concurrent_executions(t)?;
+                Some(usize::try_from(limit).unwrap_or(usize::MAX))
+            }),
+            tenant,
         };
         let now = self.now();
         let (name, rx) = self.lock().submit(sub, permit, now)?;

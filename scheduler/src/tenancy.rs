@@ -21,6 +21,13 @@ pub trait Tenancy: Send + Sync + 'static {
     /// The pools of the worker whose connection proved `identity`; none:
     /// the worker is in no pool (only unrestricted actions reach it).
     fn pools_of_worker(&self, identity: &str) -> Vec<String>;
+    /// How many of `tenant`'s actions may run at once (its
+    /// `concurrent_executions` quota); more wait in the queue while other
+    /// tenants' actions run. Default: no cap.
+    fn concurrent_executions(&self, tenant: &str) -> Option<u64> {
+        let _ = tenant;
+        None
+    }
 }
 
 /// No tenancy: every action may run on every worker.

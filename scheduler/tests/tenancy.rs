@@ -153,3 +153,65 @@ async fn a_tenant_with_many_instance_names_gets_no_larger_share() {
     let b = served.iter().filter(|t| t.starts_with("b-")).count();
     assert_eq!(b, 2, "tenant b must get every other slot: {served:?}");
 }
+
+/// Tenants by the first component of the instance name; tenant `a` may
+/// run one action at a time.
+struct CappedA;
+
+impl Tenancy for CappedA {
+    fn tenant_of(&self, instance: &str) -> Option<String> {
+        instance.split('/').next().map(str::to_string)
+    }
+    fn pools_for(&self, _: &str) -> Option<Vec<String>> {
+        None
+    }
+    fn pools_of_worker(&self, _: &str) -> Vec<String> {
+        Vec::new()
+    }
+    fn concurrent_executions(&self, tenant: &str) -> Option<u64> {
+        (tenant == "a").then_some(1)
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_concurrent_executions_quota_waits_while_others_run() {
+    let farm = Farm::start_with_tenancy(config(), Arc::new(CappedA)).await;
+    let mut w1 = farm.worker("w1", &[("OSFamily", "linux")], 1).await;
+    let mut w2 = farm.worker("w2", &[("OSFamily", "linux")], 1).await;
+    let mut w3 = farm.worker("w3", &[("OSFamily", "linux")], 1).await;
+    let mut ops = Vec::new();
+    for (instance, tag) in [("a/x", "a-0"), ("a/y", "a-1"), ("a/x", "a-2"), ("b", "b-0")] {
+        let digest = farm.action(Spec::new(tag).prop("OSFamily", "Linux")).await;
+        let call = Call {
+            instance: instance.into(),
+            ..Call::default()
+        };
+        ops.push(farm.execute(&digest, call).await);
+    }
+    // Three idle workers, four actions: tenant a gets one worker (its
+    // quota, across both its instance names), tenant b another, and the
+    // third stays idle although a has two actions queued.
+    let first = w1.assignment().await;
+    assert_eq!(common::SimWorker::tag(&first), "a-0");
+    let second = w2.assignment().await;
+    assert_eq!(common::SimWorker::tag(&second), "b-0");
+    assert!(
+        w3.idle().await,
+        "tenant a must not run a second action at once"
+    );
+    assert!(w1.idle().await);
+    // One of a's actions ends: the next starts, on any idle worker.
+    w1.finish(&first, 0).await;
+    ops[0].done().await;
+    let next = tokio::select! {
+        a = w1.assignment() => a,
+        a = w3.assignment() => a,
+    };
+    assert_eq!(common::SimWorker::tag(&next), "a-1");
+    w2.finish(&second, 0).await;
+    ops[3].done().await;
+    assert!(
+        w2.idle().await,
+        "still one action of tenant a at a time, though w2 is free"
+    );
+}

@@ -72,8 +72,7 @@ impl Security {
     /// own blobs (with a policy; ownership kept under `data/ownership`),
     /// and results of workers the policy no longer lists not served.
     pub fn confine(&self, storage: Storage, data: &Path) -> anyhow::Result<Storage> {
-        let handle = self.authorization.policy_handle().clone();
-        let trusted = handle.clone();
+        let trusted = self.authorization.policy_handle().clone();
         storage
             .revoked_workers
             .set_trust(Arc::new(move |identity: &str| {
@@ -87,7 +86,7 @@ impl Security {
             let dir = data.join("ownership");
             let index = OwnershipIndex::open(&dir)
                 .with_context(|| format!("opening the CAS ownership index {}", dir.display()))?;
-            let tenants: Arc<dyn TenantOf> = Arc::new(PolicyTenants(handle));
+            let tenants: Arc<dyn TenantOf> = Arc::new(PolicyTenants(self.authorization.clone()));
             Some((tenants, Arc::new(index)))
         } else {
             None
@@ -98,17 +97,15 @@ impl Security {
         }))
     }
 
-    /// Reloads the policy file on every SIGHUP until `stop` (a policy given
-    /// inline is reloaded with the server).
+    /// On every SIGHUP until `stop`: opens the audit log's file again (so
+    /// that logrotate can move it away) and reloads the policy file (a
+    /// policy given inline is reloaded with the server).
     pub fn reload_on_sighup(&self, stop: tokio_util::sync::CancellationToken) {
         use tokio::signal::unix::{signal, SignalKind};
-        if self.authorization.policy_handle().file().is_none() {
-            return;
-        }
         let mut hangups = match signal(SignalKind::hangup()) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGHUP; the policy reloads only with the server");
+                tracing::warn!(error = %e, "cannot watch SIGHUP; the policy and the audit log are reopened only with the server");
                 return;
             }
         };
@@ -117,10 +114,7 @@ impl Security {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = hangups.recv() => match authorization.reload_policy() {
-                        Ok(()) => tracing::info!("policy reloaded"),
-                        Err(e) => tracing::warn!(error = %e, "policy not reloaded; the previous one stays"),
-                    },
+                    _ = hangups.recv() => on_hangup(&authorization),
                 }
             }
         });
@@ -128,45 +122,74 @@ impl Security {
 
     /// The policy as the scheduler asks it (tenants, pools).
     pub fn scheduler_tenancy(&self) -> Arc<dyn corral_scheduler::Tenancy> {
-        Arc::new(PolicyTenants(self.authorization.policy_handle().clone()))
+        Arc::new(PolicyTenants(self.authorization.clone()))
     }
 }
 
-/// The policy's tenants, for the CAS's visibility layer and the scheduler.
-struct PolicyTenants(Arc<PolicyHandle>);
+/// What a SIGHUP does; see [`Security::reload_on_sighup`].
+fn on_hangup(authorization: &Authorization) {
+    match authorization.audit().reopen() {
+        Ok(()) => tracing::info!("audit log reopened"),
+        Err(e) => tracing::error!(error = %e, "audit log not reopened; events go to the old file"),
+    }
+    if authorization.policy_handle().file().is_none() {
+        return;
+    }
+    match authorization.reload_policy() {
+        Ok(()) => tracing::info!("policy reloaded"),
+        Err(e) => tracing::warn!(error = %e, "policy not reloaded; the previous one stays"),
+    }
+}
+
+/// The policy's tenants and quotas, for the CAS's visibility layer and
+/// the scheduler.
+struct PolicyTenants(Authorization);
 
 impl TenantOf for PolicyTenants {
     fn tenant_of(&self, instance: &str) -> Option<Arc<str>> {
         self.0
-            .current()
+            .policy()
             .tenant_of(instance)
             .map(|t| Arc::from(t.as_str()))
     }
 
     fn is_shared_readable(&self, tenant: &str) -> bool {
-        let policy = self.0.current();
+        let policy = self.0.policy();
         policy
             .tenant(tenant)
             .is_some_and(|t| policy.is_shared_readable(t))
+    }
+
+    fn check_cas_bytes(&self, tenant: &str, owned: u64, adding: u64) -> corral_cas::Result<()> {
+        let policy = self.0.policy();
+        let Some(id) = policy.tenant(tenant) else {
+            return Ok(());
+        };
+        Ok(self.0.quotas().check_cas_bytes(id, owned, adding)?)
     }
 }
 
 impl corral_scheduler::Tenancy for PolicyTenants {
     fn tenant_of(&self, instance: &str) -> Option<String> {
-        self.0.current().tenant_of(instance).map(|t| t.to_string())
+        self.0.policy().tenant_of(instance).map(|t| t.to_string())
     }
 
     fn pools_for(&self, instance: &str) -> Option<Vec<String>> {
-        let policy = self.0.current();
+        let policy = self.0.policy();
         let tenant = policy.tenant_of(instance)?;
         policy.tenant_worker_pools(tenant).map(<[String]>::to_vec)
     }
 
     fn pools_of_worker(&self, identity: &str) -> Vec<String> {
-        let policy = self.0.current();
+        let policy = self.0.policy();
         if policy.is_local() {
             return Vec::new();
         }
         policy.worker_pools(&Principal::new(PrincipalKind::Worker, identity, None))
+    }
+
+    fn concurrent_executions(&self, tenant: &str) -> Option<u64> {
+        let policy = self.0.policy();
+        policy.quota(policy.tenant(tenant)?)?.concurrent_executions
     }
 }

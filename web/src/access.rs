@@ -17,7 +17,7 @@
 //!   fetch itself, and as `Anonymous` when the request carries no
 //!   principal (which the authorization layers refuse under a policy).
 
-use corral_auth::{Permission, Principal};
+use corral_auth::{AuditKind, Permission, Principal};
 use corral_cas::{Authorization, DigestFunction, Identity, RequestContext};
 use http::Extensions;
 
@@ -79,6 +79,12 @@ pub trait AdminPolicy: Send + Sync + 'static {
         action: &AdminAction,
         instance: &str,
     ) -> Result<(), String>;
+
+    /// Records an action that was taken (the audit log's `admin` event).
+    /// Default: nothing to record to.
+    fn taken(&self, extensions: &Extensions, action: &AdminAction, instance: &str) {
+        let _ = (extensions, action, instance);
+    }
 }
 
 /// Asks the farm's authorization; see the module comment.
@@ -108,19 +114,35 @@ impl AdminPolicy for AuthorizedAdmin {
             || (matches!(action, AdminAction::Cancel(_))
                 && self.authorization.may(&ctx, Permission::OperationsCancel));
         if may {
-            Ok(())
-        } else {
-            Err(format!(
-                "{name} may not {} {:?}: it needs the `admin` permission{}",
-                action.verb(),
-                action.target(),
-                if matches!(action, AdminAction::Cancel(_)) {
-                    format!(" or `operations.cancel` on instance {instance:?}")
-                } else {
-                    String::new()
-                }
-            ))
+            return Ok(());
         }
+        let reason = format!(
+            "{name} may not {} {:?}: it needs the `admin` permission{}",
+            action.verb(),
+            action.target(),
+            if matches!(action, AdminAction::Cancel(_)) {
+                format!(" or `operations.cancel` on instance {instance:?}")
+            } else {
+                String::new()
+            }
+        );
+        self.authorization
+            .record(AuditKind::Denied, ctx.identity(), &reason);
+        Err(reason)
+    }
+
+    fn taken(&self, extensions: &Extensions, action: &AdminAction, instance: &str) {
+        let detail = if instance.is_empty() {
+            format!("{} {:?} (web pages)", action.verb(), action.target())
+        } else {
+            format!(
+                "{} {:?} of instance {instance:?} (web pages)",
+                action.verb(),
+                action.target()
+            )
+        };
+        self.authorization
+            .record(AuditKind::Admin, &identity(extensions), &detail);
     }
 }
 

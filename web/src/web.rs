@@ -112,6 +112,11 @@ impl Web {
             .map_err(PageError::forbidden)
     }
 
+    /// Records an admin action that was taken, for the audit log.
+    pub(crate) fn taken(&self, extensions: &Extensions, action: &AdminAction, instance: &str) {
+        self.inner.admin.taken(extensions, action, instance);
+    }
+
     /// Whether the caller may take `action`, which concerns `instance`.
     pub(crate) fn authorize(
         &self,

@@ -413,6 +413,70 @@ async fn a_refusing_policy_forbids_admin_actions() {
     assert!(answer.body.contains("turned off"), "{}", answer.body);
 }
 
+/// The farm's authorization with `policy`, auditing into the returned log.
+fn audited(
+    policy: corral_auth::Policy,
+) -> (
+    Arc<dyn corral_web::AdminPolicy>,
+    Arc<corral_auth::MemoryAuditLog>,
+) {
+    let log = Arc::new(corral_auth::MemoryAuditLog::new());
+    let authorization = corral_cas::Authorization::new(
+        Arc::new(corral_auth::PolicyHandle::new(policy, None)),
+        log.clone(),
+        Arc::new(corral_auth::SystemClock::default()),
+    );
+    (
+        Arc::new(corral_web::AuthorizedAdmin::new(authorization)),
+        log,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_actions_and_refusals_are_audited() {
+    use corral_auth::AuditKind;
+    // The local farm: the caller may; the drain is one `admin` line.
+    let (admin, log) = audited(corral_auth::Policy::local());
+    let site = Site::start_with(Some(admin)).await;
+    let _w = site.worker("w1").await;
+    let ask = site
+        .request("POST", "/admin/drain", Some("target=w1"))
+        .await;
+    assert!(log.events().is_empty(), "asking is not acting");
+    let confirmed = format!("target=w1&confirm=yes&token={}", token_in(&ask.body));
+    let done = site.request("POST", "/admin/drain", Some(&confirmed)).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let events = log.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event, AuditKind::Admin);
+    assert!(
+        events[0]
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("drain \"w1\""),
+        "{events:?}"
+    );
+
+    // A policy that gives an unauthenticated caller nothing: refused, and
+    // the refusal is one `denied` line.
+    let policy = corral_auth::Policy::from_toml(
+        "[tenants.team-a]\ninstances = [\"team-a\"]\n",
+        "a test policy",
+    )
+    .unwrap();
+    let (admin, log) = audited(policy);
+    let site = Site::start_with(Some(admin)).await;
+    let _w = site.worker("w1").await;
+    let refused = site
+        .request("POST", "/admin/drain", Some("target=w1"))
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let events = log.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event, AuditKind::Denied);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_share_the_grpc_port() {
     let site = Site::start().await;

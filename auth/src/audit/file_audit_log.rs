@@ -46,13 +46,6 @@ impl FileAuditLog {
         })
     }
 
-    /// Opens the path again, after log rotation moved the old file away.
-    pub fn reopen(&self) -> Result<()> {
-        let file = open(&self.path)?;
-        *self.file.lock().unwrap_or_else(PoisonError::into_inner) = file;
-        Ok(())
-    }
-
     /// Events that could not be written since start.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
@@ -76,5 +69,12 @@ impl AuditSink for FileAuditLog {
                 self.path.display()
             );
         }
+    }
+
+    /// Opens the path again, after log rotation moved the old file away.
+    fn reopen(&self) -> Result<()> {
+        let file = open(&self.path)?;
+        *self.file.lock().unwrap_or_else(PoisonError::into_inner) = file;
+        Ok(())
     }
 }

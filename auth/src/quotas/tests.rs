@@ -63,26 +63,10 @@ fn counters_are_released_with_their_permits() {
     let over = quotas.try_enqueue(a).err().unwrap();
     assert_eq!(over.quota, QuotaKind::QueuedOperations(3));
     assert_eq!(over.retry_after, COUNTER_RETRY_AFTER);
-    let e1 = quotas.try_start_execution(a).unwrap();
-    let _e2 = quotas.try_start_execution(a).unwrap();
-    assert!(quotas.try_start_execution(a).is_err());
-    assert_eq!(
-        quotas.usage(a),
-        QuotaUsage {
-            executions: 2,
-            queued: 3
-        }
-    );
-    drop(e1);
+    assert_eq!(quotas.usage(a), QuotaUsage { queued: 3 });
     drop(q);
-    assert_eq!(
-        quotas.usage(a),
-        QuotaUsage {
-            executions: 1,
-            queued: 0
-        }
-    );
-    let _e3 = quotas.try_start_execution(a).unwrap();
+    assert_eq!(quotas.usage(a), QuotaUsage { queued: 0 });
+    let _again = quotas.try_enqueue(a).unwrap();
     // An unknown tenant (the local one) is unlimited but still counted.
     let local = TenantId::local();
     let permits: Vec<QuotaPermit> = (0..50)

@@ -120,10 +120,7 @@ fn refused(method: &str, resource_name: &str, error: Error) -> Status {
         );
     }
     // Not `Status::from`, which would log an internal error a second time.
-    match error {
-        Error::Remote(status) => status,
-        other => Status::new(code, other.to_string()),
-    }
+    error.into_status()
 }
 
 type ReadStream = Pin<Box<dyn Stream<Item = Result<ReadResponse, Status>> + Send + 'static>>;

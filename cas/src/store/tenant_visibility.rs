@@ -15,22 +15,25 @@
 //! * a finished upload (`put`, or a writer's `commit`: below this layer
 //!   the bytes are verified against the digest) makes the tenant an owner.
 //!
+//! * an upload that would take the tenant past its `cas_bytes` quota is
+//!   refused (RESOURCE_EXHAUSTED with a retry delay) before any byte is
+//!   stored; a blob it owns already costs nothing more.
+//!
 //! The tenant of a call is the one its instance name belongs to
 //! ([`TenantOf`]), whoever the caller is: a worker acting for an action is
 //! confined to that action's tenant. Ownership is kept by an
 //! [`OwnershipIndex`], in memory or appended to a file per tenant.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use super::ownership_index::OwnershipIndex;
 use super::{BlobStore, BlobWriter, ChunkStream};
 use crate::context::RequestContext;
-use crate::digest::{Digest, DigestFunction, HASH_LEN};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// Which tenant an instance name belongs to, and which tenants everyone
@@ -41,151 +44,29 @@ pub trait TenantOf: Send + Sync + 'static {
     fn tenant_of(&self, instance: &str) -> Option<Arc<str>>;
     /// Whether every tenant may read what `tenant` owns.
     fn is_shared_readable(&self, tenant: &str) -> bool;
-}
-
-/// Who owns which blobs.
-pub struct OwnershipIndex {
-    owned: Mutex<HashMap<Arc<str>, HashSet<Digest>>>,
-    /// Where each tenant's ownership is appended; none: memory only.
-    dir: Option<PathBuf>,
-}
-
-/// Bytes of one record in a tenant's file: function, hash, size.
-const RECORD: usize = 1 + HASH_LEN + 8;
-
-impl OwnershipIndex {
-    /// An index kept in memory only (lost at restart: tenants upload again).
-    pub fn in_memory() -> Self {
-        OwnershipIndex {
-            owned: Mutex::new(HashMap::new()),
-            dir: None,
-        }
-    }
-
-    /// An index kept in `dir`, one append-only file per tenant, loaded now.
-    /// A torn last record (a crash mid-append) is cut off.
-    pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let mut owned = HashMap::new();
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-        for entry in entries {
-            let path = entry
-                .map_err(|e| Error::io(format!("reading {}", dir.display()), e))?
-                .path();
-            let Some(tenant) = tenant_of_file(&path) else {
-                continue;
-            };
-            owned.insert(tenant, load(&path)?);
-        }
-        Ok(OwnershipIndex {
-            owned: Mutex::new(owned),
-            dir: Some(dir.to_path_buf()),
-        })
-    }
-
-    /// Whether `tenant` owns `digest`.
-    pub fn owns(&self, tenant: &str, digest: &Digest) -> bool {
-        self.lock()
-            .get(tenant)
-            .is_some_and(|set| set.contains(digest))
-    }
-
-    /// Records that `tenant` owns `digest` (appended to its file first, so
-    /// a grant that was answered is never lost).
-    pub fn grant(&self, tenant: &Arc<str>, digest: &Digest) -> Result<()> {
-        let mut owned = self.lock();
-        let set = owned.entry(tenant.clone()).or_default();
-        if set.contains(digest) {
-            return Ok(());
-        }
-        if let Some(dir) = &self.dir {
-            append(&dir.join(file_name(tenant)), digest)?;
-        }
-        set.insert(*digest);
+    /// Whether `tenant`, owning `owned` bytes, may own `adding` more (its
+    /// `cas_bytes` quota); over it, [`Error::QuotaExceeded`]. Default: no
+    /// quota.
+    fn check_cas_bytes(&self, tenant: &str, owned: u64, adding: u64) -> Result<()> {
+        let _ = (tenant, owned, adding);
         Ok(())
     }
-
-    /// Digests `tenant` owns (for tests and accounting).
-    pub fn count(&self, tenant: &str) -> usize {
-        self.lock().get(tenant).map_or(0, HashSet::len)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, HashSet<Digest>>> {
-        // Each update is one insert: a panic leaves the map consistent.
-        self.owned.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
-/// A tenant's file name: its name hex-encoded, so any tenant name is a
-/// safe file name.
-fn file_name(tenant: &str) -> String {
-    format!("{}.owned", hex::encode(tenant.as_bytes()))
-}
+/// How often, by default, a tenant at its `cas_bytes` quota has what it
+/// owns checked against the store (blobs evicted since they were owned
+/// stop counting).
+pub const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
-fn tenant_of_file(path: &Path) -> Option<Arc<str>> {
-    let stem = path.file_name()?.to_str()?.strip_suffix(".owned")?;
-    let bytes = hex::decode(stem).ok()?;
-    String::from_utf8(bytes).ok().map(Arc::from)
-}
-
-fn load(path: &Path) -> Result<HashSet<Digest>> {
-    let mut data = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut data))
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let torn = data.len() % RECORD;
-    if torn != 0 {
-        // Cut the partial record so later appends stay aligned.
-        let whole = (data.len() - torn) as u64;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .and_then(|f| f.set_len(whole))
-            .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
-        tracing::warn!(file = %path.display(), bytes = torn, "dropped a torn ownership record");
-    }
-    let mut set = HashSet::new();
-    for record in data.chunks_exact(RECORD) {
-        let function = match record[0] {
-            0 => DigestFunction::Sha256,
-            1 => DigestFunction::Blake3,
-            other => {
-                tracing::warn!(file = %path.display(), function = other, "skipping an ownership record of an unknown digest function");
-                continue;
-            }
-        };
-        let mut hash = [0u8; HASH_LEN];
-        hash.copy_from_slice(&record[1..1 + HASH_LEN]);
-        let mut size = [0u8; 8];
-        size.copy_from_slice(&record[1 + HASH_LEN..]);
-        set.insert(Digest::new(function, hash, u64::from_le_bytes(size)));
-    }
-    Ok(set)
-}
-
-fn append(path: &Path, digest: &Digest) -> Result<()> {
-    let mut record = Vec::with_capacity(RECORD);
-    record.push(match digest.function() {
-        DigestFunction::Sha256 => 0,
-        DigestFunction::Blake3 => 1,
-    });
-    record.extend_from_slice(digest.hash());
-    record.extend_from_slice(&digest.size().to_le_bytes());
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(&record))
-        .map_err(|e| Error::io(format!("appending to {}", path.display()), e))
-}
+/// Digests per `find_missing` call when checking what a tenant owns.
+const RECHECK_BATCH: usize = 10_000;
 
 /// The layer; see the module documentation.
 pub struct TenantVisibility {
     inner: Arc<dyn BlobStore>,
     tenants: Arc<dyn TenantOf>,
     index: Arc<OwnershipIndex>,
+    recheck_interval: std::time::Duration,
 }
 
 impl TenantVisibility {
@@ -199,7 +80,15 @@ impl TenantVisibility {
             inner,
             tenants,
             index,
+            recheck_interval: RECHECK_INTERVAL,
         }
+    }
+
+    /// Sets how often a tenant at its `cas_bytes` quota has what it owns
+    /// checked against the store ([`RECHECK_INTERVAL`] by default).
+    pub fn with_recheck_interval(mut self, interval: std::time::Duration) -> Self {
+        self.recheck_interval = interval;
+        self
     }
 
     fn tenant(&self, ctx: &RequestContext) -> Arc<str> {
@@ -214,9 +103,34 @@ impl TenantVisibility {
             return true;
         }
         let owned = self.index.lock();
-        owned
-            .iter()
-            .any(|(owner, set)| self.tenants.is_shared_readable(owner) && set.contains(digest))
+        owned.iter().any(|(owner, record)| {
+            self.tenants.is_shared_readable(owner) && record.digests.contains(digest)
+        })
+    }
+
+    /// Refuses an upload that would take `tenant` past its `cas_bytes`
+    /// quota. A blob it owns already costs nothing; at the quota, blobs
+    /// the store has evicted since are dropped from its count first.
+    async fn charge(&self, ctx: &RequestContext, tenant: &str, digest: &Digest) -> Result<()> {
+        if digest.is_empty_blob() || self.index.owns(tenant, digest) {
+            return Ok(());
+        }
+        let adding = digest.size();
+        let first = self
+            .tenants
+            .check_cas_bytes(tenant, self.index.bytes(tenant), adding);
+        if first.is_ok() {
+            return Ok(());
+        }
+        let Some(owned) = self.index.due_for_check(tenant, self.recheck_interval) else {
+            return first;
+        };
+        for batch in owned.chunks(RECHECK_BATCH) {
+            let gone = self.inner.find_missing(ctx, batch).await?;
+            self.index.forget(tenant, &gone)?;
+        }
+        self.tenants
+            .check_cas_bytes(tenant, self.index.bytes(tenant), adding)
     }
 
     fn not_found(digest: &Digest) -> Error {
@@ -247,8 +161,10 @@ impl BlobStore for TenantVisibility {
     }
 
     async fn put(&self, ctx: &RequestContext, digest: &Digest, data: Bytes) -> Result<()> {
+        let tenant = self.tenant(ctx);
+        self.charge(ctx, &tenant, digest).await?;
         self.inner.put(ctx, digest, data).await?;
-        self.index.grant(&self.tenant(ctx), digest)
+        self.index.grant(&tenant, digest)
     }
 
     async fn read(
@@ -265,10 +181,12 @@ impl BlobStore for TenantVisibility {
     }
 
     async fn write(&self, ctx: &RequestContext, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
+        let tenant = self.tenant(ctx);
+        self.charge(ctx, &tenant, digest).await?;
         let inner = self.inner.write(ctx, digest).await?;
         Ok(Box::new(OwningWriter {
             inner,
-            tenant: self.tenant(ctx),
+            tenant,
             digest: *digest,
             index: self.index.clone(),
         }))

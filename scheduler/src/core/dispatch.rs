@@ -26,6 +26,11 @@ impl Core {
         let Some(class) = self.classes.get(&job.class) else {
             return;
         };
+        if self.queue.at_limit(&job.share) {
+            // The tenant runs as many actions as its quota allows.
+            self.enqueue(jid);
+            return;
+        }
         let image = class.reqs.image();
         let invocation = job.invocation();
         let want = (u8::from(image.is_some()), u8::from(!invocation.is_empty()));
@@ -120,6 +125,18 @@ impl Core {
             self.assign(jid, wid, now);
         }
         self.refresh_idle(wid, now);
+    }
+
+    /// Lets every idle worker pull from the queue (after a tenant's cap on
+    /// running actions lifted), stopping once the queue is empty.
+    pub(super) fn dispatch_idle(&mut self, now: Duration) {
+        let idle: Vec<WorkerId> = self.idle.iter().copied().collect();
+        for wid in idle {
+            if self.queue.is_empty() {
+                break;
+            }
+            self.dispatch(wid, now);
+        }
     }
 
     /// Starts `jid` on `wid`.

@@ -163,6 +163,7 @@ impl Core {
         if let Some(class) = self.classes.get(&job.class) {
             worker.release(&class.reqs);
         }
+        let capped = self.queue.at_limit(&job.share);
         self.queue.finished(&job.share, job.invocation());
         match &job.state {
             JobState::Running { .. } => {
@@ -173,6 +174,11 @@ impl Core {
             JobState::Queued => {}
         }
         self.dispatch(wid, now);
+        if capped {
+            // The tenant's waiting actions may run anywhere now, not only
+            // on the worker this one left.
+            self.dispatch_idle(now);
+        }
         Ok(())
     }
 
@@ -224,6 +230,7 @@ impl Core {
             .push_back((now, worker.name.clone(), worker.offer.clone()));
         let mut running: Vec<_> = worker.running.into_values().collect();
         running.sort_unstable();
+        let requeued = !running.is_empty();
         for jid in running {
             let Some(job) = self.jobs.get(&jid) else {
                 continue;
@@ -249,6 +256,10 @@ impl Core {
                     self.place(jid, now);
                 }
             }
+        }
+        if requeued {
+            // Tenants capped by what this worker ran may start elsewhere.
+            self.dispatch_idle(now);
         }
     }
 }

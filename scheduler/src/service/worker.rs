@@ -112,8 +112,18 @@ async fn serve(
     inbound: &mut Streaming<WorkerMessage>,
     who: &Identity,
 ) -> String {
+    let mut reloads = scheduler.authorization().policy_reloads();
     loop {
-        let msg = match inbound.message().await {
+        let next = tokio::select! {
+            next = inbound.message() => next,
+            Ok(()) = reloads.changed() => {
+                if let Some(reason) = revoked(scheduler, who) {
+                    return reason;
+                }
+                continue;
+            }
+        };
+        let msg = match next {
             Ok(Some(m)) => m,
             Ok(None) => return "stream closed by the worker".to_string(),
             Err(e) => return format!("stream failed: {e}"),
@@ -151,7 +161,11 @@ async fn serve(
                     .cache_write_for(wid, &r.assignment_id, &response);
                 if let (Some(write), Some(result)) = (write, response.result.as_mut()) {
                     // The client gets the result as the cache will serve it.
-                    let provenance = provenance(&write, result);
+                    let tenant = scheduler
+                        .tenancy()
+                        .tenant_of(&write.key.instance_name)
+                        .unwrap_or_default();
+                    let provenance = provenance(&write, &tenant, result);
                     stamp(result, &provenance);
                     store_result(scheduler, &write, result.clone()).await;
                 }
@@ -170,6 +184,22 @@ async fn serve(
             }
         }
     }
+}
+
+/// Checks a connected worker's principal against a reloaded policy: one
+/// the policy no longer lets be a worker is cut off (its running actions
+/// go back to the queue) and audited as revoked. Returns why, if so.
+fn revoked(scheduler: &Scheduler, who: &Identity) -> Option<String> {
+    let authorization = scheduler.authorization();
+    let denied = authorization
+        .check_farm(who, corral_auth::Permission::Worker)
+        .err()?;
+    authorization.record(
+        AuditKind::WorkerRevoked,
+        who,
+        &format!("disconnected after a policy reload: {denied}"),
+    );
+    Some(format!("credentials revoked: {denied}"))
 }
 
 /// Who a worker's connection proves it to be: the peer's uid on the
@@ -236,8 +266,10 @@ async fn store_result(
         return;
     }
     let authorization = scheduler.authorization();
+    let mut event = corral_auth::AuditEvent::new(AuditKind::AcWrite, authorization.now());
+    event.tenant = scheduler.tenancy().tenant_of(&key.instance_name);
     authorization.audit().record(
-        &corral_auth::AuditEvent::new(AuditKind::AcWrite, authorization.now())
+        &event
             .instance(&key.instance_name)
             .digest(digest)
             .field("by", "farm")
@@ -250,10 +282,11 @@ async fn store_result(
 /// The provenance of a result: who asked, who ran it, under which profile.
 fn provenance(
     write: &crate::core::CacheWrite,
+    tenant: &str,
     result: &corral_proto::reapi::ActionResult,
 ) -> Provenance {
     Provenance {
-        tenant: String::new(),
+        tenant: tenant.to_string(),
         principal: write.requester.clone(),
         worker: write.worker.clone(),
         worker_identity: write.worker_identity.clone(),

@@ -66,6 +66,7 @@ pub async fn post(
     };
     match done {
         Ok(()) => {
+            web.taken(&extensions, &action, &instance);
             tracing::info!(
                 action = action.verb(),
                 target = action.target(),
