@@ -90,24 +90,13 @@ async fn a_worker_cannot_report_an_action_another_worker_holds() {
     assert_eq!(cached(&farm, "", &digest).await, Some(result));
 }
 
-/// Tenants by the first component of the instance name.
-struct ByFirstComponent;
-
-impl corral_scheduler::Tenancy for ByFirstComponent {
-    fn tenant_of(&self, instance: &str) -> Option<String> {
-        instance.split('/').next().map(str::to_string)
-    }
-    fn pools_for(&self, _: &str) -> Option<Vec<String>> {
-        None
-    }
-    fn pools_of_worker(&self, _: &str) -> Vec<String> {
-        Vec::new()
-    }
-}
-
 #[tokio::test]
 async fn a_cached_result_names_the_tenant_it_belongs_to() {
-    let farm = Farm::start_with_tenancy(config(), std::sync::Arc::new(ByFirstComponent)).await;
+    let farm = Farm::start_with_tenancy(
+        config(),
+        std::sync::Arc::new(common::FirstComponentTenants::default()),
+    )
+    .await;
     let mut w = farm.worker("w1", &[("OSFamily", "linux")], 1).await;
     let digest = farm.action(Spec::new("t").prop("OSFamily", "Linux")).await;
     let call = Call {

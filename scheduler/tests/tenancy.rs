@@ -112,24 +112,11 @@ async fn neither_an_action_nor_a_hello_may_name_a_pool() {
     assert!(status.message().contains("reserved"), "{status:?}");
 }
 
-/// Tenants by the first component of the instance name, no pools.
-struct TenantsOnly;
-
-impl Tenancy for TenantsOnly {
-    fn tenant_of(&self, instance: &str) -> Option<String> {
-        instance.split('/').next().map(str::to_string)
-    }
-    fn pools_for(&self, _: &str) -> Option<Vec<String>> {
-        None
-    }
-    fn pools_of_worker(&self, _: &str) -> Vec<String> {
-        Vec::new()
-    }
-}
-
 #[tokio::test]
 async fn a_tenant_with_many_instance_names_gets_no_larger_share() {
-    let farm = Farm::start_with_tenancy(config(), Arc::new(TenantsOnly)).await;
+    let farm =
+        Farm::start_with_tenancy(config(), Arc::new(common::FirstComponentTenants::default()))
+            .await;
     let mut ops = Vec::new();
     for (instance, n) in [("a/x", 3), ("a/y", 3), ("b", 3)] {
         for i in 0..n {
@@ -154,28 +141,15 @@ async fn a_tenant_with_many_instance_names_gets_no_larger_share() {
     assert_eq!(b, 2, "tenant b must get every other slot: {served:?}");
 }
 
-/// Tenants by the first component of the instance name; tenant `a` may
-/// run one action at a time.
-struct CappedA;
-
-impl Tenancy for CappedA {
-    fn tenant_of(&self, instance: &str) -> Option<String> {
-        instance.split('/').next().map(str::to_string)
-    }
-    fn pools_for(&self, _: &str) -> Option<Vec<String>> {
-        None
-    }
-    fn pools_of_worker(&self, _: &str) -> Vec<String> {
-        Vec::new()
-    }
-    fn concurrent_executions(&self, tenant: &str) -> Option<u64> {
-        (tenant == "a").then_some(1)
-    }
-}
-
 #[tokio::test]
 async fn a_tenant_at_its_concurrent_executions_quota_waits_while_others_run() {
-    let farm = Farm::start_with_tenancy(config(), Arc::new(CappedA)).await;
+    let farm = Farm::start_with_tenancy(
+        config(),
+        Arc::new(common::FirstComponentTenants {
+            capped: vec![("a", 1)],
+        }),
+    )
+    .await;
     let mut w1 = farm.worker("w1", &[("OSFamily", "linux")], 1).await;
     let mut w2 = farm.worker("w2", &[("OSFamily", "linux")], 1).await;
     let mut w3 = farm.worker("w3", &[("OSFamily", "linux")], 1).await;

@@ -519,3 +519,28 @@ pub async fn cached(
         .await
         .expect("action cache answers")
 }
+
+/// Tenants by the first `/` component of the instance name, with no
+/// pools; `capped` tenants may run that many actions at once.
+#[derive(Default)]
+pub struct FirstComponentTenants {
+    pub capped: Vec<(&'static str, u64)>,
+}
+
+impl corral_scheduler::Tenancy for FirstComponentTenants {
+    fn tenant_of(&self, instance: &str) -> Option<String> {
+        instance.split('/').next().map(str::to_string)
+    }
+    fn pools_for(&self, _: &str) -> Option<Vec<String>> {
+        None
+    }
+    fn pools_of_worker(&self, _: &str) -> Vec<String> {
+        Vec::new()
+    }
+    fn concurrent_executions(&self, tenant: &str) -> Option<u64> {
+        self.capped
+            .iter()
+            .find(|(t, _)| *t == tenant)
+            .map(|(_, n)| *n)
+    }
+}
