@@ -184,6 +184,13 @@ fn tenants_are_kept_apart_and_every_denial_is_audited() {
             .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
         assert_eq!(audit_lines(&server, "denied"), 2);
+        // Each names who, where from and with which credential.
+        let log = std::fs::read_to_string(server.data_dir().join("audit.log")).unwrap();
+        for line in log.lines().filter(|l| l.contains("\"event\":\"denied\"")) {
+            for field in ["\"principal\":", "\"peer\":\"127.0.0.1:", "\"credential_id\":"] {
+                assert!(line.contains(field), "{field} missing: {line}");
+            }
+        }
 
         // Team B, on its own instance, cannot learn that the blob exists.
         let missing = cas

@@ -170,12 +170,7 @@ impl AuditEvent {
 
     /// Sets the peer from a request's credentials.
     pub fn peer_of(mut self, credentials: &Credentials) -> Self {
-        self.peer = match (credentials.peer_addr, credentials.peer_uid) {
-            (Some(addr), _) => Some(addr.to_string()),
-            (None, Some(uid)) => Some(format!("unix uid={uid}")),
-            (None, None) if credentials.unix_socket => Some("unix".to_string()),
-            (None, None) => None,
-        };
+        self.peer = credentials.peer_label();
         self
     }
 

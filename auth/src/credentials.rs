@@ -40,6 +40,19 @@ pub struct Credentials {
     pub unix_socket: bool,
 }
 
+impl Credentials {
+    /// The peer as audit lines name it: `ADDR:PORT` on TCP, `unix uid=N`
+    /// (or `unix`) on a UNIX socket.
+    pub fn peer_label(&self) -> Option<String> {
+        match (self.peer_addr, self.peer_uid) {
+            (Some(addr), _) => Some(addr.to_string()),
+            (None, Some(uid)) => Some(format!("unix uid={uid}")),
+            (None, None) if self.unix_socket => Some("unix".to_string()),
+            (None, None) => None,
+        }
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")

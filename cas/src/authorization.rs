@@ -111,8 +111,11 @@ impl Authorization {
         let tenant = match policy.authorize(principal, permission, ctx.instance_name()) {
             Ok(tenant) => tenant,
             Err(denied) => {
-                self.audit
-                    .record(&AuditEvent::denied(self.clock.now(), &denied));
+                let mut event = AuditEvent::denied(self.clock.now(), &denied);
+                if let Some(peer) = ctx.peer() {
+                    event = event.peer(peer);
+                }
+                self.audit.record(&event);
                 return Err(Error::PermissionDenied(denied.to_string()));
             }
         };

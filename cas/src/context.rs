@@ -135,6 +135,19 @@ impl Invocation {
 pub struct Caller {
     identity: Identity,
     invocation: Option<Invocation>,
+    peer: Option<Peer>,
+}
+
+/// Where a call came from (`ADDR:PORT`, `unix uid=N`), put in the
+/// request's extensions by the listener's authentication layer, for the
+/// audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer(pub Arc<str>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl Caller {
@@ -151,17 +164,27 @@ impl Caller {
         Caller {
             identity,
             invocation: Invocation::from_headers(request.metadata()),
+            peer: request.extensions().get::<Peer>().cloned(),
         }
     }
 
     /// The full context of one call by this caller.
     pub fn context(&self, instance_name: &str, function: DigestFunction) -> RequestContext {
-        RequestContext::new(
-            self.identity.clone(),
-            self.invocation.clone(),
-            instance_name,
-            function,
-        )
+        RequestContext {
+            inner: Arc::new(Inner {
+                instance_name: instance_name.to_string(),
+                digest_function: function,
+                identity: self.identity.clone(),
+                invocation: self.invocation.clone(),
+                peer: self.peer.clone(),
+                charged: std::sync::atomic::AtomicU16::new(0),
+            }),
+        }
+    }
+
+    /// Where the call came from, when the listener recorded it.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
     }
 
     pub fn invocation(&self) -> Option<&Invocation> {
@@ -188,6 +211,8 @@ struct Inner {
     digest_function: DigestFunction,
     identity: Identity,
     invocation: Option<Invocation>,
+    /// Where the call came from (for audit lines), when a listener said.
+    peer: Option<Peer>,
     /// The classes of call (permissions) this request has been charged
     /// against its tenant's rate quota for, one bit each: a request that
     /// reaches the store many times (a batch of a thousand blobs) is still
@@ -208,6 +233,7 @@ impl RequestContext {
                 digest_function,
                 identity,
                 invocation,
+                peer: None,
                 charged: std::sync::atomic::AtomicU16::new(0),
             }),
         }
@@ -232,6 +258,11 @@ impl RequestContext {
 
     pub fn identity(&self) -> &Identity {
         &self.inner.identity
+    }
+
+    /// Where the call came from, when the listener recorded it.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.inner.peer.as_ref()
     }
 
     /// True the first time this request (and its clones) asks for

@@ -31,7 +31,7 @@ pub mod store;
 pub use action_cache::{ActionCache, DiskActionCache, GrpcActionCache, MemoryActionCache};
 pub use authorization::Authorization;
 pub use config::{ActionCacheSpec, Config, StoreSpec};
-pub use context::{Caller, Identity, Invocation, RequestContext};
+pub use context::{Caller, Identity, Invocation, Peer, RequestContext};
 pub use digest::{Digest, DigestFunction};
 pub use error::{Error, Result};
 pub use factory::Storage;

@@ -85,6 +85,11 @@ where
         match self.layer.authenticator.authenticate(&credentials) {
             Ok(principal) => {
                 request.extensions_mut().insert(principal);
+                if let Some(peer) = credentials.peer_label() {
+                    request
+                        .extensions_mut()
+                        .insert(corral_cas::Peer(peer.into()));
+                }
                 self.forward(request)
             }
             Err(error) => {
