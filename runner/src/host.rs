@@ -59,6 +59,11 @@ pub struct RunnerConfig {
     /// holds two idle processes and their namespaces. 0 makes every
     /// container when its request arrives. Default 4.
     pub warm_sandboxes: Option<usize>,
+    /// Host paths no action may see, even where a profile binds the
+    /// host's directories into its root: each is covered by an empty
+    /// directory or file of mode 000. `corral worker` adds its key, token
+    /// file and data directory (`corral runner --hide PATH`). Default none.
+    pub hidden_paths: Option<Vec<PathBuf>>,
 }
 
 impl RunnerConfig {
@@ -101,6 +106,9 @@ pub struct Host {
     pub(crate) defaults: Limits,
     /// Containers the service keeps made ahead of requests.
     pub(crate) warm_sandboxes: usize,
+    /// Host paths covered in every root that binds the host's directories
+    /// (canonical where they exist).
+    pub(crate) hidden: Vec<PathBuf>,
 }
 
 impl Host {
@@ -160,6 +168,12 @@ impl Host {
             profile_dir: config.profile_dir.clone(),
             defaults,
             warm_sandboxes: config.warm_sandboxes.unwrap_or(DEFAULT_WARM_SANDBOXES),
+            hidden: config
+                .hidden_paths
+                .iter()
+                .flatten()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+                .collect(),
         })
     }
 

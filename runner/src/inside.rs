@@ -1,5 +1,6 @@
 //! Code that runs in the container's init, between libcontainer's start
 //! and the command: the request's root file system.
 
+pub(crate) mod hidden;
 pub(crate) mod mounts;
 pub(crate) mod rootfs;

@@ -89,6 +89,10 @@ pub(crate) struct Plan {
     /// The command takes stdin, a terminal, as its controlling terminal in
     /// a session of its own.
     pub controlling_tty: bool,
+    /// Paths inside the new root that are covered (the runner's
+    /// `hidden_paths` where a host directory binds them).
+    #[serde(default)]
+    pub hidden: Vec<PathBuf>,
 }
 
 impl Plan {
@@ -105,12 +109,17 @@ impl Plan {
             upper: layout.upper.clone(),
             work: layout.work.clone(),
         };
+        let mut hidden = Vec::new();
         let (root, input) = match &req.rootfs {
             Rootfs::InputRoot => (NewRoot::InputRoot(input), None),
-            Rootfs::Host => (
-                NewRoot::HostDirs(host_dirs(&req.profile.host_dirs)),
-                Some((input, layout.input_mount.clone())),
-            ),
+            Rootfs::Host => {
+                let dirs = host_dirs(&req.profile.host_dirs);
+                hidden = hidden_inside(&dirs, &host.hidden);
+                (
+                    NewRoot::HostDirs(dirs),
+                    Some((input, layout.input_mount.clone())),
+                )
+            }
             Rootfs::Lower(dirs) => (
                 NewRoot::Layers(Overlay {
                     // overlayfs lists the top layer first.
@@ -162,8 +171,23 @@ impl Plan {
             seccomp,
             terminal: matches!(req.stdin, Stdio::Terminal(_)),
             controlling_tty: req.controlling_tty,
+            hidden,
         }
     }
+}
+
+/// Where each hidden host path appears in a root of `dirs` (host path,
+/// path inside): beneath every bound directory that holds it.
+fn hidden_inside(dirs: &[(PathBuf, PathBuf)], hidden: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for path in hidden {
+        for (source, inside) in dirs {
+            if let Ok(rest) = path.strip_prefix(source) {
+                out.push(inside.join(rest));
+            }
+        }
+    }
+    out
 }
 
 /// The profile's host directories that exist, each as (its canonical host

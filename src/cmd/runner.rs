@@ -35,6 +35,11 @@ pub struct Args {
     /// Runner configuration (TOML); every field optional.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A host path no action may see, added to the configuration's
+    /// `hidden_paths` (repeatable). `corral worker` passes its key, token
+    /// and data directory.
+    #[arg(long, value_name = "PATH")]
+    hide: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -198,7 +203,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         (None, Some(socket)) => {
-            let config = load_config(args.config.as_ref())?;
+            let mut config = load_config(args.config.as_ref())?;
+            config
+                .hidden_paths
+                .get_or_insert_with(Vec::new)
+                .extend(args.hide);
             corral_runner::service::serve_blocking(&config, &socket)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -98,6 +98,7 @@ fn build_root(plan: &Plan, host: &std::os::fd::OwnedFd, new: &Path) -> Result<()
                 rbind_fd(&open_beneath(host, source)?, &at)?;
                 read_only_tree(&at)?;
             }
+            super::hidden::cover(new, &plan.hidden)?;
             true
         }
     };
