@@ -39,7 +39,7 @@ pub(crate) fn cover(new: &Path, hidden: &[PathBuf]) -> Result<()> {
             if !made {
                 std::fs::write(&cover, b"")
                     .and_then(|()| {
-                        std::fs::set_permissions(&cover, std::fs::Permissions::from_mode(0))
+                        std::fs::set_permissions(&cover, std::fs::Permissions::from_mode(0o000))
                     })
                     .map_err(|e| Error::io(format!("make {}", cover.display()), e))?;
                 made = true;
