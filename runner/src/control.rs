@@ -39,6 +39,10 @@ pub(crate) enum Report {
     Signaled(i32),
     /// The plan could not be applied; the command never started.
     Failed(String),
+    /// Not an end: the init's detached copy of the host's mounts rides
+    /// with this message, for the run's process to hold until its
+    /// clean-up (see `inside::rootfs`).
+    HostView,
 }
 
 /// A new control socketpair: (outside, inside), both close-on-exec.

@@ -122,21 +122,60 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
 /// [`run`] on a host already probed (the caller needed its sandbox ids).
 pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
     wait_single_threaded(std::time::Duration::ZERO)?;
-    let scratch = tempfile::Builder::new()
-        .prefix("corral-exec-")
-        .tempdir()
-        .map_err(|e| Error::io("create a scratch directory", e))?;
-    let req = request(host, &o, scratch.path())?;
+    let interactive = o.shell && nix::unistd::isatty(0).unwrap_or(false);
+    // A directory of our own only when something needs it: the run's
+    // scratch directory (none given), an empty input root, the terminal's
+    // socket. A directory made and removed on the host's disk is not free
+    // (on this machine's ext4, 0.1 to 0.2 ms of CPU each).
+    let needs_own = o.scratch_dir.is_none()
+        || interactive
+        || (!matches!(o.root, ExecRoot::Dir(_)) && o.input.is_none());
+    let own = if needs_own {
+        Some(
+            tempfile::Builder::new()
+                .prefix("corral-exec-")
+                .tempdir()
+                .map_err(|e| Error::io("create a scratch directory", e))?,
+        )
+    } else {
+        None
+    };
+    let scratch = own.as_ref().map(|d| d.path());
+    let req = request(host, &o, scratch)?;
     // Mistakes are reported here, before the fork, with their own message.
     let layout = crate::spec::Layout::new(host, &req)?;
     crate::sandbox::check(host, &req, &layout)?;
-    let outcome = if o.shell && nix::unistd::isatty(0).unwrap_or(false) {
-        run_interactive(host, req, scratch.path())
+    // Without a terminal, a throwaway scratch directory is removed by the
+    // sandbox's process once it has answered: its removal is not on this
+    // process's clock.
+    let remove_after = scratch.filter(|_| !o.keep && !interactive);
+    let (outcome, handed_over) = if interactive {
+        match scratch {
+            Some(dir) => (run_interactive(host, req, dir), false),
+            None => (
+                Err(Error::InvalidRequest(
+                    "no directory for the terminal".into(),
+                )),
+                false,
+            ),
+        }
     } else {
         // SAFETY: checked single-threaded at the top of `run_on`, and no
         // thread is started before this point.
-        unsafe { crate::isolate::run_forked(host, &req) }
-    }?;
+        match unsafe { crate::isolate::spawn_removing(host, &req, remove_after) } {
+            Ok(running) => (running.wait(), remove_after.is_some()),
+            Err(e) => (Err(e), false),
+        }
+    };
+    let own = match own {
+        // The child removes it (or, had it died, `wait` did).
+        Some(dir) if handed_over => {
+            let _ = dir.keep();
+            None
+        }
+        own => own,
+    };
+    let outcome = outcome?;
     if o.stats {
         let json = serde_json::to_string(&outcome).unwrap_or_default();
         eprintln!("{json}");
@@ -144,8 +183,8 @@ pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
     if let Some(limit) = outcome.limit_hit {
         eprintln!("corral: stopped by a limit: {limit:?}");
     }
-    if o.keep && o.scratch_dir.is_none() {
-        let kept = scratch.keep();
+    if let (true, None, Some(own)) = (o.keep, &o.scratch_dir, own) {
+        let kept = own.keep();
         eprintln!("corral: scratch directory kept at {}", kept.display());
     }
     Ok(outcome.shell_status())
@@ -173,8 +212,14 @@ fn environment(o: &ExecOptions) -> Result<Vec<(String, String)>> {
     Ok(env)
 }
 
-/// The sandbox request of `o`, its throwaway directories in `scratch`.
-fn request(host: &Host, o: &ExecOptions, scratch: &Path) -> Result<SandboxRequest> {
+/// The sandbox request of `o`, its throwaway directories in `scratch`
+/// (given whenever `o` needs one: see `run_on`).
+fn request(host: &Host, o: &ExecOptions, scratch: Option<&Path>) -> Result<SandboxRequest> {
+    let own = |name: &str| {
+        scratch
+            .map(|dir| dir.join(name))
+            .ok_or_else(|| Error::InvalidRequest(format!("no scratch directory for {name}")))
+    };
     let profile = Profile::load(&o.profile, host.profile_dir.as_deref())?;
     let args = match (o.shell, o.command.is_empty()) {
         (true, true) => vec!["/bin/sh".to_string()],
@@ -185,18 +230,22 @@ fn request(host: &Host, o: &ExecOptions, scratch: &Path) -> Result<SandboxReques
         }
         _ => o.command.clone(),
     };
-    let empty = scratch.join("empty-input");
+    let given_or_empty = || -> Result<PathBuf> {
+        match &o.input {
+            Some(dir) => Ok(dir.clone()),
+            None => {
+                let empty = own("empty-input")?;
+                std::fs::create_dir(&empty)
+                    .map_err(|e| Error::io("create an empty input root", e))?;
+                Ok(empty)
+            }
+        }
+    };
     let (rootfs, input) = match &o.root {
         ExecRoot::Dir(dir) => (Rootfs::InputRoot, dir.clone()),
-        ExecRoot::Host => (Rootfs::Host, o.input.clone().unwrap_or(empty.clone())),
-        ExecRoot::Lower(dirs) => (
-            Rootfs::Lower(dirs.clone()),
-            o.input.clone().unwrap_or(empty.clone()),
-        ),
+        ExecRoot::Host => (Rootfs::Host, given_or_empty()?),
+        ExecRoot::Lower(dirs) => (Rootfs::Lower(dirs.clone()), given_or_empty()?),
     };
-    if input == empty {
-        std::fs::create_dir(&empty).map_err(|e| Error::io("create an empty input root", e))?;
-    }
     if let (Rootfs::InputRoot, false) = (&rootfs, input.is_dir()) {
         return Err(Error::MissingRootfs(input));
     }
@@ -206,12 +255,12 @@ fn request(host: &Host, o: &ExecOptions, scratch: &Path) -> Result<SandboxReques
         Some(dir) => std::path::absolute(dir)
             .map_err(|e| Error::io(format!("scratch directory {}", dir.display()), e))?,
         None => {
-            let work = scratch.join("run");
+            let work = own("run")?;
             std::fs::create_dir(&work).map_err(|e| Error::io("create the scratch directory", e))?;
             work
         }
     };
-    if host.is_root {
+    if let (true, Some(scratch)) = (host.is_root, scratch) {
         // The sandbox's uid must be able to reach its scratch directory.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(scratch, std::fs::Permissions::from_mode(0o755))

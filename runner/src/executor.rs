@@ -146,6 +146,26 @@ fn set_streams(plan: &Plan, fds: Vec<OwnedFd>) -> Result<()> {
     Ok(())
 }
 
+/// Exactly `env` as this process's environment (which `posix_spawnp`
+/// searches `PATH` in), with libc's calls rather than `std::env`'s (see
+/// `setup_envs`).
+fn set_environment(env: &[(String, String)]) -> Result<()> {
+    for (key, value) in env {
+        let bad = || Error::InvalidRequest(format!("environment variable {key:?}"));
+        let k = CString::new(key.as_bytes()).map_err(|_| bad())?;
+        let v = CString::new(value.as_bytes()).map_err(|_| bad())?;
+        // SAFETY: two NUL-terminated strings; this process is
+        // single-threaded.
+        if unsafe { libc::setenv(k.as_ptr(), v.as_ptr(), 1) } != 0 {
+            return Err(Error::sys(
+                format!("set environment variable {key:?}"),
+                nix::errno::Errno::last(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// libcontainer made the container's terminal this process's controlling
 /// terminal; the command takes it in a session of its own, which the
 /// kernel allows only once no session holds it. Giving it up sends the
@@ -167,9 +187,18 @@ fn release_terminal() -> Result<()> {
     Ok(())
 }
 
-/// Everything between the plan and the fork of the command.
-fn prepare(plan: &Plan, fds: Vec<OwnedFd>) -> Result<()> {
-    crate::inside::rootfs::enter(plan)?;
+/// Everything between the plan and the fork of the command. `host` is
+/// the detached copy of the view of the host ([`rootfs::detach_host`]).
+///
+/// [`rootfs::detach_host`]: crate::inside::rootfs::detach_host
+fn prepare(plan: &Plan, fds: Vec<OwnedFd>, host: OwnedFd) -> Result<()> {
+    crate::inside::rootfs::enter(plan, &host)?;
+    // The last reference to the copy of the host's mounts leaves with the
+    // run's process: releasing it unmounts them all, which waits for an RCU
+    // grace period, after the caller is answered. Nothing of the host stays
+    // in the container.
+    control::send(CONTROL_FD, &Report::HostView, &[host.as_raw_fd()])?;
+    drop(host);
     nix::unistd::sethostname(&plan.hostname)
         .map_err(|e| Error::sys(format!("set the hostname {:?}", plan.hostname), e))?;
     // The `/dev/core` link every other Linux sandbox has (bubblewrap,
@@ -182,9 +211,7 @@ fn prepare(plan: &Plan, fds: Vec<OwnedFd>) -> Result<()> {
     }
     set_rlimits(&plan.rlimits)?;
     set_streams(plan, fds)?;
-    for (key, value) in &plan.env {
-        std::env::set_var(key, value);
-    }
+    set_environment(&plan.env)?;
     nix::unistd::chdir(&plan.cwd)
         .map_err(|_| Error::BadWorkingDirectory(plan.cwd.display().to_string()))?;
     if plan.terminal && plan.controlling_tty {
@@ -201,6 +228,9 @@ fn prepare(plan: &Plan, fds: Vec<OwnedFd>) -> Result<()> {
 /// Receives the plan, applies it, forks the command and reaps. Returns
 /// only with the reason the command could not start.
 fn run(plan_fd: i32) -> Result<Infallible> {
+    // Before the plan, so that a container made ahead of its request does
+    // this off the caller's clock.
+    let host = crate::inside::rootfs::detach_host()?;
     let (plan, fds): (Plan, _) = control::recv(plan_fd)?
         .ok_or_else(|| Error::Container("the run's process closed the control socket".into()))?;
     let program = CString::new(plan.args.first().cloned().unwrap_or_default())
@@ -217,7 +247,7 @@ fn run(plan_fd: i32) -> Result<Infallible> {
         .map(|(k, v)| CString::new(format!("{k}={v}")))
         .collect::<std::result::Result<_, _>>()
         .map_err(|_| Error::InvalidRequest("an environment variable contains NUL".into()))?;
-    prepare(&plan, fds)?;
+    prepare(&plan, fds, host)?;
     if plan.controlling_tty {
         // SAFETY: this process is libcontainer's single-threaded container
         // init, so fork cannot leave another thread's lock held in the child.
@@ -382,9 +412,12 @@ impl Executor for SandboxExecutor {
         &self,
         _envs: HashMap<String, String>,
     ) -> std::result::Result<(), ExecutorSetEnvsError> {
-        for (key, _) in std::env::vars_os() {
-            std::env::remove_var(key);
-        }
+        // libc's own, not `std::env`: std's environment lock may have been
+        // held by another thread of the process libcontainer cloned (a test
+        // harness's), and would then never be released in this one.
+        // SAFETY: clearenv only empties this single-threaded process's
+        // environment.
+        unsafe { libc::clearenv() };
         // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number. The
         // parent is the run's process, which waits for this one.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };

@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
@@ -24,6 +25,9 @@ type Verdict = std::result::Result<Outcome, String>;
 pub(crate) struct Running {
     child: Pid,
     answer: OwnedFd,
+    /// The directory the child removes once it has answered (see
+    /// [`spawn_removing`]), removed here if it died without answering.
+    remove_after: Option<PathBuf>,
 }
 
 /// Forks a child that runs `req`.
@@ -35,6 +39,22 @@ pub(crate) struct Running {
 /// and clones, and could deadlock on a lock another thread held at the
 /// fork. [`crate::exec::wait_single_threaded`] checks this.
 pub(crate) unsafe fn spawn(host: &Host, req: &SandboxRequest) -> Result<Running> {
+    // SAFETY: our caller upholds the same contract.
+    unsafe { spawn_removing(host, req, None) }
+}
+
+/// [`spawn`], and the child removes directory `remove_after` (a throwaway
+/// scratch directory) after it has answered and cleaned up, so that its
+/// removal is not on the caller's clock.
+///
+/// # Safety
+///
+/// As for [`spawn`].
+pub(crate) unsafe fn spawn_removing(
+    host: &Host,
+    req: &SandboxRequest,
+    remove_after: Option<&Path>,
+) -> Result<Running> {
     let (r, w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
     // SAFETY: the caller is single-threaded (this fn's `# Safety`
@@ -59,13 +79,20 @@ pub(crate) unsafe fn spawn(host: &Host, req: &SandboxRequest) -> Result<Running>
             if let Some(cleanup) = cleanup {
                 cleanup.finish();
             }
+            if let Some(dir) = remove_after {
+                let _ = std::fs::remove_dir_all(dir);
+            }
             // SAFETY: _exit skips the parent's atexit handlers and buffers,
             // which belong to the parent.
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
             drop(w);
-            Ok(Running { child, answer: r })
+            Ok(Running {
+                child,
+                answer: r,
+                remove_after: remove_after.map(Path::to_path_buf),
+            })
         }
     }
 }
@@ -84,8 +111,17 @@ impl Running {
         let read = std::fs::File::from(self.answer).read_to_end(&mut bytes);
         let _ = waitpid(self.child, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         read.map_err(|e| Error::io("read the sandbox child's answer", e))?;
-        let verdict: Verdict = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Zygote(format!("sandbox child died without an answer ({e})")))?;
+        let verdict: Verdict = match serde_json::from_slice(&bytes) {
+            Ok(verdict) => verdict,
+            Err(e) => {
+                if let Some(dir) = &self.remove_after {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                return Err(Error::Zygote(format!(
+                    "sandbox child died without an answer ({e})"
+                )));
+            }
+        };
         verdict.map_err(Error::Container)
     }
 }

@@ -26,10 +26,11 @@ pub(crate) const HOST_VIEW: &str = "/.corral-host";
 pub(crate) const NEW_ROOT: &str = "/.corral-root";
 
 /// What the init needs beyond `loopback` and `identity`: mounting the
-/// request's root, pivoting into it, setting the hostname
-/// (`CAP_SYS_ADMIN`); overlayfs's work directory, whose `work/` it makes
-/// mode 000 (`CAP_DAC_OVERRIDE`, over the sandbox user's own files only).
-pub(crate) const INIT_CAPS: [&str; 2] = ["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE"];
+/// request's root, setting the hostname (`CAP_SYS_ADMIN`); entering the
+/// request's root (`CAP_SYS_CHROOT`, see `inside::rootfs`); overlayfs's
+/// work directory, whose `work/` it makes mode 000 (`CAP_DAC_OVERRIDE`,
+/// over the sandbox user's own files only).
+pub(crate) const INIT_CAPS: [&str; 3] = ["CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_DAC_OVERRIDE"];
 
 /// The parts of a container that must be known when it is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -201,12 +201,24 @@ impl Zygote {
             .lock()
             .map_err(|_| Error::Zygote("pending table poisoned".into()))?
             .insert(id, tx);
-        let sock = self.sock.clone();
-        let sent = tokio::task::spawn_blocking(move || {
-            send(sock.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)
-        })
-        .await
-        .map_err(|e| Error::Zygote(e.to_string()))?;
+        // The socket's buffer holds several requests: the send almost never
+        // waits, and a hop through the blocking pool (a thread woken, then
+        // this task) costs more than the send itself.
+        let sent = match send(
+            self.sock.as_raw_fd(),
+            &bytes,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Err(nix::errno::Errno::EAGAIN) => {
+                let sock = self.sock.clone();
+                tokio::task::spawn_blocking(move || {
+                    send(sock.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)
+                })
+                .await
+                .map_err(|e| Error::Zygote(e.to_string()))?
+            }
+            other => other,
+        };
         if let Err(e) = sent {
             if let Ok(mut p) = self.pending.lock() {
                 p.remove(&id);

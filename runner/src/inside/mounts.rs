@@ -44,8 +44,8 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// A directory of the host, opened beneath `host` (the init's view of the
-/// host's `/`) so that symlinks resolve as they do on the host, never out
+/// A directory of the host, opened beneath `host` (the init's detached copy
+/// of its view of the host's `/`) so that symlinks resolve as they do on the host, never out
 /// of it.
 pub(crate) fn open_beneath(host: &OwnedFd, path: &Path) -> Result<OwnedFd> {
     let rel = path.strip_prefix("/").unwrap_or(path);
@@ -228,6 +228,24 @@ pub(crate) fn rbind_fd(source: &OwnedFd, target: &Path) -> Result<()> {
         || format!("clone the mounts for {}", target.display()),
     )?;
     attach(&tree, target)
+}
+
+/// A detached copy of the mount at `path` with everything mounted beneath
+/// it, as a descriptor (the mounts live as long as it does).
+pub(crate) fn clone_tree(path: &Path) -> Result<OwnedFd> {
+    let c = cstring(path)?;
+    // SAFETY: open_tree of a NUL-terminated path, cloning the tree.
+    owned(
+        unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_RECURSIVE,
+            )
+        },
+        || format!("copy the mounts at {}", path.display()),
+    )
 }
 
 /// Binds the path `source` onto `target` with everything mounted beneath

@@ -1,17 +1,27 @@
 //! The request's root, assembled by the container's init at
-//! [`NEW_ROOT`] from host directories reached through [`HOST_VIEW`], with
-//! the container's `/proc` and `/dev` moved into it, then made `/` by
-//! `pivot_root`. Detaching the old root takes the view of the host with
-//! it: from then on nothing of the host is reachable but what the new
-//! root binds.
+//! [`NEW_ROOT`] from host directories, with the container's `/proc` and
+//! `/dev` moved into it, then made `/`.
+//!
+//! Unmounting anything waits for an RCU grace period (1 to 10 ms here), so
+//! nothing is unmounted once the request is known. Ahead of it
+//! ([`detach_host`]), the init takes a detached copy of its view of the
+//! host ([`HOST_VIEW`]) as a descriptor and unmounts the view itself: from
+//! then on nothing of the host is reachable by any path in the container.
+//! With the request ([`enter`]), host directories are resolved beneath
+//! that descriptor, the new root is moved on top of the container's first
+//! root (which holds nothing but empty mount points) and the init
+//! `chroot`s into it. The descriptor leaves the container before the
+//! command starts (the executor hands it to the run's process, whose
+//! clean-up pays for its release).
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use nix::mount::MsFlags;
 
 use super::mounts::{
-    make_dirs, mount_overlay, move_mount, open_beneath, rbind, rbind_fd, read_only_tree,
-    remount_bind, tmpfs, under,
+    clone_tree, make_dirs, mount_overlay, move_mount, open_beneath, rbind, rbind_fd,
+    read_only_tree, remount_bind, tmpfs, under,
 };
 use crate::error::{Error, Result};
 use crate::plan::{NewRoot, Plan};
@@ -20,11 +30,12 @@ use crate::spec::{HOST_VIEW, NEW_ROOT};
 /// Kernel file systems the new root receives, and `/tmp`.
 const MOUNT_POINTS: [&str; 3] = ["proc", "dev", "tmp"];
 
-/// Builds the plan's root and makes it `/`; `/tmp` and `/dev/shm` get the
-/// plan's mode and size.
-pub(crate) fn enter(plan: &Plan) -> Result<()> {
-    // Private from here on, so that moves and the pivot are allowed and
-    // nothing propagates back out.
+/// Ahead of the request: makes the container's mounts private, takes a
+/// detached copy of the view of the host and unmounts the view. Returns
+/// the copy, the only way to the host from here on.
+pub(crate) fn detach_host() -> Result<OwnedFd> {
+    // Private from here on, so that moves are allowed and nothing
+    // propagates back out.
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -33,13 +44,17 @@ pub(crate) fn enter(plan: &Plan) -> Result<()> {
         None::<&str>,
     )
     .map_err(|e| Error::sys("make the container's mounts private", e))?;
+    let host = clone_tree(Path::new(HOST_VIEW))?;
+    nix::mount::umount2(HOST_VIEW, nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| Error::sys(format!("detach {HOST_VIEW}"), e))?;
+    Ok(host)
+}
+
+/// Builds the plan's root from `host` (what [`detach_host`] returned) and
+/// makes it `/`; `/tmp` and `/dev/shm` get the plan's mode and size.
+pub(crate) fn enter(plan: &Plan, host: &OwnedFd) -> Result<()> {
     let new = Path::new(NEW_ROOT);
-    {
-        // Every descriptor into the host's view is dropped at the end of
-        // this block, before the pivot detaches the view itself.
-        let host = open_beneath_root()?;
-        build_root(plan, &host, new)?;
-    }
+    build_root(plan, host, new)?;
     for sub in &plan.subtrees {
         let at = under(new, &sub.0);
         rbind(&at.display().to_string(), &at)?;
@@ -47,7 +62,7 @@ pub(crate) fn enter(plan: &Plan) -> Result<()> {
     }
     move_mount(Path::new("/proc"), &new.join("proc"))?;
     move_mount(Path::new("/dev"), &new.join("dev"))?;
-    pivot_into(new)?;
+    switch_into(new)?;
     let mode = format!("mode={:o}", plan.shared_mode);
     tmpfs(
         Path::new("/tmp"),
@@ -62,21 +77,9 @@ pub(crate) fn enter(plan: &Plan) -> Result<()> {
     .map_err(|e| Error::io("chmod /dev/shm", e))
 }
 
-/// The init's view of the host's `/`.
-fn open_beneath_root() -> Result<std::os::fd::OwnedFd> {
-    let fd = nix::fcntl::open(
-        HOST_VIEW,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| Error::sys(format!("open {HOST_VIEW}"), e))?;
-    // SAFETY: open just returned this descriptor to us alone.
-    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
-}
-
 /// Mounts the root at `new`, its mount points, the input root at the
 /// exec path, and makes a host or image root read-only.
-fn build_root(plan: &Plan, host: &std::os::fd::OwnedFd, new: &Path) -> Result<()> {
+fn build_root(plan: &Plan, host: &OwnedFd, new: &Path) -> Result<()> {
     let read_only = match &plan.root {
         NewRoot::InputRoot(overlay) => {
             mount_overlay(host, overlay, new)?;
@@ -128,13 +131,15 @@ fn remount_bind_self(new: &Path) -> Result<()> {
     remount_bind(new, true)
 }
 
-/// `pivot_root` into `new` and detach the old root (and with it the view
-/// of the host).
-fn pivot_into(new: &Path) -> Result<()> {
+/// Moves the root at `new` on top of the container's first root and
+/// makes it this process's root and working directory. The first root
+/// stays beneath, holding only the empty mount points left by
+/// [`detach_host`] and the moves; a `pivot_root` would have to unmount it
+/// (see the module's comment).
+fn switch_into(new: &Path) -> Result<()> {
     nix::unistd::chdir(new).map_err(|e| Error::sys(format!("chdir {}", new.display()), e))?;
-    nix::unistd::pivot_root(".", ".")
-        .map_err(|e| Error::sys("pivot_root into the run's root", e))?;
-    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
-        .map_err(|e| Error::sys("detach the container's first root", e))?;
+    nix::mount::mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| Error::sys("move the run's root onto /", e))?;
+    nix::unistd::chroot(".").map_err(|e| Error::sys("chroot into the run's root", e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("chdir /", e))
 }

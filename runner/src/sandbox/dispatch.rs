@@ -120,7 +120,9 @@ pub(crate) fn run_prepared(
         Ok(Watch {
             outcome,
             init_reaped,
+            held,
         }) => {
+            cleanup.namespaces.extend(held);
             if init_reaped {
                 // Its pid may belong to another process from now on.
                 cleanup.init = None;

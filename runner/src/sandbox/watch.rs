@@ -77,6 +77,9 @@ pub(crate) struct Watch {
     pub outcome: Outcome,
     /// The init has been reaped: its pid may belong to another process.
     pub init_reaped: bool,
+    /// Descriptors the init handed out to be released after the answer
+    /// ([`Report::HostView`]).
+    pub held: Vec<OwnedFd>,
 }
 
 /// Waits for the command to end, enforcing the timeout, the written-bytes
@@ -94,6 +97,7 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
     let mut stops = Stops::default();
     let mut next_disk_check = w.started + DISK_POLL;
     let deadline = w.limits.timeout.map(|t| w.started + t);
+    let mut held = Vec::new();
     loop {
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) && !stops.timed_out {
@@ -136,11 +140,15 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
             Woke::Reported if stops.any() => listen = false,
             Woke::Reported => {
                 // Written whole by the init; a blocking read takes it all.
-                let Some((report, _)) = control::recv::<Report>(w.control.as_raw_fd())? else {
+                let Some((report, fds)) = control::recv::<Report>(w.control.as_raw_fd())? else {
                     // Closed without a report: the init's exit tells.
                     listen = false;
                     continue;
                 };
+                if report == Report::HostView {
+                    held.extend(fds);
+                    continue;
+                }
                 let wall_time = w.started.elapsed();
                 // SAFETY: rusage is plain data; zeroed is a valid value.
                 let rusage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -148,6 +156,7 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
                 return Ok(Watch {
                     outcome,
                     init_reaped: false,
+                    held,
                 });
             }
             Woke::Timeout => {}
@@ -157,13 +166,17 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
     let wall_time = w.started.elapsed();
     // The init wrote its report whole before it exited, if it wrote one.
     set_nonblocking(w.control)?;
-    let report = control::recv::<Report>(w.control.as_raw_fd())
-        .ok()
-        .flatten()
-        .map(|(r, _)| r);
+    let report = loop {
+        match control::recv::<Report>(w.control.as_raw_fd()) {
+            Ok(Some((Report::HostView, fds))) => held.extend(fds),
+            Ok(Some((report, _))) => break Some(report),
+            _ => break None,
+        }
+    };
     Ok(Watch {
         outcome: outcome(&w, stops, report, status, rusage, wall_time)?,
         init_reaped: true,
+        held,
     })
 }
 
@@ -181,6 +194,8 @@ fn outcome(
         Some(Report::Exited(code)) => exit_code = Some(code),
         Some(Report::Signaled(sig)) => signal = Some(sig),
         Some(Report::Failed(message)) => return Err(Error::Container(message)),
+        // Never passed here: the watch keeps it apart.
+        Some(Report::HostView) => {}
         // PID 1 itself was killed (timeout, limits): report its end.
         None if libc::WIFSIGNALED(status) => signal = Some(libc::WTERMSIG(status)),
         None if libc::WIFEXITED(status) => exit_code = Some(libc::WEXITSTATUS(status)),
