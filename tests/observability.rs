@@ -10,45 +10,20 @@
 // Test code: a panic is the failure report, so unwrap/expect are fine here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+mod observability_support;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use corral_integration::farm::CorralFarm;
 use corral_integration::remote::{command, BusyboxRoot, RemoteExec};
 use corral_proto::reapi;
+use observability_support::{chromium, first_line, http, shots, value};
 
 const APPLETS: &[&str] = &["sh", "cat", "echo", "true"];
 const HOSTILE: &str = "<script>alert(1)<script>.txt";
-
-/// One HTTP/1.0 exchange: (status, body).
-fn http(addr: SocketAddr, method: &str, path: &str, form: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let body = form.unwrap_or("");
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    if form.is_some() {
-        request.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
-}
-
-/// The value of the series `series` in a scrape (0 if absent).
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.parse().unwrap())
-}
 
 fn promtool_check(text: &str) {
     let mut child = Command::new("promtool")
@@ -71,33 +46,6 @@ fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Headless Chromium's DOM of `url` after it loaded, and a screenshot of
-/// the page saved as `shot`.
-fn chromium(url: &str, shot: &Path) -> String {
-    let run = |extra: &[&str]| {
-        let out = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--window-size=1200,1600",
-            ])
-            .args(extra)
-            .arg(url)
-            .output()
-            .expect("chromium (Debian `chromium`; bash integration/install-deps.sh installs it)");
-        assert!(
-            out.status.success(),
-            "chromium: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    run(&[&format!("--screenshot={}", shot.display())]);
-    assert!(shot.exists(), "no screenshot at {}", shot.display());
-    run(&["--dump-dom"])
 }
 
 /// Every `corral_…` name in `text`.
@@ -140,34 +88,6 @@ fn documented_and_dashboarded(scrape: &str) {
             "the dashboard queries {name}, which /metrics lacks"
         );
     }
-}
-
-fn shots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("observability");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Reads `from` line by line until `want` returns something.
-/// Reads `from` line by line until `want` returns something, then keeps
-/// draining it in the background so the process never writes to a closed
-/// pipe.
-fn first_line<T, R: Read + Send + 'static>(from: R, mut want: impl FnMut(&str) -> Option<T>) -> T {
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(from).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(found) = want(&line) {
-            std::thread::spawn(move || lines.for_each(drop));
-            return found;
-        }
-        seen.push(line);
-    }
-    panic!(
-        "the stream ended before the line looked for:\n{}",
-        seen.join("\n")
-    );
 }
 
 #[test]
@@ -313,7 +233,7 @@ fn a_real_farm_is_seen_through_metrics_and_pages() -> anyhow::Result<()> {
         .and_then(|rest| rest.split('<').next())
         .expect("a worker row")
         .to_string();
-    let dir = shots();
+    let dir = shots("observability");
     let dom = chromium(&format!("http://{addr}/"), &dir.join("farm.png"));
     assert!(
         dom.contains(&format!("<td class=\"name\">{worker}</td>")),

@@ -99,8 +99,12 @@ where
                     &error,
                     &credentials,
                 ));
-                let status = tonic::Status::unauthenticated(error.to_string());
-                Box::pin(async move { Ok(status.into_http()) })
+                let refusal = if corral_web::dispatch::is_grpc(&request) {
+                    tonic::Status::unauthenticated(error.to_string()).into_http()
+                } else {
+                    unauthorized_page(&error.to_string())
+                };
+                Box::pin(async move { Ok(refusal) })
             }
         }
     }
@@ -123,6 +127,25 @@ impl<S: Clone> Authenticated<S> {
         let mut ready = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move { ready.call(request).await })
     }
+}
+
+/// What a browser or a scraper gets when it is refused: 401 with the
+/// reason as text (a gRPC status in headers would read as an empty 200).
+fn unauthorized_page(reason: &str) -> http::Response<tonic::body::Body> {
+    let mut response = http::Response::new(tonic::body::Body::new(format!(
+        "401 Unauthorized: {reason}\n"
+    )));
+    *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 /// `GET /healthz` or `GET /readyz`: the only calls that need no identity.

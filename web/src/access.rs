@@ -109,8 +109,14 @@ impl AdminPolicy for AuthorizedAdmin {
     ) -> Result<(), String> {
         let who = identity(extensions);
         let name = who.principal_name();
+        // `admin` is a farm-wide permission (a grant with `tenant = "*"`),
+        // tied to no instance; a denial of it is audited.
+        let admin = self
+            .authorization
+            .check_farm(&who, Permission::Admin)
+            .is_ok();
         let ctx = RequestContext::new(who, None, instance, DigestFunction::Sha256);
-        let may = self.authorization.may(&ctx, Permission::Admin)
+        let may = admin
             || (matches!(action, AdminAction::Cancel(_))
                 && self.authorization.may(&ctx, Permission::OperationsCancel));
         if may {

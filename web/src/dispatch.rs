@@ -12,7 +12,7 @@ use http::Request;
 use tonic::service::Routes;
 use tower::ServiceExt;
 
-use crate::rpc::RpcMetrics;
+use crate::rpc::{RpcLayer, RpcMetrics};
 
 /// Whether a request is a gRPC call.
 pub fn is_grpc<B>(request: &Request<B>) -> bool {
@@ -26,6 +26,19 @@ pub fn is_grpc<B>(request: &Request<B>) -> bool {
 /// calls are counted by `rpc` when given. The server must accept HTTP/1
 /// for browsers (`Server::accept_http1(true)`).
 pub fn same_port(grpc: Routes, pages: axum::Router, rpc: Option<RpcMetrics>) -> Routes {
+    same_port_with(
+        grpc,
+        pages,
+        RpcLayer {
+            metrics: rpc,
+            spans: false,
+        },
+    )
+}
+
+/// [`same_port`] with gRPC calls counted and/or traced as `rpc` says.
+pub fn same_port_with(grpc: Routes, pages: axum::Router, rpc: RpcLayer) -> Routes {
+    let rpc = rpc.is_active().then_some(rpc);
     let grpc = grpc.prepare().into_axum_router();
     let pages = pages.with_state(());
     let split = tower::service_fn(move |request: Request<Body>| {

@@ -16,6 +16,8 @@
 //! * [`access`]: the seams authentication plugs into: who may take admin
 //!   actions ([`AdminPolicy`]) and under whose identity pages read the
 //!   CAS ([`ContextSource`]).
+//! * [`trace_export`]: optional OpenTelemetry trace export over OTLP/gRPC
+//!   (`[tracing]`).
 //! * [`wiring`]: what `corral server` and `corral up` call.
 //!
 //! docs/observability.md lists every metric, label and page.
@@ -34,6 +36,7 @@ pub mod pages;
 pub mod router;
 pub mod rpc;
 pub mod serve;
+pub mod trace_export;
 pub mod web;
 pub mod wiring;
 
@@ -42,5 +45,6 @@ pub use access::{
 };
 pub use config::HttpConfig;
 pub use metrics::Metrics;
+pub use trace_export::{TraceExport, TracingConfig};
 pub use web::{Web, WebBuilder};
 pub use wiring::Observability;

@@ -8,6 +8,12 @@
 //! counts as `CANCELLED`. The service and method come from the request
 //! path, but only names of [`KNOWN`] services are used as labels; any
 //! other path counts as `other`, so a client cannot make new series.
+//!
+//! With trace export on ([`crate::trace_export`]), the same layer makes one
+//! `tracing` span per call, named `Service/Method` (`otel.name`), with the
+//! OpenTelemetry RPC attributes (`rpc.system`, `rpc.service`,
+//! `rpc.method`, `rpc.grpc.status_code`); it lasts as long as the call is
+//! timed, and the service's own spans and events run inside it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -112,10 +118,11 @@ impl RpcMetrics {
 
     /// Wraps a gRPC service so that its calls are counted.
     pub fn layer<S>(&self, inner: S) -> MeteredRpc<S> {
-        MeteredRpc {
-            inner,
-            metrics: self.clone(),
+        RpcLayer {
+            metrics: Some(self.clone()),
+            spans: false,
         }
+        .layer(inner)
     }
 
     fn record(&self, call: &Call, code: &'static str) {
@@ -126,6 +133,31 @@ impl RpcMetrics {
         self.seconds
             .get_or_create(&[("service", service), ("method", method)])
             .observe(call.started.elapsed().as_secs_f64());
+    }
+}
+
+/// What [`MeteredRpc`] does per call: count it (`metrics`), make a span
+/// of it (`spans`), or both.
+#[derive(Clone, Debug, Default)]
+pub struct RpcLayer {
+    /// Count calls into these metrics.
+    pub metrics: Option<RpcMetrics>,
+    /// Make one `tracing` span per call.
+    pub spans: bool,
+}
+
+impl RpcLayer {
+    /// Whether the layer does anything at all.
+    pub fn is_active(&self) -> bool {
+        self.metrics.is_some() || self.spans
+    }
+
+    /// Wraps a gRPC service.
+    pub fn layer<S>(&self, inner: S) -> MeteredRpc<S> {
+        MeteredRpc {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -169,18 +201,67 @@ fn status_in(headers: &HeaderMap) -> Option<&'static str> {
     Some(code_name(Code::from_i32(code)))
 }
 
+/// The number of a canonical code name (`NOT_FOUND` is 5); 2 (`UNKNOWN`)
+/// for a name that is none.
+fn code_number(name: &str) -> i64 {
+    (0..=16)
+        .find(|&n| code_name(Code::from_i32(n)) == name)
+        .map_or(2, i64::from)
+}
+
 /// One call being timed.
 struct Call {
     service: &'static str,
     method: &'static str,
     started: Instant,
+    /// The call's span, ended when the call is recorded.
+    span: Option<tracing::Span>,
+}
+
+impl Call {
+    /// A call of `path`, with its span when `spans`.
+    fn start(path: &str, spans: bool) -> Call {
+        let (service, method) = resolve(path);
+        let span = spans.then(|| {
+            tracing::info_span!(
+                target: "corral::rpc",
+                "grpc",
+                otel.name = format!("{service}/{method}"),
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                rpc.system = "grpc",
+                rpc.service = service,
+                rpc.method = method,
+                rpc.grpc.status_code = tracing::field::Empty,
+            )
+        });
+        Call {
+            service,
+            method,
+            started: Instant::now(),
+            span,
+        }
+    }
+
+    /// Counts the call and ends its span with `code`.
+    fn finish(self, metrics: Option<&RpcMetrics>, code: &'static str) {
+        if let Some(m) = metrics {
+            m.record(&self, code);
+        }
+        if let Some(span) = self.span {
+            span.record("rpc.grpc.status_code", code_number(code));
+            if code != "OK" {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+    }
 }
 
 /// A gRPC service whose calls are counted; see the module comment.
 #[derive(Clone)]
 pub struct MeteredRpc<S> {
     inner: S,
-    metrics: RpcMetrics,
+    layer: RpcLayer,
 }
 
 impl<S> tower::Service<Request<Body>> for MeteredRpc<S>
@@ -197,15 +278,11 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let (service, method) = resolve(request.uri().path());
-        let call = Call {
-            service,
-            method,
-            started: Instant::now(),
-        };
-        let metrics = self.metrics.clone();
-        let future = self.inner.call(request);
-        Box::pin(async move {
+        let call = Call::start(request.uri().path(), self.layer.spans);
+        let metrics = self.layer.metrics.clone();
+        let span = call.span.clone().unwrap_or_else(tracing::Span::none);
+        let future = span.in_scope(|| self.inner.call(request));
+        let future = async move {
             let response = future.await?;
             let early = status_in(response.headers());
             Ok(response.map(|body| {
@@ -215,7 +292,8 @@ where
                     early,
                 })
             }))
-        })
+        };
+        Box::pin(tracing::Instrument::instrument(future, span))
     }
 }
 
@@ -223,14 +301,14 @@ where
 /// it ends, or when it is dropped unfinished.
 struct CountedBody {
     inner: Body,
-    pending: Option<(RpcMetrics, Call)>,
+    pending: Option<(Option<RpcMetrics>, Call)>,
     early: Option<&'static str>,
 }
 
 impl CountedBody {
     fn finish(&mut self, code: &'static str) {
         if let Some((metrics, call)) = self.pending.take() {
-            metrics.record(&call, code);
+            call.finish(metrics.as_ref(), code);
         }
     }
 }
@@ -299,5 +377,8 @@ mod tests {
         assert_eq!(resolve("/evil.Service/x"), ("other", "other"));
         assert_eq!(resolve(""), ("other", "other"));
         assert_eq!(code_name(Code::from_i32(5)), "NOT_FOUND");
+        assert_eq!(code_number("NOT_FOUND"), 5);
+        assert_eq!(code_number("OK"), 0);
+        assert_eq!(code_number("made up"), 2);
     }
 }

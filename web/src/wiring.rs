@@ -12,15 +12,14 @@ use corral_cas::store::metrics::{instrument, EvictionMetrics, StoreMetrics};
 use corral_cas::{Authorization, Storage};
 use corral_scheduler::metrics::SchedulerMetrics;
 use corral_scheduler::Scheduler;
-use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
 use crate::access::{AuthorizedAdmin, NoAdmin};
 use crate::config::HttpConfig;
-use crate::dispatch::same_port;
+use crate::dispatch::same_port_with;
 use crate::metrics::Metrics;
 use crate::router::router;
-use crate::rpc::RpcMetrics;
+use crate::rpc::{RpcLayer, RpcMetrics};
 use crate::web::Web;
 
 /// The process's metrics and the layers that feed them. Cheap to clone.
@@ -34,6 +33,8 @@ pub struct Observability {
     rpc: RpcMetrics,
     /// `[http] metrics`: whether the layers count at all.
     counting: bool,
+    /// Whether every gRPC call gets a span (trace export is on).
+    rpc_spans: bool,
 }
 
 impl Default for Observability {
@@ -65,7 +66,14 @@ impl Observability {
             action_cache,
             rpc,
             counting,
+            rpc_spans: false,
         }
+    }
+
+    /// Makes one span per gRPC call on the routes [`Observability::routes`]
+    /// builds from now on: for trace export (`[tracing] otlp_endpoint`).
+    pub fn trace_rpcs(&mut self, on: bool) {
+        self.rpc_spans = on;
     }
 
     /// What the disk stores count their evictions into
@@ -128,20 +136,19 @@ impl Observability {
         } else {
             axum::Router::new()
         };
-        let rpc = self.counting.then(|| self.rpc.clone());
-        same_port(grpc, pages, rpc)
+        let rpc = RpcLayer {
+            metrics: self.counting.then(|| self.rpc.clone()),
+            spans: self.rpc_spans,
+        };
+        same_port_with(grpc, pages, rpc)
     }
 
-    /// Serves the HTTP side on `[http] listen` too, until `stop` resolves.
-    pub async fn spawn_listener(
-        web: &Web,
-        http: &HttpConfig,
-        stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<Option<(SocketAddr, JoinHandle<()>)>> {
-        let Some(addr) = http.listen else {
-            return Ok(None);
-        };
-        let (bound, task) = crate::serve::spawn(addr, router(web.clone()), stop).await?;
-        Ok(Some((bound, task)))
+    /// The HTTP side alone, for `[http] listen`: the caller serves it
+    /// the way it serves the gRPC port (same TLS, same authentication
+    /// layer), so pages and admin actions there are put to the same
+    /// identity and permissions, and `/metrics` needs the same
+    /// credentials. Serve it with `accept_http1(true)`.
+    pub fn listener_routes(web: &Web) -> Routes {
+        Routes::from(router(web.clone()))
     }
 }
