@@ -2,6 +2,7 @@
 
 pub mod authenticate;
 pub mod bench;
+pub mod client_args;
 pub mod defaults;
 pub mod images;
 pub mod listen;
@@ -44,19 +45,58 @@ pub fn init_logging(format: Option<LogFormat>) {
         // Called first thing in main, before any thread exists.
         std::env::set_var(LOG_FORMAT_VAR, "json");
     }
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    // Empty until `[tracing]` asks for export (`export_traces`).
+    let (traces, handle) = tracing_subscriber::reload::Layer::new(None);
+    let _ = TRACE_SLOT.set(handle);
     // A closed stderr (a supervisor that went away) must not turn a failed
     // log write into a panic of the whole farm.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .log_internal_errors(false);
-    match (json, private_stderr()) {
-        (true, Some(log)) => builder.json().with_writer(std::sync::Arc::new(log)).init(),
-        (true, None) => builder.json().with_writer(std::io::stderr).init(),
-        (false, Some(log)) => builder.with_writer(std::sync::Arc::new(log)).init(),
-        (false, None) => builder.with_writer(std::io::stderr).init(),
-    }
+    let fmt = tracing_subscriber::fmt::layer().log_internal_errors(false);
+    let fmt = match (json, private_stderr()) {
+        (true, Some(log)) => fmt.json().with_writer(std::sync::Arc::new(log)).boxed(),
+        (true, None) => fmt.json().with_writer(std::io::stderr).boxed(),
+        (false, Some(log)) => fmt.with_writer(std::sync::Arc::new(log)).boxed(),
+        (false, None) => fmt.with_writer(std::io::stderr).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(traces)
+        .with(fmt)
+        .init();
+}
+
+/// The subscriber below the trace export's layer: the registry and the
+/// `RUST_LOG` filter, so only spans the filter lets through are exported.
+type Filtered =
+    tracing_subscriber::layer::Layered<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+/// Where the trace export's layer goes once `[tracing]` is read.
+type TraceSlot = Option<Box<dyn tracing_subscriber::Layer<Filtered> + Send + Sync>>;
+static TRACE_SLOT: std::sync::OnceLock<tracing_subscriber::reload::Handle<TraceSlot, Filtered>> =
+    std::sync::OnceLock::new();
+
+/// Starts exporting spans over OTLP as `[tracing]` says (nothing without
+/// `otlp_endpoint`). The logging set up by [`init_logging`] gains the
+/// export's layer; keep the returned export alive while serving and drop
+/// it off the runtime's threads to flush the last spans. Call inside the
+/// server's runtime.
+pub fn export_traces(
+    config: &corral_web::TracingConfig,
+) -> anyhow::Result<Option<corral_web::TraceExport>> {
+    use anyhow::Context as _;
+    use tracing_subscriber::Layer as _;
+    let Some(export) = corral_web::TraceExport::start(config)? else {
+        return Ok(None);
+    };
+    TRACE_SLOT
+        .get()
+        .context("logging is not set up, so spans cannot be exported")?
+        .reload(Some(export.layer::<Filtered>().boxed()))
+        .context("adding the trace export to the logging")?;
+    Ok(Some(export))
 }
 
 /// A close-on-exec duplicate of stderr numbered 100 or higher, where a

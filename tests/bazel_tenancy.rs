@@ -193,7 +193,7 @@ fn two_tenants_build_at_once_and_stay_apart() {
         // Every action ran remotely for this tenant: the shared ones too,
         // none answered from the other tenant's cache.
         assert!(
-            summary.count("remote") >= 2 * N as u32 + 1,
+            summary.count("remote") > 2 * N as u32,
             "{tenant}: {summary:?}\n{}",
             run.stderr
         );
@@ -223,9 +223,7 @@ fn two_tenants_build_at_once_and_stay_apart() {
         .build()
         .unwrap()
         .block_on(async {
-            let channel = corral_cas::channel::connect(&farm.url())
-                .await
-                .unwrap();
+            let channel = corral_cas::channel::connect(&farm.url()).await.unwrap();
             let mut cas = ContentAddressableStorageClient::new(channel);
             let seen_by_a = cas.find_missing_blobs(ask("team-a", TOKEN)).await.unwrap();
             assert!(seen_by_a.into_inner().missing_blob_digests.is_empty());

@@ -187,7 +187,11 @@ fn tenants_are_kept_apart_and_every_denial_is_audited() {
         // Each names who, where from and with which credential.
         let log = std::fs::read_to_string(server.data_dir().join("audit.log")).unwrap();
         for line in log.lines().filter(|l| l.contains("\"event\":\"denied\"")) {
-            for field in ["\"principal\":", "\"peer\":\"127.0.0.1:", "\"credential_id\":"] {
+            for field in [
+                "\"principal\":",
+                "\"peer\":\"127.0.0.1:",
+                "\"credential_id\":",
+            ] {
                 assert!(line.contains(field), "{field} missing: {line}");
             }
         }

@@ -160,7 +160,9 @@ fn a_worker_revoked_by_a_policy_reload_is_cut_off_and_audited() {
         assert!(audit(&log, "policy_reload")[0].contains("loaded"));
 
         // And it cannot come back.
-        let refused = session(&server.worker_url()).await.err().expect("refused");
+        let Err(refused) = session(&server.worker_url()).await else {
+            panic!("a revoked worker registered again");
+        };
         assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     });
 }

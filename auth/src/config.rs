@@ -62,6 +62,16 @@ impl AuthConfig {
         }
     }
 
+    /// Files of this configuration an action must never read (the
+    /// worker hides them from host roots): the static token files and
+    /// the audit log. Relative paths as configured (resolve them first).
+    pub fn private_files(&self) -> Vec<PathBuf> {
+        let tokens = [&self.authentication, &self.worker_authentication]
+            .into_iter()
+            .filter_map(|a| a.static_tokens.as_ref()?.file.clone());
+        tokens.chain(self.audit.path.clone()).collect()
+    }
+
     /// What the client port uses. With a policy but no method this is an
     /// error: the server must not start open.
     pub fn client_authentication(&self) -> Result<&AuthenticationConfig> {

@@ -5,9 +5,16 @@
 //! server through [`connect`], so each kind of address works everywhere:
 //!
 //! * `http://host:port`: plaintext TCP (loopback, or a trusted network);
+//! * `https://host:port`: TLS, with the settings of the client's
+//!   [`crate::client_options::Connector`] (CA, client certificate), or
+//!   trusting the system's certificate authorities through [`connect`];
 //! * `unix:/path/to/socket` (also `unix:///path`): a UNIX socket, on
 //!   which the server learns the caller's uid from the kernel (the worker
 //!   listener of `corral server` / `corral up`).
+//!
+//! Credentials (TLS settings, a bearer token on every call) are given in
+//! one place, [`crate::client_options::ClientOptions`], whose connector
+//! opens a [`crate::client_connection::Connection`] through [`open`].
 //!
 //! The HTTP/2 settings match the server's (`service::server_builder`):
 //! tonic's defaults (64 KiB windows, 16 KiB frames) hold a large blob to
@@ -18,7 +25,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
 
 use crate::error::{Error, Result};
 
@@ -73,9 +80,31 @@ pub fn endpoint(url: &str) -> Result<Endpoint> {
         .tcp_nodelay(true))
 }
 
-/// Connects to `url` (see the module documentation for the forms).
+/// Connects to `url` (see the module documentation for the forms), with
+/// no credentials of its own; an `https://` URL trusts the system's
+/// certificate authorities.
 pub async fn connect(url: &str) -> Result<Channel> {
-    let endpoint = endpoint(url)?;
+    let tls = if url.starts_with("https://") {
+        Some(
+            corral_tls::TlsClientConfig::default()
+                .tonic_config()
+                .map_err(|e| Error::invalid("tls", e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    open(url, tls).await
+}
+
+/// Connects to `url`, speaking TLS with `tls` when it is given (the URL is
+/// then `https://`; the connector checks that).
+pub async fn open(url: &str, tls: Option<ClientTlsConfig>) -> Result<Channel> {
+    let mut endpoint = endpoint(url)?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| Error::invalid("url", format!("{url:?}: TLS: {e}")))?;
+    }
     let connected = match Target::parse(url)? {
         Target::Tcp(_) => endpoint.connect().await,
         // The connector opens the socket whatever URI it is given.
@@ -90,9 +119,27 @@ pub async fn connect(url: &str) -> Result<Channel> {
     };
     connected.map_err(|e| {
         Error::Remote(tonic::Status::unavailable(format!(
-            "connecting to {url}: {e}"
+            "connecting to {url}: {}",
+            error_chain(&e)
         )))
     })
+}
+
+/// `error` and its sources: tonic's own message ("transport error") says
+/// nothing; the handshake's reason (an unknown CA, a refused client
+/// certificate) is in its sources.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = e.source();
+    }
+    text
 }
 
 #[cfg(test)]

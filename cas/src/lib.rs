@@ -9,7 +9,10 @@
 //!   (disk, memory, remote) and layers (validating, completeness).
 //! * [`message`]: size caps of messages decoded from client-named blobs.
 //! * [`factory`]: builds the whole stack from [`config`].
-//! * [`channel`]: client channels to `http://` and `unix:` addresses.
+//! * [`channel`]: client channels to `http://`, `https://` and `unix:` addresses.
+//! * [`client_options`]: what Corral's own clients present (TLS settings,
+//!   a token file) and the [`Connector`] that applies it to every
+//!   [`Connection`].
 //! * [`resource`]: ByteStream resource names.
 //! * [`service`]: the tonic services, built by [`service::Services`] so other
 //!   roles can add theirs to the same server.
@@ -18,6 +21,9 @@
 pub mod action_cache;
 pub mod authorization;
 pub mod channel;
+pub mod client_connection;
+pub mod client_options;
+pub mod client_token;
 pub mod config;
 pub mod context;
 pub mod digest;
@@ -30,6 +36,8 @@ pub mod store;
 
 pub use action_cache::{ActionCache, DiskActionCache, GrpcActionCache, MemoryActionCache};
 pub use authorization::Authorization;
+pub use client_connection::Connection;
+pub use client_options::{ClientFlags, ClientOptions, Connector};
 pub use config::{ActionCacheSpec, Config, StoreSpec};
 pub use context::{Caller, Identity, Invocation, Peer, RequestContext};
 pub use digest::{Digest, DigestFunction};

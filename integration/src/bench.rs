@@ -2,8 +2,10 @@
 //! the same run, so the figures in `docs/benchmarks.md` compare like with like.
 
 pub mod cas;
+pub mod client_args;
 pub mod e2e;
 pub mod execute;
+pub mod overhead;
 pub mod sandbox;
 pub mod scheduler;
 pub mod staging;

@@ -142,8 +142,46 @@ pub enum Sandbox {
     /// bst's local sandbox (buildbox-run under bubblewrap).
     Local,
     /// Remote execution at `url` (e.g. `http://127.0.0.1:PORT`) with this
-    /// instance name; an empty name is left out of the config.
-    Remote { url: String, instance: String },
+    /// instance name; an empty name is left out of the config. `auth`
+    /// gives every service an `auth:` block (TLS and a token).
+    Remote {
+        url: String,
+        instance: String,
+        auth: Option<BstAuth>,
+    },
+}
+
+/// BuildStream's `auth:` block of a remote service: files it reads (a
+/// `https://` URL for the certificates to matter).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BstAuth {
+    /// `server-cert`: PEM of the CA (or certificate) trusted for the server.
+    pub server_cert: Option<PathBuf>,
+    /// `client-cert`: PEM of the client certificate bst presents.
+    pub client_cert: Option<PathBuf>,
+    /// `client-key`: PEM of its private key.
+    pub client_key: Option<PathBuf>,
+    /// `access-token`: a file holding the bearer token.
+    pub access_token: Option<PathBuf>,
+}
+
+impl BstAuth {
+    /// The block, indented for a service of `remote-execution`.
+    fn yaml(&self) -> String {
+        let mut yaml = String::from("    auth:\n");
+        for (key, path) in [
+            ("server-cert", &self.server_cert),
+            ("client-cert", &self.client_cert),
+            ("client-key", &self.client_key),
+            ("access-token", &self.access_token),
+        ] {
+            if let Some(path) = path {
+                let path = path.display().to_string();
+                yaml.push_str(&format!("      {key}: {}\n", yaml_quote(&path)));
+            }
+        }
+        yaml
+    }
 }
 
 impl Sandbox {
@@ -152,6 +190,20 @@ impl Sandbox {
         Sandbox::Remote {
             url: url.into(),
             instance: instance.into(),
+            auth: None,
+        }
+    }
+
+    /// Remote execution with BuildStream's `auth:` block on every service.
+    pub fn remote_with_auth(
+        url: impl Into<String>,
+        instance: impl Into<String>,
+        auth: BstAuth,
+    ) -> Self {
+        Sandbox::Remote {
+            url: url.into(),
+            instance: instance.into(),
+            auth: Some(auth),
         }
     }
 
@@ -165,7 +217,12 @@ impl Sandbox {
         // when less is free (13.5 GB on a 252 GB disk): every build of the
         // suite then hangs. The suite's artifacts are a few megabytes.
         yaml.push_str("cache:\n  reserved-disk-space: 256M\n");
-        if let Sandbox::Remote { url, instance } = self {
+        if let Sandbox::Remote {
+            url,
+            instance,
+            auth,
+        } = self
+        {
             yaml.push_str("remote-execution:\n");
             for service in [
                 "execution-service",
@@ -175,6 +232,9 @@ impl Sandbox {
                 yaml.push_str(&format!("  {service}:\n    url: {}\n", yaml_quote(url)));
                 if !instance.is_empty() {
                     yaml.push_str(&format!("    instance-name: {}\n", yaml_quote(instance)));
+                }
+                if let Some(auth) = auth {
+                    yaml.push_str(&auth.yaml());
                 }
             }
         }

@@ -32,6 +32,9 @@ pub struct FarmOptions {
     /// share with it. The caller owns the directory, which outlives the
     /// farm; every directory above it must be open to the sandbox's user.
     pub cache_home: Option<std::path::PathBuf>,
+    /// The config turns TLS on for the client port (`[tls]`), so the
+    /// ready line says `https://`.
+    pub https: bool,
 }
 
 /// A running `corral up`; [`ServedProcess`] gives its address.
@@ -76,13 +79,12 @@ impl CorralFarm {
             cmd.arg("--config").arg(path);
         }
         cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
-        let process = ServedProcess::start(
-            cmd,
-            "corral up",
-            "corral up: ready on http://",
-            data_dir,
-            Some(temp),
-        )?;
+        let ready = if options.https {
+            "corral up: ready on https://"
+        } else {
+            "corral up: ready on http://"
+        };
+        let process = ServedProcess::start(cmd, "corral up", ready, data_dir, Some(temp))?;
         Ok(CorralFarm { process })
     }
 

@@ -5,6 +5,7 @@
 pub mod bazel;
 pub mod bench;
 pub mod buildstream;
+pub mod certs;
 pub mod farm;
 pub mod process;
 pub mod registry;

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use corral_cas::resource::{read_name, write_name, Compression};
+use corral_cas::{Connection, Connector};
 use corral_cas::{Digest, DigestFunction};
 use corral_proto::bytestream::byte_stream_client::ByteStreamClient;
 use corral_proto::bytestream::{ReadRequest, WriteRequest};
@@ -32,7 +33,6 @@ use corral_proto::reapi::capabilities_client::CapabilitiesClient;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use corral_proto::reapi::execution_client::ExecutionClient;
 use corral_proto::reapi::execution_stage::Value as Stage;
-use tonic::transport::Channel;
 
 pub use busybox::{BusyboxRoot, MINIMAL_APPLETS};
 
@@ -123,7 +123,7 @@ pub fn message_blob(message: &impl Message) -> (Digest, Vec<u8>) {
 /// clone: clones share the connection.
 #[derive(Debug, Clone)]
 pub struct RemoteExec {
-    channel: Channel,
+    channel: Connection,
     instance: String,
     batch_limit: usize,
     capabilities: reapi::ServerCapabilities,
@@ -133,7 +133,17 @@ impl RemoteExec {
     /// Connects to `url` (`http://HOST:PORT`) and checks with
     /// GetCapabilities that `instance` executes actions and takes SHA-256.
     pub async fn connect(url: &str, instance: &str) -> anyhow::Result<Self> {
-        let channel = corral_cas::channel::connect(url).await?;
+        Self::connect_with(url, instance, &Connector::default()).await
+    }
+
+    /// [`RemoteExec::connect`] with a client's TLS settings and token
+    /// (`https://` URLs, a farm with a policy).
+    pub async fn connect_with(
+        url: &str,
+        instance: &str,
+        connector: &Connector,
+    ) -> anyhow::Result<Self> {
+        let channel = connector.connect(url).await?;
         let capabilities = CapabilitiesClient::new(channel.clone())
             .get_capabilities(reapi::GetCapabilitiesRequest {
                 instance_name: instance.to_string(),
@@ -173,7 +183,7 @@ impl RemoteExec {
     }
 
     /// The connection, for services this client does not wrap.
-    pub fn channel(&self) -> &Channel {
+    pub fn channel(&self) -> &Connection {
         &self.channel
     }
 
@@ -188,13 +198,13 @@ impl RemoteExec {
         &self.capabilities
     }
 
-    fn cas(&self) -> ContentAddressableStorageClient<Channel> {
+    fn cas(&self) -> ContentAddressableStorageClient<Connection> {
         ContentAddressableStorageClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
-    fn bytestream(&self) -> ByteStreamClient<Channel> {
+    fn bytestream(&self) -> ByteStreamClient<Connection> {
         ByteStreamClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)

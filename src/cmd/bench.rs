@@ -22,8 +22,8 @@ const BENCH_BINARY: &str = "corral-bench";
 #[derive(Debug, clap::Args)]
 #[command(disable_help_flag = true)]
 pub struct Args {
-    /// The benchmark and its options: cas, sandbox, execute, e2e, staging or
-    /// scheduler (see docs/benchmarks.md).
+    /// The benchmark and its options: cas, sandbox, execute, e2e, staging,
+    /// scheduler or overhead (see docs/benchmarks.md).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
     args: Vec<OsString>,
 }

@@ -87,6 +87,10 @@ struct ExecArgs {
     /// is `/`, hostname `buildbox`; others: the host's system directories).
     #[arg(long, value_name = "NAME", requires = "action")]
     instance: Option<String>,
+    /// With --action: TLS and token towards --remote (an https:// farm
+    /// with a policy).
+    #[command(flatten)]
+    client: super::client_args::ClientArgs,
     /// With --action: override the rootfs the farm chose (an image too).
     #[arg(long, value_enum, requires = "action")]
     rootfs: Option<RootfsArg>,
@@ -230,6 +234,7 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
         return reproduce::run(reproduce::Args {
             action,
             remote: a.remote.unwrap_or_default(),
+            client: a.client.flags(),
             instance: a.instance.unwrap_or_default(),
             digest_function: a.digest_function.unwrap_or_else(|| "sha256".into()),
             outputs: a.outputs,
@@ -251,6 +256,9 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
     let action_only = [
         ("--remote", a.remote.is_some()),
         ("--instance", a.instance.is_some()),
+        ("--tls-ca", a.client.tls_ca.is_some()),
+        ("--tls-cert", a.client.tls_cert.is_some()),
+        ("--token-file", a.client.token_file.is_some()),
         ("--rootfs", a.rootfs.is_some()),
         ("--outputs", a.outputs.is_some()),
         ("--cache", a.cache.is_some()),

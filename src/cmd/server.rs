@@ -79,6 +79,9 @@ pub struct ServerConfig {
     /// Pages, `/metrics` and health over HTTP (`[http]` table,
     /// docs/observability.md); by default on the gRPC port.
     pub http: corral_web::HttpConfig,
+    /// OpenTelemetry trace export (`[tracing]` table,
+    /// docs/observability.md). Off by default.
+    pub tracing: corral_web::TracingConfig,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +98,7 @@ impl Default for ServerConfig {
             auth: corral_auth::config::AuthConfig::default(),
             asset: corral_asset::AssetConfig::default(),
             http: corral_web::HttpConfig::default(),
+            tracing: corral_web::TracingConfig::default(),
         }
     }
 }
@@ -152,6 +156,8 @@ pub struct RunningServer {
     pub metrics: corral_web::Metrics,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    /// The trace export, flushed at [`RunningServer::stop`].
+    traces: Option<corral_web::TraceExport>,
 }
 
 impl RunningServer {
@@ -173,6 +179,10 @@ impl RunningServer {
             }
         }
         tracing::info!("server shut down");
+        if let Some(traces) = self.traces {
+            // Flushing blocks until the collector took the last batch.
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
         Ok(())
     }
 }
@@ -185,9 +195,17 @@ pub async fn start(
     config: ServerConfig,
 ) -> anyhow::Result<RunningServer> {
     let tls = listen::server_tls(&config.tls, "tls")?;
-    let security = Security::load(config.auth, data)?;
+    let mut auth = config.auth;
+    config.workers.default_authentication(&mut auth);
+    let security = Security::load(auth, data)?;
     listen::check_exposure(listen, tls.is_some(), security.has_policy)?;
-    let observability = corral_web::Observability::counting(config.http.metrics());
+    if config.execution {
+        // The same rule for the workers' listener, before anything is built.
+        config.workers.address(data)?;
+    }
+    let traces = super::export_traces(&config.tracing)?;
+    let mut observability = corral_web::Observability::counting(config.http.metrics());
+    observability.trace_rpcs(traces.is_some());
     let evictions = Some(observability.evictions());
     let storage =
         corral_cas::factory::build_observed(&config.cas, &config.action_cache, data, evictions)
@@ -213,6 +231,7 @@ pub async fn start(
     let mut tasks = Vec::new();
     let (scheduler, worker_url) = if config.execution {
         let worker_address = config.workers.address(data)?;
+        let worker_tls = config.workers.server_tls(&worker_address)?;
         let scheduler = Scheduler::with_tenancy(
             config.scheduler,
             storage.cas,
@@ -229,6 +248,7 @@ pub async fn start(
         services.add_worker_storage_to(&mut worker_routes);
         let workers = worker_listener::serve(
             &worker_address,
+            worker_tls.as_ref(),
             security.workers.clone(),
             worker_routes.routes(),
             stop.clone(),
@@ -250,12 +270,26 @@ pub async fn start(
         addr,
     );
     let routes = observability.routes(routes.routes(), &web, &config.http);
-    let stopped = stop.clone();
-    corral_web::Observability::spawn_listener(&web, &config.http, async move {
-        stopped.cancelled().await
-    })
-    .await
-    .context("[http] listen")?;
+    if let Some(http_listen) = config.http.listen {
+        // The same protection as the client port: TLS and the policy's
+        // authentication, and no plaintext or open listener off loopback.
+        listen::check_exposure(http_listen, tls.is_some(), security.has_policy)
+            .context("[http] listen")?;
+        let http_listener = tokio::net::TcpListener::bind(http_listen)
+            .await
+            .with_context(|| format!("[http] listen: listening on {http_listen}"))?;
+        let bound = http_listener
+            .local_addr()
+            .context("[http] listen: reading the bound address")?;
+        tracing::info!(%bound, "serving HTTP (pages, metrics, health)");
+        tasks.push(listen::spawn(
+            http_listener,
+            tls.as_ref(),
+            security.clients.clone(),
+            corral_web::Observability::listener_routes(&web),
+            stop.clone(),
+        ));
+    }
     tasks.push(listen::spawn(
         listener,
         tls.as_ref(),
@@ -271,6 +305,7 @@ pub async fn start(
         metrics: observability.metrics,
         stop,
         tasks,
+        traces,
     })
 }
 

@@ -60,6 +60,7 @@ struct UpConfig {
     auth: corral_auth::config::AuthConfig,
     asset: corral_asset::AssetConfig,
     http: corral_web::HttpConfig,
+    tracing: corral_web::TracingConfig,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -91,6 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         auth: config.auth,
         asset: config.asset,
         http: config.http,
+        tracing: config.tracing,
     };
     let corral_binary = std::env::current_exe().context("locating the corral binary")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -115,8 +117,14 @@ async fn up(
     worker_config: WorkerConfig,
     corral_binary: PathBuf,
 ) -> anyhow::Result<()> {
+    let scheme = if server_config.tls.is_enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    let hidden = private_files(&server_config, data);
     let server = server::start(listen, &super::defaults::server_dir(data), server_config).await?;
-    let url = format!("http://{}", server.addr);
+    let url = format!("{scheme}://{}", server.addr);
     let worker_url = server
         .worker_url
         .clone()
@@ -130,6 +138,7 @@ async fn up(
         scheduler: worker_url,
         data: super::defaults::worker_dir(data),
         corral_binary,
+        hidden,
     };
     let worker = Worker::start_metered(settings, Some(metrics))
         .await
@@ -189,7 +198,9 @@ async fn up(
 /// The one ready line (scripts and tests wait for it), then how to use the
 /// farm.
 fn print_ready(url: &str, slots: usize, data: &Path) {
-    let grpc = url.replacen("http://", "grpc://", 1);
+    let grpc = url
+        .replacen("https://", "grpcs://", 1)
+        .replacen("http://", "grpc://", 1);
     println!(
         "corral up: ready on {url} ({slots} slots, data in {})",
         data.display()
@@ -213,4 +224,25 @@ fn print_ready(url: &str, slots: usize, data: &Path) {
     println!("The farm's pages: {url}/ (metrics at {url}/metrics)");
     println!();
     println!("Ctrl-C stops the farm.");
+}
+
+/// What the farm's actions must never read, though `corral up` runs them
+/// on the machine that holds it: the whole data directory (every tenant's
+/// blobs and results, the audit log), the TLS keys and the token files.
+fn private_files(config: &ServerConfig, data: &Path) -> Vec<PathBuf> {
+    let server_data = super::defaults::server_dir(data);
+    let keys = [&config.tls.key, &config.workers.tls.key]
+        .into_iter()
+        .flatten()
+        .map(|key| std::path::absolute(key).unwrap_or_else(|_| key.clone()));
+    // `[auth]` paths are relative to the server's data directory.
+    let auth = config
+        .auth
+        .private_files()
+        .into_iter()
+        .map(|path| server_data.join(path));
+    std::iter::once(data.to_path_buf())
+        .chain(keys)
+        .chain(auth)
+        .collect()
 }

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 /// Options of `corral worker`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Scheduler URL, e.g. http://127.0.0.1:8980.
+    /// Scheduler URL: the server's workers' listener, e.g.
+    /// unix:/var/lib/corral/run/workers.sock or https://farm:8981.
     #[arg(long)]
     scheduler: Option<String>,
     /// CAS URL (default: the scheduler's).
@@ -29,6 +30,10 @@ pub struct Args {
     /// TOML configuration (docs/worker.md); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// TLS and token towards the scheduler and the CAS (override `[tls]`
+    /// and `token_file` of the configuration).
+    #[command(flatten)]
+    client: super::client_args::ClientArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -45,6 +50,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.name.is_some() {
         config.name = args.name;
     }
+    let client = args.client.flags().apply(config.client_options())?;
+    config.tls = client.tls;
+    config.token_file = client.token_file;
     let scheduler = args
         .scheduler
         .or(config.scheduler.clone())
@@ -59,6 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         scheduler,
         data,
         corral_binary: std::env::current_exe().context("locating the corral binary")?,
+        hidden: Vec::new(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

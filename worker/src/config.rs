@@ -19,8 +19,19 @@ pub const DEFAULT_MAX_CAS_BYTES: u64 = 10 << 30;
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
-    /// Scheduler URL (`http://HOST:PORT`); `--scheduler` overrides it.
+    /// Scheduler URL (`unix:/PATH`, `http://HOST:PORT` or
+    /// `https://HOST:PORT`); `--scheduler` overrides it.
     pub scheduler: Option<String>,
+    /// TLS towards the scheduler and the CAS (`[tls]`: `ca`, `cert`, `key`,
+    /// `server_name`), for `https://` URLs: the farm's CA and this
+    /// worker's client certificate, whose name the farm's policy lists
+    /// under `[[workers]]`. `--tls-ca`, `--tls-cert` and `--tls-key`
+    /// override it. Default: none.
+    pub tls: Option<corral_cas::client_options::TlsClientConfig>,
+    /// File with a bearer token sent on every call to the scheduler and
+    /// the CAS (re-read when it changes); `--token-file` overrides it.
+    /// Default: none.
+    pub token_file: Option<PathBuf>,
     /// CAS URL; default: the scheduler's URL (one server serves both).
     pub cas: Option<String>,
     /// Data directory for the local CAS, staged input trees, build
@@ -71,6 +82,21 @@ impl WorkerConfig {
             .map_err(|e| Error::io(format!("reading config {}", path.display()), e))?;
         toml::from_str(&text)
             .map_err(|e| Error::Config(format!("parsing config {}: {e}", path.display())))
+    }
+
+    /// What the worker presents to the scheduler and the CAS.
+    pub fn client_options(&self) -> corral_cas::ClientOptions {
+        corral_cas::ClientOptions {
+            tls: self.tls.clone(),
+            token_file: self.token_file.clone(),
+        }
+    }
+
+    /// Files an action must never read: the client key and the token
+    /// file (the runner hides them; see `WorkerSettings::hidden`).
+    pub fn private_files(&self) -> Vec<PathBuf> {
+        let key = self.tls.as_ref().and_then(|t| t.key.clone());
+        key.into_iter().chain(self.token_file.clone()).collect()
     }
 
     /// Whether actions may name a `container-image`.
@@ -128,6 +154,28 @@ mod tests {
         assert_eq!(p["pool"], "big");
         assert_eq!(p["OSFamily"], "linux");
         assert_eq!(c.slots, Some(3));
+    }
+
+    #[test]
+    fn tls_and_token_file_make_the_client_options() {
+        let c: WorkerConfig = toml::from_str(
+            r#"
+            scheduler = "https://farm.example:8981"
+            token_file = "/etc/corral/worker.token"
+            [tls]
+            ca = "/etc/corral/ca.pem"
+            cert = "/etc/corral/w1.pem"
+            key = "/etc/corral/w1.key"
+            "#,
+        )
+        .unwrap();
+        let options = c.client_options();
+        assert_eq!(
+            options.token_file.as_deref(),
+            Some(Path::new("/etc/corral/worker.token"))
+        );
+        let tls = options.tls.unwrap();
+        assert_eq!(tls.cert.as_deref(), Some(Path::new("/etc/corral/w1.pem")));
     }
 
     #[test]

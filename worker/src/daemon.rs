@@ -42,6 +42,11 @@ pub struct WorkerSettings {
     pub data: PathBuf,
     /// The `corral` binary, to start `corral runner` from.
     pub corral_binary: PathBuf,
+    /// More host paths no action may see, besides the worker's own data
+    /// directory, key and token (`corral up` adds the server's data
+    /// directory and secrets). The runner covers them in roots that bind
+    /// the host's directories.
+    pub hidden: Vec<PathBuf>,
 }
 
 /// A started worker; [`Worker::run`] serves until shutdown.
@@ -79,7 +84,14 @@ impl Worker {
             scheduler,
             data,
             corral_binary,
+            hidden,
         } = settings;
+        // Checked first: a wrong CA or token file is reported before any
+        // runner is started.
+        let connector = config
+            .client_options()
+            .connector()
+            .map_err(|e| Error::Config(format!("the worker's TLS or token settings: {e}")))?;
         let (cas_dir, trees, builds) = (data.join("cas"), data.join("trees"), data.join("builds"));
         for d in [&cas_dir, &trees, &builds] {
             create_dir(d)?;
@@ -115,6 +127,11 @@ impl Worker {
                     args.push("--config".into());
                     args.push(c.display().to_string());
                 }
+                let own = std::iter::once(data.clone()).chain(config.private_files());
+                for path in own.chain(hidden) {
+                    args.push("--hide".into());
+                    args.push(path.display().to_string());
+                }
                 RunnerSpec::Spawn {
                     program: corral_binary,
                     args,
@@ -136,7 +153,7 @@ impl Worker {
         }
 
         let cas_url = config.cas.clone().unwrap_or_else(|| scheduler.clone());
-        let remote = RemoteCas::connect(&cas_url, "").await?;
+        let remote = RemoteCas::connect_with(&cas_url, "", &connector).await?;
         let transfers = config.parallel_transfers.unwrap_or(8).max(1);
         let local = {
             let options = LocalCasOptions {
@@ -204,6 +221,7 @@ impl Worker {
         }
         let session = SessionOptions {
             scheduler_url: scheduler,
+            connector,
             name,
             platform: config.platform(),
             slots,

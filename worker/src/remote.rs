@@ -11,10 +11,10 @@
 
 use bytes::Bytes;
 use corral_cas::{BlobStore, BlobWriter, Digest, GrpcStore, RequestContext};
+use corral_cas::{Connection, Connector};
 use corral_proto::reapi;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use futures::StreamExt;
-use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 
@@ -29,16 +29,36 @@ pub struct RemoteCas {
 }
 
 impl RemoteCas {
-    /// Connects to `url` and reads the batch limit from Capabilities.
+    /// Connects to `url` without credentials of its own and reads the
+    /// batch limit from Capabilities.
     pub async fn connect(url: &str, instance_name: &str) -> Result<Self> {
-        let channel = corral_cas::channel::connect(url)
-            .await
-            .map_err(|e| Error::Unavailable(format!("the CAS at {url}: {e}")))?;
-        Self::with_channel(channel, instance_name).await
+        Self::connect_with(url, instance_name, &Connector::default()).await
     }
 
-    /// Uses an existing channel.
-    pub async fn with_channel(channel: Channel, instance_name: &str) -> Result<Self> {
+    /// Connects to `url` with the client's TLS settings and token.
+    pub async fn connect_with(
+        url: &str,
+        instance_name: &str,
+        connector: &Connector,
+    ) -> Result<Self> {
+        let connection = connector
+            .connect(url)
+            .await
+            .map_err(|e| Error::Unavailable(format!("the CAS at {url}: {e}")))?;
+        // The first call is where a refused certificate or token shows:
+        // say where, and keep the status's code (UNAUTHENTICATED …).
+        Self::with_channel(connection, instance_name)
+            .await
+            .map_err(|e| match e {
+                Error::Cas(corral_cas::Error::Remote(status)) => {
+                    Error::rpc(format!("GetCapabilities of the CAS at {url}"), status)
+                }
+                other => other,
+            })
+    }
+
+    /// Uses an existing channel or connection.
+    pub async fn with_channel(channel: impl Into<Connection>, instance_name: &str) -> Result<Self> {
         let store = GrpcStore::with_channel(channel, instance_name).await?;
         Ok(RemoteCas { store })
     }
@@ -59,7 +79,7 @@ impl RemoteCas {
         &self.store
     }
 
-    fn cas(&self) -> ContentAddressableStorageClient<Channel> {
+    fn cas(&self) -> ContentAddressableStorageClient<Connection> {
         ContentAddressableStorageClient::new(self.store.channel().clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)

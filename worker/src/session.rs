@@ -32,8 +32,13 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// Who the worker says it is.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
-    /// `http://HOST:PORT` of the scheduler's worker service.
+    /// `unix:/PATH`, `http://HOST:PORT` or `https://HOST:PORT` of the
+    /// scheduler's worker service.
     pub scheduler_url: String,
+    /// The worker's TLS settings and token for that connection (its
+    /// identity is the client certificate, the token or its uid: never
+    /// the name it says in its hello).
+    pub connector: corral_cas::Connector,
     /// Stable name; a second session with the same name replaces the first.
     pub name: String,
     /// Platform properties offered to actions.
@@ -99,7 +104,9 @@ async fn stream_once(
     executor: &Arc<dyn ActionExecutor>,
     shutdown: &CancellationToken,
 ) -> Result<Ended> {
-    let channel = corral_cas::channel::connect(&options.scheduler_url)
+    let channel = options
+        .connector
+        .connect(&options.scheduler_url)
         .await
         .map_err(|e| {
             Error::Unavailable(format!("the scheduler at {}: {e}", options.scheduler_url))

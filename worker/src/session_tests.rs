@@ -115,6 +115,7 @@ impl World {
         let shutdown = CancellationToken::new();
         let options = SessionOptions {
             scheduler_url: url,
+            connector: corral_cas::Connector::default(),
             name: "w1".into(),
             platform: vec![("OSFamily".into(), "linux".into())],
             slots: 2,

@@ -13,6 +13,7 @@
 //! [`RequestContext`], unless the store was given a fixed one
 //! ([`GrpcStore::with_fixed_instance`]).
 
+use crate::client_connection::Connection;
 use async_trait::async_trait;
 use bytes::Bytes;
 use corral_proto::bytestream::byte_stream_client::ByteStreamClient;
@@ -20,7 +21,6 @@ use corral_proto::bytestream::{ReadRequest, WriteRequest};
 use corral_proto::reapi;
 use corral_proto::reapi::capabilities_client::CapabilitiesClient;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
-use tonic::transport::Channel;
 
 use super::{read_range, BlobStore, BlobWriter, ChunkStream};
 use crate::context::RequestContext;
@@ -38,7 +38,7 @@ const WRITE_CHUNK: usize = 1 << 20;
 /// A remote CAS. Cheap to clone (the channel is shared).
 #[derive(Clone)]
 pub struct GrpcStore {
-    channel: Channel,
+    channel: Connection,
     /// The name given at connect: asked for Capabilities, and used by the
     /// shorthands [`GrpcStore::get`] and [`GrpcStore::put`].
     instance_name: String,
@@ -56,8 +56,10 @@ impl GrpcStore {
         Self::with_channel(channel, instance_name).await
     }
 
-    /// Uses an existing channel (shared with other clients).
-    pub async fn with_channel(channel: Channel, instance_name: &str) -> Result<Self> {
+    /// Uses an existing channel or connection (shared with other
+    /// clients; a [`Connection`] brings its credentials).
+    pub async fn with_channel(channel: impl Into<Connection>, instance_name: &str) -> Result<Self> {
+        let channel: Connection = channel.into();
         let caps = CapabilitiesClient::new(channel.clone())
             .get_capabilities(reapi::GetCapabilitiesRequest {
                 instance_name: instance_name.to_string(),
@@ -93,7 +95,7 @@ impl GrpcStore {
     }
 
     /// The channel, for clients of other services on the same connection.
-    pub fn channel(&self) -> &Channel {
+    pub fn channel(&self) -> &Connection {
         &self.channel
     }
 
@@ -179,13 +181,13 @@ impl GrpcStore {
         )))
     }
 
-    fn cas(&self) -> ContentAddressableStorageClient<Channel> {
+    fn cas(&self) -> ContentAddressableStorageClient<Connection> {
         ContentAddressableStorageClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
-    fn bytestream(&self) -> ByteStreamClient<Channel> {
+    fn bytestream(&self) -> ByteStreamClient<Connection> {
         ByteStreamClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)

@@ -99,13 +99,28 @@ impl TenantVisibility {
 
     /// Whether `tenant` may see `digest` (the empty blob always exists).
     fn visible(&self, tenant: &str, digest: &Digest) -> bool {
-        if digest.is_empty_blob() || self.index.owns(tenant, digest) {
-            return true;
-        }
+        self.hidden_from(tenant, &[digest]).is_empty()
+    }
+
+    /// Those of `digests` that `tenant` may not see, found under one lock
+    /// of the ownership index (a `FindMissingBlobs` may name thousands).
+    fn hidden_from<'a>(&self, tenant: &str, digests: &[&'a Digest]) -> Vec<&'a Digest> {
         let owned = self.index.lock();
-        owned.iter().any(|(owner, record)| {
-            self.tenants.is_shared_readable(owner) && record.digests.contains(digest)
-        })
+        let own = owned.get(tenant);
+        let shared: Vec<_> = owned
+            .iter()
+            .filter(|(owner, _)| self.tenants.is_shared_readable(owner))
+            .map(|(_, record)| record)
+            .collect();
+        digests
+            .iter()
+            .filter(|d| {
+                !d.is_empty_blob()
+                    && !own.is_some_and(|o| o.digests.contains(d))
+                    && !shared.iter().any(|record| record.digests.contains(d))
+            })
+            .copied()
+            .collect()
     }
 
     /// Refuses an upload that would take `tenant` past its `cas_bytes`
@@ -138,18 +153,36 @@ impl TenantVisibility {
     }
 }
 
+/// The digests of `asked` that are not in `missing`. Stores answer in the
+/// order they were asked, so one walk side by side finds them without
+/// hashing; an answer in another order falls back to a set.
+fn present_among<'a>(asked: &'a [Digest], missing: &[Digest]) -> Vec<&'a Digest> {
+    let mut next_missing = missing.iter().peekable();
+    let mut present = Vec::with_capacity(asked.len().saturating_sub(missing.len()));
+    for digest in asked {
+        if next_missing.peek() == Some(&digest) {
+            next_missing.next();
+        } else {
+            present.push(digest);
+        }
+    }
+    if next_missing.peek().is_none() {
+        return present;
+    }
+    let missing: HashSet<&Digest> = missing.iter().collect();
+    asked.iter().filter(|d| !missing.contains(d)).collect()
+}
+
 #[async_trait]
 impl BlobStore for TenantVisibility {
     async fn find_missing(&self, ctx: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>> {
-        let tenant = self.tenant(ctx);
         let mut missing = self.inner.find_missing(ctx, digests).await?;
-        let already: HashSet<Digest> = missing.iter().copied().collect();
-        missing.extend(
-            digests
-                .iter()
-                .filter(|d| !already.contains(d) && !self.visible(&tenant, d))
-                .copied(),
-        );
+        if missing.len() >= digests.len() {
+            return Ok(missing);
+        }
+        let present = present_among(digests, &missing);
+        let hidden = self.hidden_from(&self.tenant(ctx), &present);
+        missing.extend(hidden.into_iter().copied());
         Ok(missing)
     }
 
@@ -221,5 +254,33 @@ impl BlobWriter for OwningWriter {
         } = *self;
         inner.commit().await?;
         index.grant(&tenant, &digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::present_among;
+    use crate::digest::{Digest, DigestFunction};
+
+    fn digests(n: u8) -> Vec<Digest> {
+        (0..n)
+            .map(|i| Digest::of_bytes(DigestFunction::Sha256, &[i]))
+            .collect()
+    }
+
+    #[test]
+    fn present_blobs_are_found_in_an_answer_in_order() {
+        let asked = digests(5);
+        let missing = vec![asked[1], asked[4]];
+        let present = present_among(&asked, &missing);
+        assert_eq!(present, vec![&asked[0], &asked[2], &asked[3]]);
+    }
+
+    #[test]
+    fn present_blobs_are_found_in_an_answer_out_of_order() {
+        let asked = digests(5);
+        let missing = vec![asked[4], asked[1]];
+        let present = present_among(&asked, &missing);
+        assert_eq!(present, vec![&asked[0], &asked[2], &asked[3]]);
     }
 }

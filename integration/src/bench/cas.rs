@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use corral_cas::resource::{read_name, write_name, Compression};
+use corral_cas::Connection as Channel;
 use corral_cas::{Digest, DigestFunction};
 use corral_proto::bytestream::byte_stream_client::ByteStreamClient;
 use corral_proto::bytestream::{ReadRequest, WriteRequest};
 use corral_proto::reapi;
 use corral_proto::reapi::capabilities_client::CapabilitiesClient;
 use corral_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
-use tonic::transport::Channel;
 
 /// Options of `corral bench cas`.
 #[derive(Debug, clap::Args)]
@@ -58,6 +58,9 @@ pub struct Args {
     /// ByteStream write chunk size in KiB.
     #[arg(long, default_value_t = 1024)]
     pub chunk_kib: usize,
+    /// TLS and token for the target.
+    #[command(flatten)]
+    pub client: super::client_args::ClientArgs,
 }
 
 const MAX_MESSAGE: usize = 256 << 20;
@@ -117,7 +120,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 async fn bench(args: &Args, function: DigestFunction) -> anyhow::Result<()> {
-    let channel = corral_cas::channel::connect(&args.target)
+    let channel = args
+        .client
+        .connector()?
+        .connect(&args.target)
         .await
         .with_context(|| format!("--target {:?}", args.target))?;
     let caps = CapabilitiesClient::new(channel.clone())

@@ -77,6 +77,10 @@ pub struct Args {
     /// Give up on one action after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
+    /// TLS and token for the `--target`s (not for the buildbox-casd this
+    /// run starts, which is plaintext on loopback).
+    #[command(flatten)]
+    pub client: super::client_args::ClientArgs,
 }
 
 /// The figures for one target at one concurrency.
@@ -290,7 +294,12 @@ async fn bench(args: &Args, targets: &[Target], input: &BusyboxRoot) -> anyhow::
     let mut prepared = Vec::new();
     for target in targets {
         let in_target = || format!("target {}", target.name);
-        let exec = RemoteExec::connect(&target.url, &target.instance)
+        let connector = if target.name == BUILDBOX_CASD {
+            corral_cas::Connector::default()
+        } else {
+            args.client.connector()?
+        };
+        let exec = RemoteExec::connect_with(&target.url, &target.instance, &connector)
             .await
             .with_context(in_target)?;
         let mut blobs = input.blobs.clone();

@@ -36,6 +36,9 @@ enum Which {
     /// Scheduler load: simulated workers draining queued trivial actions
     /// through the real Execution and worker services on loopback.
     Scheduler(bench::scheduler::Args),
+    /// What a configuration costs: two farms (A and B configs) measured
+    /// in alternation, FindMissingBlobs and Execute, as paired ratios.
+    Overhead(bench::overhead::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Which::E2e(a) => bench::e2e::run(a),
         Which::Staging(a) => bench::staging::run(a),
         Which::Scheduler(a) => bench::scheduler::run(a),
+        Which::Overhead(a) => bench::overhead::run(a),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,13 +6,13 @@
 //! usual reason to reproduce one) has no record there; neither has a
 //! result written by a client or by a worker older than the record.
 
+use corral_cas::Connection;
 use corral_cas::Digest;
 use corral_proto::prost::Message;
 use corral_proto::reapi;
 use corral_proto::reapi::action_cache_client::ActionCacheClient;
 use corral_proto::worker::v1 as wire;
 use corral_worker::plan::RECORD_TYPE_URL;
-use tonic::transport::Channel;
 
 /// Largest ActionResult accepted (one holds every output's digest).
 const MAX_MESSAGE: usize = 64 << 20;
@@ -33,7 +33,7 @@ pub enum Lookup {
 }
 
 /// Looks the action up in the action cache on `channel`.
-pub async fn lookup(channel: Channel, instance: &str, action: &Digest) -> Lookup {
+pub async fn lookup(channel: Connection, instance: &str, action: &Digest) -> Lookup {
     let mut ac = ActionCacheClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     let request = reapi::GetActionResultRequest {
         instance_name: instance.to_string(),

@@ -92,6 +92,9 @@ pub struct Args {
     pub action: String,
     /// The CAS and action cache, e.g. `http://127.0.0.1:8980`.
     pub remote: String,
+    /// TLS settings and token for `remote` (`--tls-ca`, `--tls-cert`,
+    /// `--tls-key`, `--token-file`).
+    pub client: corral_cas::ClientFlags,
     /// REAPI instance name: for the CAS and action cache calls, and the
     /// default farm's choices when there is no record.
     pub instance: String,
@@ -293,6 +296,32 @@ fn quietly<T>(f: impl FnOnce() -> T) -> T {
     tracing::subscriber::with_default(subscriber, f)
 }
 
+/// `error` of connecting to `url`, saying plainly when the farm refused
+/// this client's credentials (its policy wants a token or a certificate)
+/// and which flag fixes it.
+fn refused_credentials(
+    url: &str,
+    connector: &corral_cas::Connector,
+    error: corral_worker::Error,
+) -> anyhow::Error {
+    match error.code() {
+        tonic::Code::Unauthenticated => {
+            let hint = if connector.has_token() {
+                "the token of --token-file was not accepted"
+            } else {
+                "give --token-file FILE with a token the farm accepts"
+            };
+            anyhow::anyhow!(
+                "UNAUTHENTICATED: {url} refused this client's credentials ({hint}): {error}"
+            )
+        }
+        tonic::Code::PermissionDenied => {
+            anyhow::anyhow!("PERMISSION_DENIED: {url} refused the call (check --instance): {error}")
+        }
+        _ => anyhow::Error::from(error),
+    }
+}
+
 /// Phase 1: connect, fetch the Action and Command, read the farm's record
 /// of its run, stage the input root and pull the image.
 async fn fetch(
@@ -302,10 +331,15 @@ async fn fetch(
     owner: (u32, u32),
 ) -> anyhow::Result<Fetched> {
     let url = &a.remote;
-    let remote = tokio::time::timeout(CONNECT_TIMEOUT, RemoteCas::connect(url, &a.instance))
+    let connector = a
+        .client
+        .apply(corral_cas::ClientOptions::default())?
+        .connector()?;
+    let connect = RemoteCas::connect_with(url, &a.instance, &connector);
+    let remote = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))
-        .and_then(|r| r.map_err(anyhow::Error::from))
+        .and_then(|r| r.map_err(|e| refused_credentials(url, &connector, e)))
         .with_context(|| format!("cannot reach the CAS at {url}"))?;
     let options = LocalCasOptions {
         max_bytes: DEFAULT_MAX_CAS_BYTES,
