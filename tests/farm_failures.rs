@@ -88,7 +88,10 @@ fn a_killed_runner_fails_only_its_action_and_is_started_again() -> anyhow::Resul
         });
         let runner = descendants(farm_pid)
             .into_iter()
-            .find(|pid| cmdline(*pid).contains(" runner --socket"))
+            .find(|pid| {
+                let line = cmdline(*pid);
+                line.contains(" runner ") && line.contains(" --socket ")
+            })
             .expect("the farm's runner process");
         kill(runner, nix::sys::signal::Signal::SIGKILL);
         mark

@@ -89,8 +89,12 @@ pub(crate) unsafe fn prepare(
     } else {
         None
     };
+    let children_before = children();
     // SAFETY: our caller upholds the same contract.
     let made = unsafe { create(host, shape, console, &id, enforcer.as_ref()) };
+    if made.is_err() {
+        kill_new_children(&children_before);
+    }
     // The container's processes are made, with the default disposition:
     // from here on this process only waits and cleans up, and must live
     // through the hang-up of a terminal whose session ends (`runner exec`
@@ -119,6 +123,32 @@ pub(crate) unsafe fn prepare(
             let _ = enforcer.remove(&id);
             Err(e)
         }
+    }
+}
+
+/// This process's children (it is single-threaded: its one thread's).
+fn children() -> Vec<libc::pid_t> {
+    let me = std::process::id();
+    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills and reaps what a failed create left behind. libcontainer's
+/// intermediate process and the container's init are this process's
+/// children (the init by `CLONE_PARENT`); when the create fails half-way
+/// (a cancel signal interrupting it when the zygote dies, say), they
+/// would wait forever for a parent that has given up, holding whatever
+/// the runner's caller gave it as stdout and stderr.
+fn kill_new_children(before: &[libc::pid_t]) {
+    for pid in children().into_iter().filter(|pid| !before.contains(pid)) {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
     }
 }
 
