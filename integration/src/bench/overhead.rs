@@ -19,6 +19,9 @@
 //!
 //! * `find-missing`: FindMissingBlobs of a large batch of digests (all
 //!   absent, fresh per call);
+//! * `find-present`: FindMissingBlobs of as many digests, all present: the
+//!   caller uploaded them before timing (a warm build's question, where a
+//!   farm with tenancy checks each digest's owner);
 //! * `execute`: the Execute round trip of a trivial action (`/bin/true`
 //!   on an empty input root) that misses the action cache: a fresh salt
 //!   per action, the cache lookup made, the result written back. All
@@ -113,6 +116,9 @@ pub struct Args {
 pub enum Op {
     /// FindMissingBlobs of `--find-missing-digests` absent digests.
     FindMissing,
+    /// FindMissingBlobs of `--find-missing-digests` digests the caller
+    /// uploaded before timing.
+    FindPresent,
     /// Execute round trip of a trivial action missing the action cache.
     Execute,
 }
@@ -121,6 +127,7 @@ impl Op {
     fn label(self) -> &'static str {
         match self {
             Op::FindMissing => "FindMissingBlobs",
+            Op::FindPresent => "FindMissingBlobs, all present",
             Op::Execute => "Execute round trip",
         }
     }
@@ -134,6 +141,8 @@ struct Side {
     instance: String,
     /// Actions prepared for `execute`, used one per call.
     actions: Vec<Digest>,
+    /// Blobs uploaded for `find-present`.
+    present: Vec<reapi::Digest>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -181,6 +190,10 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             let calls = (per_start + args.warmup) * args.block;
             a.prepare_actions(calls).await?;
             b.prepare_actions(calls).await?;
+        }
+        if args.ops.contains(&Op::FindPresent) {
+            a.prepare_present(args.find_missing_digests).await?;
+            b.prepare_present(args.find_missing_digests).await?;
         }
         for (op, pairs) in results.iter_mut() {
             pairs.next_group();
@@ -248,7 +261,9 @@ fn print_report(args: &Args, rows: &[(Op, Summary)]) {
     println!("|---|---|---|---|---|---|");
     for (op, s) in rows {
         let what = match op {
-            Op::FindMissing => format!("{} ({} digests)", op.label(), args.find_missing_digests),
+            Op::FindMissing | Op::FindPresent => {
+                format!("{} ({} digests)", op.label(), args.find_missing_digests)
+            }
             Op::Execute => op.label().to_string(),
         };
         println!(
@@ -316,6 +331,7 @@ impl Side {
             token,
             instance: args.instance.clone(),
             actions: Vec::new(),
+            present: Vec::new(),
         })
     }
 
@@ -400,6 +416,7 @@ impl Side {
             *serial += 1;
             total += match op {
                 Op::FindMissing => self.find_missing(args, *serial).await?,
+                Op::FindPresent => self.find_present().await?,
                 Op::Execute => self.execute().await?,
             };
         }
@@ -424,6 +441,65 @@ impl Side {
         let elapsed = start.elapsed();
         if answer.into_inner().missing_blob_digests.len() != args.find_missing_digests {
             bail!("FindMissingBlobs did not report every absent digest as missing");
+        }
+        Ok(elapsed)
+    }
+
+    /// Uploads `count` small blobs of this side's own for `find-present`.
+    async fn prepare_present(&mut self, count: usize) -> anyhow::Result<()> {
+        let blobs: Vec<(Digest, Vec<u8>)> = (0..count)
+            .map(|i| {
+                let bytes = format!("present-{i}").into_bytes();
+                (Digest::of_bytes(FUNCTION, &bytes), bytes)
+            })
+            .collect();
+        for chunk in blobs.chunks(UPLOAD_BATCH) {
+            let request = reapi::BatchUpdateBlobsRequest {
+                instance_name: self.instance.clone(),
+                requests: chunk
+                    .iter()
+                    .map(|(d, bytes)| reapi::batch_update_blobs_request::Request {
+                        digest: Some(d.to_proto()),
+                        data: bytes.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                digest_function: FUNCTION.to_proto(),
+            };
+            let answer = self
+                .cas()
+                .batch_update_blobs(self.request(request))
+                .await
+                .context("BatchUpdateBlobs of the present blobs")?
+                .into_inner();
+            if let Some(bad) = answer
+                .responses
+                .iter()
+                .find(|r| r.status.as_ref().is_some_and(|s| s.code != 0))
+            {
+                bail!("uploading the present blobs: {bad:?}");
+            }
+        }
+        self.present = blobs.iter().map(|(d, _)| d.to_proto()).collect();
+        Ok(())
+    }
+
+    async fn find_present(&self) -> anyhow::Result<Duration> {
+        let request = self.request(reapi::FindMissingBlobsRequest {
+            instance_name: self.instance.clone(),
+            blob_digests: self.present.clone(),
+            digest_function: FUNCTION.to_proto(),
+        });
+        let mut client = self.cas();
+        let start = Instant::now();
+        let answer = client
+            .find_missing_blobs(request)
+            .await
+            .context("FindMissingBlobs")?;
+        let elapsed = start.elapsed();
+        let missing = answer.into_inner().missing_blob_digests.len();
+        if missing != 0 {
+            bail!("FindMissingBlobs reported {missing} of the uploaded blobs missing");
         }
         Ok(elapsed)
     }
