@@ -103,6 +103,9 @@ impl fmt::Display for DigestFunction {
 /// process, so a client cannot pick digests that all land in one bucket.
 pub type DigestMap<V> = std::collections::HashMap<Digest, V, foldhash::fast::RandomState>;
 
+/// A set of digests hashed like [`DigestMap`].
+pub type DigestSet = std::collections::HashSet<Digest, foldhash::fast::RandomState>;
+
 /// The digest of one blob: function, hash and size in bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest {

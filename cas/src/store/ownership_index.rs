@@ -8,13 +8,13 @@
 //! gone; [`OwnershipIndex::forget`] drops them when the count matters (a
 //! tenant at its quota), and rewrites the tenant's file.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::digest::{Digest, DigestFunction, HASH_LEN};
+use crate::digest::{Digest, DigestFunction, DigestSet, HASH_LEN};
 use crate::error::{Error, Result};
 
 /// Bytes of one record in a tenant's file: function, hash, size.
@@ -23,7 +23,7 @@ const RECORD: usize = 1 + HASH_LEN + 8;
 /// What one tenant owns.
 #[derive(Debug, Default)]
 pub(crate) struct Owned {
-    pub(crate) digests: HashSet<Digest>,
+    pub(crate) digests: DigestSet,
     /// The sum of the digests' sizes.
     bytes: u64,
     /// When its blobs were last checked against the store.
@@ -176,7 +176,7 @@ fn tenant_of_file(path: &Path) -> Option<Arc<str>> {
     String::from_utf8(bytes).ok().map(Arc::from)
 }
 
-fn load(path: &Path) -> Result<HashSet<Digest>> {
+fn load(path: &Path) -> Result<DigestSet> {
     let mut data = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
@@ -192,7 +192,7 @@ fn load(path: &Path) -> Result<HashSet<Digest>> {
             .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
         tracing::warn!(file = %path.display(), bytes = torn, "dropped a torn ownership record");
     }
-    let mut set = HashSet::new();
+    let mut set = DigestSet::default();
     for record in data.chunks_exact(RECORD) {
         let function = match record[0] {
             0 => DigestFunction::Sha256,
@@ -233,7 +233,7 @@ fn append(path: &Path, digest: &Digest) -> Result<()> {
 
 /// Replaces the file at `path` with `digests`, through a temporary file
 /// renamed over it, so a crash leaves the old file or the new one.
-fn rewrite(path: &Path, digests: &HashSet<Digest>) -> Result<()> {
+fn rewrite(path: &Path, digests: &DigestSet) -> Result<()> {
     let mut data = Vec::with_capacity(digests.len() * RECORD);
     for digest in digests {
         encode(digest, &mut data);

@@ -24,7 +24,6 @@
 //! confined to that action's tenant. Ownership is kept by an
 //! [`OwnershipIndex`], in memory or appended to a file per tenant.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -33,7 +32,7 @@ use bytes::Bytes;
 pub use super::ownership_index::OwnershipIndex;
 use super::{BlobStore, BlobWriter, ChunkStream};
 use crate::context::RequestContext;
-use crate::digest::Digest;
+use crate::digest::{Digest, DigestSet};
 use crate::error::{Error, Result};
 
 /// Which tenant an instance name belongs to, and which tenants everyone
@@ -169,7 +168,7 @@ fn present_among<'a>(asked: &'a [Digest], missing: &[Digest]) -> Vec<&'a Digest>
     if next_missing.peek().is_none() {
         return present;
     }
-    let missing: HashSet<&Digest> = missing.iter().collect();
+    let missing: DigestSet = missing.iter().copied().collect();
     asked.iter().filter(|d| !missing.contains(d)).collect()
 }
 
