@@ -352,6 +352,38 @@ impl Side {
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
+    /// Uploads `blobs` in batches; `what` names them in errors.
+    async fn upload(&self, blobs: &[(Digest, Vec<u8>)], what: &str) -> anyhow::Result<()> {
+        for chunk in blobs.chunks(UPLOAD_BATCH) {
+            let request = reapi::BatchUpdateBlobsRequest {
+                instance_name: self.instance.clone(),
+                requests: chunk
+                    .iter()
+                    .map(|(d, bytes)| reapi::batch_update_blobs_request::Request {
+                        digest: Some(d.to_proto()),
+                        data: bytes.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                digest_function: FUNCTION.to_proto(),
+            };
+            let answer = self
+                .cas()
+                .batch_update_blobs(self.request(request))
+                .await
+                .with_context(|| format!("BatchUpdateBlobs of {what}"))?
+                .into_inner();
+            if let Some(bad) = answer
+                .responses
+                .iter()
+                .find(|r| r.status.as_ref().is_some_and(|s| s.code != 0))
+            {
+                bail!("uploading {what}: {bad:?}");
+            }
+        }
+        Ok(())
+    }
+
     /// Uploads the Command, the empty input root and `count` Actions, each
     /// with a salt of its own so every one misses the action cache.
     async fn prepare_actions(&mut self, count: usize) -> anyhow::Result<()> {
@@ -378,33 +410,7 @@ impl Side {
             self.actions.push(digest);
             blobs.push((digest, bytes));
         }
-        for chunk in blobs.chunks(UPLOAD_BATCH) {
-            let request = reapi::BatchUpdateBlobsRequest {
-                instance_name: self.instance.clone(),
-                requests: chunk
-                    .iter()
-                    .map(|(d, bytes)| reapi::batch_update_blobs_request::Request {
-                        digest: Some(d.to_proto()),
-                        data: bytes.clone(),
-                        ..Default::default()
-                    })
-                    .collect(),
-                digest_function: FUNCTION.to_proto(),
-            };
-            let answer = self
-                .cas()
-                .batch_update_blobs(self.request(request))
-                .await
-                .context("BatchUpdateBlobs of the actions")?
-                .into_inner();
-            if let Some(bad) = answer
-                .responses
-                .iter()
-                .find(|r| r.status.as_ref().is_some_and(|s| s.code != 0))
-            {
-                bail!("uploading the actions: {bad:?}");
-            }
-        }
+        self.upload(&blobs, "the actions").await?;
         self.actions.reverse(); // popped from the end, in order
         Ok(())
     }
@@ -427,19 +433,8 @@ impl Side {
         let digests: Vec<reapi::Digest> = (0..args.find_missing_digests)
             .map(|i| Digest::of_bytes(FUNCTION, format!("fm-{serial}-{i}").as_bytes()).to_proto())
             .collect();
-        let request = self.request(reapi::FindMissingBlobsRequest {
-            instance_name: self.instance.clone(),
-            blob_digests: digests,
-            digest_function: FUNCTION.to_proto(),
-        });
-        let mut client = self.cas();
-        let start = Instant::now();
-        let answer = client
-            .find_missing_blobs(request)
-            .await
-            .context("FindMissingBlobs")?;
-        let elapsed = start.elapsed();
-        if answer.into_inner().missing_blob_digests.len() != args.find_missing_digests {
+        let (elapsed, missing) = self.timed_find_missing(digests).await?;
+        if missing != args.find_missing_digests {
             bail!("FindMissingBlobs did not report every absent digest as missing");
         }
         Ok(elapsed)
@@ -453,41 +448,20 @@ impl Side {
                 (Digest::of_bytes(FUNCTION, &bytes), bytes)
             })
             .collect();
-        for chunk in blobs.chunks(UPLOAD_BATCH) {
-            let request = reapi::BatchUpdateBlobsRequest {
-                instance_name: self.instance.clone(),
-                requests: chunk
-                    .iter()
-                    .map(|(d, bytes)| reapi::batch_update_blobs_request::Request {
-                        digest: Some(d.to_proto()),
-                        data: bytes.clone(),
-                        ..Default::default()
-                    })
-                    .collect(),
-                digest_function: FUNCTION.to_proto(),
-            };
-            let answer = self
-                .cas()
-                .batch_update_blobs(self.request(request))
-                .await
-                .context("BatchUpdateBlobs of the present blobs")?
-                .into_inner();
-            if let Some(bad) = answer
-                .responses
-                .iter()
-                .find(|r| r.status.as_ref().is_some_and(|s| s.code != 0))
-            {
-                bail!("uploading the present blobs: {bad:?}");
-            }
-        }
+        self.upload(&blobs, "the present blobs").await?;
         self.present = blobs.iter().map(|(d, _)| d.to_proto()).collect();
         Ok(())
     }
 
-    async fn find_present(&self) -> anyhow::Result<Duration> {
+    /// One FindMissingBlobs of `digests`: its time, from request to
+    /// answer, and how many it reported missing.
+    async fn timed_find_missing(
+        &self,
+        digests: Vec<reapi::Digest>,
+    ) -> anyhow::Result<(Duration, usize)> {
         let request = self.request(reapi::FindMissingBlobsRequest {
             instance_name: self.instance.clone(),
-            blob_digests: self.present.clone(),
+            blob_digests: digests,
             digest_function: FUNCTION.to_proto(),
         });
         let mut client = self.cas();
@@ -497,7 +471,11 @@ impl Side {
             .await
             .context("FindMissingBlobs")?;
         let elapsed = start.elapsed();
-        let missing = answer.into_inner().missing_blob_digests.len();
+        Ok((elapsed, answer.into_inner().missing_blob_digests.len()))
+    }
+
+    async fn find_present(&self) -> anyhow::Result<Duration> {
+        let (elapsed, missing) = self.timed_find_missing(self.present.clone()).await?;
         if missing != 0 {
             bail!("FindMissingBlobs reported {missing} of the uploaded blobs missing");
         }
