@@ -261,6 +261,28 @@ fn corral(args: &[&str]) -> Output {
     }
 }
 
+/// Uploads a busybox root with `applets`, runs `cmd` in it on the farm
+/// (not cached when `do_not_cache`), and returns the action's digest,
+/// the response and the command's stdout.
+fn run_in_busybox(
+    rt: &tokio::runtime::Runtime,
+    client: &RemoteExec,
+    applets: &[&str],
+    cmd: reapi::Command,
+    salt: &[u8],
+    do_not_cache: bool,
+) -> (corral_cas::Digest, reapi::ExecuteResponse, String) {
+    let root = BusyboxRoot::with_applets(applets).unwrap();
+    rt.block_on(client.upload(&root.blobs)).unwrap();
+    let action = rt
+        .block_on(client.upload_action(root.root, cmd, salt.to_vec(), do_not_cache, None))
+        .unwrap();
+    let response = rt.block_on(client.execute(action, true)).unwrap();
+    let result = response.result.clone().expect("a result");
+    let stdout = rt.block_on(client.stdout(&result)).unwrap();
+    (action, response, stdout)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -332,24 +354,17 @@ fn a_worker_with_a_client_certificate_runs_an_action_and_runner_exec_reproduces_
     let client = rt
         .block_on(RemoteExec::connect_with(&client_url, INSTANCE, &alice))
         .unwrap();
-    let root = BusyboxRoot::with_applets(&["sh", "echo"]).unwrap();
-    rt.block_on(client.upload(&root.blobs)).unwrap();
-    let action = rt
-        .block_on(client.upload_action(
-            root.root,
-            command(["sh", "-c", "echo ran over mTLS"], &[("PATH", "/bin")]),
-            b"worker-tls".to_vec(),
-            false,
-            None,
-        ))
-        .unwrap();
-    let response = rt.block_on(client.execute(action, true)).unwrap();
+    let (action, response, stdout) = run_in_busybox(
+        &rt,
+        &client,
+        &["sh", "echo"],
+        command(["sh", "-c", "echo ran over mTLS"], &[("PATH", "/bin")]),
+        b"worker-tls",
+        false,
+    );
     let result = response.result.clone().expect("a result");
     assert_eq!(result.exit_code, 0, "{response:?}");
-    assert_eq!(
-        rt.block_on(client.stdout(&result)).unwrap(),
-        "ran over mTLS\n"
-    );
+    assert_eq!(stdout, "ran over mTLS\n");
     let meta = result.execution_metadata.clone().unwrap();
     assert_eq!(meta.worker, "worker-1");
     // The farm knows the worker by its certificate, not by its hello.
@@ -565,24 +580,17 @@ key = "{worker_key}"
     let client = rt
         .block_on(RemoteExec::connect(&farm.url(), "buildstream"))
         .unwrap();
-    let root = BusyboxRoot::with_applets(&["sh", "echo"]).unwrap();
-    rt.block_on(client.upload(&root.blobs)).unwrap();
-    let action = rt
-        .block_on(client.upload_action(
-            root.root,
-            command(["sh", "-c", "echo up over mTLS"], &[("PATH", "/bin")]),
-            b"up-worker-tls".to_vec(),
-            true,
-            None,
-        ))
-        .unwrap();
-    let response = rt.block_on(client.execute(action, true)).unwrap();
+    let (_, response, stdout) = run_in_busybox(
+        &rt,
+        &client,
+        &["sh", "echo"],
+        command(["sh", "-c", "echo up over mTLS"], &[("PATH", "/bin")]),
+        b"up-worker-tls",
+        true,
+    );
     let result = response.result.clone().expect("a result");
     assert_eq!(result.exit_code, 0, "{response:?}");
-    assert_eq!(
-        rt.block_on(client.stdout(&result)).unwrap(),
-        "up over mTLS\n"
-    );
+    assert_eq!(stdout, "up over mTLS\n");
     let audit =
         std::fs::read_to_string(farm.data_dir().join("server/audit.log")).unwrap_or_default();
     assert!(
@@ -643,26 +651,21 @@ fn an_action_cannot_read_the_workers_key() {
     let client = rt
         .block_on(RemoteExec::connect_with(&client_url, INSTANCE, &alice))
         .unwrap();
-    let root = BusyboxRoot::with_applets(&["sh"]).unwrap();
-    rt.block_on(client.upload(&root.blobs)).unwrap();
     // Host root (the default for this instance): /etc is the host's.
     let script = format!(
         "cat {key} 2>&1; echo \"key=$?\"; grep -c CERTIFICATE {cert}",
         key = key.display(),
         cert = cert.display()
     );
-    let action = rt
-        .block_on(client.upload_action(
-            root.root,
-            command(["/bin/sh", "-c", &script], &[("PATH", "/usr/bin:/bin")]),
-            b"read-the-key".to_vec(),
-            false,
-            None,
-        ))
-        .unwrap();
-    let response = rt.block_on(client.execute(action, true)).unwrap();
+    let (_, response, stdout) = run_in_busybox(
+        &rt,
+        &client,
+        &["sh"],
+        command(["/bin/sh", "-c", &script], &[("PATH", "/usr/bin:/bin")]),
+        b"read-the-key",
+        false,
+    );
     let result = response.result.clone().expect("a result");
-    let stdout = rt.block_on(client.stdout(&result)).unwrap();
     assert!(!stdout.contains("PRIVATE KEY"), "the key leaked: {stdout}");
     assert!(stdout.contains("key=1"), "{stdout}");
     assert!(
