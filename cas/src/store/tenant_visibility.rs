@@ -106,20 +106,26 @@ impl TenantVisibility {
     fn hidden_from<'a>(&self, tenant: &str, digests: &[&'a Digest]) -> Vec<&'a Digest> {
         let owned = self.index.lock();
         let own = owned.get(tenant);
-        let shared: Vec<_> = owned
-            .iter()
-            .filter(|(owner, _)| self.tenants.is_shared_readable(owner))
-            .map(|(_, record)| record)
-            .collect();
-        digests
-            .iter()
-            .filter(|d| {
-                !d.is_empty_blob()
-                    && !own.is_some_and(|o| o.digests.contains(d))
-                    && !shared.iter().any(|record| record.digests.contains(d))
-            })
-            .copied()
-            .collect()
+        // The shared-readable tenants' records, looked for only once a
+        // digest is not the caller's own (the usual read is).
+        let mut shared: Option<Vec<&super::ownership_index::Owned>> = None;
+        let mut hidden = Vec::new();
+        for digest in digests {
+            if digest.is_empty_blob() || own.is_some_and(|o| o.digests.contains(*digest)) {
+                continue;
+            }
+            let shared = shared.get_or_insert_with(|| {
+                owned
+                    .iter()
+                    .filter(|(owner, _)| self.tenants.is_shared_readable(owner))
+                    .map(|(_, record)| record)
+                    .collect()
+            });
+            if !shared.iter().any(|record| record.digests.contains(*digest)) {
+                hidden.push(*digest);
+            }
+        }
+        hidden
     }
 
     /// Refuses an upload that would take `tenant` past its `cas_bytes`
