@@ -2,7 +2,6 @@
 
 pub mod authenticate;
 pub mod bench;
-pub mod client_args;
 pub mod defaults;
 pub mod images;
 pub mod listen;

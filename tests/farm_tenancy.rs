@@ -13,13 +13,7 @@ use corral_proto::tonic::Code;
 use corral_proto::worker::v1 as wire;
 use corral_proto::worker::v1::worker_service_client::WorkerServiceClient;
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(future)
-}
+use corral_integration::block_on;
 
 fn hello(name: &str) -> wire::WorkerMessage {
     wire::WorkerMessage {

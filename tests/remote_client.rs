@@ -10,7 +10,6 @@
 // Test code: a panic is the failure report, so unwrap/expect are fine here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
 use std::time::Duration;
 
 use corral_cas::Digest;
@@ -21,13 +20,7 @@ use corral_proto::prost::Message;
 use corral_proto::reapi;
 use corral_proto::reapi::execution_stage::Value as Stage;
 
-fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(future)
-}
+use corral_integration::block_on;
 
 /// The digest of an output named in an ActionResult.
 fn digest(field: Option<&reapi::Digest>, what: &str) -> Digest {

@@ -27,13 +27,7 @@ const TOKEN_B: &str = "token-of-team-b-0123456789abcdef";
 const TOKEN_RO: &str = "token-read-only-0123456789abcdef";
 const TOKEN_C: &str = "token-of-team-c-0123456789abcdef";
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(future)
-}
+use corral_integration::block_on;
 
 /// Two tenants; `a-ro` may only read team-a's cache; a tight rate on
 /// team-b's CAS reads.

@@ -22,13 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 const TOKEN: &str = "token-of-alice-0123456789abcdef";
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(future)
-}
+use corral_integration::block_on;
 
 /// The policy file: tenant `team-a` for alice, and workers whose
 /// principals match `workers` (the test's own uid connects as `uid:N`).

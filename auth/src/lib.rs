@@ -69,3 +69,4 @@ pub use quotas::{
     COUNTER_RETRY_AFTER,
 };
 pub use tenant_id::{TenantId, LOCAL_TENANT};
+pub use watched_file::{Parser, WatchedFile};

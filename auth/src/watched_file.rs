@@ -1,6 +1,7 @@
 //! A file parsed into a value and re-read when its bytes change: the JWKS
 //! file (key rotation) and the static-token file (adding and revoking
-//! tokens) change without a restart.
+//! tokens) change without a restart, and so does the token a client reads
+//! from a file (renewal).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -11,11 +12,11 @@ use sha2::{Digest, Sha256};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
-/// Parses a file's bytes.
-pub(crate) type Parser<T> = Box<dyn Fn(&Path, &[u8]) -> Result<T> + Send + Sync>;
+/// Parses a file's bytes (the path is for error messages).
+pub type Parser<T> = Box<dyn Fn(&Path, &[u8]) -> Result<T> + Send + Sync>;
 
 /// The file, its current value, and when it was last looked at.
-pub(crate) struct WatchedFile<T> {
+pub struct WatchedFile<T> {
     path: PathBuf,
     parse: Parser<T>,
     check_every: Duration,
@@ -40,7 +41,9 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 
 impl<T> WatchedFile<T> {
     /// Reads and parses the file; an error here is a configuration error.
-    pub(crate) fn open(
+    /// The file is looked at again at most every `check_every` (zero:
+    /// at every [`WatchedFile::get`]).
+    pub fn open(
         path: &Path,
         parse: Parser<T>,
         check_every: Duration,
@@ -66,12 +69,17 @@ impl<T> WatchedFile<T> {
     /// has passed. A file that cannot be read or parsed any more keeps the
     /// last good value (logged): a half-written file must not lock everyone
     /// out, and revoking means writing a file without the entry.
-    pub(crate) fn get(&self) -> Arc<T> {
+    pub fn get(&self) -> Arc<T> {
         self.refresh();
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The file it reads.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn refresh(&self) {

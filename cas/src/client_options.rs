@@ -44,20 +44,36 @@ pub struct ClientOptions {
 }
 
 /// The command-line spelling of [`ClientOptions`], so errors name the flag
-/// the user typed.
-#[derive(Clone, Debug, Default)]
+/// the user typed: `--tls-ca`, `--tls-cert`, `--tls-key`, `--token-file`,
+/// flattened into `corral worker`, `corral runner exec --remote` and the
+/// bench tools.
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct ClientFlags {
-    /// `--tls-ca FILE`.
+    /// PEM file of the CA that signs the server's certificate (for
+    /// https:// URLs; default: the system's CAs).
+    #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
-    /// `--tls-cert FILE`.
+    /// PEM file with this client's certificate, presented to a server that
+    /// asks for one (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    /// `--tls-key FILE`.
+    /// PEM file with the private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// `--token-file FILE`.
+    /// File holding a bearer token sent on every call (re-read when it
+    /// changes); a token on the command line would be visible to every
+    /// user of the machine.
+    #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 }
 
 impl ClientFlags {
+    /// The connector for these flags alone (no configuration file); a
+    /// file that cannot be read is an error naming its flag.
+    pub fn connector(&self) -> Result<Connector> {
+        self.apply(ClientOptions::default())?.connector()
+    }
+
     /// Whether any flag was given.
     pub fn any(&self) -> bool {
         self.tls_ca.is_some()

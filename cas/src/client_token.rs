@@ -7,10 +7,11 @@
 //! file when it changes: whoever renews the token replaces the file, and
 //! the next calls carry the new one.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
+use corral_auth::{SystemClock, WatchedFile};
 use tonic::codegen::http::HeaderValue;
 
 use crate::error::{Error, Result};
@@ -22,25 +23,14 @@ const RECHECK: Duration = Duration::from_secs(5);
 /// clone; clones share the file's state.
 #[derive(Clone)]
 pub struct BearerToken {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    path: PathBuf,
-    state: Mutex<State>,
-}
-
-struct State {
-    header: HeaderValue,
-    modified: Option<SystemTime>,
-    checked: Instant,
+    file: Arc<WatchedFile<HeaderValue>>,
 }
 
 impl std::fmt::Debug for BearerToken {
     // Never the token itself: Debug output ends up in logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BearerToken")
-            .field("path", &self.inner.path)
+            .field("path", &self.file.path())
             .finish_non_exhaustive()
     }
 }
@@ -51,64 +41,51 @@ impl BearerToken {
     /// sent as `authorization: Bearer TOKEN`; or a whole header value that
     /// starts with `Bearer ` or `Basic `, sent as it is.
     pub fn load(path: &Path) -> Result<Self> {
-        let (header, modified) = read(path)?;
+        Self::load_checking_every(path, RECHECK)
+    }
+
+    fn load_checking_every(path: &Path, every: Duration) -> Result<Self> {
+        let file = WatchedFile::open(
+            path,
+            Box::new(header_of),
+            every,
+            Arc::new(SystemClock::default()),
+        )
+        .map_err(|e| match e {
+            corral_auth::Error::Io { path, source } => {
+                Error::io(format!("reading the token file {}", path.display()), source)
+            }
+            corral_auth::Error::Setting { field, reason } => Error::invalid(field, reason),
+            other => Error::invalid("token_file", other.to_string()),
+        })?;
         Ok(BearerToken {
-            inner: Arc::new(Inner {
-                path: path.to_path_buf(),
-                state: Mutex::new(State {
-                    header,
-                    modified,
-                    checked: Instant::now(),
-                }),
-            }),
+            file: Arc::new(file),
         })
     }
 
     /// The file the token is read from.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        self.file.path()
     }
 
-    /// The `authorization` header value, re-read from the file when it
-    /// changed (checked at most every few seconds). A file that cannot be
-    /// read any more, or holds no usable token, keeps the previous token
-    /// and logs why: a renewal that is half done must not stop the calls.
+    /// The `authorization` header value, re-read from the file when its
+    /// contents changed (checked at most every few seconds). A file that
+    /// cannot be read any more, or holds no usable token, keeps the
+    /// previous token and logs why: a renewal that is half done must not
+    /// stop the calls.
     pub fn header(&self) -> HeaderValue {
-        let mut state = match self.inner.state.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if state.checked.elapsed() >= RECHECK {
-            state.checked = Instant::now();
-            let modified = modified(&self.inner.path);
-            if modified != state.modified {
-                match read(&self.inner.path) {
-                    Ok((header, modified)) => {
-                        tracing::info!(file = %self.inner.path.display(), "token file changed; using the new token");
-                        state.header = header;
-                        state.modified = modified;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "keeping the previous token");
-                    }
-                }
-            }
-        }
-        state.header.clone()
+        (*self.file.get()).clone()
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// The header value from the file at `path`, and its modification time.
-fn read(path: &Path) -> Result<(HeaderValue, Option<SystemTime>)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("reading the token file {}", path.display()), e))?;
+/// The header value a token file's bytes make.
+fn header_of(path: &Path, bytes: &[u8]) -> corral_auth::Result<HeaderValue> {
+    let invalid = |reason: &str| corral_auth::Error::Setting {
+        field: "token_file".into(),
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| invalid("the file is not UTF-8"))?;
     let token = text.trim();
-    let invalid =
-        |reason: &str| Error::invalid("token_file", format!("{}: {reason}", path.display()));
     if token.is_empty() {
         return Err(invalid("the file is empty"));
     }
@@ -125,7 +102,7 @@ fn read(path: &Path) -> Result<(HeaderValue, Option<SystemTime>)> {
     let mut header = HeaderValue::from_str(&value)
         .map_err(|_| invalid("the token holds characters a header cannot carry"))?;
     header.set_sensitive(true);
-    Ok((header, modified(path)))
+    Ok(header)
 }
 
 #[cfg(test)]
@@ -166,19 +143,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "first").unwrap();
-        let token = BearerToken::load(&file).unwrap();
-        // Pretend the last check was long ago, and the file was written
-        // at another time than the one recorded.
-        let age = |t: &BearerToken| {
-            let mut s = t.inner.state.lock().unwrap();
-            s.checked = Instant::now() - RECHECK * 2;
-            s.modified = Some(SystemTime::UNIX_EPOCH);
-        };
-        std::fs::write(&file, "second").unwrap();
-        age(&token);
-        assert_eq!(token.header(), "Bearer second");
+        let token = BearerToken::load_checking_every(&file, Duration::ZERO).unwrap();
+        assert_eq!(token.header(), "Bearer first");
+        // Same size, same second: the contents tell.
+        std::fs::write(&file, "secnd").unwrap();
+        assert_eq!(token.header(), "Bearer secnd");
         std::fs::write(&file, "").unwrap();
-        age(&token);
-        assert_eq!(token.header(), "Bearer second");
+        assert_eq!(token.header(), "Bearer secnd");
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(token.header(), "Bearer secnd");
     }
 }

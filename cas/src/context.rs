@@ -19,6 +19,7 @@ use corral_proto::reapi;
 use prost::Message;
 
 use crate::digest::DigestFunction;
+use crate::store::owners::Viewer;
 
 /// gRPC header in which REAPI clients send a serialised `RequestMetadata`.
 pub const REQUEST_METADATA_HEADER: &str = "build.bazel.remote.execution.v2.requestmetadata-bin";
@@ -179,6 +180,7 @@ impl Caller {
                 peer: self.peer.clone(),
                 charged: std::sync::atomic::AtomicU16::new(0),
             }),
+            viewer: None,
         }
     }
 
@@ -203,6 +205,9 @@ impl Caller {
 #[derive(Clone, Debug)]
 pub struct RequestContext {
     inner: Arc<Inner>,
+    /// The tenant a backend that keeps owners answers for; set by the
+    /// tenant-visibility layer on the calls it passes down.
+    viewer: Option<Arc<Viewer>>,
 }
 
 #[derive(Debug)]
@@ -236,6 +241,7 @@ impl RequestContext {
                 peer: None,
                 charged: std::sync::atomic::AtomicU16::new(0),
             }),
+            viewer: None,
         }
     }
 
@@ -281,6 +287,21 @@ impl RequestContext {
 
     pub fn invocation(&self) -> Option<&Invocation> {
         self.inner.invocation.as_ref()
+    }
+
+    /// The same call, answered by backends that keep owners as `viewer`
+    /// sees the store (see [`crate::store::owners`]).
+    pub fn viewed_by(&self, viewer: Arc<Viewer>) -> RequestContext {
+        RequestContext {
+            inner: self.inner.clone(),
+            viewer: Some(viewer),
+        }
+    }
+
+    /// The tenant this call is answered for, if the visibility layer set
+    /// one.
+    pub fn viewer(&self) -> Option<&Viewer> {
+        self.viewer.as_deref()
     }
 }
 

@@ -103,7 +103,7 @@ impl Storage {
     /// Completeness is checked against what the caller's tenant may see,
     /// so a result naming another tenant's blob is a miss, not an oracle
     /// for that blob's existence.
-    pub fn confine(self, confinement: Confinement) -> Storage {
+    pub fn confine(self, confinement: Confinement) -> Result<Storage> {
         let Confinement {
             authorization,
             visibility,
@@ -111,19 +111,19 @@ impl Storage {
         let limits = self.cas.limits().clone();
         let mut below: Arc<dyn BlobStore> = self.cas.inner().clone();
         if let Some((tenants, index)) = visibility {
-            below = Arc::new(TenantVisibility::new(below, tenants, index));
+            below = Arc::new(TenantVisibility::new(below, tenants, index)?);
         }
         let visible = BoundedStore::new(below.clone(), limits.clone());
         let authorized: Arc<dyn BlobStore> =
             Arc::new(AuthorizingStore::new(below, authorization.clone()));
         let checked: Arc<dyn ActionCache> =
             Arc::new(CompletenessChecking::new(self.entries.clone(), visible));
-        Storage {
+        Ok(Storage {
             cas: BoundedStore::new(authorized, limits),
             action_cache: Arc::new(AuthorizingActionCache::new(checked, authorization)),
             revoked_workers: self.revoked_workers,
             entries: self.entries,
-        }
+        })
     }
 }
 

@@ -22,11 +22,13 @@ pub mod disk;
 pub mod memory;
 pub mod metrics;
 pub mod namespaced;
+pub mod owners;
 pub mod ownership_index;
 pub mod remote;
 pub mod routed;
 pub mod sharded;
 mod stage;
+pub mod tenant_numbers;
 pub mod tenant_visibility;
 pub mod verifying;
 
@@ -84,6 +86,23 @@ pub trait BlobStore: Send + Sync + 'static {
     /// visible only on [`BlobWriter::commit`]; dropping the writer abandons
     /// the upload.
     async fn write(&self, ctx: &RequestContext, digest: &Digest) -> Result<Box<dyn BlobWriter>>;
+
+    /// Whether this store keeps each blob's owners beside it and answers
+    /// calls whose context has a [`Viewer`](owners::Viewer) as that viewer
+    /// (see [`owners`]). Layers that only pass calls on forward this;
+    /// a store that cannot keep owners says false, and the visibility
+    /// layer then keeps them in a table of its own.
+    fn keeps_owners(&self) -> bool {
+        false
+    }
+
+    /// Makes `owner` an owner of those of `digests` the store holds: the
+    /// ownership a restarted farm had recorded, given back to a store
+    /// whose index was rebuilt from its files. Does nothing in a store
+    /// that does not keep owners.
+    fn restore_owners(&self, owner: owners::OwnerId, digests: &[Digest]) {
+        let _ = (owner, digests);
+    }
 }
 
 /// One streaming upload in progress.

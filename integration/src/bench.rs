@@ -2,7 +2,6 @@
 //! the same run, so the figures in `docs/benchmarks.md` compare like with like.
 
 pub mod cas;
-pub mod client_args;
 pub mod e2e;
 pub mod execute;
 pub mod overhead;

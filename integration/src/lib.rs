@@ -14,3 +14,18 @@ pub mod server;
 pub mod tokens;
 
 pub use server::{corral_binary, use_corral};
+
+/// Runs `future` on a runtime of its own, for the plain `#[test]`s of
+/// `tests/` that start binaries and then talk to them.
+///
+/// # Panics
+/// When the process cannot start a runtime (out of threads or memory):
+/// no test could run then.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    #[allow(clippy::expect_used)]
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}

@@ -90,7 +90,7 @@ struct ExecArgs {
     /// With --action: TLS and token towards --remote (an https:// farm
     /// with a policy).
     #[command(flatten)]
-    client: super::client_args::ClientArgs,
+    client: corral_cas::ClientFlags,
     /// With --action: override the rootfs the farm chose (an image too).
     #[arg(long, value_enum, requires = "action")]
     rootfs: Option<RootfsArg>,
@@ -234,7 +234,7 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
         return reproduce::run(reproduce::Args {
             action,
             remote: a.remote.unwrap_or_default(),
-            client: a.client.flags(),
+            client: a.client.clone(),
             instance: a.instance.unwrap_or_default(),
             digest_function: a.digest_function.unwrap_or_else(|| "sha256".into()),
             outputs: a.outputs,

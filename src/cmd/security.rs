@@ -91,10 +91,12 @@ impl Security {
         } else {
             None
         };
-        Ok(storage.confine(Confinement {
-            authorization: self.authorization.clone(),
-            visibility,
-        }))
+        storage
+            .confine(Confinement {
+                authorization: self.authorization.clone(),
+                visibility,
+            })
+            .context("giving recorded CAS ownership back to the store")
     }
 
     /// On every SIGHUP until `stop`: opens the audit log's file again (so

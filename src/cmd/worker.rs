@@ -33,7 +33,7 @@ pub struct Args {
     /// TLS and token towards the scheduler and the CAS (override `[tls]`
     /// and `token_file` of the configuration).
     #[command(flatten)]
-    client: super::client_args::ClientArgs,
+    client: corral_cas::ClientFlags,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.name.is_some() {
         config.name = args.name;
     }
-    let client = args.client.flags().apply(config.client_options())?;
+    let client = args.client.apply(config.client_options())?;
     config.tls = client.tls;
     config.token_file = client.token_file;
     let scheduler = args

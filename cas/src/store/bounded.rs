@@ -92,6 +92,14 @@ impl BoundedStore {
 
 #[async_trait]
 impl BlobStore for BoundedStore {
+    fn keeps_owners(&self) -> bool {
+        self.inner.keeps_owners()
+    }
+
+    fn restore_owners(&self, owner: super::owners::OwnerId, digests: &[Digest]) {
+        self.inner.restore_owners(owner, digests)
+    }
+
     async fn find_missing(&self, ctx: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>> {
         self.inner.find_missing(ctx, digests).await
     }

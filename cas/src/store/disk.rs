@@ -47,6 +47,7 @@ use bytes::Bytes;
 use self::lru::Lru;
 use self::writer::DiskWriter;
 use super::metrics::EvictionMetrics;
+use super::owners::{OwnerId, Viewer};
 use super::{read_range, BlobStore, BlobWriter, ChunkStream};
 use crate::context::RequestContext;
 use crate::digest::{parse_hash, Digest, DigestFunction};
@@ -140,6 +141,21 @@ impl DiskStore {
             .join(format!("{}-{}", hex, digest.size()))
     }
 
+    /// Drops a blob as eviction would (for tests and tools): its file and
+    /// its entry, owners with it. False if it was not held.
+    pub fn remove(&self, digest: &Digest) -> bool {
+        let held = {
+            let mut index = self.index();
+            let held = index.visible_to(digest, None);
+            index.remove(digest);
+            held
+        };
+        if held {
+            self.unlink(digest);
+        }
+        held
+    }
+
     /// The path of a stored blob to hardlink from, marking it recently used.
     /// The empty blob is materialised on demand. `NotFound` if absent. The
     /// file may still be evicted afterwards; a failed link means "fetch it
@@ -150,7 +166,7 @@ impl DiskStore {
             if !path.exists() {
                 let store = self.clone();
                 let d = *digest;
-                run_blocking(move || store.commit_bytes(&d, &[])).await?;
+                run_blocking(move || store.commit_bytes(&d, &[], None)).await?;
             }
             return Ok(path);
         }
@@ -228,7 +244,7 @@ impl DiskStore {
     }
 
     /// Moves a verified temp file into place and records it.
-    fn publish(&self, digest: &Digest, tmp: &Path) -> Result<()> {
+    fn publish(&self, digest: &Digest, tmp: &Path, owner: Option<OwnerId>) -> Result<()> {
         let path = self.path(digest);
         fs::set_permissions(tmp, fs::Permissions::from_mode(0o444))
             .map_err(|e| Error::io(format!("chmod {}", tmp.display()), e))?;
@@ -244,7 +260,7 @@ impl DiskStore {
         })?;
         let (victims, age) = {
             let mut index = self.index();
-            index.insert(*digest);
+            index.insert(*digest, owner);
             let victims = index.evict_to(self.inner.max_bytes, digest);
             (victims, index.last_evicted_age())
         };
@@ -283,7 +299,11 @@ impl DiskStore {
         !victims.is_empty()
     }
 
-    fn open_blob(&self, digest: &Digest) -> Result<File> {
+    /// Opens a held blob `viewer` may see (any, without a viewer).
+    fn open_blob(&self, digest: &Digest, viewer: Option<&Viewer>) -> Result<File> {
+        if viewer.is_some() && !self.index().visible_to(digest, viewer) {
+            return Err(Error::NotFound(format!("blob {digest}")));
+        }
         let path = self.path(digest);
         match File::open(&path) {
             Ok(f) => {
@@ -354,23 +374,36 @@ async fn run_blocking<T: Send + 'static>(
 
 #[async_trait]
 impl BlobStore for DiskStore {
-    async fn find_missing(&self, _: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>> {
+    fn keeps_owners(&self) -> bool {
+        true
+    }
+
+    fn restore_owners(&self, owner: OwnerId, digests: &[Digest]) {
+        let mut index = self.index();
+        for digest in digests {
+            index.add_owner(digest, owner);
+        }
+    }
+
+    async fn find_missing(&self, ctx: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let viewer = ctx.viewer();
         let mut index = self.index();
         Ok(digests
             .iter()
-            .filter(|d| !d.is_empty_blob() && !index.touch(d))
+            .filter(|d| !d.is_empty_blob() && !index.touch_for(d, viewer))
             .copied()
             .collect())
     }
 
-    async fn get(&self, _: &RequestContext, digest: &Digest) -> Result<Bytes> {
+    async fn get(&self, ctx: &RequestContext, digest: &Digest) -> Result<Bytes> {
         if digest.is_empty_blob() {
             return Ok(Bytes::new());
         }
         let store = self.clone();
         let d = *digest;
+        let ctx = ctx.clone();
         run_blocking(move || {
-            let f = store.open_blob(&d)?;
+            let f = store.open_blob(&d, ctx.viewer())?;
             let mut buf = vec![0u8; d.size() as usize];
             f.read_exact_at(&mut buf, 0)
                 .map_err(|e| Error::io(format!("reading {}", store.path(&d).display()), e))?;
@@ -379,7 +412,7 @@ impl BlobStore for DiskStore {
         .await
     }
 
-    async fn put(&self, _: &RequestContext, digest: &Digest, data: Bytes) -> Result<()> {
+    async fn put(&self, ctx: &RequestContext, digest: &Digest, data: Bytes) -> Result<()> {
         if digest.is_empty_blob() {
             return Ok(());
         }
@@ -394,18 +427,23 @@ impl BlobStore for DiskStore {
         }
         let store = self.clone();
         let d = *digest;
+        let owner = ctx.viewer().map(|v| v.owner);
         run_blocking(move || {
             if store.index().touch(&d) && store.path(&d).exists() {
+                // Verified bytes make the uploader an owner, stored or not.
+                if let Some(owner) = owner {
+                    store.index().add_owner(&d, owner);
+                }
                 return Ok(());
             }
-            store.commit_bytes(&d, &data)
+            store.commit_bytes(&d, &data, owner)
         })
         .await
     }
 
     async fn read(
         &self,
-        _: &RequestContext,
+        ctx: &RequestContext,
         digest: &Digest,
         offset: u64,
         limit: Option<u64>,
@@ -416,13 +454,15 @@ impl BlobStore for DiskStore {
                 // Still say NotFound for a zero-length read of a missing blob.
                 let store = self.clone();
                 let d = *digest;
-                run_blocking(move || store.open_blob(&d).map(drop)).await?;
+                let ctx = ctx.clone();
+                run_blocking(move || store.open_blob(&d, ctx.viewer()).map(drop)).await?;
             }
             return Ok(Box::pin(futures::stream::empty()));
         }
         let store = self.clone();
         let d = *digest;
-        let file = Arc::new(run_blocking(move || store.open_blob(&d)).await?);
+        let call = ctx.clone();
+        let file = Arc::new(run_blocking(move || store.open_blob(&d, call.viewer())).await?);
         let path = self.path(digest);
         let stream = futures::stream::try_unfold(start, move |pos| {
             let file = file.clone();
@@ -458,8 +498,11 @@ impl BlobStore for DiskStore {
         Ok(Box::pin(stream))
     }
 
-    async fn write(&self, _: &RequestContext, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
+    async fn write(&self, ctx: &RequestContext, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
         self.check_fits(digest)?;
-        Ok(Box::new(DiskWriter::start(self.clone(), *digest).await?))
+        let owner = ctx.viewer().map(|v| v.owner);
+        Ok(Box::new(
+            DiskWriter::start(self.clone(), *digest, owner).await?,
+        ))
     }
 }

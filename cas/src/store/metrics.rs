@@ -205,6 +205,14 @@ impl MeteredStore {
 
 #[async_trait]
 impl BlobStore for MeteredStore {
+    fn keeps_owners(&self) -> bool {
+        self.inner.keeps_owners()
+    }
+
+    fn restore_owners(&self, owner: super::owners::OwnerId, digests: &[Digest]) {
+        self.inner.restore_owners(owner, digests)
+    }
+
     async fn find_missing(&self, ctx: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>> {
         let m = &self.metrics;
         m.batch_sizes.observe(digests.len() as f64);

@@ -65,6 +65,13 @@ impl Router for Namespaces {
         let store = longest_prefix(&self.by_prefix, ctx.instance_name()).unwrap_or(&self.default);
         store.find_missing(ctx, digests).await
     }
+
+    fn children(&self) -> Vec<&dyn BlobStore> {
+        std::iter::once(&self.default)
+            .chain(self.by_prefix.values())
+            .map(|s| s.as_ref())
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -110,6 +110,15 @@ impl OwnershipIndex {
         self.lock().get(tenant).map_or(0, |o| o.digests.len())
     }
 
+    /// Every tenant and the digests it owns (to give them back to a store
+    /// that keeps owners, at start).
+    pub fn snapshot(&self) -> Vec<(Arc<str>, Vec<Digest>)> {
+        self.lock()
+            .iter()
+            .map(|(tenant, owned)| (tenant.clone(), owned.digests.iter().copied().collect()))
+            .collect()
+    }
+
     /// Bytes `tenant` owns: the sum of its digests' sizes.
     pub fn bytes(&self, tenant: &str) -> u64 {
         self.lock().get(tenant).map_or(0, |o| o.bytes)

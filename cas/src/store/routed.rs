@@ -23,6 +23,9 @@ pub trait Router: Send + Sync + 'static {
     /// FindMissingBlobs over the children; a router whose batch may span
     /// several children splits it.
     async fn find_missing(&self, ctx: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>>;
+
+    /// Every child store.
+    fn children(&self) -> Vec<&dyn BlobStore>;
 }
 
 /// A [`Router`] as a store.
@@ -30,6 +33,18 @@ pub struct Routed<R>(pub R);
 
 #[async_trait]
 impl<R: Router> BlobStore for Routed<R> {
+    /// Only when every child does: a call may be routed to any of them.
+    fn keeps_owners(&self) -> bool {
+        self.0.children().iter().all(|c| c.keeps_owners())
+    }
+
+    /// Given to every child; each keeps the digests it holds.
+    fn restore_owners(&self, owner: super::owners::OwnerId, digests: &[Digest]) {
+        for child in self.0.children() {
+            child.restore_owners(owner, digests);
+        }
+    }
+
     async fn find_missing(&self, ctx: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>> {
         self.0.find_missing(ctx, digests).await
     }

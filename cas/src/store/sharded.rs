@@ -71,4 +71,8 @@ impl Router for Shards {
         let answers = futures::future::try_join_all(asked).await?;
         Ok(answers.into_iter().flatten().collect())
     }
+
+    fn children(&self) -> Vec<&dyn BlobStore> {
+        self.shards.iter().map(|s| s.as_ref()).collect()
+    }
 }

@@ -21,8 +21,18 @@
 //!
 //! The tenant of a call is the one its instance name belongs to
 //! ([`TenantOf`]), whoever the caller is: a worker acting for an action is
-//! confined to that action's tenant. Ownership is kept by an
-//! [`OwnershipIndex`], in memory or appended to a file per tenant.
+//! confined to that action's tenant. Ownership is recorded by an
+//! [`OwnershipIndex`], in memory or appended to a file per tenant, which
+//! counts each tenant's bytes for its quota.
+//!
+//! Where the store below [keeps owners](BlobStore::keeps_owners) beside
+//! each blob (disk and memory backends), this layer numbers the tenant,
+//! passes the call down with a [`Viewer`](super::owners::Viewer) in its
+//! context, and the store's own lookup answers for it: a FindMissingBlobs
+//! of ten thousand digests then costs one index lookup per digest, as on
+//! a farm without tenants. At start the recorded ownership is given back
+//! to the store. Over other stores (remote ones) the layer looks each
+//! present digest up in the ownership index itself.
 
 use std::sync::Arc;
 
@@ -30,6 +40,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use super::ownership_index::OwnershipIndex;
+use super::tenant_numbers::TenantNumbers;
 use super::{BlobStore, BlobWriter, ChunkStream};
 use crate::context::RequestContext;
 use crate::digest::{Digest, DigestSet};
@@ -66,21 +77,41 @@ pub struct TenantVisibility {
     tenants: Arc<dyn TenantOf>,
     index: Arc<OwnershipIndex>,
     recheck_interval: std::time::Duration,
+    /// Tenants' numbers, when `inner` keeps owners itself.
+    numbers: Option<TenantNumbers>,
 }
 
 impl TenantVisibility {
-    /// Confines calls to `inner` to what their tenant may see.
+    /// Confines calls to `inner` to what their tenant may see. A store
+    /// that keeps owners is given what `index` records.
     pub fn new(
         inner: Arc<dyn BlobStore>,
         tenants: Arc<dyn TenantOf>,
         index: Arc<OwnershipIndex>,
-    ) -> Self {
-        TenantVisibility {
+    ) -> Result<Self> {
+        let numbers = inner.keeps_owners().then(TenantNumbers::default);
+        if let Some(numbers) = &numbers {
+            for (tenant, digests) in index.snapshot() {
+                inner.restore_owners(numbers.number(&tenant)?, &digests);
+            }
+        }
+        Ok(TenantVisibility {
             inner,
             tenants,
             index,
             recheck_interval: RECHECK_INTERVAL,
-        }
+            numbers,
+        })
+    }
+
+    /// The call as the store below answers it for `tenant`, when that
+    /// store keeps owners; `None` when this layer must check itself.
+    fn viewed(&self, ctx: &RequestContext, tenant: &Arc<str>) -> Result<Option<RequestContext>> {
+        let Some(numbers) = &self.numbers else {
+            return Ok(None);
+        };
+        let viewer = numbers.viewer(tenant, |t| self.tenants.is_shared_readable(t))?;
+        Ok(Some(ctx.viewed_by(Arc::new(viewer))))
     }
 
     /// Sets how often a tenant at its `cas_bytes` quota has what it owns
@@ -181,18 +212,26 @@ fn present_among<'a>(asked: &'a [Digest], missing: &[Digest]) -> Vec<&'a Digest>
 #[async_trait]
 impl BlobStore for TenantVisibility {
     async fn find_missing(&self, ctx: &RequestContext, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let tenant = self.tenant(ctx);
+        if let Some(viewed) = self.viewed(ctx, &tenant)? {
+            return self.inner.find_missing(&viewed, digests).await;
+        }
         let mut missing = self.inner.find_missing(ctx, digests).await?;
         if missing.len() >= digests.len() {
             return Ok(missing);
         }
         let present = present_among(digests, &missing);
-        let hidden = self.hidden_from(&self.tenant(ctx), &present);
+        let hidden = self.hidden_from(&tenant, &present);
         missing.extend(hidden.into_iter().copied());
         Ok(missing)
     }
 
     async fn get(&self, ctx: &RequestContext, digest: &Digest) -> Result<Bytes> {
-        if !self.visible(&self.tenant(ctx), digest) {
+        let tenant = self.tenant(ctx);
+        if let Some(viewed) = self.viewed(ctx, &tenant)? {
+            return self.inner.get(&viewed, digest).await;
+        }
+        if !self.visible(&tenant, digest) {
             return Err(Self::not_found(digest));
         }
         self.inner.get(ctx, digest).await
@@ -201,7 +240,10 @@ impl BlobStore for TenantVisibility {
     async fn put(&self, ctx: &RequestContext, digest: &Digest, data: Bytes) -> Result<()> {
         let tenant = self.tenant(ctx);
         self.charge(ctx, &tenant, digest).await?;
-        self.inner.put(ctx, digest, data).await?;
+        let viewed = self.viewed(ctx, &tenant)?;
+        self.inner
+            .put(viewed.as_ref().unwrap_or(ctx), digest, data)
+            .await?;
         self.index.grant(&tenant, digest)
     }
 
@@ -212,7 +254,11 @@ impl BlobStore for TenantVisibility {
         offset: u64,
         limit: Option<u64>,
     ) -> Result<ChunkStream> {
-        if !self.visible(&self.tenant(ctx), digest) {
+        let tenant = self.tenant(ctx);
+        if let Some(viewed) = self.viewed(ctx, &tenant)? {
+            return self.inner.read(&viewed, digest, offset, limit).await;
+        }
+        if !self.visible(&tenant, digest) {
             return Err(Self::not_found(digest));
         }
         self.inner.read(ctx, digest, offset, limit).await
@@ -221,7 +267,11 @@ impl BlobStore for TenantVisibility {
     async fn write(&self, ctx: &RequestContext, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
         let tenant = self.tenant(ctx);
         self.charge(ctx, &tenant, digest).await?;
-        let inner = self.inner.write(ctx, digest).await?;
+        let viewed = self.viewed(ctx, &tenant)?;
+        let inner = self
+            .inner
+            .write(viewed.as_ref().unwrap_or(ctx), digest)
+            .await?;
         Ok(Box::new(OwningWriter {
             inner,
             tenant,

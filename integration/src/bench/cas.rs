@@ -60,7 +60,7 @@ pub struct Args {
     pub chunk_kib: usize,
     /// TLS and token for the target.
     #[command(flatten)]
-    pub client: super::client_args::ClientArgs,
+    pub client: corral_cas::ClientFlags,
 }
 
 const MAX_MESSAGE: usize = 256 << 20;

@@ -80,7 +80,7 @@ pub struct Args {
     /// TLS and token for the `--target`s (not for the buildbox-casd this
     /// run starts, which is plaintext on loopback).
     #[command(flatten)]
-    pub client: super::client_args::ClientArgs,
+    pub client: corral_cas::ClientFlags,
 }
 
 /// The figures for one target at one concurrency.

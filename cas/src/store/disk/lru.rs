@@ -6,15 +6,25 @@
 //! use is two map updates, not a scan. A tick is also the time of the use
 //! (nanoseconds since the epoch, made strictly increasing), so the age of
 //! an evicted blob, the cache's effective retention, costs no extra memory.
+//!
+//! Each blob's owners live in its entry ([`crate::store::owners`]): the
+//! lookup that finds a blob also says who may see it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::digest::{Digest, DigestMap};
+use crate::store::owners::{visible, OwnerId, Owners, Viewer};
+
+/// What the index keeps per blob.
+struct Entry {
+    tick: u64,
+    owners: Owners,
+}
 
 #[derive(Default)]
 pub struct Lru {
-    ticks: DigestMap<u64>,
+    entries: DigestMap<Entry>,
     order: BTreeMap<u64, Digest>,
     next_tick: u64,
     total: u64,
@@ -28,30 +38,62 @@ fn nanos(at: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-impl Lru {
-    /// The tick of a use at `at`: its time, or just after the last tick if
-    /// the clock went back or two uses share a nanosecond.
-    fn stamp(&mut self, at: SystemTime) -> u64 {
-        let tick = nanos(at).max(self.next_tick);
-        self.next_tick = tick + 1;
-        tick
-    }
+/// The tick of a use at `at`: its time, or just after the last tick if
+/// the clock went back or two uses share a nanosecond.
+fn stamp(next_tick: &mut u64, at: SystemTime) -> u64 {
+    let tick = nanos(at).max(*next_tick);
+    *next_tick = tick + 1;
+    tick
+}
 
+impl Lru {
     /// Marks `digest` as just used; false if it is not held.
     pub fn touch(&mut self, digest: &Digest) -> bool {
-        let Some(&old) = self.ticks.get(digest) else {
+        self.touch_for(digest, None)
+    }
+
+    /// Marks `digest` as just used if it is held and `viewer` may see it
+    /// (anyone may without a viewer); false otherwise, and then a blob
+    /// the viewer may not see is left where it is in the order.
+    pub fn touch_for(&mut self, digest: &Digest, viewer: Option<&Viewer>) -> bool {
+        let Some(entry) = self.entries.get_mut(digest) else {
             return false;
         };
-        let tick = self.stamp(SystemTime::now());
+        if !visible(viewer, &entry.owners) {
+            return false;
+        }
+        let tick = stamp(&mut self.next_tick, SystemTime::now());
+        let old = std::mem::replace(&mut entry.tick, tick);
         self.order.remove(&old);
-        self.ticks.insert(*digest, tick);
         self.order.insert(tick, *digest);
         true
     }
 
-    /// Records `digest` as held and just used.
-    pub fn insert(&mut self, digest: Digest) {
+    /// Records `digest` as held and just used, and `owner` among its
+    /// owners.
+    pub fn insert(&mut self, digest: Digest, owner: Option<OwnerId>) {
         self.insert_used_at(digest, SystemTime::now());
+        if let Some(owner) = owner {
+            self.add_owner(&digest, owner);
+        }
+    }
+
+    /// Adds `owner` to the owners of `digest`; false if it is not held.
+    pub fn add_owner(&mut self, digest: &Digest, owner: OwnerId) -> bool {
+        match self.entries.get_mut(digest) {
+            Some(entry) => {
+                entry.owners.insert(owner);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `digest` is held and `viewer` may see it.
+    pub fn visible_to(&self, digest: &Digest, viewer: Option<&Viewer>) -> bool {
+        self.entries
+            .get(digest)
+            .is_some_and(|e| visible(viewer, &e.owners))
     }
 
     /// Records `digest` as held and last used at `at` (a file's time when
@@ -60,8 +102,14 @@ impl Lru {
         if self.touch(&digest) {
             return;
         }
-        let tick = self.stamp(at);
-        self.ticks.insert(digest, tick);
+        let tick = stamp(&mut self.next_tick, at);
+        self.entries.insert(
+            digest,
+            Entry {
+                tick,
+                owners: Owners::default(),
+            },
+        );
         self.order.insert(tick, digest);
         self.total += digest.size();
     }
@@ -76,15 +124,15 @@ impl Lru {
     }
 
     pub fn remove(&mut self, digest: &Digest) {
-        if let Some(tick) = self.ticks.remove(digest) {
-            self.order.remove(&tick);
+        if let Some(entry) = self.entries.remove(digest) {
+            self.order.remove(&entry.tick);
             self.total -= digest.size();
         }
     }
 
     /// Blobs held.
     pub fn len(&self) -> usize {
-        self.ticks.len()
+        self.entries.len()
     }
 
     /// Bytes held.
@@ -135,7 +183,7 @@ mod tests {
     fn evicts_oldest_first_and_spares_keep() {
         let mut lru = Lru::default();
         for i in 0..4 {
-            lru.insert(d(i, 10));
+            lru.insert(d(i, 10), None);
         }
         lru.touch(&d(0, 10));
         assert_eq!(lru.evict_to(25, &d(1, 10)), vec![d(2, 10), d(3, 10)]);
@@ -151,7 +199,7 @@ mod tests {
         let hour_ago = SystemTime::now() - Duration::from_secs(3600);
         lru.insert_used_at(d(1, 10), hour_ago - Duration::from_secs(60));
         lru.insert_used_at(d(2, 10), hour_ago);
-        lru.insert(d(3, 10));
+        lru.insert(d(3, 10), None);
         assert_eq!(lru.evict_to(10, &d(9, 0)), vec![d(1, 10), d(2, 10)]);
         let age = lru.last_evicted_age().unwrap();
         assert!(
@@ -159,7 +207,7 @@ mod tests {
             "{age:?}"
         );
         // A blob used again is young again.
-        lru.insert(d(4, 10));
+        lru.insert(d(4, 10), None);
         assert_eq!(lru.evict_to(10, &d(9, 0)), vec![d(3, 10)]);
         assert!(lru.last_evicted_age().unwrap() < Duration::from_secs(60));
     }

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use super::{run_blocking, DiskStore};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::store::owners::OwnerId;
 use crate::store::stage::Stage;
 use crate::store::BlobWriter;
 
@@ -87,12 +88,17 @@ impl DiskStore {
     }
 
     /// Writes already-verified bytes to a temp file and publishes them.
-    pub(super) fn commit_bytes(&self, digest: &Digest, data: &[u8]) -> Result<()> {
+    pub(super) fn commit_bytes(
+        &self,
+        digest: &Digest,
+        data: &[u8],
+        owner: Option<OwnerId>,
+    ) -> Result<()> {
         let tmp = TempFile::new(self.temp_path(digest));
         let mut f = self.create_with_room(&tmp.path, digest)?;
         self.append_with_room(&mut f, &tmp.path, digest, 0, data)?;
         drop(f);
-        self.publish(digest, &tmp.path)?;
+        self.publish(digest, &tmp.path, owner)?;
         tmp.published();
         Ok(())
     }
@@ -122,6 +128,8 @@ impl TempWrite {
 pub(super) struct DiskWriter {
     store: DiskStore,
     expected: Digest,
+    /// Who becomes an owner of the blob once it is published.
+    owner: Option<OwnerId>,
     writing: Stage<TempWrite>,
     /// Bytes accepted (queued to the stage).
     accepted: u64,
@@ -130,7 +138,11 @@ pub(super) struct DiskWriter {
 }
 
 impl DiskWriter {
-    pub(super) async fn start(store: DiskStore, digest: Digest) -> Result<Self> {
+    pub(super) async fn start(
+        store: DiskStore,
+        digest: Digest,
+        owner: Option<OwnerId>,
+    ) -> Result<Self> {
         let tmp = TempFile::new(store.temp_path(&digest));
         let (s, path) = (store.clone(), tmp.path.clone());
         let file = run_blocking(move || s.create_with_room(&path, &digest)).await?;
@@ -144,6 +156,7 @@ impl DiskWriter {
         Ok(DiskWriter {
             store,
             expected: digest,
+            owner,
             writing: Stage::spawn("writing", state, STAGE_DEPTH, TempWrite::append),
             accepted: 0,
             tmp,
@@ -167,6 +180,7 @@ impl BlobWriter for DiskWriter {
         let DiskWriter {
             store,
             expected,
+            owner,
             writing,
             tmp,
             started,
@@ -184,7 +198,7 @@ impl BlobWriter for DiskWriter {
             )));
         }
         let path = tmp.path.clone();
-        run_blocking(move || store.publish(&expected, &path)).await?;
+        run_blocking(move || store.publish(&expected, &path, owner)).await?;
         tmp.published();
         tracing::debug!(
             blob = %expected,
