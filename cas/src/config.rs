@@ -239,7 +239,9 @@ mod tests {
             type = "memory"
             [stores.a]
             type = "remote"
-            url = "http://cas-a:8980"
+            url = "https://cas-a:8980"
+            token_file = "/etc/corral/upstream.token"
+            tls = { ca = "/etc/corral/ca.pem" }
             [message_limits]
             action = 1000
             "#,
@@ -250,7 +252,14 @@ mod tests {
             panic!("{:?}", c.store);
         };
         assert_eq!(sharded.shards.len(), 2);
-        assert_eq!(c.stores["a"].kind(), "remote");
+        let StoreSpec::Remote(remote) = &c.stores["a"] else {
+            panic!("{:?}", c.stores["a"]);
+        };
+        assert_eq!(
+            remote.client.token_file.as_deref(),
+            Some(std::path::Path::new("/etc/corral/upstream.token"))
+        );
+        assert!(remote.client.tls.as_ref().is_some_and(|t| t.ca.is_some()));
         assert_eq!(c.message_limits.action, Some(1000));
         assert_eq!(Config::default().default_store(), StoreSpec::default());
 
@@ -271,6 +280,19 @@ type = \"tape\"",
 type = \"memory\"
 path = \"x\"",
                 "path",
+            ),
+            (
+                "[store]
+type = \"disk\"
+token_file = \"x\"",
+                "token_file",
+            ),
+            (
+                "[store]
+type = \"remote\"
+url = \"https://x\"
+tls = { ca = \"a\", cipher = \"b\" }",
+                "cipher",
             ),
             (
                 "[message_limits]

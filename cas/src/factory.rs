@@ -23,6 +23,7 @@ use crate::action_cache::{
     MemoryActionCache, ProvenanceGuard, RevokedWorkers, ValidatingActionCache,
 };
 use crate::authorization::Authorization;
+use crate::client_connection::Connection;
 use crate::config::{ActionCacheSpec, Config, DiskSpec, RemoteSpec, StoreSpec, DEFAULT_NAMESPACE};
 use crate::error::{Error, Result};
 use crate::message::{MessageKind, MessageLimits};
@@ -325,10 +326,8 @@ impl Builder {
             }
             ActionCacheSpec::Memory(_) => Ok((Arc::new(MemoryActionCache::new()), "memory".into())),
             ActionCacheSpec::Remote(r) => {
-                let url = r.url.as_deref().ok_or_else(|| {
-                    Error::invalid("action_cache.url", "a remote action cache needs a url")
-                })?;
-                let mut ac = GrpcActionCache::connect(url).await?;
+                let (connection, url) = connect_remote(r, "action_cache").await?;
+                let mut ac = GrpcActionCache::with_channel(connection);
                 if let Some(instance) = &r.instance_name {
                     ac = ac.with_fixed_instance(instance);
                 }
@@ -338,13 +337,56 @@ impl Builder {
     }
 }
 
+/// A connection to the server `spec` names (`table` names the setting in
+/// errors), with the TLS settings and token it gives.
+async fn connect_remote(spec: &RemoteSpec, table: &str) -> Result<(Connection, String)> {
+    let url = spec.url.as_deref().ok_or_else(|| {
+        Error::invalid(
+            format!("{table}.url"),
+            "a remote store or action cache needs a url",
+        )
+    })?;
+    let connection = spec
+        .client
+        .connector()
+        .map_err(|e| e.in_field(table))?
+        .connect(url)
+        .await
+        .map_err(|e| e.in_field(table))?;
+    Ok((connection, url.to_string()))
+}
+
+/// The error of a remote server that did not answer this server's first
+/// call: credentials it refused name the settings to check.
+fn remote_refused(table: &str, url: &str, status: &tonic::Status) -> Error {
+    let hint = match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            "; check its `token_file` and `tls` settings"
+        }
+        _ => "",
+    };
+    let source = std::error::Error::source(status)
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    Error::invalid(
+        table,
+        format!(
+            "{url} did not answer ({:?}: {}{source}){hint}",
+            status.code(),
+            status.message()
+        ),
+    )
+}
+
 async fn remote_store(spec: &RemoteSpec) -> Result<(Arc<dyn BlobStore>, String)> {
-    let url = spec
-        .url
-        .as_deref()
-        .ok_or_else(|| Error::invalid("cas.store.url", "a remote store needs a url"))?;
+    let (connection, url) = connect_remote(spec, "cas.store").await?;
     let instance = spec.instance_name.as_deref().unwrap_or("");
-    let mut store = GrpcStore::connect(url, instance).await?;
+    let mut store = GrpcStore::with_channel(connection, instance)
+        .await
+        .map_err(|e| match e {
+            Error::Remote(status) => remote_refused("cas.store", &url, &status),
+            other => other,
+        })?;
     if let Some(instance) = &spec.instance_name {
         store = store.with_fixed_instance(instance);
     }

@@ -8,9 +8,9 @@
 use async_trait::async_trait;
 use corral_proto::reapi;
 use corral_proto::reapi::action_cache_client::ActionCacheClient;
-use tonic::transport::Channel;
 
 use super::ActionCache;
+use crate::client_connection::Connection;
 use crate::context::RequestContext;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -21,7 +21,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// A remote action cache. Cheap to clone (the channel is shared).
 #[derive(Clone)]
 pub struct GrpcActionCache {
-    channel: Channel,
+    channel: Connection,
     /// When set, sent instead of each call's instance name.
     fixed_instance: Option<String>,
 }
@@ -33,9 +33,11 @@ impl GrpcActionCache {
         Ok(Self::with_channel(channel))
     }
 
-    pub fn with_channel(channel: Channel) -> Self {
+    /// Uses an existing channel or connection (a [`Connection`] brings
+    /// its credentials).
+    pub fn with_channel(channel: impl Into<Connection>) -> Self {
         GrpcActionCache {
-            channel,
+            channel: channel.into(),
             fixed_instance: None,
         }
     }
@@ -52,7 +54,7 @@ impl GrpcActionCache {
             .unwrap_or_else(|| ctx.instance_name().to_string())
     }
 
-    fn client(&self) -> ActionCacheClient<Channel> {
+    fn client(&self) -> ActionCacheClient<Connection> {
         ActionCacheClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)

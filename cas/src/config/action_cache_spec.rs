@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::store_spec::{only, MemorySpec, RemoteSpec};
+use super::store_spec::{only, MemorySpec, RemoteSpec, REMOTE_FIELDS};
+use crate::client_options::{ClientOptions, TlsClientConfig};
 
 /// The action cache's backend. Validation and the completeness check are
 /// not configured here: the factory always adds them.
@@ -53,6 +54,8 @@ struct RawActionCacheSpec {
     path: Option<PathBuf>,
     url: Option<String>,
     instance_name: Option<String>,
+    tls: Option<TlsClientConfig>,
+    token_file: Option<PathBuf>,
 }
 
 impl TryFrom<RawActionCacheSpec> for ActionCacheSpec {
@@ -63,6 +66,8 @@ impl TryFrom<RawActionCacheSpec> for ActionCacheSpec {
             ("path", raw.path.is_some()),
             ("url", raw.url.is_some()),
             ("instance_name", raw.instance_name.is_some()),
+            ("tls", raw.tls.is_some()),
+            ("token_file", raw.token_file.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -77,10 +82,14 @@ impl TryFrom<RawActionCacheSpec> for ActionCacheSpec {
                 ActionCacheSpec::Memory(MemorySpec {})
             }
             ActionCacheKind::Remote => {
-                only("remote", &set, &["url", "instance_name"])?;
+                only("remote", &set, REMOTE_FIELDS)?;
                 ActionCacheSpec::Remote(RemoteSpec {
                     url: raw.url,
                     instance_name: raw.instance_name,
+                    client: ClientOptions {
+                        tls: raw.tls,
+                        token_file: raw.token_file,
+                    },
                 })
             }
         })

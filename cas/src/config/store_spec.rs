@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::client_options::{ClientOptions, TlsClientConfig};
+
 /// One backend of the CAS. The layers above it (verification, namespaces,
 /// message bounds) are not configured here: the factory always adds them.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -76,7 +78,16 @@ pub struct RemoteSpec {
     /// Instance name sent with every call. Default: the caller's own
     /// instance name, passed through.
     pub instance_name: Option<String>,
+    /// What this server presents to the other one: `tls` (a table with
+    /// `ca`, `cert`, `key`, `server_name`, for an `https://` url) and
+    /// `token_file` (a bearer token sent on every call, re-read when it
+    /// changes), as for `corral worker`. Default: plaintext for `http://`,
+    /// the system's CAs for `https://`, no token.
+    pub client: ClientOptions,
 }
+
+/// The fields a remote store or action cache takes.
+pub(super) const REMOTE_FIELDS: &[&str] = &["url", "instance_name", "tls", "token_file"];
 
 /// `type = "sharded"`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -109,6 +120,8 @@ struct RawStoreSpec {
     free_space_percent: Option<u8>,
     url: Option<String>,
     instance_name: Option<String>,
+    tls: Option<TlsClientConfig>,
+    token_file: Option<PathBuf>,
     shards: Option<Vec<StoreSpec>>,
 }
 
@@ -121,6 +134,8 @@ impl RawStoreSpec {
             ("free_space_percent", self.free_space_percent.is_some()),
             ("url", self.url.is_some()),
             ("instance_name", self.instance_name.is_some()),
+            ("tls", self.tls.is_some()),
+            ("token_file", self.token_file.is_some()),
             ("shards", self.shards.is_some()),
         ]
         .into_iter()
@@ -163,10 +178,14 @@ impl TryFrom<RawStoreSpec> for StoreSpec {
                 StoreSpec::Memory(MemorySpec {})
             }
             StoreKind::Remote => {
-                only("remote", &set, &["url", "instance_name"])?;
+                only("remote", &set, REMOTE_FIELDS)?;
                 StoreSpec::Remote(RemoteSpec {
                     url: raw.url,
                     instance_name: raw.instance_name,
+                    client: ClientOptions {
+                        tls: raw.tls,
+                        token_file: raw.token_file,
+                    },
                 })
             }
             StoreKind::Sharded => {
