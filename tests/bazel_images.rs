@@ -60,14 +60,11 @@ fn probe_image(layout: &OciLayout, name: &str, marker: &str) -> anyhow::Result<(
 }
 
 fn flags(farm: &CorralFarm, image: &str) -> Vec<String> {
-    vec![
-        format!("--remote_executor={}", farm.grpc_url()),
-        "--remote_instance_name=images".to_string(),
-        "--spawn_strategy=remote".to_string(),
-        "--genrule_strategy=remote".to_string(),
-        "--remote_timeout=120".to_string(),
-        format!("--remote_default_exec_properties=container-image={image}"),
-    ]
+    let mut flags = Bazel::remote_execution_flags(&farm.grpc_url(), "images");
+    flags.push(format!(
+        "--remote_default_exec_properties=container-image={image}"
+    ));
+    flags
 }
 
 /// The action runs in the image it names, two images give two results, the

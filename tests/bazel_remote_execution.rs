@@ -14,13 +14,7 @@ use corral_proto::prost::Message;
 use corral_proto::reapi;
 
 fn remote_flags(farm: &CorralFarm) -> Vec<String> {
-    vec![
-        format!("--remote_executor={}", farm.grpc_url()),
-        "--remote_instance_name=main".to_string(),
-        "--spawn_strategy=remote".to_string(),
-        "--genrule_strategy=remote".to_string(),
-        "--remote_timeout=120".to_string(),
-    ]
+    Bazel::remote_execution_flags(&farm.grpc_url(), "main")
 }
 
 /// A genrule and a `cc_binary` run on the farm and the binary works; after

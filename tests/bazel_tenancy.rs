@@ -64,13 +64,7 @@ fn remote(farm: &CorralFarm) -> Vec<String> {
 }
 
 fn remote_as(farm: &CorralFarm, instance: &str) -> Vec<String> {
-    vec![
-        format!("--remote_executor={}", farm.grpc_url()),
-        format!("--remote_instance_name={instance}"),
-        "--spawn_strategy=remote".to_string(),
-        "--genrule_strategy=remote".to_string(),
-        "--remote_timeout=120".to_string(),
-    ]
+    Bazel::remote_execution_flags(&farm.grpc_url(), instance)
 }
 
 #[test]

@@ -18,13 +18,7 @@ use corral_integration::farm::CorralFarm;
 use observability_support::{chromium, http, shots, value, webdriver::Browser};
 
 fn remote_flags(farm: &CorralFarm) -> Vec<String> {
-    vec![
-        format!("--remote_executor={}", farm.grpc_url()),
-        "--remote_instance_name=main".to_string(),
-        "--spawn_strategy=remote".to_string(),
-        "--genrule_strategy=remote".to_string(),
-        "--remote_timeout=120".to_string(),
-    ]
+    Bazel::remote_execution_flags(&farm.grpc_url(), "main")
 }
 
 /// A scrape of the farm's `/metrics`.

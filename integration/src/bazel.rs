@@ -143,6 +143,19 @@ impl Bazel {
         ]
     }
 
+    /// Flags that run every action remotely on the farm at `executor`
+    /// (`grpc://…`) under `instance`, with a timeout long enough for a
+    /// busy test machine.
+    pub fn remote_execution_flags(executor: &str, instance: &str) -> Vec<String> {
+        vec![
+            format!("--remote_executor={executor}"),
+            format!("--remote_instance_name={instance}"),
+            "--spawn_strategy=remote".to_string(),
+            "--genrule_strategy=remote".to_string(),
+            "--remote_timeout=120".to_string(),
+        ]
+    }
+
     /// Runs `bazel <command> <args…>` in the workspace.
     pub fn run(&self, command: &str, args: &[String]) -> anyhow::Result<BazelRun> {
         let output = Command::new("bazel")

@@ -38,14 +38,11 @@ pub(super) fn bazel_series(args: &Args) -> anyhow::Result<Vec<Series>> {
         BazelTarget {
             name: CORRAL,
             bazel: Bazel::new("workspace")?,
-            flags: vec![
-                format!("--remote_executor={}", farm.grpc_url()),
-                format!("--remote_instance_name={}", args.bazel_instance),
-                "--spawn_strategy=remote".into(),
-                "--genrule_strategy=remote".into(),
-                "--remote_timeout=120".into(),
-                "--remote_accept_cached=false".into(),
-            ],
+            flags: [
+                Bazel::remote_execution_flags(&farm.grpc_url(), &args.bazel_instance),
+                vec!["--remote_accept_cached=false".into()],
+            ]
+            .concat(),
             kind: "remote",
         },
         BazelTarget {
