@@ -7,15 +7,15 @@
 // Test code: a panic is the failure report, so unwrap/expect are fine here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use corral_cas::client_options::TlsClientConfig;
 use corral_cas::{ClientOptions, Connector, Digest, DigestFunction};
 use corral_integration::block_on;
 use corral_integration::certs::{CertFiles, TestCa};
+use corral_integration::process::output_within;
 use corral_integration::server::{corral_binary, CorralServer, ServerOptions};
 use corral_integration::tokens::token_entry;
 use corral_proto::reapi;
@@ -244,34 +244,13 @@ fn failed_start(config: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("server.toml");
     std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(corral_binary().unwrap())
-        .args(["server", "--listen", "127.0.0.1:0", "--config"])
+    let mut cmd = Command::new(corral_binary().unwrap());
+    cmd.args(["server", "--listen", "127.0.0.1:0", "--config"])
         .arg(&path)
         .arg("--data")
-        .arg(dir.path().join("data"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the server started with {config}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(!status.success(), "{stderr}");
+        .arg(dir.path().join("data"));
+    let output = output_within(&mut cmd, Duration::from_secs(60)).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{stderr}");
     stderr
 }

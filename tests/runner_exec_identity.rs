@@ -12,11 +12,12 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use corral_integration::bench::sandbox::busybox_root;
 use corral_integration::farm::CorralFarm;
+use corral_integration::process::output_within;
 use corral_integration::remote::{command, BusyboxRoot, RemoteExec};
 use corral_integration::server::corral_binary;
 
@@ -26,29 +27,9 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 const SCRIPT: &str = "echo x > /etc/f && cat /etc/f && stat -c '%u %g %a' /etc";
 
 fn corral(args: &[&str]) -> Output {
-    let child = Command::new(corral_binary().unwrap())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(RUN_TIMEOUT) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("corral {args:?} did not finish within {RUN_TIMEOUT:?}");
-        }
-    }
+    let mut cmd = Command::new(corral_binary().unwrap());
+    cmd.args(args).env_remove("RUST_LOG");
+    output_within(&mut cmd, RUN_TIMEOUT).unwrap()
 }
 
 fn text(b: &[u8]) -> String {

@@ -14,7 +14,6 @@
 // Test code: a panic is the failure report, so unwrap/expect are fine here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -23,6 +22,7 @@ use std::time::{Duration, Instant};
 use corral_cas::client_options::TlsClientConfig;
 use corral_cas::{ClientOptions, Connector};
 use corral_integration::certs::{CertFiles, TestCa};
+use corral_integration::process::output_within;
 use corral_integration::remote::{command, BusyboxRoot, RemoteExec};
 use corral_integration::server::{corral_binary, CorralServer, ServerOptions};
 use corral_integration::tokens::token_entry;
@@ -222,43 +222,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Runs `corral ARGS` under a deadline.
 fn corral(args: &[&str]) -> Output {
-    let mut child = Command::new(corral_binary().unwrap())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            let mut stdout = Vec::new();
-            let mut stderr = Vec::new();
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_end(&mut stdout)
-                .unwrap();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_end(&mut stderr)
-                .unwrap();
-            return Output {
-                status: child.wait().unwrap(),
-                stdout,
-                stderr,
-            };
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("corral {args:?} did not finish within {RUN_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut cmd = Command::new(corral_binary().unwrap());
+    cmd.args(args).env_remove("RUST_LOG");
+    output_within(&mut cmd, RUN_TIMEOUT).unwrap()
 }
 
 /// Uploads a busybox root with `applets`, runs `cmd` in it on the farm

@@ -178,3 +178,34 @@ fn wait_ready(
         }
     }
 }
+
+/// Runs `cmd` to its end with stdin empty and stdout and stderr captured,
+/// as `Command::output` does, but kills it and fails if it is still
+/// running after `limit`: a test of a command that should exit must not
+/// hang the suite when it does not. The output is read while the command
+/// runs, so a chatty one cannot block on a full pipe.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> anyhow::Result<std::process::Output> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.with_context(|| format!("waiting for {cmd:?}")),
+        Err(_) => {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            bail!("{cmd:?} did not finish within {limit:?}")
+        }
+    }
+}
