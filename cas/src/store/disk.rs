@@ -144,12 +144,7 @@ impl DiskStore {
     /// Drops a blob as eviction would (for tests and tools): its file and
     /// its entry, owners with it. False if it was not held.
     pub fn remove(&self, digest: &Digest) -> bool {
-        let held = {
-            let mut index = self.index();
-            let held = index.visible_to(digest, None);
-            index.remove(digest);
-            held
-        };
+        let held = self.index().remove(digest);
         if held {
             self.unlink(digest);
         }

@@ -114,6 +114,31 @@ impl TenantVisibility {
         Ok(Some(ctx.viewed_by(Arc::new(viewer))))
     }
 
+    /// The context to read `digest` with: the tenant's view where the
+    /// store below keeps owners, else the call's own once this layer has
+    /// found the blob visible (NOT_FOUND when it is not).
+    fn reading(&self, ctx: &RequestContext, digest: &Digest) -> Result<RequestContext> {
+        let tenant = self.tenant(ctx);
+        match self.viewed(ctx, &tenant)? {
+            Some(viewed) => Ok(viewed),
+            None if self.visible(&tenant, digest) => Ok(ctx.clone()),
+            None => Err(Self::not_found(digest)),
+        }
+    }
+
+    /// The context to upload with, once `tenant`'s quota allows the blob:
+    /// the tenant's view where the store below keeps owners (it then adds
+    /// the tenant to the blob's owners), else the call's own.
+    async fn uploading(
+        &self,
+        ctx: &RequestContext,
+        tenant: &Arc<str>,
+        digest: &Digest,
+    ) -> Result<RequestContext> {
+        self.charge(ctx, tenant, digest).await?;
+        Ok(self.viewed(ctx, tenant)?.unwrap_or_else(|| ctx.clone()))
+    }
+
     /// Sets how often a tenant at its `cas_bytes` quota has what it owns
     /// checked against the store ([`RECHECK_INTERVAL`] by default).
     pub fn with_recheck_interval(mut self, interval: std::time::Duration) -> Self {
@@ -227,23 +252,13 @@ impl BlobStore for TenantVisibility {
     }
 
     async fn get(&self, ctx: &RequestContext, digest: &Digest) -> Result<Bytes> {
-        let tenant = self.tenant(ctx);
-        if let Some(viewed) = self.viewed(ctx, &tenant)? {
-            return self.inner.get(&viewed, digest).await;
-        }
-        if !self.visible(&tenant, digest) {
-            return Err(Self::not_found(digest));
-        }
-        self.inner.get(ctx, digest).await
+        self.inner.get(&self.reading(ctx, digest)?, digest).await
     }
 
     async fn put(&self, ctx: &RequestContext, digest: &Digest, data: Bytes) -> Result<()> {
         let tenant = self.tenant(ctx);
-        self.charge(ctx, &tenant, digest).await?;
-        let viewed = self.viewed(ctx, &tenant)?;
-        self.inner
-            .put(viewed.as_ref().unwrap_or(ctx), digest, data)
-            .await?;
+        let call = self.uploading(ctx, &tenant, digest).await?;
+        self.inner.put(&call, digest, data).await?;
         self.index.grant(&tenant, digest)
     }
 
@@ -254,24 +269,14 @@ impl BlobStore for TenantVisibility {
         offset: u64,
         limit: Option<u64>,
     ) -> Result<ChunkStream> {
-        let tenant = self.tenant(ctx);
-        if let Some(viewed) = self.viewed(ctx, &tenant)? {
-            return self.inner.read(&viewed, digest, offset, limit).await;
-        }
-        if !self.visible(&tenant, digest) {
-            return Err(Self::not_found(digest));
-        }
-        self.inner.read(ctx, digest, offset, limit).await
+        let call = self.reading(ctx, digest)?;
+        self.inner.read(&call, digest, offset, limit).await
     }
 
     async fn write(&self, ctx: &RequestContext, digest: &Digest) -> Result<Box<dyn BlobWriter>> {
         let tenant = self.tenant(ctx);
-        self.charge(ctx, &tenant, digest).await?;
-        let viewed = self.viewed(ctx, &tenant)?;
-        let inner = self
-            .inner
-            .write(viewed.as_ref().unwrap_or(ctx), digest)
-            .await?;
+        let call = self.uploading(ctx, &tenant, digest).await?;
+        let inner = self.inner.write(&call, digest).await?;
         Ok(Box::new(OwningWriter {
             inner,
             tenant,

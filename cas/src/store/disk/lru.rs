@@ -123,11 +123,14 @@ impl Lru {
         ))
     }
 
-    pub fn remove(&mut self, digest: &Digest) {
-        if let Some(entry) = self.entries.remove(digest) {
-            self.order.remove(&entry.tick);
-            self.total -= digest.size();
-        }
+    /// Forgets `digest`; false if it was not held.
+    pub fn remove(&mut self, digest: &Digest) -> bool {
+        let Some(entry) = self.entries.remove(digest) else {
+            return false;
+        };
+        self.order.remove(&entry.tick);
+        self.total -= digest.size();
+        true
     }
 
     /// Blobs held.
