@@ -43,6 +43,9 @@ pub struct Policy {
     /// Prefix → owner, so that [`Policy::tenant_of`] costs one lookup per
     /// component of the instance name.
     owners: HashMap<String, TenantId>,
+    /// The tenants marked `shared_readable`, found once: every CAS call
+    /// of a farm with tenants asks for them.
+    shared_readable: Vec<TenantId>,
     grants: Vec<Grant>,
     workers: Vec<WorkerEntry>,
 }
@@ -99,6 +102,7 @@ impl Policy {
             local: true,
             tenants,
             owners: HashMap::new(),
+            shared_readable: Vec::new(),
             grants: Vec::new(),
             workers: vec![WorkerEntry {
                 principals: vec![Pattern::everything()],
@@ -170,10 +174,7 @@ impl Policy {
 
     /// The tenants marked `shared_readable`.
     pub fn shared_readable_tenants(&self) -> impl Iterator<Item = &TenantId> {
-        self.tenants
-            .iter()
-            .filter(|(_, t)| t.shared_readable)
-            .map(|(id, _)| id)
+        self.shared_readable.iter()
     }
 
     /// `tenant`'s quotas (`None` for a tenant the policy does not define).

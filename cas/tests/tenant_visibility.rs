@@ -35,6 +35,9 @@ impl TenantOf for Prefixes {
     fn is_shared_readable(&self, tenant: &str) -> bool {
         self.shared.contains(&tenant)
     }
+    fn shared_readable(&self) -> Vec<Arc<str>> {
+        self.shared.iter().map(|t| Arc::from(*t)).collect()
+    }
     fn check_cas_bytes(&self, tenant: &str, owned: u64, adding: u64) -> corral_cas::Result<()> {
         // Tenant a may own 100 bytes.
         if tenant == "a" && owned + adding > 100 {

@@ -162,6 +162,14 @@ impl TenantOf for PolicyTenants {
             .is_some_and(|t| policy.is_shared_readable(t))
     }
 
+    fn shared_readable(&self) -> Vec<Arc<str>> {
+        self.0
+            .policy()
+            .shared_readable_tenants()
+            .map(|t| Arc::from(t.as_str()))
+            .collect()
+    }
+
     fn check_cas_bytes(&self, tenant: &str, owned: u64, adding: u64) -> corral_cas::Result<()> {
         let policy = self.0.policy();
         let Some(id) = policy.tenant(tenant) else {

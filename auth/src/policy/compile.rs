@@ -37,10 +37,16 @@ pub(super) fn compile(config: &PolicyConfig) -> Result<Policy> {
         .enumerate()
         .map(|(i, w)| compile_worker(i, w))
         .collect::<Result<Vec<_>>>()?;
+    let shared_readable = tenants
+        .iter()
+        .filter(|(_, t)| t.shared_readable)
+        .map(|(id, _)| id.clone())
+        .collect();
     Ok(Policy {
         local: false,
         tenants,
         owners,
+        shared_readable,
         grants,
         workers,
     })

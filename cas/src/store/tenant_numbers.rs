@@ -30,21 +30,14 @@ impl TenantNumbers {
     }
 
     /// How a call of `tenant` sees the store: its own blobs and those of
-    /// every numbered tenant `shared_readable` says everyone may read.
-    pub fn viewer(
-        &self,
-        tenant: &Arc<str>,
-        shared_readable: impl Fn(&str) -> bool,
-    ) -> Result<Viewer> {
+    /// the `shared_readable` tenants.
+    pub fn viewer(&self, tenant: &Arc<str>, shared_readable: &[Arc<str>]) -> Result<Viewer> {
         let mut numbered = self.lock();
         let owner = number_in(&mut numbered, tenant)?;
-        let readable = numbered
-            .names
+        let readable = shared_readable
             .iter()
-            .zip(0..)
-            .filter(|(name, _)| shared_readable(name))
-            .filter_map(|(_, n)| OwnerId::nth(n))
-            .collect();
+            .map(|shared| number_in(&mut numbered, shared))
+            .collect::<Result<_>>()?;
         Ok(Viewer { owner, readable })
     }
 
@@ -78,7 +71,7 @@ mod tests {
         let ntools = numbers.number(&tools).unwrap();
         assert_ne!(na, ntools);
         assert_eq!(numbers.number(&a).unwrap(), na);
-        let viewer = numbers.viewer(&b, |t| t == "tools").unwrap();
+        let viewer = numbers.viewer(&b, std::slice::from_ref(&tools)).unwrap();
         assert_eq!(viewer.readable, vec![ntools]);
         assert!(viewer.owner != na && viewer.owner != ntools);
     }

@@ -54,6 +54,9 @@ pub trait TenantOf: Send + Sync + 'static {
     fn tenant_of(&self, instance: &str) -> Option<Arc<str>>;
     /// Whether every tenant may read what `tenant` owns.
     fn is_shared_readable(&self, tenant: &str) -> bool;
+    /// Every tenant whose blobs everyone may read (usually none or a
+    /// few): asked on every call, so it should not scan all tenants.
+    fn shared_readable(&self) -> Vec<Arc<str>>;
     /// Whether `tenant`, owning `owned` bytes, may own `adding` more (its
     /// `cas_bytes` quota); over it, [`Error::QuotaExceeded`]. Default: no
     /// quota.
@@ -110,7 +113,7 @@ impl TenantVisibility {
         let Some(numbers) = &self.numbers else {
             return Ok(None);
         };
-        let viewer = numbers.viewer(tenant, |t| self.tenants.is_shared_readable(t))?;
+        let viewer = numbers.viewer(tenant, &self.tenants.shared_readable())?;
         Ok(Some(ctx.viewed_by(Arc::new(viewer))))
     }
 
