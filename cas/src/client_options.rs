@@ -74,14 +74,6 @@ impl ClientFlags {
         self.apply(ClientOptions::default())?.connector()
     }
 
-    /// Whether any flag was given.
-    pub fn any(&self) -> bool {
-        self.tls_ca.is_some()
-            || self.tls_cert.is_some()
-            || self.tls_key.is_some()
-            || self.token_file.is_some()
-    }
-
     /// The options these flags give, on top of `base` (a flag wins over
     /// the configuration). Every file named by a flag must be readable
     /// now; one that is not is an error naming the flag and the path.
