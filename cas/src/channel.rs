@@ -85,15 +85,19 @@ pub fn endpoint(url: &str) -> Result<Endpoint> {
 /// certificate authorities.
 pub async fn connect(url: &str) -> Result<Channel> {
     let tls = if url.starts_with("https://") {
-        Some(
-            corral_tls::TlsClientConfig::default()
-                .tonic_config()
-                .map_err(|e| Error::invalid("tls", e.to_string()))?,
-        )
+        Some(system_tls()?)
     } else {
         None
     };
     open(url, tls).await
+}
+
+/// TLS trusting the system's certificate authorities, presenting no
+/// certificate: an `https://` URL given without TLS settings.
+pub(crate) fn system_tls() -> Result<ClientTlsConfig> {
+    corral_tls::TlsClientConfig::default()
+        .tonic_config()
+        .map_err(|e| Error::invalid("tls", e.to_string()))
 }
 
 /// Connects to `url`, speaking TLS with `tls` when it is given (the URL is
@@ -128,7 +132,7 @@ pub async fn open(url: &str, tls: Option<ClientTlsConfig>) -> Result<Channel> {
 /// `error` and its sources: tonic's own message ("transport error") says
 /// nothing; the handshake's reason (an unknown CA, a refused client
 /// certificate) is in its sources.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

@@ -184,10 +184,7 @@ impl Connector {
         let https = matches!(Target::parse(url)?, Target::Tcp(_)) && url.starts_with("https://");
         match (&self.tls, https) {
             (Some(tls), true) => Ok(Some(tls.clone())),
-            (None, true) => TlsClientConfig::default()
-                .tonic_config()
-                .map(Some)
-                .map_err(|e| Error::invalid("tls", e.to_string())),
+            (None, true) => channel::system_tls().map(Some),
             (Some(_), false) => Err(Error::invalid(
                 "url",
                 format!(

@@ -365,13 +365,13 @@ fn remote_refused(table: &str, url: &str, status: &tonic::Status) -> Error {
         }
         _ => "",
     };
-    let source = std::error::Error::source(status)
-        .map(|s| format!(" ({s})"))
+    let cause = std::error::Error::source(status)
+        .map(|s| format!(": {}", crate::channel::error_chain(s)))
         .unwrap_or_default();
     Error::invalid(
         table,
         format!(
-            "{url} did not answer ({:?}: {}{source}){hint}",
+            "{url} did not answer ({:?}: {}{cause}){hint}",
             status.code(),
             status.message()
         ),
