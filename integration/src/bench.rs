@@ -8,3 +8,4 @@ pub mod overhead;
 pub mod sandbox;
 pub mod scheduler;
 pub mod staging;
+pub mod stats;

@@ -75,7 +75,6 @@ mod bazel;
 mod breakdown;
 mod buildstream;
 mod farm_share;
-mod stats;
 
 use std::time::{Duration, SystemTime};
 
@@ -83,13 +82,13 @@ use anyhow::bail;
 
 use crate::farm::FarmOptions;
 
+pub use super::stats::{mean, median, median_f64, quantile};
 use bazel::bazel_series;
 pub use breakdown::Phases;
 use breakdown::{breakdown, print_phases};
 use buildstream::buildstream_series;
 pub use buildstream::FILES_ELEMENT;
 use farm_share::FarmShare;
-pub use stats::{mean, median, median_f64, quantile};
 
 /// Options of `corral bench e2e`.
 #[derive(Debug, Clone, clap::Args)]

@@ -18,6 +18,8 @@
 
 use std::time::Duration;
 
+use crate::bench::stats::{median, median_f64, quantile};
+
 /// Resamples drawn for the bootstrap interval.
 pub const RESAMPLES: usize = 2000;
 
@@ -100,7 +102,7 @@ impl Pairs {
         if ratios.is_empty() {
             return None;
         }
-        let ratio = median(&ratios);
+        let ratio = median_f64(&ratios);
         let groups = self.groups();
         let mut rng = SplitMix(seed);
         let mut medians = Vec::with_capacity(RESAMPLES);
@@ -113,44 +115,21 @@ impl Pairs {
                     sample.push(group[rng.below(group.len())]);
                 }
             }
-            medians.push(median(&sample));
+            medians.push(median_f64(&sample));
         }
-        medians.sort_by(f64::total_cmp);
-        let interval = (quantile(&medians, 0.025), quantile(&medians, 0.975));
+        let interval = (
+            quantile(&medians, 0.025).unwrap_or(f64::NAN),
+            quantile(&medians, 0.975).unwrap_or(f64::NAN),
+        );
         Some(Summary {
             pairs: ratios.len(),
-            a_median: median_duration(&self.a),
-            b_median: median_duration(&self.b),
+            a_median: median(&self.a),
+            b_median: median(&self.b),
             ratio,
             interval,
-            per_group: groups.iter().map(|g| median(g)).collect(),
+            per_group: groups.iter().map(|g| median_f64(g)).collect(),
         })
     }
-}
-
-/// The median (mean of the middle two for an even count); 0 when empty.
-pub fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn median_duration(values: &[Duration]) -> Duration {
-    let secs: Vec<f64> = values.iter().map(Duration::as_secs_f64).collect();
-    Duration::from_secs_f64(median(&secs))
-}
-
-/// The `q`-quantile of sorted `values` by nearest rank.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// SplitMix64: a small, good-enough generator for resampling indices (no
@@ -229,12 +208,5 @@ mod tests {
         assert_eq!(s.per_group.len(), 4);
         assert!(s.interval.1 - s.interval.0 > 0.04, "{s:?}");
         assert!(s.interval.0 < 1.0 && 1.0 < s.interval.1, "{s:?}");
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(&[]), 0.0);
     }
 }

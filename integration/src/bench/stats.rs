@@ -1,5 +1,6 @@
-//! Summary statistics of the samples (median, quantile, mean), for the
-//! table of builds and the round-trip breakdown alike.
+//! Summary statistics of the samples (median, quantile, mean), for every
+//! benchmark's tables: e2e's builds and round-trip breakdown, overhead's
+//! paired ratios.
 
 use std::time::Duration;
 
@@ -57,6 +58,7 @@ mod tests {
             Duration::from_micros(2_500)
         );
         assert_eq!(median(&[]), Duration::ZERO);
+        assert_eq!(median_f64(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median_f64(&[4.0, f64::NAN, 1.0, 3.0, 2.0]), 2.5);
         assert!(median_f64(&[]).is_nan());
     }
