@@ -12,6 +12,7 @@
 //! Works against any REAPI server (`--target`), so a reference server can
 //! be measured with the same command.
 
+use crate::bench::stats::ms;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -113,10 +114,6 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 async fn bench(args: &Args, function: DigestFunction) -> anyhow::Result<()> {

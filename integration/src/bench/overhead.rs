@@ -33,6 +33,7 @@
 
 pub mod paired;
 
+use crate::bench::stats::ms;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -289,10 +290,6 @@ fn print_report(args: &Args, rows: &[(Op, Summary)]) {
             starts.join(", ")
         );
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 impl Side {

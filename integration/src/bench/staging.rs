@@ -9,6 +9,7 @@
 //!   root made of known files);
 //! * warm: the same root staged before; the staged tree is reused.
 
+use crate::bench::stats::ms;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -68,10 +69,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ms(report.warm)
     );
     Ok(())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// What to measure.

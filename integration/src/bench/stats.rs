@@ -4,6 +4,11 @@
 
 use std::time::Duration;
 
+/// `d` in milliseconds, as the tables print times.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 /// The median of `values` (the mean of the middle two for an even count);
 /// zero for none.
 pub fn median(values: &[Duration]) -> Duration {
