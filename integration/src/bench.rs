@@ -4,6 +4,7 @@
 pub mod cas;
 pub mod e2e;
 pub mod execute;
+pub mod init_phases;
 pub mod overhead;
 pub mod sandbox;
 pub mod scheduler;

@@ -16,6 +16,7 @@ pub(crate) mod cgroup_v2;
 pub(crate) mod limit_enforcer;
 pub(crate) mod mechanism;
 pub(crate) mod rlimits_only;
+pub(crate) mod stale;
 #[cfg(test)]
 mod tests;
 

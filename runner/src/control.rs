@@ -43,6 +43,44 @@ pub(crate) enum Report {
     /// with this message, for the run's process to hold until its
     /// clean-up (see `inside::rootfs`).
     HostView,
+    /// Not an end: when the init's steps ended, sent before the end when
+    /// the plan asks for it.
+    Phases(InitPhases),
+}
+
+/// When each of the init's steps ended, in nanoseconds of
+/// `CLOCK_MONOTONIC` (one clock for every process of the machine, so the
+/// outside can set them against its own).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InitPhases {
+    /// The plan was read.
+    pub plan: u64,
+    /// The request's root is `/`.
+    pub root: u64,
+    /// Hostname, rlimits, streams, environment, working directory and
+    /// identity set.
+    pub settings: u64,
+    /// Every capability dropped.
+    pub capabilities: u64,
+    /// Landlock in force.
+    pub landlock: u64,
+    /// Seccomp in force.
+    pub seccomp: u64,
+    /// The command was started.
+    pub spawned: u64,
+    /// The command and everything it left were reaped.
+    pub reaped: u64,
+}
+
+/// Now, in nanoseconds of `CLOCK_MONOTONIC`.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A new control socketpair: (outside, inside), both close-on-exec.

@@ -32,7 +32,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::Spec;
 
-use crate::control::{self, Report, CONTROL_FD};
+use crate::control::{self, InitPhases, Report, CONTROL_FD};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, Rlimit};
 
@@ -90,12 +90,16 @@ fn restrict_writes(writable: &[PathBuf]) -> Result<()> {
 }
 
 /// Drops every capability, then applies Landlock and seccomp.
-fn lock_down(plan: &Plan) -> Result<()> {
+fn lock_down(plan: &Plan, phases: &mut InitPhases) -> Result<()> {
     crate::loopback::drop_all_capabilities()?;
+    phases.capabilities = control::monotonic_ns();
     if let Some(writable) = &plan.writable {
         restrict_writes(writable)?;
     }
-    plan.seccomp.install()
+    phases.landlock = control::monotonic_ns();
+    plan.seccomp.install()?;
+    phases.seccomp = control::monotonic_ns();
+    Ok(())
 }
 
 /// The resource number of an rlimit's OCI name.
@@ -191,8 +195,9 @@ fn release_terminal() -> Result<()> {
 /// the detached copy of the view of the host ([`rootfs::detach_host`]).
 ///
 /// [`rootfs::detach_host`]: crate::inside::rootfs::detach_host
-fn prepare(plan: &Plan, fds: Vec<OwnedFd>, host: OwnedFd) -> Result<()> {
+fn prepare(plan: &Plan, fds: Vec<OwnedFd>, host: OwnedFd, phases: &mut InitPhases) -> Result<()> {
     crate::inside::rootfs::enter(plan, &host)?;
+    phases.root = control::monotonic_ns();
     // The last reference to the copy of the host's mounts leaves with the
     // run's process: releasing it unmounts them all, which waits for an RCU
     // grace period, after the caller is answered. Nothing of the host stays
@@ -222,17 +227,47 @@ fn prepare(plan: &Plan, fds: Vec<OwnedFd>, host: OwnedFd) -> Result<()> {
     unsafe { libc::syscall(libc::SYS_close_range, CONTROL_FD + 1, u32::MAX, 0) };
     let (uid, gid) = plan.identity;
     crate::identity::become_ids(uid, gid)?;
-    lock_down(plan)
+    phases.settings = control::monotonic_ns();
+    lock_down(plan, phases)
+}
+
+/// Closes every descriptor above the control socket except `keep`.
+/// libcontainer leaves some open in its init; one is a handle on a procfs
+/// instance of its own, detached, whose release unmounts it and waits for
+/// the kernel's RCU grace period (0.5 ms and more). Done before the plan,
+/// that wait is off the caller's clock.
+fn close_all_but(keep: i32) {
+    let first = CONTROL_FD as u32 + 1;
+    let keep = keep.max(CONTROL_FD) as u32;
+    // SAFETY: close_range on descriptors this process no longer uses; the
+    // kept one, owned by the caller, and the control socket are outside
+    // both ranges.
+    unsafe {
+        if keep > first {
+            libc::syscall(libc::SYS_close_range, first, keep - 1, 0);
+        }
+        libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0);
+    }
 }
 
 /// Receives the plan, applies it, forks the command and reaps. Returns
 /// only with the reason the command could not start.
 fn run(plan_fd: i32) -> Result<Infallible> {
+    // Death with the run's process (the parent, by `CLONE_PARENT`), armed
+    // again: libcontainer's change of ids cleared the one `setup_envs` set.
+    // Had the parent died before this, the plan's socket reads as closed.
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // Before the plan, so that a container made ahead of its request does
     // this off the caller's clock.
     let host = crate::inside::rootfs::detach_host()?;
+    close_all_but(host.as_raw_fd());
     let (plan, fds): (Plan, _) = control::recv(plan_fd)?
         .ok_or_else(|| Error::Container("the run's process closed the control socket".into()))?;
+    let mut phases = InitPhases {
+        plan: control::monotonic_ns(),
+        ..InitPhases::default()
+    };
     let program = CString::new(plan.args.first().cloned().unwrap_or_default())
         .map_err(|_| Error::InvalidRequest("the command contains NUL".into()))?;
     let argv: Vec<CString> = plan
@@ -247,18 +282,19 @@ fn run(plan_fd: i32) -> Result<Infallible> {
         .map(|(k, v)| CString::new(format!("{k}={v}")))
         .collect::<std::result::Result<_, _>>()
         .map_err(|_| Error::InvalidRequest("an environment variable contains NUL".into()))?;
-    prepare(&plan, fds, host)?;
+    prepare(&plan, fds, host, &mut phases)?;
+    let phases = plan.report_phases.then_some(phases);
     if plan.controlling_tty {
         // SAFETY: this process is libcontainer's single-threaded container
         // init, so fork cannot leave another thread's lock held in the child.
         return match unsafe { fork() } {
             Ok(ForkResult::Child) => run_command(&plan, &program, &argv),
-            Ok(ForkResult::Parent { child }) => reap(child),
+            Ok(ForkResult::Parent { child }) => reap(child, phases),
             Err(e) => Err(Error::sys("fork of the command", e)),
         };
     }
     match spawn_command(&program, &argv, &env) {
-        Ok(child) => reap(child),
+        Ok(child) => reap(child, phases),
         Err(errno) => {
             // As a shell would: the reason on the command's stderr, 127.
             eprintln!("corral sandbox: cannot execute {:?}: {errno}", plan.args[0]);
@@ -366,7 +402,11 @@ fn run_command(plan: &Plan, program: &CString, argv: &[CString]) -> ! {
 /// The report comes only once the namespace holds nothing but PID 1, so
 /// the outside may answer its caller on the report, without waiting for
 /// this process's own exit (which releases the container's namespaces).
-fn reap(command: Pid) -> ! {
+/// `phases`, when the plan asked for them, go out just before the end.
+fn reap(command: Pid, mut phases: Option<InitPhases>) -> ! {
+    if let Some(p) = &mut phases {
+        p.spawned = control::monotonic_ns();
+    }
     let ended = loop {
         match waitpid(None, None) {
             Ok(status) if status.pid() == Some(command) => {
@@ -385,6 +425,10 @@ fn reap(command: Pid) -> ! {
     unsafe { libc::kill(-1, libc::SIGKILL) };
     // Until ECHILD: none left.
     while let Ok(_) | Err(nix::errno::Errno::EINTR) = waitpid(None, None) {}
+    if let Some(mut p) = phases {
+        p.reaped = control::monotonic_ns();
+        report(&Report::Phases(p));
+    }
     report(&ended);
     // SAFETY: as above.
     unsafe { libc::_exit(0) }

@@ -93,6 +93,10 @@ pub(crate) struct Plan {
     /// `hidden_paths` where a host directory binds them).
     #[serde(default)]
     pub hidden: Vec<PathBuf>,
+    /// The init reports when each of its steps ended
+    /// ([`crate::control::Report::Phases`]), for the runner's debug log.
+    #[serde(default)]
+    pub report_phases: bool,
 }
 
 impl Plan {
@@ -172,6 +176,7 @@ impl Plan {
             terminal: matches!(req.stdin, Stdio::Terminal(_)),
             controlling_tty: req.controlling_tty,
             hidden,
+            report_phases: false,
         }
     }
 }

@@ -221,6 +221,10 @@ pub fn serve_blocking(config: &RunnerConfig, socket: &Path) -> Result<()> {
             host.map_uid
         );
     }
+    let stale = crate::cgroups::stale::remove_stale(host.limit_enforcer().as_ref());
+    if !stale.is_empty() {
+        tracing::info!(count = stale.len(), runs = ?stale, "removed the cgroups of runs whose process is gone");
+    }
     crate::exec::wait_single_threaded(std::time::Duration::from_millis(500))?;
     // SAFETY: just checked that this process has a single thread, and
     // nothing between the check and the fork starts one.

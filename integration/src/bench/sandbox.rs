@@ -43,6 +43,11 @@ pub struct Args {
     /// `warm_sandboxes = 0` to measure without containers made ahead).
     #[arg(long, value_name = "FILE")]
     pub runner_config: Option<PathBuf>,
+    /// Also print where the request's part of the service's runs went, step
+    /// by step inside the container (p50 and p95 over every service run,
+    /// from the runner's debug log).
+    #[arg(long)]
+    pub phases: bool,
 }
 
 /// Copies Debian's static busybox (`busybox-static`) into `dir/bin` and
@@ -130,8 +135,13 @@ fn run_request(root: &Path, scratch: &Path) -> pb::RunRequest {
 /// (it warns about cgroup controllers it does not see, by design).
 const LOG_FILTER: &str = "warn,libcgroups=error,libcontainer=error";
 
-fn log_filter() -> String {
-    std::env::var("RUST_LOG").unwrap_or_else(|_| LOG_FILTER.to_string())
+/// With `--phases`: the runner's per-run step times too.
+const PHASES_FILTER: &str =
+    "warn,corral_runner::sandbox::watch=debug,libcgroups=error,libcontainer=error";
+
+fn log_filter(phases: bool) -> String {
+    std::env::var("RUST_LOG")
+        .unwrap_or_else(|_| if phases { PHASES_FILTER } else { LOG_FILTER }.to_string())
 }
 
 /// A `corral runner --socket` process for the run, stopped on drop. Its
@@ -156,7 +166,7 @@ impl Runner {
             cmd.arg("--config").arg(config);
         }
         let child = cmd
-            .env("RUST_LOG", log_filter())
+            .env("RUST_LOG", log_filter(args.phases))
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()
@@ -273,8 +283,28 @@ fn runner_exec(corral: &Path, root: &Path, config: Option<&Path>) -> Command {
     c.arg("--root")
         .arg(root)
         .args(["--", "/bin/true"])
-        .env("RUST_LOG", log_filter());
+        .env("RUST_LOG", log_filter(false));
     c
+}
+
+/// The request's part of the service's runs, step by step, from the
+/// runner's log.
+fn print_phases(log: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(log)
+        .with_context(|| format!("read the runner's log {}", log.display()))?;
+    let (runs, steps) = super::init_phases::summarize(&text);
+    if runs == 0 {
+        bail!(
+            "no `init phases` lines in {} (is RUST_LOG overriding the debug level?)",
+            log.display()
+        );
+    }
+    println!("the request's part of {runs} service runs, inside the container:");
+    println!("  {:<30} {:>9} {:>9}", "step", "p50 µs", "p95 µs");
+    for (step, p50, p95) in steps {
+        println!("  {step:<30} {p50:>9.0} {p95:>9.0}");
+    }
+    Ok(())
 }
 
 /// One line of the machine's state, for the record.
@@ -371,6 +401,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     println!("machine at end: {}", machine());
+    if args.phases {
+        print_phases(&runner.log)?;
+    }
     // The runner stops once its last connection is closed, which the
     // runtime's connection task does when the runtime goes.
     drop(client);

@@ -296,6 +296,20 @@ impl LimitEnforcer for CgroupV1 {
         }
     }
 
+    fn run_dirs(&self) -> Vec<(String, PathBuf)> {
+        let mut out: Vec<(String, PathBuf)> = Vec::new();
+        for (_, parent) in &self.parents {
+            for id in files::subdirectories(parent) {
+                let dir = parent.join(&id);
+                // Co-mounted controllers (`cpu,cpuacct`) share a directory.
+                if !out.iter().any(|(_, d)| *d == dir) {
+                    out.push((id, dir));
+                }
+            }
+        }
+        out
+    }
+
     fn remove(&self, id: &str) -> Result<()> {
         let mut first_error = None;
         for dir in self.dirs(id)? {

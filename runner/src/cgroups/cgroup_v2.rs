@@ -281,6 +281,17 @@ impl LimitEnforcer for CgroupV2 {
         }
     }
 
+    fn run_dirs(&self) -> Vec<(String, PathBuf)> {
+        let parent = self.parent_dir();
+        files::subdirectories(&parent)
+            .into_iter()
+            .map(|id| {
+                let dir = parent.join(&id);
+                (id, dir)
+            })
+            .collect()
+    }
+
     fn remove(&self, id: &str) -> Result<()> {
         let dir = self.run_dir(id)?;
         if !dir.is_dir() {

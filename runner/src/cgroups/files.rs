@@ -107,6 +107,18 @@ pub fn kill_listed(procs: &Path) {
     }
 }
 
+/// The names of `dir`'s subdirectories (none if it cannot be read).
+pub fn subdirectories(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
 /// Removes the cgroup directory `dir`; an absent one is already removed.
 /// While processes are still exiting the kernel answers EBUSY, so that is
 /// retried for a while, killing what `cgroup.procs` still lists.

@@ -6,6 +6,7 @@
 //! [`super::mechanism`]) and every run goes through this trait, so
 //! `sandbox` never needs to know which one it is.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Result;
@@ -65,6 +66,12 @@ pub(crate) trait LimitEnforcer {
     /// Kills whatever is left in run `id`'s cgroup and removes it. Removing
     /// a cgroup that is already gone is not an error.
     fn remove(&self, id: &str) -> Result<()>;
+
+    /// Every run cgroup under the parent, whoever made it, as (run id, its
+    /// directory), one pair per controller directory (see [`super::stale`]).
+    fn run_dirs(&self) -> Vec<(String, PathBuf)> {
+        Vec::new()
+    }
 }
 
 /// How an enforcer applies each limit, in words for operators.

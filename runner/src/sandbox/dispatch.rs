@@ -85,7 +85,8 @@ pub(crate) fn run_prepared(
             Some(f) => f,
             None => Filters::build(&req.profile)?,
         };
-        let plan = Plan::new(host, req, &layout, &limits, filters);
+        let mut plan = Plan::new(host, req, &layout, &limits, filters);
+        plan.report_phases = super::watch::phases_wanted();
         let streams = if plan.terminal {
             Vec::new()
         } else {
@@ -97,6 +98,7 @@ pub(crate) fn run_prepared(
         };
         tracing::debug!(ms = ms(t0), "request prepared");
         let started = Instant::now();
+        let plan_sent = control::monotonic_ns();
         let raw: Vec<i32> = streams.iter().map(|f| f.as_raw_fd()).collect();
         control::send(prepared.control.as_raw_fd(), &plan, &raw)?;
         drop(streams);
@@ -112,6 +114,7 @@ pub(crate) fn run_prepared(
             limits: &limits,
             enforcer: (cleanup.enforcer.as_ref(), &cleanup.id),
             started,
+            plan_sent,
         });
         tracing::debug!(ms = ms(started), "run and wait");
         outcome

@@ -39,12 +39,18 @@ pub(crate) struct Prepared {
     pub id: String,
 }
 
+/// `corral-PID-SECONDS-NANOS`: the run's process and when it began, which
+/// a starting runner reads to tell stale cgroups (`cgroups::stale`).
 fn unique_id() -> String {
-    let nanos = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("corral-{}-{nanos:09}", std::process::id())
+        .unwrap_or_default();
+    format!(
+        "corral-{}-{}-{:09}",
+        std::process::id(),
+        now.as_secs(),
+        now.subsec_nanos()
+    )
 }
 
 fn dev_null() -> Result<OwnedFd> {
@@ -205,6 +211,16 @@ unsafe fn create(
         .pid()
         .ok_or_else(|| Error::Container("created container has no pid".into()))?;
     let pidfd = pidfd_open(init)?;
+    // Started at once: until then the init waits for libcontainer's start
+    // signal and would outlive this process if it died (its parent-death
+    // signal is lost when libcontainer sets its ids). Started, it arms that
+    // signal again and waits for the plan, and nothing of the command
+    // exists before the plan, which comes after the move below.
+    if let Err(e) = container.start() {
+        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(init, None);
+        return Err(Error::Container(format!("start: {e}")));
+    }
     let t0 = Instant::now();
     if let Err(e) = enforcer.attach(id, init.as_raw()) {
         let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
@@ -212,12 +228,6 @@ unsafe fn create(
         return Err(e);
     }
     tracing::debug!(ms = ms(t0), "init moved into the run's cgroup");
-    // Started now: the executor waits for the plan before it does anything.
-    if let Err(e) = container.start() {
-        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(init, None);
-        return Err(Error::Container(format!("start: {e}")));
-    }
     Ok((init, pidfd, outside))
 }
 

@@ -9,7 +9,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::cgroups::LimitEnforcer;
-use crate::control::{self, Report};
+use crate::control::{self, InitPhases, Report};
 use crate::error::{Error, Result};
 use crate::request::{LimitHit, Limits, Outcome};
 
@@ -34,6 +34,33 @@ pub(crate) struct Watched<'a> {
     pub enforcer: (&'a dyn LimitEnforcer, &'a str),
     /// When the command was started.
     pub started: Instant,
+    /// When the plan was sent, in `CLOCK_MONOTONIC` nanoseconds.
+    pub plan_sent: u64,
+}
+
+/// Whether [`log_phases`] would log: only then does the plan ask the init
+/// for its step times.
+pub(crate) fn phases_wanted() -> bool {
+    tracing::enabled!(tracing::Level::DEBUG)
+}
+
+/// Logs (at debug) where the request's part of a run went, in
+/// microseconds: the plan's way in, the init's steps, the report's way
+/// out (up to now).
+fn log_phases(plan_sent: u64, p: &InitPhases) {
+    let us = |from: u64, to: u64| to.saturating_sub(from) / 1000;
+    tracing::debug!(
+        plan_in = us(plan_sent, p.plan),
+        root = us(p.plan, p.root),
+        settings = us(p.root, p.settings),
+        capabilities = us(p.settings, p.capabilities),
+        landlock = us(p.capabilities, p.landlock),
+        seccomp = us(p.landlock, p.seccomp),
+        spawn = us(p.seccomp, p.spawned),
+        command = us(p.spawned, p.reaped),
+        report_out = us(p.reaped, control::monotonic_ns()),
+        "init phases (µs)"
+    );
 }
 
 /// Bytes in a directory tree (file sizes; directories and links count 0).
@@ -145,9 +172,16 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
                     listen = false;
                     continue;
                 };
-                if report == Report::HostView {
-                    held.extend(fds);
-                    continue;
+                match report {
+                    Report::HostView => {
+                        held.extend(fds);
+                        continue;
+                    }
+                    Report::Phases(p) => {
+                        log_phases(w.plan_sent, &p);
+                        continue;
+                    }
+                    _ => {}
                 }
                 let wall_time = w.started.elapsed();
                 // SAFETY: rusage is plain data; zeroed is a valid value.
@@ -169,6 +203,7 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
     let report = loop {
         match control::recv::<Report>(w.control.as_raw_fd()) {
             Ok(Some((Report::HostView, fds))) => held.extend(fds),
+            Ok(Some((Report::Phases(p), _))) => log_phases(w.plan_sent, &p),
             Ok(Some((report, _))) => break Some(report),
             _ => break None,
         }
@@ -195,7 +230,7 @@ fn outcome(
         Some(Report::Signaled(sig)) => signal = Some(sig),
         Some(Report::Failed(message)) => return Err(Error::Container(message)),
         // Never passed here: the watch keeps it apart.
-        Some(Report::HostView) => {}
+        Some(Report::HostView | Report::Phases(_)) => {}
         // PID 1 itself was killed (timeout, limits): report its end.
         None if libc::WIFSIGNALED(status) => signal = Some(libc::WTERMSIG(status)),
         None if libc::WIFEXITED(status) => exit_code = Some(libc::WEXITSTATUS(status)),

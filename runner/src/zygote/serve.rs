@@ -46,6 +46,17 @@ struct Pool<'a> {
 
 /// Serves until the service closes its end.
 pub(super) fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
+    // A child killed outright (the OOM killer, `kill -9`) while
+    // libcontainer was making its container leaves that container's
+    // intermediate process and init waiting forever for it. As the
+    // subreaper, the zygote adopts them, and kills them (see `reap`).
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER and a flag.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) } != 0 {
+        return Err(Error::sys(
+            "become the containers' subreaper",
+            nix::errno::Errno::last(),
+        ));
+    }
     let mut pool = Pool {
         host,
         sock,
@@ -245,13 +256,20 @@ impl Pool<'_> {
         }
     }
 
-    /// Reaps children; answers for a running one that died badly.
+    /// Reaps children; answers for a running one that died badly; kills
+    /// what a child that died badly left to the zygote.
     fn reap(&mut self) {
+        let mut died_badly = Vec::new();
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(status) => {
                     let Some(pid) = status.pid() else { break };
+                    let ours =
+                        self.running.contains_key(&pid) || self.warm.iter().any(|w| w.pid == pid);
+                    if ours && !matches!(status, WaitStatus::Exited(_, 0)) {
+                        died_badly.push(pid.as_raw());
+                    }
                     if let Some(id) = self.running.remove(&pid) {
                         if !matches!(status, WaitStatus::Exited(_, 0)) {
                             reply(
@@ -264,6 +282,32 @@ impl Pool<'_> {
                     self.warm.retain(|w| w.pid != pid);
                 }
             }
+        }
+        if !died_badly.is_empty() {
+            self.kill_orphans();
+            crate::cgroups::stale::remove_runs_of(self.host.limit_enforcer().as_ref(), &died_badly);
+        }
+    }
+
+    /// SIGKILLs every child that is neither a warm child nor a run's: the
+    /// processes of a container whose maker died, adopted by the zygote.
+    /// Each stays this process's child (a zombie at worst) until reaped
+    /// here, so no pid read below can name another process.
+    fn kill_orphans(&self) {
+        let me = self.zygote.as_raw();
+        let Ok(list) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else {
+            return;
+        };
+        for pid in list.split_whitespace().filter_map(|p| p.parse().ok()) {
+            let pid = Pid::from_raw(pid);
+            if self.running.contains_key(&pid) || self.warm.iter().any(|w| w.pid == pid) {
+                continue;
+            }
+            tracing::warn!(
+                pid = pid.as_raw(),
+                "killing a container process whose maker died"
+            );
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
