@@ -8,6 +8,8 @@
 //! they close only when no process holds them.
 
 use std::io::Read;
+
+use anyhow::Context;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -41,34 +43,42 @@ fn wait_for(path: &Path, patience: Duration) -> bool {
     true
 }
 
+/// Starts `corral runner --socket socket` with its stdout and stderr on
+/// pipes, and waits until it serves. The receiver hears (the runner's
+/// stderr) once no process holds either pipe any more.
+fn start_runner(socket: &Path) -> anyhow::Result<(std::process::Child, mpsc::Receiver<String>)> {
+    let mut runner = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["runner", "--socket"])
+        .arg(socket)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdout = runner.stdout.take().context("piped stdout")?;
+    let mut stderr = runner.stderr.take().context("piped stderr")?;
+    let (closed, closing) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        let mut err = Vec::new();
+        let _ = stderr.read_to_end(&mut err);
+        let _ = closed.send(String::from_utf8_lossy(&err).into_owned());
+    });
+    assert!(
+        wait_for(socket, Duration::from_secs(30)),
+        "the runner never served {}",
+        socket.display()
+    );
+    Ok((runner, closing))
+}
+
 #[test]
 fn a_runner_killed_while_making_containers_leaves_no_process_behind() -> anyhow::Result<()> {
     for delay_ms in [0u64, 1, 3, 6, 10, 15, 25, 40, 70, 120] {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("runner.sock");
-        let mut runner = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["runner", "--socket"])
-            .arg(&socket)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let mut stdout = runner.stdout.take().expect("piped stdout");
-        let mut stderr = runner.stderr.take().expect("piped stderr");
-        let (closed, closing) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let _ = stdout.read_to_end(&mut out);
-            let mut err = Vec::new();
-            let _ = stderr.read_to_end(&mut err);
-            let _ = closed.send(String::from_utf8_lossy(&err).into_owned());
-        });
-        assert!(
-            wait_for(&socket, Duration::from_secs(30)),
-            "the runner never served {}",
-            socket.display()
-        );
+        let (mut runner, closing) = start_runner(&socket)?;
         std::thread::sleep(Duration::from_millis(delay_ms));
         runner.kill()?;
         runner.wait()?;
@@ -144,18 +154,10 @@ fn a_starting_runner_removes_the_cgroups_of_runs_whose_process_is_gone() -> anyh
 
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("runner.sock");
-    let mut runner = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["runner", "--socket"])
-        .arg(&socket)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let served = wait_for(&socket, Duration::from_secs(30));
+    // The sweep is done before the runner serves.
+    let (mut runner, _closing) = start_runner(&socket)?;
     runner.kill()?;
     runner.wait()?;
-    assert!(served, "the runner never served {}", socket.display());
 
     let left = |id: &str| {
         run_cgroup_dirs(id)
@@ -204,29 +206,7 @@ fn children(pid: u32) -> Vec<u32> {
 fn warm_children_killed_at_any_moment_leave_no_container_behind() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("runner.sock");
-    let mut runner = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["runner", "--socket"])
-        .arg(&socket)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stdout = runner.stdout.take().expect("piped stdout");
-    let mut stderr = runner.stderr.take().expect("piped stderr");
-    let (closed, closing) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out);
-        let mut err = Vec::new();
-        let _ = stderr.read_to_end(&mut err);
-        let _ = closed.send(());
-    });
-    assert!(
-        wait_for(&socket, Duration::from_secs(30)),
-        "the runner never served {}",
-        socket.display()
-    );
+    let (mut runner, closing) = start_runner(&socket)?;
     let mut killed = 0;
     let started = Instant::now();
     let mut pace = 1u64;
