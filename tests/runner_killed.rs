@@ -8,12 +8,12 @@
 //! they close only when no process holds them.
 
 use std::io::Read;
-
-use anyhow::Context;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 /// Processes whose command line names `needle`.
 fn processes_naming(needle: &str) -> Vec<String> {
