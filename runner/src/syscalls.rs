@@ -88,6 +88,15 @@ pub fn number(name: &str) -> Option<i64> {
         .map(|(_, nr)| *nr)
 }
 
+/// Every call name a profile may mention.
+#[cfg(test)]
+pub fn names() -> impl Iterator<Item = &'static str> {
+    COMMON
+        .iter()
+        .chain(ARCH)
+        .filter_map(|(n, _)| n.strip_prefix("SYS_"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
