@@ -63,3 +63,8 @@ pub fn install_with_parent(parent: nix::unistd::Pid) -> Result<()> {
 pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
 }
+
+/// Forgets a cancel: a warm child serving its next run starts afresh.
+pub fn clear() {
+    REQUESTED.store(false, Ordering::SeqCst);
+}

@@ -9,6 +9,7 @@
 //! writes its limits itself before libcontainer creates the container, and
 //! reads the usage before deleting it.
 
+mod baseline;
 mod files;
 
 pub(crate) mod cgroup_v1;

@@ -39,14 +39,21 @@ pub(crate) enum Report {
     Signaled(i32),
     /// The plan could not be applied; the command never started.
     Failed(String),
-    /// Not an end: the init's detached copy of the host's mounts rides
-    /// with this message, for the run's process to hold until its
-    /// clean-up (see `inside::rootfs`).
-    HostView,
+    /// Not an end: a descriptor whose last release unmounts something
+    /// rides with this message (the detached copy of the host's mounts of
+    /// a container serving one run, the mount namespace of a run in a
+    /// container serving several), for the run's process to hold until
+    /// its clean-up, after the answer (see `inside::rootfs`).
+    Hold,
     /// Not an end: when the init's steps ended, sent before the end when
     /// the plan asks for it.
     Phases(InitPhases),
 }
+
+/// What the outside sends the init of a container serving several runs
+/// once it has answered a run's caller: make the next run's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NextRun;
 
 /// When each of the init's steps ended, in nanoseconds of
 /// `CLOCK_MONOTONIC` (one clock for every process of the machine, so the

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use landlock::{Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI};
 use libcontainer::workload::{
@@ -31,6 +31,8 @@ use libcontainer::workload::{
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::Spec;
+
+mod serving;
 
 use crate::control::{self, InitPhases, Report, CONTROL_FD};
 use crate::error::{Error, Result};
@@ -43,6 +45,9 @@ pub(crate) struct SandboxExecutor {
     /// is made (the init holds the capabilities of
     /// [`crate::loopback::INIT_CAPS`] for this).
     pub loopback_up: bool,
+    /// The container serves run after run (see `serving`), each in
+    /// namespaces of its own, instead of one.
+    pub serves_many: bool,
 }
 
 /// Sends `report` to the outside; a failure to do so is reported by the
@@ -191,18 +196,21 @@ fn release_terminal() -> Result<()> {
     Ok(())
 }
 
-/// Everything between the plan and the fork of the command. `host` is
-/// the detached copy of the view of the host ([`rootfs::detach_host`]).
+/// Everything between the plan and the command's start. `host` is the
+/// detached copy of the view of the host ([`rootfs::detach_host`]), `dev`
+/// the `/dev` the root receives; every descriptor above the control socket
+/// but `keep` is closed.
 ///
 /// [`rootfs::detach_host`]: crate::inside::rootfs::detach_host
-fn prepare(plan: &Plan, fds: Vec<OwnedFd>, host: OwnedFd, phases: &mut InitPhases) -> Result<()> {
-    crate::inside::rootfs::enter(plan, &host)?;
+fn prepare(
+    plan: &Plan,
+    fds: Vec<OwnedFd>,
+    (host, dev): (OwnedFd, &Path),
+    keep: i32,
+    phases: &mut InitPhases,
+) -> Result<()> {
+    crate::inside::rootfs::enter(plan, &host, dev)?;
     phases.root = control::monotonic_ns();
-    // The last reference to the copy of the host's mounts leaves with the
-    // run's process: releasing it unmounts them all, which waits for an RCU
-    // grace period, after the caller is answered. Nothing of the host stays
-    // in the container.
-    control::send(CONTROL_FD, &Report::HostView, &[host.as_raw_fd()])?;
     drop(host);
     nix::unistd::sethostname(&plan.hostname)
         .map_err(|e| Error::sys(format!("set the hostname {:?}", plan.hostname), e))?;
@@ -223,12 +231,38 @@ fn prepare(plan: &Plan, fds: Vec<OwnedFd>, host: OwnedFd, phases: &mut InitPhase
         release_terminal()?;
     }
     // Nothing but the streams and the control socket goes further.
-    // SAFETY: close_range on descriptors this process no longer uses.
-    unsafe { libc::syscall(libc::SYS_close_range, CONTROL_FD + 1, u32::MAX, 0) };
+    close_all_but(keep);
     let (uid, gid) = plan.identity;
     crate::identity::become_ids(uid, gid)?;
     phases.settings = control::monotonic_ns();
     lock_down(plan, phases)
+}
+
+/// The command of a plan, as the exec calls take it.
+struct Command {
+    program: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+}
+
+impl Command {
+    fn of(plan: &Plan) -> Result<Command> {
+        let program = CString::new(plan.args.first().cloned().unwrap_or_default())
+            .map_err(|_| Error::InvalidRequest("the command contains NUL".into()))?;
+        let argv: Vec<CString> = plan
+            .args
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| Error::InvalidRequest("an argument contains NUL".into()))?;
+        let env: Vec<CString> = plan
+            .env
+            .iter()
+            .map(|(k, v)| CString::new(format!("{k}={v}")))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| Error::InvalidRequest("an environment variable contains NUL".into()))?;
+        Ok(Command { program, argv, env })
+    }
 }
 
 /// Closes every descriptor above the control socket except `keep`.
@@ -268,32 +302,30 @@ fn run(plan_fd: i32) -> Result<Infallible> {
         plan: control::monotonic_ns(),
         ..InitPhases::default()
     };
-    let program = CString::new(plan.args.first().cloned().unwrap_or_default())
-        .map_err(|_| Error::InvalidRequest("the command contains NUL".into()))?;
-    let argv: Vec<CString> = plan
-        .args
-        .iter()
-        .map(|a| CString::new(a.as_bytes()))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::InvalidRequest("an argument contains NUL".into()))?;
-    let env: Vec<CString> = plan
-        .env
-        .iter()
-        .map(|(k, v)| CString::new(format!("{k}={v}")))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::InvalidRequest("an environment variable contains NUL".into()))?;
-    prepare(&plan, fds, host, &mut phases)?;
+    let command = Command::of(&plan)?;
+    // The last reference to the copy of the host's mounts leaves with the
+    // run's process: releasing it unmounts them all, which waits for an RCU
+    // grace period, after the caller is answered. Nothing of the host stays
+    // in the container once `prepare` has dropped this process's own.
+    control::send(CONTROL_FD, &Report::Hold, &[host.as_raw_fd()])?;
+    prepare(
+        &plan,
+        fds,
+        (host, Path::new("/dev")),
+        CONTROL_FD,
+        &mut phases,
+    )?;
     let phases = plan.report_phases.then_some(phases);
     if plan.controlling_tty {
         // SAFETY: this process is libcontainer's single-threaded container
         // init, so fork cannot leave another thread's lock held in the child.
         return match unsafe { fork() } {
-            Ok(ForkResult::Child) => run_command(&plan, &program, &argv),
+            Ok(ForkResult::Child) => run_command(&plan, &command.program, &command.argv),
             Ok(ForkResult::Parent { child }) => reap(child, phases),
             Err(e) => Err(Error::sys("fork of the command", e)),
         };
     }
-    match spawn_command(&program, &argv, &env) {
+    match spawn_command(&command.program, &command.argv, &command.env) {
         Ok(child) => reap(child, phases),
         Err(errno) => {
             // As a shell would: the reason on the command's stderr, 127.
@@ -374,11 +406,9 @@ fn spawn_command(
 /// (see [`spawn_command`]), takes the terminal, execs. Never returns.
 fn run_command(plan: &Plan, program: &CString, argv: &[CString]) -> ! {
     // SAFETY: closing our own copy of the control socket; the command must
-    // not be able to forge a report. SIG_DFL installs no handler code.
-    unsafe {
-        libc::close(CONTROL_FD);
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // not be able to forge a report.
+    unsafe { libc::close(CONTROL_FD) };
+    default_signals();
     if plan.controlling_tty {
         // A new session whose controlling terminal is the one on stdin: job
         // control and /dev/tty work in the shell.
@@ -395,6 +425,27 @@ fn run_command(plan: &Plan, program: &CString, argv: &[CString]) -> ! {
     unsafe { libc::_exit(127) }
 }
 
+/// Every signal back to its default disposition and none blocked, as
+/// [`spawn_command`] gives them (this process ignores SIGPIPE, as every
+/// Rust program does, and an ignored signal stays ignored across an exec);
+/// glibc's two internal signals, 32 and 33, are left as they are.
+fn default_signals() {
+    for sig in (1..=libc::SIGRTMAX()).filter(|s| !(32..=33).contains(s)) {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler code; an invalid number is
+        // refused by the kernel and changes nothing.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set, initialised before use, as the new mask.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
 /// PID 1: reap everything until the command itself is gone; then kill
 /// and reap whatever it left in the namespace, report its end and exit.
 /// Never returns.
@@ -407,6 +458,20 @@ fn reap(command: Pid, mut phases: Option<InitPhases>) -> ! {
     if let Some(p) = &mut phases {
         p.spawned = control::monotonic_ns();
     }
+    let ended = reap_run(command);
+    if let Some(mut p) = phases {
+        p.reaped = control::monotonic_ns();
+        report(&Report::Phases(p));
+    }
+    report(&ended);
+    // SAFETY: as above.
+    unsafe { libc::_exit(0) }
+}
+
+/// PID 1's part of a run's end: reaps every child until `command` has
+/// ended, then kills and reaps everything else in the PID namespace.
+/// Returns how the command ended; exits if waiting fails.
+fn reap_run(command: Pid) -> Report {
     let ended = loop {
         match waitpid(None, None) {
             Ok(status) if status.pid() == Some(command) => {
@@ -420,23 +485,28 @@ fn reap(command: Pid, mut phases: Option<InitPhases>) -> ! {
             Err(_) => unsafe { libc::_exit(125) },
         }
     };
+    kill_the_rest();
+    ended
+}
+
+/// From PID 1: kills every other process of the namespace and reaps them
+/// all.
+fn kill_the_rest() {
     // From PID 1, -1 is every other process of the namespace.
     // SAFETY: kill with pid -1 and a valid signal.
     unsafe { libc::kill(-1, libc::SIGKILL) };
     // Until ECHILD: none left.
     while let Ok(_) | Err(nix::errno::Errno::EINTR) = waitpid(None, None) {}
-    if let Some(mut p) = phases {
-        p.reaped = control::monotonic_ns();
-        report(&Report::Phases(p));
-    }
-    report(&ended);
-    // SAFETY: as above.
-    unsafe { libc::_exit(0) }
 }
 
 impl Executor for SandboxExecutor {
     fn exec(&self, _spec: &Spec) -> std::result::Result<(), ExecutorError> {
-        let err = match run(CONTROL_FD) {
+        let served = if self.serves_many {
+            serving::serve(self.loopback_up)
+        } else {
+            run(CONTROL_FD)
+        };
+        let err = match served {
             Err(e) => e,
             Ok(never) => match never {},
         };

@@ -12,6 +12,7 @@ use crate::request::Limits;
 
 /// Containers made ahead of requests unless configured otherwise.
 const DEFAULT_WARM_SANDBOXES: usize = 4;
+const DEFAULT_RUNS_PER_CONTAINER: usize = 100;
 
 /// `corral runner --config FILE`. Every field is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +60,16 @@ pub struct RunnerConfig {
     /// holds two idle processes and their namespaces. 0 makes every
     /// container when its request arrives. Default 4.
     pub warm_sandboxes: Option<usize>,
+    /// Runs one warm container serves in turn before it is replaced. Each
+    /// run still gets mount, UTS, IPC and network namespaces, `/dev`,
+    /// `/tmp` and a root of its own, made ahead of its request; the runs
+    /// of one container share its user and PID namespaces (emptied after
+    /// every run) and its cgroup (limits and usage restarted for each).
+    /// A run that hits a limit, times out or is cancelled ends its
+    /// container. 1 gives every run a container of its own. Needs a
+    /// cgroup (with rlimits alone every container serves one run).
+    /// Default 100.
+    pub runs_per_container: Option<usize>,
     /// Host paths no action may see, even where a profile binds the
     /// host's directories into its root: each is covered by an empty
     /// directory or file of mode 000. `corral worker` adds its key, token
@@ -106,6 +117,8 @@ pub struct Host {
     pub(crate) defaults: Limits,
     /// Containers the service keeps made ahead of requests.
     pub(crate) warm_sandboxes: usize,
+    /// Runs one warm container serves (1 when limits are rlimits).
+    pub(crate) runs_per_container: usize,
     /// Host paths covered in every root that binds the host's directories
     /// (canonical where they exist).
     pub(crate) hidden: Vec<PathBuf>,
@@ -146,6 +159,15 @@ impl Host {
         let limits_by =
             cgroups::mechanism::detect(config.cgroups.unwrap_or_default(), &parent, &facts)?;
         let cgroup_parent = (limits_by != Mechanism::Rlimits).then_some(parent);
+        let runs_per_container = config
+            .runs_per_container
+            .unwrap_or(DEFAULT_RUNS_PER_CONTAINER);
+        if runs_per_container == 0 {
+            return Err(Error::Config {
+                path: "runner configuration".into(),
+                message: "runs_per_container must be at least 1 (1: a container per run)".into(),
+            });
+        }
         let defaults = Limits {
             timeout: Some(Duration::from_secs(config.timeout_secs.unwrap_or(3600))),
             memory_bytes: Some(config.memory_bytes.unwrap_or(4 << 30)),
@@ -168,6 +190,10 @@ impl Host {
             profile_dir: config.profile_dir.clone(),
             defaults,
             warm_sandboxes: config.warm_sandboxes.unwrap_or(DEFAULT_WARM_SANDBOXES),
+            runs_per_container: match limits_by {
+                Mechanism::Rlimits => 1,
+                _ => runs_per_container,
+            },
             hidden: config
                 .hidden_paths
                 .iter()

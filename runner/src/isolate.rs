@@ -55,6 +55,21 @@ pub(crate) unsafe fn spawn_removing(
     req: &SandboxRequest,
     remove_after: Option<&Path>,
 ) -> Result<Running> {
+    // SAFETY: our caller upholds the same contract; the closure runs in
+    // the forked child.
+    unsafe { spawn_running(remove_after, || sandbox::run_deferred(host, req)) }
+}
+
+/// Forks a child that calls `run` (which makes and runs sandboxes) and
+/// answers its outcome.
+///
+/// # Safety
+///
+/// As for [`spawn`]; `run` must be sound to call in the forked child.
+unsafe fn spawn_running(
+    remove_after: Option<&Path>,
+    run: impl FnOnce() -> Result<(Outcome, sandbox::Cleanup)>,
+) -> Result<Running> {
     let (r, w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
     // SAFETY: the caller is single-threaded (this fn's `# Safety`
@@ -62,9 +77,7 @@ pub(crate) unsafe fn spawn_removing(
     match unsafe { fork() }.map_err(|e| Error::sys("fork", e))? {
         ForkResult::Child => {
             drop(r);
-            // SAFETY: this is the forked child of a single-threaded caller
-            // (our own contract), so it has exactly one thread.
-            let (verdict, cleanup) = match unsafe { sandbox::run_deferred(host, req) } {
+            let (verdict, cleanup) = match run() {
                 Ok((outcome, cleanup)) => (Ok(outcome), Some(cleanup)),
                 Err(e) => (Err(e.to_string()), None),
             };
@@ -137,4 +150,23 @@ impl Running {
 pub unsafe fn run_forked(host: &Host, req: &SandboxRequest) -> Result<Outcome> {
     // SAFETY: our caller upholds spawn's contract (single-threaded).
     unsafe { spawn(host, req) }?.wait()
+}
+
+/// Runs `first`, then `req`, in one container serving several runs (see
+/// the runner configuration's `runs_per_container`), from a forked child,
+/// and returns `req`'s outcome: `req` runs as a warm container's second
+/// request does. For tests that must hold of every run, not only of a
+/// container's first (the escape suite).
+///
+/// # Safety
+///
+/// As for [`run_forked`].
+pub unsafe fn run_forked_second(
+    host: &Host,
+    first: &SandboxRequest,
+    req: &SandboxRequest,
+) -> Result<Outcome> {
+    // SAFETY: our caller upholds spawn's contract (single-threaded); the
+    // closure runs in the child forked from it, which has one thread.
+    unsafe { spawn_running(None, || sandbox::run_second(host, first, req)) }?.wait()
 }

@@ -9,7 +9,9 @@
 //!   plan to the waiting init, the watch (clock, bytes written, cancel),
 //!   status and usage.
 //!
-//! Then [`Cleanup`] removes the cgroup, after the caller has been answered.
+//! Then [`Cleanup`] removes the cgroup, after the caller has been answered,
+//! or, for a container that serves several runs, [`Reuse`] makes it ready
+//! for the next.
 //! The functions that call libcontainer must be called in a
 //! single-threaded process they may disturb: libcontainer clones the
 //! caller, `chdir`s it and makes it non-dumpable. The zygote and `runner
@@ -20,6 +22,7 @@ mod cleanup;
 mod dispatch;
 mod prepare;
 mod private_ns;
+mod reuse;
 mod watch;
 
 use std::time::Instant;
@@ -28,8 +31,9 @@ pub(crate) use check::check;
 pub(crate) use cleanup::Cleanup;
 pub(crate) use dispatch::run_prepared;
 pub(crate) use prepare::prepare;
+pub(crate) use reuse::Reuse;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::request::{Outcome, SandboxRequest, Stdio};
 use crate::spec::{Layout, Shape};
@@ -56,13 +60,7 @@ pub(crate) fn shape_of(req: &SandboxRequest) -> (Shape, Option<&std::path::Path>
 /// Kills a prepared container that will not be used and removes its
 /// cgroup.
 pub(crate) fn discard(prepared: prepare::Prepared) {
-    Cleanup {
-        enforcer: prepared.enforcer,
-        id: prepared.id,
-        init: Some((prepared.init, prepared.pidfd)),
-        namespaces: prepared.mount_ns.into_iter().collect(),
-    }
-    .finish();
+    Cleanup::of(prepared).finish();
 }
 
 /// Prepares a container for `req` and runs it; returns as soon as the
@@ -76,6 +74,48 @@ pub(crate) unsafe fn run_deferred(host: &Host, req: &SandboxRequest) -> Result<(
     check(host, req, &Layout::new(host, req)?)?;
     let (shape, console) = shape_of(req);
     // SAFETY: our caller upholds the same contract.
-    let prepared = unsafe { prepare(host, shape, console, true) }?;
+    let prepared = unsafe { prepare(host, shape, console, false, true) }?;
     run_prepared(prepared, host, req, None)
+}
+
+/// Runs `first`, then `req`, in one container serving several runs, as a
+/// warm container serves its second request; returns `req`'s outcome and
+/// leaves the clean-up to the caller. Both must fit a warm container (no
+/// host network, no terminal).
+///
+/// # Safety
+///
+/// As for [`run_deferred`].
+pub(crate) unsafe fn run_second(
+    host: &Host,
+    first: &SandboxRequest,
+    req: &SandboxRequest,
+) -> Result<(Outcome, Cleanup)> {
+    for r in [first, req] {
+        check(host, r, &Layout::new(host, r)?)?;
+        let (shape, console) = shape_of(r);
+        if shape.network || console.is_some() {
+            return Err(Error::InvalidRequest(
+                "a container serving several runs has no host network and no terminal".into(),
+            ));
+        }
+    }
+    if host.runs_per_container < 2 {
+        return Err(Error::InvalidRequest(
+            "this runner gives every run a container of its own (runs_per_container = 1)".into(),
+        ));
+    }
+    let (shape, _) = shape_of(req);
+    // SAFETY: our caller upholds the same contract.
+    let prepared = unsafe { prepare(host, shape, None, true, false) }?;
+    let (outcome, cleanup) = run_prepared(prepared, host, first, None)?;
+    match Reuse::after(cleanup, &outcome) {
+        Reuse::Again(prepared) => run_prepared(prepared, host, req, None),
+        Reuse::Done(cleanup) => {
+            cleanup.finish();
+            Err(Error::Container(format!(
+                "the first run ended so ({outcome:?}) that its container serves no other"
+            )))
+        }
+    }
 }

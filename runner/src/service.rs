@@ -20,6 +20,8 @@ use crate::spec::Layout;
 use crate::zygote::Zygote;
 
 #[cfg(test)]
+mod reuse_tests;
+#[cfg(test)]
 mod tests;
 
 /// The gRPC service.

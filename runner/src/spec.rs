@@ -24,6 +24,9 @@ use crate::request::{Rootfs, SandboxRequest};
 pub(crate) const HOST_VIEW: &str = "/.corral-host";
 /// Inside the container: where the init assembles the request's root.
 pub(crate) const NEW_ROOT: &str = "/.corral-root";
+/// Inside a container that serves several runs: where each run's own
+/// `/dev` is made ahead of its request (see `inside::dev`).
+pub(crate) const FRESH_DEV: &str = "/.corral-dev";
 
 /// What the init needs beyond `loopback` and `identity`: mounting the
 /// request's root, setting the hostname (`CAP_SYS_ADMIN`); entering the

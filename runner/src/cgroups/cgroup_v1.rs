@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::baseline::{Baseline, Baselines, Counters};
 use super::files;
 use super::limit_enforcer::{CpuTime, Enforcement, LimitEnforcer, Usage};
 use crate::error::{Error, Result};
@@ -124,6 +125,8 @@ pub struct CgroupV1 {
     /// Descriptors the directories above are reached through, once pinned
     /// (held, never read).
     _pins: Arc<Vec<OwnedFd>>,
+    /// Counters noted at each run's restart.
+    baselines: Baselines,
 }
 
 impl CgroupV1 {
@@ -142,6 +145,7 @@ impl CgroupV1 {
             parents,
             parent,
             _pins: Arc::default(),
+            baselines: Baselines::default(),
         }
     }
 
@@ -170,6 +174,7 @@ impl CgroupV1 {
             parents,
             parent: self.parent.clone(),
             _pins: Arc::new(pins.into_iter().map(|(_, fd)| fd).collect()),
+            baselines: Baselines::default(),
         })
     }
 
@@ -203,6 +208,15 @@ impl CgroupV1 {
                 "the {controller} controller is not mounted, so its limit cannot be enforced"
             ))),
         }
+    }
+
+    /// A file of run `id`'s `controller` directory, empty if unreadable.
+    fn read(&self, controller: &str, id: &str, file: &str) -> String {
+        self.dir(controller, id)
+            .ok()
+            .flatten()
+            .and_then(|d| files::read(&d.join(file)))
+            .unwrap_or_default()
     }
 
     fn cpu(&self, id: &str) -> Option<CpuTime> {
@@ -274,14 +288,8 @@ impl LimitEnforcer for CgroupV1 {
     }
 
     fn usage(&self, id: &str) -> Usage {
-        let read = |ctrl: &str, file: &str| {
-            self.dir(ctrl, id)
-                .ok()
-                .flatten()
-                .and_then(|d| files::read(&d.join(file)))
-                .unwrap_or_default()
-        };
-        Usage {
+        let read = |ctrl: &str, file: &str| self.read(ctrl, id, file);
+        let counters = Counters {
             peak_memory_bytes: read("memory", "memory.max_usage_in_bytes")
                 .trim()
                 .parse()
@@ -289,11 +297,45 @@ impl LimitEnforcer for CgroupV1 {
             cpu: self.cpu(id),
             // The oom_kill counter of memory.oom_control (kernel 4.13 on)
             // counts processes the OOM killer killed in this cgroup.
-            oom_killed: files::keyed(&read("memory", "memory.oom_control"), "oom_kill")
-                .is_some_and(|n| n > 0),
-            pids_limit_hit: files::keyed(&read("pids", "pids.events"), "max")
-                .is_some_and(|n| n > 0),
+            oom_kills: files::keyed(&read("memory", "memory.oom_control"), "oom_kill").unwrap_or(0),
+            pids_refused: files::keyed(&read("pids", "pids.events"), "max").unwrap_or(0),
+        };
+        self.baselines.usage(id, counters)
+    }
+
+    /// Lifts the limits, starts the peak and the CPU time again from here
+    /// (both files take a 0 for that), and notes the two event counters,
+    /// which only grow.
+    fn restart(&self, id: &str) -> Result<bool> {
+        if let Some(dir) = self.dir("memory", id)? {
+            // The swap limit may not fall below the memory limit: it is
+            // lifted first.
+            if dir.join("memory.memsw.limit_in_bytes").exists() {
+                files::write(&dir.join("memory.memsw.limit_in_bytes"), "-1")?;
+            }
+            files::write(&dir.join("memory.limit_in_bytes"), "-1")?;
+            files::write(&dir.join("memory.max_usage_in_bytes"), "0")?;
         }
+        if let Some(dir) = self.dir("pids", id)? {
+            files::write(&dir.join("pids.max"), "max")?;
+        }
+        if let Some(dir) = self.dir("cpu", id)? {
+            files::write(&dir.join("cpu.cfs_quota_us"), "-1")?;
+        }
+        if let Some(dir) = self.dir("cpuacct", id)? {
+            files::write(&dir.join("cpuacct.usage"), "0")?;
+        }
+        let read = |ctrl: &str, file: &str| self.read(ctrl, id, file);
+        self.baselines.set(
+            id,
+            Baseline {
+                oom_kills: files::keyed(&read("memory", "memory.oom_control"), "oom_kill")
+                    .unwrap_or(0),
+                pids_refused: files::keyed(&read("pids", "pids.events"), "max").unwrap_or(0),
+                cpu: CpuTime::default(),
+            },
+        );
+        Ok(true)
     }
 
     fn run_dirs(&self) -> Vec<(String, PathBuf)> {
@@ -311,6 +353,7 @@ impl LimitEnforcer for CgroupV1 {
     }
 
     fn remove(&self, id: &str) -> Result<()> {
+        self.baselines.forget(id);
         let mut first_error = None;
         for dir in self.dirs(id)? {
             if !dir.exists() {

@@ -10,12 +10,14 @@
 //! The root is a parameter so that tests can point the manager at a
 //! directory laid out like cgroupfs; outside tests it is `/sys/fs/cgroup`.
 
+use std::collections::HashMap;
 use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::baseline::{Baseline, Baselines, Counters};
 use super::files;
 use super::limit_enforcer::{CpuTime, Enforcement, LimitEnforcer, Usage};
 use crate::error::{Error, Result};
@@ -36,6 +38,12 @@ pub struct CgroupV2 {
     parent: String,
     /// Once pinned: the parent's directory reached through a descriptor.
     pinned: Option<(PathBuf, Arc<OwnedFd>)>,
+    /// Counters noted at each run's restart.
+    baselines: Baselines,
+    /// `memory.peak` of each restarted run, opened and reset at the
+    /// restart: read through the same descriptor, it gives the peak since
+    /// (Linux 6.12).
+    peaks: Arc<Mutex<HashMap<String, fs::File>>>,
 }
 
 /// The words of a space-separated interface file, such as
@@ -115,6 +123,8 @@ impl CgroupV2 {
             root: root.into(),
             parent: parent.into(),
             pinned: None,
+            baselines: Baselines::default(),
+            peaks: Arc::default(),
         }
     }
 
@@ -126,6 +136,8 @@ impl CgroupV2 {
         let fd = files::pin(&self.root.join(self.parent.trim_matches('/')))?;
         Ok(CgroupV2 {
             pinned: Some((files::through(&fd), Arc::new(fd))),
+            baselines: Baselines::default(),
+            peaks: Arc::default(),
             ..self.clone()
         })
     }
@@ -211,6 +223,29 @@ impl CgroupV2 {
     }
 }
 
+impl CgroupV2 {
+    /// The peak since run `id`'s restart, read through the descriptor
+    /// that reset it.
+    fn peak_since_restart(&self, id: &str) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let peaks = self.peaks.lock().ok()?;
+        let file = peaks.get(id)?;
+        let mut buf = [0u8; 32];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+    }
+}
+
+/// The CPU time of a `cpu.stat`.
+fn cpu_time(stat: &str) -> Option<CpuTime> {
+    let usec = |key: &str| files::keyed(stat, key).map(Duration::from_micros);
+    Some(CpuTime {
+        total: usec("usage_usec")?,
+        user: usec("user_usec")?,
+        system: usec("system_usec")?,
+    })
+}
+
 impl LimitEnforcer for CgroupV2 {
     fn enforcement(&self) -> Enforcement {
         Enforcement {
@@ -260,25 +295,60 @@ impl LimitEnforcer for CgroupV2 {
         let text = |file: &str| files::read(&dir.join(file)).unwrap_or_default();
         // memory.peak came with Linux 5.19; before it only the charge at
         // the end is known, a lower bound.
-        let peak = files::read_u64(&dir.join("memory.peak"))
+        let peak = self
+            .peak_since_restart(id)
+            .or_else(|| files::read_u64(&dir.join("memory.peak")))
             .or_else(|| files::read_u64(&dir.join("memory.current")))
             .unwrap_or(0);
-        let stat = text("cpu.stat");
-        let usec = |key: &str| files::keyed(&stat, key).map(Duration::from_micros);
-        let cpu = (|| {
-            Some(CpuTime {
-                total: usec("usage_usec")?,
-                user: usec("user_usec")?,
-                system: usec("system_usec")?,
-            })
-        })();
-        Usage {
+        let counters = Counters {
             peak_memory_bytes: peak,
-            cpu,
-            // A fresh cgroup starts at 0, so any kill counted is this run's.
-            oom_killed: files::keyed(&text("memory.events"), "oom_kill").is_some_and(|n| n > 0),
-            pids_limit_hit: files::keyed(&text("pids.events"), "max").is_some_and(|n| n > 0),
+            cpu: cpu_time(&text("cpu.stat")),
+            oom_kills: files::keyed(&text("memory.events"), "oom_kill").unwrap_or(0),
+            pids_refused: files::keyed(&text("pids.events"), "max").unwrap_or(0),
+        };
+        self.baselines.usage(id, counters)
+    }
+
+    /// Lifts the limits, resets the peak through a descriptor kept for
+    /// the next reading, and notes the counters, which only grow. A kernel
+    /// whose `memory.peak` cannot be reset (before 6.12) answers `false`.
+    fn restart(&self, id: &str) -> Result<bool> {
+        let dir = self.run_dir(id)?;
+        for (file, value) in [
+            ("memory.swap.max", "max"),
+            ("memory.max", "max"),
+            ("pids.max", "max"),
+            ("cpu.max", "max"),
+        ] {
+            let path = dir.join(file);
+            if path.exists() {
+                files::write(&path, value)?;
+            }
         }
+        let Ok(mut peak) = fs::File::options()
+            .read(true)
+            .write(true)
+            .open(dir.join("memory.peak"))
+        else {
+            return Ok(false);
+        };
+        use std::io::Write;
+        if peak.write_all(b"reset\n").is_err() {
+            return Ok(false);
+        }
+        if let Ok(mut peaks) = self.peaks.lock() {
+            peaks.insert(id.to_string(), peak);
+        }
+        let text = |file: &str| files::read(&dir.join(file)).unwrap_or_default();
+        self.baselines.set(
+            id,
+            Baseline {
+                oom_kills: files::keyed(&text("memory.events"), "oom_kill").unwrap_or(0),
+                pids_refused: files::keyed(&text("pids.events"), "max").unwrap_or(0),
+                cpu: cpu_time(&text("cpu.stat")).unwrap_or_default(),
+            },
+        );
+        Ok(true)
     }
 
     fn run_dirs(&self) -> Vec<(String, PathBuf)> {
@@ -293,6 +363,10 @@ impl LimitEnforcer for CgroupV2 {
     }
 
     fn remove(&self, id: &str) -> Result<()> {
+        self.baselines.forget(id);
+        if let Ok(mut peaks) = self.peaks.lock() {
+            peaks.remove(id);
+        }
         let dir = self.run_dir(id)?;
         if !dir.is_dir() {
             return Ok(());

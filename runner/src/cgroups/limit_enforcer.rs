@@ -59,9 +59,20 @@ pub(crate) trait LimitEnforcer {
         Vec::new()
     }
 
-    /// What run `id` used and which limits it hit. Missing figures read as
+    /// What run `id` used and which limits it hit, since its cgroup was
+    /// made or last [restarted](Self::restart). Missing figures read as
     /// zero or `None`; a kernel without a statistic must not fail the run.
     fn usage(&self, id: &str) -> Usage;
+
+    /// Makes run `id`'s cgroup ready for another run of the same container
+    /// (see `sandbox::reuse`): every limit lifted (the next run's
+    /// [`apply`](Self::apply) writes its own), and usage counted afresh from
+    /// here. `Ok(false)` when this enforcer cannot count afresh: the
+    /// container must then serve no further run.
+    fn restart(&self, id: &str) -> Result<bool> {
+        let _ = id;
+        Ok(false)
+    }
 
     /// Kills whatever is left in run `id`'s cgroup and removes it. Removing
     /// a cgroup that is already gone is not an error.

@@ -34,8 +34,16 @@ const MOUNT_POINTS: [&str; 3] = ["proc", "dev", "tmp"];
 /// detached copy of the view of the host and unmounts the view. Returns
 /// the copy, the only way to the host from here on.
 pub(crate) fn detach_host() -> Result<OwnedFd> {
-    // Private from here on, so that moves are allowed and nothing
-    // propagates back out.
+    make_private()?;
+    let host = clone_tree(Path::new(HOST_VIEW))?;
+    nix::mount::umount2(HOST_VIEW, nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| Error::sys(format!("detach {HOST_VIEW}"), e))?;
+    Ok(host)
+}
+
+/// Makes every mount of this mount namespace private, so that moves are
+/// allowed and nothing propagates back out.
+pub(crate) fn make_private() -> Result<()> {
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -43,16 +51,14 @@ pub(crate) fn detach_host() -> Result<OwnedFd> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| Error::sys("make the container's mounts private", e))?;
-    let host = clone_tree(Path::new(HOST_VIEW))?;
-    nix::mount::umount2(HOST_VIEW, nix::mount::MntFlags::MNT_DETACH)
-        .map_err(|e| Error::sys(format!("detach {HOST_VIEW}"), e))?;
-    Ok(host)
+    .map_err(|e| Error::sys("make the container's mounts private", e))
 }
 
 /// Builds the plan's root from `host` (what [`detach_host`] returned) and
-/// makes it `/`; `/tmp` and `/dev/shm` get the plan's mode and size.
-pub(crate) fn enter(plan: &Plan, host: &OwnedFd) -> Result<()> {
+/// makes it `/`, with `dev` (the container's `/dev`, or a run's own made
+/// by `dev::make_fresh`) as its `/dev`; `/tmp` and `/dev/shm` get the
+/// plan's mode and size.
+pub(crate) fn enter(plan: &Plan, host: &OwnedFd, dev: &Path) -> Result<()> {
     let new = Path::new(NEW_ROOT);
     build_root(plan, host, new)?;
     for sub in &plan.subtrees {
@@ -61,7 +67,7 @@ pub(crate) fn enter(plan: &Plan, host: &OwnedFd) -> Result<()> {
         remount_bind(&at, sub.1)?;
     }
     move_mount(Path::new("/proc"), &new.join("proc"))?;
-    move_mount(Path::new("/dev"), &new.join("dev"))?;
+    move_mount(dev, &new.join("dev"))?;
     switch_into(new)?;
     let mode = format!("mode={:o}", plan.shared_mode);
     tmpfs(

@@ -7,6 +7,7 @@ use std::time::Instant;
 use nix::unistd::Pid;
 
 use super::ms;
+use super::prepare::Prepared;
 use crate::cgroups::LimitEnforcer;
 
 /// What is left to do once the command has ended, or after a run that
@@ -29,9 +30,30 @@ pub(crate) struct Cleanup {
     /// `/dev` and `/tmp`, about 20 mounts), waiting for an RCU grace
     /// period. Held here, that happens at the clean-up, after the answer.
     pub(super) namespaces: Vec<OwnedFd>,
+    /// Likewise, what the run handed out to be held ([`Report::Hold`]).
+    ///
+    /// [`Report::Hold`]: crate::control::Report::Hold
+    pub(super) held: Vec<OwnedFd>,
+    /// The outside end of the control socket.
+    pub(super) control: Option<OwnedFd>,
+    /// The container serves run after run.
+    pub(super) serves_many: bool,
 }
 
 impl Cleanup {
+    /// The clean-up of a prepared container whose run has not begun.
+    pub(crate) fn of(prepared: Prepared) -> Cleanup {
+        Cleanup {
+            enforcer: prepared.enforcer,
+            id: prepared.id,
+            init: Some((prepared.init, prepared.pidfd)),
+            namespaces: prepared.mount_ns.into_iter().collect(),
+            held: Vec::new(),
+            control: Some(prepared.control),
+            serves_many: prepared.serves_many,
+        }
+    }
+
     /// Does the clean-up; errors are logged, never fatal.
     pub(crate) fn finish(self) {
         let t0 = Instant::now();
@@ -49,6 +71,7 @@ impl Cleanup {
             // Only ever reaps our own child: the init, if not reaped yet.
             let _ = nix::sys::wait::waitpid(init, Some(nix::sys::wait::WaitPidFlag::__WALL));
         }
+        drop(self.held);
         drop(self.namespaces);
         if let Err(e) = self.enforcer.remove(&self.id) {
             tracing::warn!(run = self.id, error = %e, "could not remove the run's cgroup");

@@ -65,12 +65,8 @@ pub(crate) fn run_prepared(
     filters: Option<Filters>,
 ) -> Result<(Outcome, Cleanup)> {
     let t0 = Instant::now();
-    let mut cleanup = Cleanup {
-        enforcer: prepared.enforcer,
-        id: prepared.id,
-        init: Some((prepared.init, prepared.pidfd)),
-        namespaces: prepared.mount_ns.into_iter().collect(),
-    };
+    let (init, control) = (prepared.init, prepared.control.as_raw_fd());
+    let mut cleanup = Cleanup::of(prepared);
     let result = (|| {
         let layout = Layout::new(host, req)?;
         let limits = host.with_defaults(&req.limits);
@@ -100,16 +96,16 @@ pub(crate) fn run_prepared(
         let started = Instant::now();
         let plan_sent = control::monotonic_ns();
         let raw: Vec<i32> = streams.iter().map(|f| f.as_raw_fd()).collect();
-        control::send(prepared.control.as_raw_fd(), &plan, &raw)?;
+        control::send(control, &plan, &raw)?;
         drop(streams);
         let pidfd = match &cleanup.init {
             Some((_, fd)) => fd,
             None => return Err(Error::Container("the container's init is gone".into())),
         };
         let outcome = watch(Watched {
-            init: prepared.init,
+            init,
             pidfd,
-            control: &prepared.control,
+            control,
             upper: &layout.upper,
             limits: &limits,
             enforcer: (cleanup.enforcer.as_ref(), &cleanup.id),
@@ -125,7 +121,7 @@ pub(crate) fn run_prepared(
             init_reaped,
             held,
         }) => {
-            cleanup.namespaces.extend(held);
+            cleanup.held = held;
             if init_reaped {
                 // Its pid may belong to another process from now on.
                 cleanup.init = None;

@@ -19,7 +19,7 @@ use crate::control::{self, CONTROL_FD};
 use crate::error::{Error, Result};
 use crate::executor::SandboxExecutor;
 use crate::host::Host;
-use crate::spec::{self, Shape, HOST_VIEW, NEW_ROOT};
+use crate::spec::{self, Shape, FRESH_DEV, HOST_VIEW, NEW_ROOT};
 
 /// A started container whose init waits for its request.
 pub(crate) struct Prepared {
@@ -37,6 +37,8 @@ pub(crate) struct Prepared {
     pub enforcer: Box<dyn LimitEnforcer>,
     /// The run's id: its container's and its cgroup's name.
     pub id: String,
+    /// The container serves run after run (see `super::reuse`).
+    pub serves_many: bool,
 }
 
 /// `corral-PID-SECONDS-NANOS`: the run's process and when it began, which
@@ -67,7 +69,8 @@ fn make_dir(path: &Path) -> Result<()> {
 }
 
 /// Makes the container. `console` is the socket libcontainer sends the
-/// terminal's master to, with a terminal shape. With `overlap_attach`
+/// terminal's master to, with a terminal shape. With `serves_many`, its
+/// init serves run after run (see `super::reuse`). With `overlap_attach`
 /// (a run whose request is waiting), the kernel's RCU grace period of the
 /// first move into a cgroup is started at once by a throwaway child, so it
 /// runs while libcontainer works (see [`attach_ahead`]).
@@ -83,6 +86,7 @@ pub(crate) unsafe fn prepare(
     host: &Host,
     shape: Shape,
     console: Option<&Path>,
+    serves_many: bool,
     overlap_attach: bool,
 ) -> Result<Prepared> {
     let t0 = Instant::now();
@@ -96,8 +100,12 @@ pub(crate) unsafe fn prepare(
         None
     };
     let children_before = children();
+    let executor = SandboxExecutor {
+        loopback_up: !shape.network,
+        serves_many,
+    };
     // SAFETY: our caller upholds the same contract.
-    let made = unsafe { create(host, shape, console, &id, enforcer.as_ref()) };
+    let made = unsafe { create(host, (shape, executor), console, &id, enforcer.as_ref()) };
     if made.is_err() {
         kill_new_children(&children_before);
     }
@@ -123,6 +131,7 @@ pub(crate) unsafe fn prepare(
                 control,
                 enforcer,
                 id,
+                serves_many,
             })
         }
         Err(e) => {
@@ -165,16 +174,23 @@ fn kill_new_children(before: &[libc::pid_t]) {
 /// As for [`prepare`].
 unsafe fn create(
     host: &Host,
-    shape: Shape,
+    (shape, executor): (Shape, SandboxExecutor),
     console: Option<&Path>,
     id: &str,
     enforcer: &dyn LimitEnforcer,
 ) -> Result<(Pid, OwnedFd, OwnedFd)> {
+    let serves_many = executor.serves_many;
     let cgroups_path = enforcer.cgroups_path(id);
     let host = private_ns::enter(host, &cgroups_path)?;
     let state = host.state_dir.clone();
     let root = state.join("root");
-    for dir in ["proc", "dev", &HOST_VIEW[1..], &NEW_ROOT[1..]] {
+    for dir in [
+        "proc",
+        "dev",
+        &HOST_VIEW[1..],
+        &NEW_ROOT[1..],
+        &FRESH_DEV[1..],
+    ] {
         make_dir(&root.join(dir))?;
     }
     let bundle = state.join("bundle");
@@ -188,9 +204,7 @@ unsafe fn create(
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_root_path(&state)
             .map_err(|e| Error::Container(e.to_string()))?
-            .with_executor(SandboxExecutor {
-                loopback_up: !shape.network,
-            })
+            .with_executor(executor)
             .with_preserved_fds(1);
         builder = match console {
             Some(socket) => builder.with_console_socket(Some(PathBuf::from(socket))),
@@ -228,6 +242,15 @@ unsafe fn create(
         return Err(e);
     }
     tracing::debug!(ms = ms(t0), "init moved into the run's cgroup");
+    if serves_many {
+        // Now that it is in the cgroup, the init may make the first run's
+        // process (see `executor::serving`).
+        if let Err(e) = control::send(outside.as_raw_fd(), &control::NextRun, &[]) {
+            let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(init, None);
+            return Err(e);
+        }
+    }
     Ok((init, pidfd, outside))
 }
 

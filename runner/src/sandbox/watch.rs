@@ -1,7 +1,7 @@
 //! Watching a started container until its command ends: the clock, the
 //! bytes written, the cancel flag; then its status and what it used.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ pub(crate) struct Watched<'a> {
     /// A pidfd of it.
     pub pidfd: &'a OwnedFd,
     /// The outside end of the control socket, for the init's report.
-    pub control: &'a OwnedFd,
+    pub control: RawFd,
     /// Where the run's changes go.
     pub upper: &'a Path,
     /// Its limits, defaults filled in.
@@ -105,7 +105,7 @@ pub(crate) struct Watch {
     /// The init has been reaped: its pid may belong to another process.
     pub init_reaped: bool,
     /// Descriptors the init handed out to be released after the answer
-    /// ([`Report::HostView`]).
+    /// ([`Report::Hold`]).
     pub held: Vec<OwnedFd>,
 }
 
@@ -167,13 +167,13 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
             Woke::Reported if stops.any() => listen = false,
             Woke::Reported => {
                 // Written whole by the init; a blocking read takes it all.
-                let Some((report, fds)) = control::recv::<Report>(w.control.as_raw_fd())? else {
+                let Some((report, fds)) = control::recv::<Report>(w.control)? else {
                     // Closed without a report: the init's exit tells.
                     listen = false;
                     continue;
                 };
                 match report {
-                    Report::HostView => {
+                    Report::Hold => {
                         held.extend(fds);
                         continue;
                     }
@@ -201,8 +201,8 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
     // The init wrote its report whole before it exited, if it wrote one.
     set_nonblocking(w.control)?;
     let report = loop {
-        match control::recv::<Report>(w.control.as_raw_fd()) {
-            Ok(Some((Report::HostView, fds))) => held.extend(fds),
+        match control::recv::<Report>(w.control) {
+            Ok(Some((Report::Hold, fds))) => held.extend(fds),
             Ok(Some((Report::Phases(p), _))) => log_phases(w.plan_sent, &p),
             Ok(Some((report, _))) => break Some(report),
             _ => break None,
@@ -230,7 +230,7 @@ fn outcome(
         Some(Report::Signaled(sig)) => signal = Some(sig),
         Some(Report::Failed(message)) => return Err(Error::Container(message)),
         // Never passed here: the watch keeps it apart.
-        Some(Report::HostView | Report::Phases(_)) => {}
+        Some(Report::Hold | Report::Phases(_)) => {}
         // PID 1 itself was killed (timeout, limits): report its end.
         None if libc::WIFSIGNALED(status) => signal = Some(libc::WTERMSIG(status)),
         None if libc::WIFEXITED(status) => exit_code = Some(libc::WEXITSTATUS(status)),
@@ -280,11 +280,11 @@ fn outcome(
     })
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+fn set_nonblocking(fd: RawFd) -> Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| Error::sys("F_GETFL", e))?;
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::sys("F_GETFL", e))?;
     fcntl(
-        fd.as_raw_fd(),
+        fd,
         FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
     )
     .map(drop)
@@ -325,12 +325,13 @@ enum Woke {
 
 /// Waits until the init exits, its report arrives on `control` (when
 /// given), or `timeout` passes.
-fn poll_readable(pidfd: &OwnedFd, control: Option<&OwnedFd>, timeout: Duration) -> Result<Woke> {
-    let mut fds = [pidfd, control.unwrap_or(pidfd)].map(|fd| libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    });
+fn poll_readable(pidfd: &OwnedFd, control: Option<RawFd>, timeout: Duration) -> Result<Woke> {
+    let mut fds =
+        [pidfd.as_raw_fd(), control.unwrap_or(pidfd.as_raw_fd())].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
     let count = if control.is_some() { 2 } else { 1 };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: `fds` holds `count` valid pollfds for the duration of the call.

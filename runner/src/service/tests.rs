@@ -8,7 +8,7 @@ use crate::zygote::Zygote;
 use crate::{Host, RunnerConfig};
 use corral_proto::runner::v1 as pb;
 
-fn run_request(
+pub(super) fn run_request(
     root: &std::path::Path,
     scratch: &std::path::Path,
     out: &std::path::Path,
@@ -30,7 +30,7 @@ fn run_request(
     }
 }
 
-type Served = (
+pub(super) type Served = (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<crate::Result<()>>,
     corral_proto::runner::v1::runner_client::RunnerClient<tonic::transport::Channel>,
@@ -38,7 +38,7 @@ type Served = (
 
 /// Serves the runner protocol on `socket` until the returned sender fires;
 /// returns a connected client.
-async fn serve(host: Host, zygote: Zygote, socket: &std::path::Path) -> Served {
+pub(super) async fn serve(host: Host, zygote: Zygote, socket: &std::path::Path) -> Served {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn({
         let socket = socket.to_path_buf();

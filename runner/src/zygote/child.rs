@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{reply, MAX_MESSAGE};
 use crate::host::Host;
 use crate::request::SandboxRequest;
-use crate::sandbox::{self, Cleanup};
+use crate::sandbox::{self, Cleanup, Reuse};
 use crate::spec::Shape;
 
 /// What the zygote sends a warm child.
@@ -31,6 +31,9 @@ pub(super) enum Readiness {
     Ready,
     /// Its container could not be made.
     Failed(String),
+    /// It answered its run; `Ready` follows if its container serves
+    /// another.
+    Answered,
 }
 
 /// The nice value of a warm child while it makes its container (its
@@ -69,9 +72,28 @@ fn finish(sock: &OwnedFd, id: u64, result: crate::Result<(crate::Outcome, Cleanu
     exit(0)
 }
 
+/// Waits on `chan` for the zygote's next request; `None` when the zygote
+/// is gone or has no use for this container.
+fn next_dispatch(chan: &OwnedFd) -> Option<Dispatch> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        match recv(chan.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(0) => return None,
+            Ok(n) => match serde_json::from_slice::<Dispatch>(&buf[..n]) {
+                Ok(d) => return Some(d),
+                Err(e) => tracing::error!(error = %e, "undecodable dispatch"),
+            },
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 /// A warm child: makes a container for the usual shape (private network,
-/// no terminal), says so on `chan`, waits for a request and runs it. Exits
-/// (removing the container) when the zygote closes `chan` first.
+/// no terminal), says so on `chan`, waits for a request and runs it; with
+/// `runs_per_container` above 1, says so again and serves the next, until
+/// a run may not hand its container on. Exits (removing the container)
+/// when the zygote closes `chan` first.
 ///
 /// # Safety
 ///
@@ -91,9 +113,10 @@ pub(super) unsafe fn warm(host: &Host, sock: &OwnedFd, chan: OwnedFd, zygote: Pi
     if background {
         set_nice(0, BACKGROUND_NICE);
     }
+    let serves_many = host.runs_per_container > 1;
     // SAFETY: a freshly forked child of the single-threaded zygote (our
     // contract) has one thread.
-    let prepared = match unsafe { sandbox::prepare(host, shape, None, false) } {
+    let mut prepared = match unsafe { sandbox::prepare(host, shape, None, serves_many, false) } {
         Ok(p) => p,
         Err(e) => {
             tell(&chan, &Readiness::Failed(e.to_string()));
@@ -104,37 +127,49 @@ pub(super) unsafe fn warm(host: &Host, sock: &OwnedFd, chan: OwnedFd, zygote: Pi
     let default_filters = crate::profile::Profile::default_profile()
         .ok()
         .and_then(|p| crate::seccomp::Filters::build(&p).ok().map(|f| (p, f)));
-    tell(&chan, &Readiness::Ready);
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    let dispatch = loop {
-        match recv(chan.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-            Ok(0) => {
-                // The zygote is gone or has no use for this container.
-                sandbox::discard(prepared);
-                exit(0);
-            }
-            Ok(n) => match serde_json::from_slice::<Dispatch>(&buf[..n]) {
-                Ok(d) => break d,
-                Err(e) => tracing::error!(error = %e, "undecodable dispatch"),
-            },
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => {
-                sandbox::discard(prepared);
-                exit(0);
-            }
+    for served in 1.. {
+        tell(&chan, &Readiness::Ready);
+        let Some(dispatch) = next_dispatch(&chan) else {
+            sandbox::discard(prepared);
+            exit(0);
+        };
+        if background {
+            set_nice(0, 0);
+            set_nice(prepared.init.as_raw(), 0);
         }
-    };
-    drop(buf);
-    if background {
-        set_nice(0, 0);
-        set_nice(prepared.init.as_raw(), 0);
+        let filters = default_filters
+            .as_ref()
+            .filter(|(profile, _)| *profile == dispatch.request.profile)
+            .map(|(_, filters)| filters.clone());
+        // The service checked the request before sending it.
+        let result = sandbox::run_prepared(prepared, host, &dispatch.request, filters);
+        let (outcome, cleanup) = match result {
+            Ok(done) => done,
+            Err(e) => finish(sock, dispatch.id, Err(e)),
+        };
+        // Told before the answer, so that the zygote knows this container
+        // is coming back before the caller's next request can reach it.
+        let last = served >= host.runs_per_container || !Reuse::may_follow(&outcome);
+        if !last {
+            tell(&chan, &Readiness::Answered);
+        }
+        reply(sock, dispatch.id, Ok(outcome.clone()));
+        if last {
+            cleanup.finish();
+            exit(0);
+        }
+        prepared = match Reuse::after(cleanup, &outcome) {
+            Reuse::Again(p) => p,
+            Reuse::Done(cleanup) => {
+                cleanup.finish();
+                exit(0)
+            }
+        };
+        // Ready again: a cancel meant for the run just answered is spent
+        // (the zygote retires a child it signalled; see `serve`).
+        crate::cancel::clear();
     }
-    let filters = default_filters
-        .filter(|(profile, _)| *profile == dispatch.request.profile)
-        .map(|(_, filters)| filters);
-    // The service checked the request before sending it.
-    let result = sandbox::run_prepared(prepared, host, &dispatch.request, filters);
-    finish(sock, dispatch.id, result)
+    exit(0)
 }
 
 /// A cold child: makes the container `request` needs and runs it.

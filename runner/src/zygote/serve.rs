@@ -1,7 +1,13 @@
 //! The zygote's loop: keep `warm_sandboxes` children with a container made
 //! and waiting, hand each request to one of them (or to a cold child when
-//! none fits), fork a replacement at once, reap children and answer for
-//! those that died without answering.
+//! none fits), reap children and answer for those that died without
+//! answering.
+//!
+//! A warm child whose container serves several runs says it is ready
+//! again after each; the zygote counts it as one of the `warm_sandboxes`
+//! while it runs, and forks a new one only for a child that ended, or for
+//! requests that would otherwise wait on runs under way. A child that
+//! comes back when enough are ready, or that was sent a cancel, is let go.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -29,6 +35,18 @@ struct Warm {
     ready: bool,
 }
 
+/// A child with a request.
+struct Running {
+    /// The run's id with the service.
+    id: u64,
+    /// A warm child's channel: it says on it when it is ready again.
+    chan: Option<OwnedFd>,
+    /// The run was cancelled: the child is not given another.
+    cancelled: bool,
+    /// The child answered its run and will soon be ready again.
+    answered: bool,
+}
+
 /// The zygote's state.
 struct Pool<'a> {
     host: &'a Host,
@@ -39,7 +57,7 @@ struct Pool<'a> {
     /// Requests waiting for a warm child to be ready.
     queue: VecDeque<(u64, Box<SandboxRequest>)>,
     /// Children with a request, by pid.
-    running: HashMap<Pid, u64>,
+    running: HashMap<Pid, Running>,
     /// No warm child is forked before this.
     backoff_until: Option<Instant>,
 }
@@ -80,10 +98,32 @@ pub(super) fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
             events: libc::POLLIN,
             revents: 0,
         }));
+        let returning: Vec<(Pid, libc::pollfd)> = pool
+            .running
+            .iter()
+            .filter_map(|(pid, r)| {
+                let chan = r.chan.as_ref()?;
+                Some((
+                    *pid,
+                    libc::pollfd {
+                        fd: chan.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ))
+            })
+            .collect();
+        let warm_count = pool.warm.len();
+        fds.extend(returning.iter().map(|(_, pfd)| *pfd));
         // SAFETY: `fds` is a valid array of that many pollfds for the call.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
         if ready > 0 {
-            for (i, pfd) in fds.iter().enumerate().skip(1).rev() {
+            for (pfd, (pid, _)) in fds[1 + warm_count..].iter().zip(&returning) {
+                if pfd.revents != 0 {
+                    pool.hear_from_running(*pid, &mut buf);
+                }
+            }
+            for (i, pfd) in fds[..1 + warm_count].iter().enumerate().skip(1).rev() {
                 if pfd.revents != 0 {
                     pool.hear_from_warm(i - 1, &mut buf);
                 }
@@ -119,7 +159,8 @@ impl Pool<'_> {
             }
             ToZygote::Cancel { id } => {
                 self.queue.retain(|(queued, _)| *queued != id);
-                if let Some((pid, _)) = self.running.iter().find(|(_, run)| **run == id) {
+                if let Some((pid, run)) = self.running.iter_mut().find(|(_, run)| run.id == id) {
+                    run.cancelled = true;
                     let _ = nix::sys::signal::kill(*pid, crate::cancel::SIGNAL);
                 }
             }
@@ -155,7 +196,16 @@ impl Pool<'_> {
                 });
             match sent {
                 Ok(_) => {
-                    self.running.insert(warm.pid, id);
+                    let chan = (self.host.runs_per_container > 1).then_some(warm.chan);
+                    self.running.insert(
+                        warm.pid,
+                        Running {
+                            id,
+                            chan,
+                            cancelled: false,
+                            answered: false,
+                        },
+                    );
                 }
                 Err(e) => reply(
                     self.sock,
@@ -186,13 +236,61 @@ impl Pool<'_> {
                 self.backoff_until = Some(Instant::now() + WARM_BACKOFF);
                 self.dispatch();
             }
+            // Only a running child answers a run.
+            Some(Readiness::Answered) => {}
             None => {
                 self.warm.remove(i);
             }
         }
     }
 
-    /// Forks warm children until there are `size` of them.
+    /// A running warm child said it answered its run, or is ready again
+    /// (or failed, or died).
+    fn hear_from_running(&mut self, pid: Pid, buf: &mut [u8]) {
+        let Some(run) = self.running.get_mut(&pid) else {
+            return;
+        };
+        let Some(chan) = run.chan.as_ref() else {
+            return;
+        };
+        let heard = match recv(chan.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) | Err(_) => None,
+            Ok(n) => serde_json::from_slice::<Readiness>(&buf[..n]).ok(),
+        };
+        if matches!(heard, Some(Readiness::Answered)) {
+            run.answered = true;
+            return;
+        }
+        let cancelled = run.cancelled;
+        let chan = run.chan.take();
+        // Its run is answered; whatever happens next, it has no request.
+        self.running.remove(&pid);
+        if let (Some(Readiness::Ready), false, Some(chan)) = (heard, cancelled, chan) {
+            if self.warm.len() < self.size.max(self.queue.len()) {
+                self.warm.push(Warm {
+                    pid,
+                    chan,
+                    ready: true,
+                });
+                self.dispatch();
+            }
+        }
+        // Otherwise the channel closes here: the child removes its
+        // container and exits, and `reap` collects it.
+    }
+
+    /// How many warm children the pool wants: `size` less the running
+    /// ones that will come back, and at least one per queued request not
+    /// met by a child that has answered its run and is about to be ready.
+    fn wanted(&self) -> usize {
+        let coming_back = self.running.values().filter(|r| r.chan.is_some());
+        let answered = coming_back.clone().filter(|r| r.answered).count();
+        self.size
+            .saturating_sub(coming_back.count())
+            .max(self.queue.len().saturating_sub(answered))
+    }
+
+    /// Forks warm children until there are as many as [`Self::wanted`].
     fn refill(&mut self) {
         if let Some(until) = self.backoff_until {
             if Instant::now() < until {
@@ -200,7 +298,7 @@ impl Pool<'_> {
             }
             self.backoff_until = None;
         }
-        while self.warm.len() < self.size {
+        while self.warm.len() < self.wanted() {
             match self.fork_warm() {
                 Ok(warm) => self.warm.push(warm),
                 Err(e) => {
@@ -250,7 +348,15 @@ impl Pool<'_> {
                 unsafe { child::cold(self.host, self.sock, id, request, self.zygote) }
             }
             Ok(ForkResult::Parent { child }) => {
-                self.running.insert(child, id);
+                self.running.insert(
+                    child,
+                    Running {
+                        id,
+                        chan: None,
+                        cancelled: false,
+                        answered: false,
+                    },
+                );
             }
             Err(e) => reply(self.sock, id, Err(format!("fork for the run: {e}"))),
         }
@@ -270,11 +376,11 @@ impl Pool<'_> {
                     if ours && !matches!(status, WaitStatus::Exited(_, 0)) {
                         died_badly.push(pid.as_raw());
                     }
-                    if let Some(id) = self.running.remove(&pid) {
+                    if let Some(run) = self.running.remove(&pid) {
                         if !matches!(status, WaitStatus::Exited(_, 0)) {
                             reply(
                                 self.sock,
-                                id,
+                                run.id,
                                 Err(format!("the run's process ended badly: {status:?}")),
                             );
                         }

@@ -1,0 +1,180 @@
+//! Containers that serve several runs (`runs_per_container`): what one run
+//! leaves behind never reaches the next, each run's usage is its own, and
+//! a container ends after its last run or after a run that hit a limit.
+
+use std::path::PathBuf;
+
+use super::tests::{run_request, serve};
+use crate::testkit as common;
+use crate::zygote::Zygote;
+use crate::{Host, RunnerConfig};
+use corral_proto::runner::v1 as pb;
+
+/// What a run prints of its container: its PID namespace and when that
+/// namespace's PID 1 started (field 22 of its `stat`), as `container …`.
+/// (A namespace's inode number alone may be given again to a new one once
+/// the old is gone.)
+const PRINT_CONTAINER: &str =
+    "echo container $(readlink /proc/self/ns/pid) $(cut -d' ' -f22 /proc/1/stat)";
+
+/// A runner keeping one container made ahead, serving `runs` runs each,
+/// driven by `f` through a client; `f` gets a function making numbered
+/// requests (script → request with its own scratch and stdout).
+fn with_runner<F, Fut>(runs: usize, f: F)
+where
+    F: FnOnce(Box<dyn Fn(&str) -> (pb::RunRequest, PathBuf)>, RunnerClient) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    common::busybox_root(&root);
+    let config: RunnerConfig =
+        toml::from_str(&format!("warm_sandboxes = 1\nruns_per_container = {runs}")).unwrap();
+    let host = Host::probe(&config).unwrap();
+    // SAFETY: not guaranteed under libtest's threaded harness (other test
+    // threads may exist at the fork); the tests accept that risk: the child
+    // only runs the sandbox, and nextest runs each test in its own process.
+    let zygote = unsafe { Zygote::spawn(host.clone()) }.unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let socket = tmp.path().join("runner.sock");
+    let base = tmp.path().to_path_buf();
+    let counter = std::cell::Cell::new(0);
+    let make = move |script: &str| {
+        let i = counter.get();
+        counter.set(i + 1);
+        let scratch = base.join(format!("scratch{i}"));
+        std::fs::create_dir(&scratch).unwrap();
+        let out = base.join(format!("out{i}"));
+        (run_request(&root, &scratch, &out, script), out)
+    };
+    rt.block_on(async {
+        let (stop_tx, server, client) = serve(host, zygote, &socket).await;
+        f(Box::new(make), client).await;
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+    });
+}
+
+type RunnerClient = pb::runner_client::RunnerClient<tonic::transport::Channel>;
+
+/// Runs `req` and returns its response and stdout.
+async fn run(
+    client: &mut RunnerClient,
+    (req, out): (pb::RunRequest, PathBuf),
+) -> (pb::RunResponse, String) {
+    let resp = client.run(req).await.unwrap().into_inner();
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    (resp, stdout)
+}
+
+/// The container a run printed.
+fn container(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("container "))
+        .unwrap_or_else(|| panic!("no container in {stdout:?}"))
+}
+
+/// One run leaves files in `/tmp`, `/dev/shm` and `/dev`, a process
+/// running and its hostname; the next run of the same container finds
+/// none of them.
+#[test]
+fn the_next_run_of_a_container_finds_nothing_of_the_last() {
+    with_runner(10, |make, mut client| async move {
+        let leave = format!(
+            "{PRINT_CONTAINER}; echo x > /tmp/leftover; echo x > /dev/shm/leftover; \
+             echo x > /dev/leftover; (sleep 1000 >/dev/null 2>&1 &); hostname"
+        );
+        let mut req = make(&leave);
+        req.0.hostname = "first".into();
+        let (first, out1) = run(&mut client, req).await;
+        assert_eq!(first.exit_code, 0, "{out1}");
+        assert!(out1.contains("first"), "{out1}");
+        let look = format!("{PRINT_CONTAINER}; ls -a /tmp /dev/shm /dev; ps -o comm; hostname");
+        let (second, out2) = run(&mut client, make(&look)).await;
+        assert_eq!(second.exit_code, 0, "{out2}");
+        assert_eq!(
+            container(&out1),
+            container(&out2),
+            "the second run was not served by the same container"
+        );
+        assert!(out2.contains("urandom"), "no /dev listed: {out2}");
+        assert!(
+            !out2.contains("leftover"),
+            "a file of the first run: {out2}"
+        );
+        assert!(
+            !out2.contains("sleep"),
+            "a process of the first run: {out2}"
+        );
+        assert!(!out2.contains("first"), "the first run's hostname: {out2}");
+    });
+}
+
+/// Each run's CPU time and peak memory are its own, though the runs share
+/// their container's cgroup.
+#[test]
+fn each_run_of_a_container_reports_its_own_usage() {
+    with_runner(10, |make, mut client| async move {
+        let hog = format!(
+            "{PRINT_CONTAINER}; dd if=/dev/zero of=/dev/null bs=96M count=1 2>/dev/null; \
+             i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"
+        );
+        let (big, out1) = run(&mut client, make(&hog)).await;
+        let (small, out2) = run(&mut client, make(PRINT_CONTAINER)).await;
+        assert_eq!((big.exit_code, small.exit_code), (0, 0));
+        assert_eq!(container(&out1), container(&out2));
+        assert!(
+            big.peak_memory_bytes > 96 << 20,
+            "the hog's peak: {}",
+            big.peak_memory_bytes
+        );
+        assert!(
+            small.peak_memory_bytes < 32 << 20,
+            "the next run's peak counts the hog's: {}",
+            small.peak_memory_bytes
+        );
+        let cpu = |r: &pb::RunResponse| r.user_cpu_us + r.system_cpu_us;
+        assert!(cpu(&big) > 100_000, "the hog's CPU: {} µs", cpu(&big));
+        assert!(
+            cpu(&small) < cpu(&big) / 4,
+            "the next run's CPU counts the hog's: {} µs against {} µs",
+            cpu(&small),
+            cpu(&big)
+        );
+    });
+}
+
+/// A container serves at most `runs_per_container` runs, and none after a
+/// run that timed out.
+#[test]
+fn a_container_ends_after_its_last_run_and_after_a_timeout() {
+    with_runner(2, |make, mut client| async move {
+        let (_, a) = run(&mut client, make(PRINT_CONTAINER)).await;
+        let (_, b) = run(&mut client, make(PRINT_CONTAINER)).await;
+        let (_, c) = run(&mut client, make(PRINT_CONTAINER)).await;
+        assert_eq!(container(&a), container(&b));
+        assert_ne!(container(&b), container(&c), "a third run");
+        let mut slow = make(&format!("{PRINT_CONTAINER}; sleep 30"));
+        slow.0.limits = Some(pb::Limits {
+            timeout_ms: 500,
+            ..Default::default()
+        });
+        let (timed_out, d) = run(&mut client, slow).await;
+        assert!(timed_out.timed_out);
+        assert_eq!(container(&c), container(&d));
+        let (_, e) = run(&mut client, make(PRINT_CONTAINER)).await;
+        assert_ne!(
+            container(&d),
+            container(&e),
+            "a container served again after a timeout"
+        );
+    });
+}
+
+#[test]
+fn runs_per_container_of_zero_is_refused() {
+    let config: RunnerConfig = toml::from_str("runs_per_container = 0").unwrap();
+    let err = Host::probe(&config).unwrap_err().to_string();
+    assert!(err.contains("runs_per_container"), "{err}");
+}
