@@ -172,6 +172,40 @@ fn a_container_ends_after_its_last_run_and_after_a_timeout() {
     });
 }
 
+/// PID 1 of a serving container keeps the capabilities it makes each
+/// run's namespaces with; a run can neither reach into it (its root, its
+/// descriptors, its environment, its memory) nor stop it, and the next run
+/// is served as before.
+#[test]
+fn a_run_cannot_reach_or_stop_the_containers_pid_1() {
+    with_runner(10, |make, mut client| async move {
+        let attack = format!(
+            "{PRINT_CONTAINER}; \
+             for f in root/ cwd/ fd/ environ mem maps; do \
+               if ls /proc/1/$f >/dev/null 2>&1 && cat /proc/1/$f >/dev/null 2>&1; then \
+                 echo REACHED $f; fi; done; \
+             for sig in TERM INT HUP USR1 KILL STOP; do kill -$sig 1 2>/dev/null; done; \
+             ls /proc/self/root/ >/dev/null && cat /proc/self/environ >/dev/null && echo OWN; \
+             grep -E '^Cap(Eff|Prm|Bnd)' /proc/self/status; echo done"
+        );
+        let (resp, out1) = run(&mut client, make(&attack)).await;
+        assert_eq!(resp.exit_code, 0, "{out1}");
+        assert!(out1.contains("done"), "{out1}");
+        assert!(!out1.contains("REACHED"), "PID 1 reached: {out1}");
+        // The same reads of its own process work.
+        assert!(out1.contains("OWN"), "{out1}");
+        for set in ["CapEff", "CapPrm", "CapBnd"] {
+            assert!(
+                out1.contains(&format!("{set}:\t0000000000000000")),
+                "{set} not empty: {out1}"
+            );
+        }
+        let (next, out2) = run(&mut client, make(PRINT_CONTAINER)).await;
+        assert_eq!(next.exit_code, 0);
+        assert_eq!(container(&out1), container(&out2), "PID 1 was stopped");
+    });
+}
+
 #[test]
 fn runs_per_container_of_zero_is_refused() {
     let config: RunnerConfig = toml::from_str("runs_per_container = 0").unwrap();
