@@ -48,6 +48,9 @@ pub(crate) enum Report {
     /// Not an end: when the init's steps ended, sent before the end when
     /// the plan asks for it.
     Phases(InitPhases),
+    /// Not an end: in a container serving several runs, the next run's
+    /// process has made its namespaces and `/dev` and waits for its plan.
+    Waiting,
 }
 
 /// What the outside sends the init of a container serving several runs

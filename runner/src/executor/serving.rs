@@ -179,6 +179,7 @@ fn apply(notes: &OwnedFd, loopback_up: bool) -> Result<Option<(Plan, Command)>> 
     }
     crate::inside::dev::make_fresh()?;
     let host = crate::inside::rootfs::detach_host()?;
+    control::send(CONTROL_FD, &Report::Waiting, &[])?;
     let Some((plan, fds)): Option<(Plan, _)> = control::recv(CONTROL_FD)? else {
         return Ok(None);
     };

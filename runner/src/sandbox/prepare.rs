@@ -245,7 +245,7 @@ unsafe fn create(
     if serves_many {
         // Now that it is in the cgroup, the init may make the first run's
         // process (see `executor::serving`).
-        if let Err(e) = control::send(outside.as_raw_fd(), &control::NextRun, &[]) {
+        if let Err(e) = super::reuse::next_run_process(&outside) {
             let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(init, None);
             return Err(e);

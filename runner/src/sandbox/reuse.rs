@@ -9,11 +9,12 @@
 //! that run's namespaces and `/dev` ahead of the request (see
 //! `executor::serving`).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::cleanup::Cleanup;
 use super::prepare::Prepared;
-use crate::control::{self, NextRun};
+use crate::control::{self, NextRun, Report};
+use crate::error::{Error, Result};
 use crate::request::Outcome;
 
 /// What became of a container after a run.
@@ -30,6 +31,24 @@ fn ended_cleanly(outcome: &Outcome) -> bool {
         && outcome.limit_hit.is_none()
         && !outcome.timed_out
         && !crate::cancel::requested()
+}
+
+/// Asks the init of a container serving several runs for its next run
+/// process, and waits until that process has made its namespaces and
+/// `/dev` and waits for a plan: a container is offered to a request only
+/// once nothing of its making is left for the request's clock.
+pub(super) fn next_run_process(control: &OwnedFd) -> Result<()> {
+    control::send(control.as_raw_fd(), &NextRun, &[])?;
+    match control::recv::<Report>(control.as_raw_fd())? {
+        Some((Report::Waiting, _)) => Ok(()),
+        Some((Report::Failed(message), _)) => Err(Error::Container(message)),
+        Some((other, _)) => Err(Error::Container(format!(
+            "the container's init said {other:?} instead of waiting for a plan"
+        ))),
+        None => Err(Error::Container(
+            "the container's init closed its control socket".into(),
+        )),
+    }
 }
 
 /// Whether the process behind `pidfd` still runs (its pidfd is readable
@@ -75,7 +94,8 @@ impl Reuse {
         else {
             return Reuse::Done(cleanup);
         };
-        if control::send(control.as_raw_fd(), &NextRun, &[]).is_err() {
+        if let Err(e) = next_run_process(&control) {
+            tracing::warn!(run = cleanup.id, error = %e, "the container's next run process");
             cleanup.control = Some(control);
             cleanup.init = Some((init, pidfd));
             return Reuse::Done(cleanup);

@@ -181,6 +181,7 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
                         log_phases(w.plan_sent, &p);
                         continue;
                     }
+                    Report::Waiting => continue,
                     _ => {}
                 }
                 let wall_time = w.started.elapsed();
@@ -204,6 +205,7 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
         match control::recv::<Report>(w.control) {
             Ok(Some((Report::Hold, fds))) => held.extend(fds),
             Ok(Some((Report::Phases(p), _))) => log_phases(w.plan_sent, &p),
+            Ok(Some((Report::Waiting, _))) => {}
             Ok(Some((report, _))) => break Some(report),
             _ => break None,
         }
@@ -230,7 +232,7 @@ fn outcome(
         Some(Report::Signaled(sig)) => signal = Some(sig),
         Some(Report::Failed(message)) => return Err(Error::Container(message)),
         // Never passed here: the watch keeps it apart.
-        Some(Report::Hold | Report::Phases(_)) => {}
+        Some(Report::Hold | Report::Phases(_) | Report::Waiting) => {}
         // PID 1 itself was killed (timeout, limits): report its end.
         None if libc::WIFSIGNALED(status) => signal = Some(libc::WTERMSIG(status)),
         None if libc::WIFEXITED(status) => exit_code = Some(libc::WEXITSTATUS(status)),
