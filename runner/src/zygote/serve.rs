@@ -88,42 +88,17 @@ pub(super) fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         pool.refill();
-        let mut fds = vec![libc::pollfd {
-            fd: sock.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        fds.extend(pool.warm.iter().map(|w| libc::pollfd {
-            fd: w.chan.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }));
-        let returning: Vec<(Pid, libc::pollfd)> = pool
-            .running
-            .iter()
-            .filter_map(|(pid, r)| {
-                let chan = r.chan.as_ref()?;
-                Some((
-                    *pid,
-                    libc::pollfd {
-                        fd: chan.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    },
-                ))
-            })
-            .collect();
-        let warm_count = pool.warm.len();
-        fds.extend(returning.iter().map(|(_, pfd)| *pfd));
+        let (mut fds, returning) = pool.poll_set();
         // SAFETY: `fds` is a valid array of that many pollfds for the call.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
         if ready > 0 {
-            for (pfd, (pid, _)) in fds[1 + warm_count..].iter().zip(&returning) {
+            let warm_end = 1 + pool.warm.len();
+            for (pfd, pid) in fds[warm_end..].iter().zip(&returning) {
                 if pfd.revents != 0 {
                     pool.hear_from_running(*pid, &mut buf);
                 }
             }
-            for (i, pfd) in fds[..1 + warm_count].iter().enumerate().skip(1).rev() {
+            for (i, pfd) in fds[..warm_end].iter().enumerate().skip(1).rev() {
                 if pfd.revents != 0 {
                     pool.hear_from_warm(i - 1, &mut buf);
                 }
@@ -145,7 +120,32 @@ pub(super) fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
     }
 }
 
+/// A `pollfd` waiting for `fd` to be readable.
+fn readable(fd: &OwnedFd) -> libc::pollfd {
+    libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
 impl Pool<'_> {
+    /// What the loop waits on: the service's socket, then each warm
+    /// child's channel in order, then those of the running children that
+    /// will come back, whose pids are returned in the same order.
+    fn poll_set(&self) -> (Vec<libc::pollfd>, Vec<Pid>) {
+        let mut fds = vec![readable(self.sock)];
+        fds.extend(self.warm.iter().map(|w| readable(&w.chan)));
+        let mut returning = Vec::new();
+        for (pid, run) in &self.running {
+            if let Some(chan) = &run.chan {
+                fds.push(readable(chan));
+                returning.push(*pid);
+            }
+        }
+        (fds, returning)
+    }
+
     fn handle(&mut self, message: ToZygote) {
         match message {
             ToZygote::Run { id, request } => {
