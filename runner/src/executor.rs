@@ -329,7 +329,7 @@ fn run(plan_fd: i32) -> Result<Infallible> {
         Ok(child) => reap(child, phases),
         Err(errno) => {
             // As a shell would: the reason on the command's stderr, 127.
-            eprintln!("corral sandbox: cannot execute {:?}: {errno}", plan.args[0]);
+            cannot_execute(&plan.args[0], errno);
             report(&Report::Exited(127));
             // SAFETY: _exit is always safe.
             unsafe { libc::_exit(0) }
@@ -420,9 +420,18 @@ fn run_command(plan: &Plan, program: &CString, argv: &[CString]) -> ! {
         Err(e) => e,
         Ok(never) => match never {},
     };
-    eprintln!("corral sandbox: cannot execute {:?}: {err}", plan.args[0]);
+    cannot_execute(&plan.args[0], err);
     // SAFETY: _exit is always safe.
     unsafe { libc::_exit(127) }
+}
+
+/// Says on the command's stderr (file descriptor 2 itself: a test
+/// harness's capture of `eprintln!` would otherwise swallow it) why the
+/// command could not be executed, as a shell would.
+fn cannot_execute(program: &str, errno: nix::errno::Errno) {
+    let line = format!("corral sandbox: cannot execute {program:?}: {errno}\n");
+    // SAFETY: write of a buffer valid for its length to descriptor 2.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
 }
 
 /// Every signal back to its default disposition and none blocked, as

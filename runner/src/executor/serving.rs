@@ -7,22 +7,21 @@
 //! namespaces of its own: the run's process unshares mount, UTS, IPC and
 //! network namespaces, brings `lo` up, makes a fresh `/dev`
 //! (`inside::dev`) and detaches its copy of the view of the host (as a
-//! single run's init does, `inside::rootfs`) while nothing waits for it,
-//! then reads the plan,
-//! builds the request's root, confines itself exactly as a single run's
-//! init does and execs the command. What the runs of one container share
-//! is what nothing of a run can change: the user namespace (no run holds
-//! a capability in it), the PID namespace (emptied by PID 1 after every
-//! run), the container's `/proc` and its cgroup (limits written and usage
-//! counted afresh for each run).
+//! single run's init does, `inside::rootfs`) while nothing waits for it.
+//! With the plan it builds the request's root and confines itself exactly
+//! as a single run's init does, starts the command and leaves. What the
+//! runs of one container share is what nothing of a run can change: the
+//! user namespace (no run holds a capability in it), the PID namespace
+//! (emptied by PID 1 after every run), the container's `/proc` and its
+//! cgroup (limits written and usage counted afresh for each run).
 //!
-//! The run's process tells PID 1 over a close-on-exec pipe how its setup
-//! went ([`Note`]); the pipe's end of file is the exec. PID 1 reaps the
-//! command, kills and reaps everything else, reports the end on the
-//! control socket and, when the outside asks ([`NextRun`]), forks the next
-//! run's process. The run's mount
-//! namespace goes to the outside ([`Report::Hold`]), so that its release,
-//! which waits for an RCU grace period, comes after the answer.
+//! The run's process tells PID 1 over a close-on-exec pipe how the run
+//! started ([`Note`]: the command's PID, or why there is none). PID 1
+//! reaps the command, kills and reaps everything else, reports the end on
+//! the control socket and, when the outside asks ([`NextRun`]), forks the
+//! next run's process. The run's mount namespace and its copy of the
+//! host's mounts go to the outside ([`Report::Hold`]), so that their
+//! release, which waits for an RCU grace period, comes after the answer.
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -33,19 +32,27 @@ use nix::sched::CloneFlags;
 use nix::unistd::{fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
-use super::{close_all_but, kill_the_rest, prepare, reap_run, report, run_command, Command};
+use super::{
+    cannot_execute, close_all_but, kill_the_rest, prepare, reap_run, report, spawn_command, Command,
+};
 use crate::control::{self, InitPhases, NextRun, Report, CONTROL_FD};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::spec::FRESH_DEV;
 
-/// What a run's process tells PID 1 before its exec, or instead of it.
+/// What a run's process tells PID 1 as it leaves.
 #[derive(Serialize, Deserialize)]
 enum Note {
-    /// The plan is applied; the exec comes next. The steps' times, when
-    /// the plan asked for them.
-    Starting(Option<InitPhases>),
-    /// The plan could not be applied; the command never starts.
+    /// The command runs as this PID; it becomes PID 1's child when the
+    /// run's process has exited. The steps' times, when the plan asked.
+    Started {
+        command: i32,
+        phases: Option<InitPhases>,
+    },
+    /// The command could not be executed (reported as a shell would:
+    /// exit 127, the reason on its stderr).
+    Unstartable,
+    /// The plan could not be applied; the command never started.
     Failed(String),
     /// The outside closed the control socket: the container is done.
     Closed,
@@ -82,9 +89,9 @@ pub(super) fn serve(loopback_up: bool) -> Result<Infallible> {
                 drop(notes_in);
                 run_process(notes_out, loopback_up)
             }
-            Ok(ForkResult::Parent { child }) => {
+            Ok(ForkResult::Parent { .. }) => {
                 drop(notes_out);
-                serve_one(child, notes_in);
+                serve_one(notes_in);
             }
             Err(e) => return Err(Error::sys("fork a run's process", e)),
         }
@@ -97,21 +104,23 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 /// PID 1's side of one run: the note, the command's end, the report.
-/// Exits when the container is done or its run's process died before its
-/// exec (the plan it was sent may be unread: no later run may take it).
-fn serve_one(child: Pid, notes: OwnedFd) {
+/// Exits when the container is done or its run's process died without a
+/// note (the plan it was sent may be unread: no later run may take it).
+fn serve_one(notes: OwnedFd) {
     let mut bytes = Vec::new();
     let _ = std::fs::File::from(notes).read_to_end(&mut bytes);
-    let exec_seen = control::monotonic_ns();
     match serde_json::from_slice::<Note>(&bytes) {
-        Ok(Note::Starting(phases)) => {
-            let ended = reap_run(child);
+        Ok(Note::Started { command, phases }) => {
+            let ended = reap_run(Pid::from_raw(command));
             if let Some(mut p) = phases {
-                p.spawned = exec_seen;
                 p.reaped = control::monotonic_ns();
                 report(&Report::Phases(p));
             }
             report(&ended);
+        }
+        Ok(Note::Unstartable) => {
+            kill_the_rest();
+            report(&Report::Exited(127));
         }
         Ok(Note::Failed(message)) => {
             kill_the_rest();
@@ -133,13 +142,27 @@ fn serve_one(child: Pid, notes: OwnedFd) {
     }
 }
 
-/// The run's process: namespaces and `/dev` of its own, then the plan.
-/// Never returns.
+/// The run's process: namespaces and `/dev` of its own, then the plan,
+/// then the command, started with `posix_spawn` (no copy of this
+/// process's address space). It leaves at once, so that the release of
+/// that address space is not on the command's way to its end; the
+/// command, orphaned, becomes PID 1's child. Never returns.
 fn run_process(notes: OwnedFd, loopback_up: bool) -> ! {
     let note = match apply(&notes, loopback_up) {
-        Ok(Some((plan, command))) => {
-            // Written last before the exec: its end of file is the exec.
-            run_command(&plan, &command.program, &command.argv);
+        Ok(Some((plan, command, mut phases))) => {
+            match spawn_command(&command.program, &command.argv, &command.env) {
+                Ok(pid) => {
+                    phases.spawned = control::monotonic_ns();
+                    Note::Started {
+                        command: pid.as_raw(),
+                        phases: plan.report_phases.then_some(phases),
+                    }
+                }
+                Err(errno) => {
+                    cannot_execute(&plan.args[0], errno);
+                    Note::Unstartable
+                }
+            }
         }
         Ok(None) => Note::Closed,
         Err(e) => Note::Failed(e.to_string()),
@@ -161,9 +184,9 @@ fn tell(notes: &OwnedFd, note: &Note) {
     }
 }
 
-/// Everything up to the exec: `None` when the outside closed the control
-/// socket instead of sending a plan.
-fn apply(notes: &OwnedFd, loopback_up: bool) -> Result<Option<(Plan, Command)>> {
+/// Everything up to the command's start: `None` when the outside closed
+/// the control socket instead of sending a plan.
+fn apply(notes: &OwnedFd, loopback_up: bool) -> Result<Option<(Plan, Command, InitPhases)>> {
     // Death with PID 1 (this process's parent).
     // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -188,11 +211,15 @@ fn apply(notes: &OwnedFd, loopback_up: bool) -> Result<Option<(Plan, Command)>> 
         ..InitPhases::default()
     };
     let command = Command::of(&plan)?;
-    // This run's mount namespace, released after the answer (see the
-    // module's comment).
+    // This run's mount namespace and its detached copy of the host's
+    // mounts, released after the answer (see the module's comment).
     let own = std::fs::File::open("/proc/self/ns/mnt")
         .map_err(|e| Error::io("open the run's mount namespace", e))?;
-    control::send(CONTROL_FD, &Report::Hold, &[own.as_raw_fd()])?;
+    control::send(
+        CONTROL_FD,
+        &Report::Hold,
+        &[own.as_raw_fd(), host.as_raw_fd()],
+    )?;
     drop(own);
     prepare(
         &plan,
@@ -201,6 +228,5 @@ fn apply(notes: &OwnedFd, loopback_up: bool) -> Result<Option<(Plan, Command)>> 
         notes.as_raw_fd(),
         &mut phases,
     )?;
-    tell(notes, &Note::Starting(plan.report_phases.then_some(phases)));
-    Ok(Some((plan, command)))
+    Ok(Some((plan, command, phases)))
 }

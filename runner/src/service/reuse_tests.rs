@@ -28,6 +28,8 @@ where
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     common::busybox_root(&root);
+    // A file no one may execute.
+    std::fs::write(root.join("bin/not-executable"), "#!/bin/sh\n").unwrap();
     let config: RunnerConfig =
         toml::from_str(&format!("warm_sandboxes = 1\nruns_per_container = {runs}")).unwrap();
     let host = Host::probe(&config).unwrap();
@@ -203,6 +205,26 @@ fn a_run_cannot_reach_or_stop_the_containers_pid_1() {
         let (next, out2) = run(&mut client, make(PRINT_CONTAINER)).await;
         assert_eq!(next.exit_code, 0);
         assert_eq!(container(&out1), container(&out2), "PID 1 was stopped");
+    });
+}
+
+/// A command that cannot be executed (a file without execute permission)
+/// ends as a shell says (127, the reason on its stderr), and the container
+/// serves the next run.
+#[test]
+fn an_unexecutable_command_is_127_and_the_container_goes_on() {
+    with_runner(10, |make, mut client| async move {
+        let (_, before) = run(&mut client, make(PRINT_CONTAINER)).await;
+        let (mut req, _) = make("unused");
+        req.arguments = vec!["/bin/not-executable".into()];
+        let err = std::path::Path::new(&req.stdout_path).with_extension("err");
+        req.stderr_path = err.display().to_string();
+        let resp = client.run(req).await.unwrap().into_inner();
+        assert_eq!(resp.exit_code, 127);
+        let stderr = std::fs::read_to_string(&err).unwrap();
+        assert!(stderr.contains("cannot execute"), "{stderr}");
+        let (_, after) = run(&mut client, make(PRINT_CONTAINER)).await;
+        assert_eq!(container(&before), container(&after));
     });
 }
 
