@@ -5,3 +5,4 @@
 mod detection;
 mod fake_fs;
 mod real_v2;
+mod restart;

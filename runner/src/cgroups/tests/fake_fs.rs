@@ -18,13 +18,13 @@ use crate::cgroups::limit_enforcer::{CpuTime, LimitEnforcer, Usage};
 use crate::cgroups::rlimits_only::RlimitsOnly;
 use crate::{Error, Limits};
 
-fn write(path: impl AsRef<Path>, text: &str) {
+pub(super) fn write(path: impl AsRef<Path>, text: &str) {
     let path = path.as_ref();
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, text).unwrap();
 }
 
-fn read(path: impl AsRef<Path>) -> String {
+pub(super) fn read(path: impl AsRef<Path>) -> String {
     fs::read_to_string(path.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", path.as_ref().display()))
 }
 
@@ -36,7 +36,7 @@ fn drop_interface_files(dir: &Path) {
     }
 }
 
-fn limits() -> Limits {
+pub(super) fn limits() -> Limits {
     Limits {
         timeout: Some(Duration::from_secs(60)),
         memory_bytes: Some(64 << 20),
@@ -64,7 +64,7 @@ fn v2_child(dir: &Path, offered: &str) {
 
 /// A v2 root after the runner's start-up as root (`prepare`), with the
 /// parent `corral` as the kernel would show it.
-fn prepared_v2(root: &Path) -> CgroupV2 {
+pub(super) fn prepared_v2(root: &Path) -> CgroupV2 {
     v2_root(root);
     let v2 = CgroupV2::new(root, "corral");
     v2.prepare().unwrap();
@@ -275,7 +275,7 @@ fn run_ids_cannot_reach_outside_the_parent() {
 
 /// A v1 root: one directory per controller, plus the named and unified
 /// hierarchies that are not controllers.
-fn v1_root(root: &Path) {
+pub(super) fn v1_root(root: &Path) {
     for c in [
         "memory", "pids", "cpu", "cpuacct", "cpuset", "systemd", "unified",
     ] {
