@@ -228,6 +228,54 @@ fn an_unexecutable_command_is_127_and_the_container_goes_on() {
     });
 }
 
+/// What a run can leave in kernel objects that outlive its processes: a
+/// System V shared memory segment (kept by its IPC namespace) and a TCP
+/// connection in TIME_WAIT (kept by its network namespace). The next run
+/// of the same container sees neither.
+#[test]
+fn the_next_run_finds_no_ipc_object_or_socket_of_the_last() {
+    assert!(
+        std::path::Path::new("/usr/bin/python3").exists(),
+        "missing /usr/bin/python3 (Debian python3)"
+    );
+    with_runner(10, |make, mut client| async move {
+        let python = |code: &str| {
+            let (mut req, out) = make("unused");
+            req.rootfs = Some(pb::run_request::Rootfs::Host(pb::HostRoot {}));
+            req.arguments = vec!["python3".into(), "-c".into(), code.into()];
+            req.environment[0].value = "/usr/bin:/bin".into();
+            (req, out)
+        };
+        let leave = "import ctypes, os, socket\n\
+            libc = ctypes.CDLL(None, use_errno=True)\n\
+            print('shm', libc.shmget(0x5eed, 4096, 0o1600))\n\
+            srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen()\n\
+            cli = socket.create_connection(srv.getsockname()); conn, _ = srv.accept()\n\
+            cli.close(); conn.close(); srv.close()\n\
+            print('tcp', len(open('/proc/net/tcp').read().splitlines()) - 1)\n\
+            print('pidns', os.readlink('/proc/self/ns/pid'), open('/proc/1/stat').read().split()[21])\n";
+        let (first, out1) = run(&mut client, python(leave)).await;
+        assert_eq!(first.exit_code, 0, "{out1}");
+        assert!(!out1.contains("shm -1"), "no segment made: {out1}");
+        assert!(!out1.contains("tcp 0"), "no TIME_WAIT left: {out1}");
+        let look = "import ctypes, os\n\
+            libc = ctypes.CDLL(None, use_errno=True)\n\
+            print('shm', libc.shmget(0x5eed, 0, 0))\n\
+            print('tcp', len(open('/proc/net/tcp').read().splitlines()) - 1)\n\
+            print('pidns', os.readlink('/proc/self/ns/pid'), open('/proc/1/stat').read().split()[21])\n";
+        let (second, out2) = run(&mut client, python(look)).await;
+        assert_eq!(second.exit_code, 0, "{out2}");
+        let pidns = |out: &str| {
+            out.lines()
+                .find(|l| l.starts_with("pidns"))
+                .map(str::to_string)
+        };
+        assert_eq!(pidns(&out1), pidns(&out2), "not the same container");
+        assert!(out2.contains("shm -1"), "the first run's segment: {out2}");
+        assert!(out2.contains("tcp 0"), "the first run's socket: {out2}");
+    });
+}
+
 #[test]
 fn runs_per_container_of_zero_is_refused() {
     let config: RunnerConfig = toml::from_str("runs_per_container = 0").unwrap();
