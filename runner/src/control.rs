@@ -186,7 +186,7 @@ pub(crate) fn recv<T: DeserializeOwned>(sock: RawFd) -> Result<Option<(T, Vec<Ow
 }
 
 /// `sock` as a `File` for `Read`/`Write`, without taking ownership.
-fn borrowed(sock: RawFd) -> std::mem::ManuallyDrop<std::fs::File> {
+pub(crate) fn borrowed(sock: RawFd) -> std::mem::ManuallyDrop<std::fs::File> {
     // SAFETY: the caller owns `sock` for the duration of the call; the
     // ManuallyDrop never closes it.
     std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(sock) })

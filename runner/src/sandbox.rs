@@ -31,7 +31,7 @@ pub(crate) use check::check;
 pub(crate) use cleanup::Cleanup;
 pub(crate) use dispatch::run_prepared;
 pub(crate) use prepare::prepare;
-pub(crate) use reuse::Reuse;
+pub(crate) use reuse::{may_follow, Reuse};
 
 use crate::error::{Error, Result};
 use crate::host::Host;

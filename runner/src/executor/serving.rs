@@ -25,7 +25,7 @@
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::sched::CloneFlags;
@@ -175,12 +175,7 @@ fn run_process(notes: OwnedFd, loopback_up: bool) -> ! {
 /// Writes `note` whole on the pipe to PID 1.
 fn tell(notes: &OwnedFd, note: &Note) {
     if let Ok(bytes) = serde_json::to_vec(note) {
-        let mut file = std::mem::ManuallyDrop::new(
-            // SAFETY: `notes` stays open and owned by the caller; the
-            // ManuallyDrop never closes it.
-            unsafe { std::fs::File::from_raw_fd(notes.as_raw_fd()) },
-        );
-        let _ = file.write_all(&bytes);
+        let _ = control::borrowed(notes.as_raw_fd()).write_all(&bytes);
     }
 }
 

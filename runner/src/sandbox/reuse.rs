@@ -10,9 +10,11 @@
 //! `executor::serving`).
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
 
 use super::cleanup::Cleanup;
 use super::prepare::Prepared;
+use super::watch::{poll_readable, Woke};
 use crate::control::{self, NextRun, Report};
 use crate::error::{Error, Result};
 use crate::request::Outcome;
@@ -26,7 +28,7 @@ pub(crate) enum Reuse {
 }
 
 /// Whether `outcome` is an end after which the container may serve again.
-fn ended_cleanly(outcome: &Outcome) -> bool {
+pub(crate) fn may_follow(outcome: &Outcome) -> bool {
     (outcome.exit_code.is_some() || outcome.signal.is_some())
         && outcome.limit_hit.is_none()
         && !outcome.timed_out
@@ -53,29 +55,20 @@ pub(super) fn next_run_process(control: &OwnedFd) -> Result<()> {
 
 /// Whether the process behind `pidfd` still runs (its pidfd is readable
 /// once it has exited).
-fn alive(pidfd: &std::os::fd::OwnedFd) -> bool {
-    let mut fd = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no wait.
-    let n = unsafe { libc::poll(&mut fd, 1, 0) };
-    n == 0
+fn alive(pidfd: &OwnedFd) -> bool {
+    !matches!(
+        poll_readable(pidfd, None, Duration::ZERO),
+        Ok(Woke::Exited) | Err(_)
+    )
 }
 
 impl Reuse {
-    /// Whether a run that ended so may hand its container on.
-    pub(crate) fn may_follow(outcome: &Outcome) -> bool {
-        ended_cleanly(outcome)
-    }
-
     /// After the answer to the run `outcome` ended: releases what the run
     /// held, restarts the cgroup's limits and usage and asks the init for
     /// the next run's process; or gives the clean-up back.
     pub(crate) fn after(mut cleanup: Cleanup, outcome: &Outcome) -> Reuse {
         let usable = cleanup.serves_many
-            && ended_cleanly(outcome)
+            && may_follow(outcome)
             && cleanup.init.as_ref().is_some_and(|(_, pidfd)| alive(pidfd));
         if !usable {
             return Reuse::Done(cleanup);

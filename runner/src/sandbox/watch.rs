@@ -316,7 +316,7 @@ pub(crate) fn kill_namespace(init: Pid, ns: Option<&Path>) {
 }
 
 /// What woke the watch.
-enum Woke {
+pub(super) enum Woke {
     /// The init exited (its pidfd is readable).
     Exited,
     /// The control socket has the init's report (or was closed).
@@ -327,7 +327,11 @@ enum Woke {
 
 /// Waits until the init exits, its report arrives on `control` (when
 /// given), or `timeout` passes.
-fn poll_readable(pidfd: &OwnedFd, control: Option<RawFd>, timeout: Duration) -> Result<Woke> {
+pub(super) fn poll_readable(
+    pidfd: &OwnedFd,
+    control: Option<RawFd>,
+    timeout: Duration,
+) -> Result<Woke> {
     let mut fds =
         [pidfd.as_raw_fd(), control.unwrap_or(pidfd.as_raw_fd())].map(|fd| libc::pollfd {
             fd,

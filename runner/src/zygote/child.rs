@@ -149,7 +149,7 @@ pub(super) unsafe fn warm(host: &Host, sock: &OwnedFd, chan: OwnedFd, zygote: Pi
         };
         // Told before the answer, so that the zygote knows this container
         // is coming back before the caller's next request can reach it.
-        let last = served >= host.runs_per_container || !Reuse::may_follow(&outcome);
+        let last = served >= host.runs_per_container || !sandbox::may_follow(&outcome);
         if !last {
             tell(&chan, &Readiness::Answered);
         }
