@@ -12,9 +12,9 @@
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-use nix::mount::{mount, MsFlags};
+use nix::mount::MsFlags;
 
-use super::mounts::tmpfs;
+use super::mounts::{rbind, tmpfs};
 use crate::error::{Error, Result};
 use crate::spec::FRESH_DEV;
 
@@ -51,12 +51,12 @@ pub(crate) fn make_fresh() -> Result<()> {
                     SHM_OPTIONS,
                 )?;
             } else {
-                bind(&from, &to, MsFlags::MS_REC)?;
+                rbind(&from.display().to_string(), &to)?;
             }
         } else if kind.is_char_device() || kind.is_block_device() {
             std::fs::File::create(&to)
                 .map_err(|e| Error::io(format!("create {}", to.display()), e))?;
-            bind(&from, &to, MsFlags::empty())?;
+            rbind(&from.display().to_string(), &to)?;
         }
     }
     // The `/dev/core` link every other Linux sandbox has (bubblewrap,
@@ -70,15 +70,4 @@ pub(crate) fn make_fresh() -> Result<()> {
 fn symlink(target: &Path, at: &Path) -> Result<()> {
     std::os::unix::fs::symlink(target, at)
         .map_err(|e| Error::io(format!("link {}", at.display()), e))
-}
-
-fn bind(from: &Path, to: &Path, extra: MsFlags) -> Result<()> {
-    mount(
-        Some(from),
-        to,
-        None::<&str>,
-        MsFlags::MS_BIND | extra,
-        None::<&str>,
-    )
-    .map_err(|e| Error::sys(format!("bind {} at {}", from.display(), to.display()), e))
 }

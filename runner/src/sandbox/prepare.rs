@@ -153,6 +153,12 @@ fn children() -> Vec<libc::pid_t> {
         .unwrap_or_default()
 }
 
+/// SIGKILLs child `pid` and reaps it.
+fn kill_and_reap(pid: Pid) {
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
+}
+
 /// Kills and reaps what a failed create left behind. libcontainer's
 /// intermediate process and the container's init are this process's
 /// children (the init by `CLONE_PARENT`); when the create fails half-way
@@ -162,8 +168,7 @@ fn children() -> Vec<libc::pid_t> {
 fn kill_new_children(before: &[libc::pid_t]) {
     for pid in children().into_iter().filter(|pid| !before.contains(pid)) {
         let pid = nix::unistd::Pid::from_raw(pid);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, None);
+        kill_and_reap(pid);
     }
 }
 
@@ -231,14 +236,12 @@ unsafe fn create(
     // signal again and waits for the plan, and nothing of the command
     // exists before the plan, which comes after the move below.
     if let Err(e) = container.start() {
-        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(init, None);
+        kill_and_reap(init);
         return Err(Error::Container(format!("start: {e}")));
     }
     let t0 = Instant::now();
     if let Err(e) = enforcer.attach(id, init.as_raw()) {
-        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(init, None);
+        kill_and_reap(init);
         return Err(e);
     }
     tracing::debug!(ms = ms(t0), "init moved into the run's cgroup");
@@ -246,8 +249,7 @@ unsafe fn create(
         // Now that it is in the cgroup, the init may make the first run's
         // process (see `executor::serving`).
         if let Err(e) = super::reuse::next_run_process(&outside) {
-            let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(init, None);
+            kill_and_reap(init);
             return Err(e);
         }
     }
