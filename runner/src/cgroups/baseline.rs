@@ -33,6 +33,17 @@ pub(crate) struct Counters {
     pub pids_refused: u64,
 }
 
+impl From<Counters> for Baseline {
+    /// The counters at a restart, as the start of the next run.
+    fn from(counters: Counters) -> Baseline {
+        Baseline {
+            oom_kills: counters.oom_kills,
+            pids_refused: counters.pids_refused,
+            cpu: counters.cpu.unwrap_or_default(),
+        }
+    }
+}
+
 /// Each run's baseline, by run id. Cheap to clone; clones share the map.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Baselines(Arc<Mutex<HashMap<String, Baseline>>>);

@@ -219,6 +219,22 @@ impl CgroupV1 {
             .unwrap_or_default()
     }
 
+    /// The kernel's figures for run `id`'s cgroup.
+    fn counters(&self, id: &str) -> Counters {
+        let read = |ctrl: &str, file: &str| self.read(ctrl, id, file);
+        Counters {
+            peak_memory_bytes: read("memory", "memory.max_usage_in_bytes")
+                .trim()
+                .parse()
+                .unwrap_or(0),
+            cpu: self.cpu(id),
+            // The oom_kill counter of memory.oom_control (kernel 4.13 on)
+            // counts processes the OOM killer killed in this cgroup.
+            oom_kills: files::keyed(&read("memory", "memory.oom_control"), "oom_kill").unwrap_or(0),
+            pids_refused: files::keyed(&read("pids", "pids.events"), "max").unwrap_or(0),
+        }
+    }
+
     fn cpu(&self, id: &str) -> Option<CpuTime> {
         let dir = self.dir("cpuacct", id).ok()??;
         let ns = |file: &str| files::read_u64(&dir.join(file)).map(Duration::from_nanos);
@@ -288,24 +304,12 @@ impl LimitEnforcer for CgroupV1 {
     }
 
     fn usage(&self, id: &str) -> Usage {
-        let read = |ctrl: &str, file: &str| self.read(ctrl, id, file);
-        let counters = Counters {
-            peak_memory_bytes: read("memory", "memory.max_usage_in_bytes")
-                .trim()
-                .parse()
-                .unwrap_or(0),
-            cpu: self.cpu(id),
-            // The oom_kill counter of memory.oom_control (kernel 4.13 on)
-            // counts processes the OOM killer killed in this cgroup.
-            oom_kills: files::keyed(&read("memory", "memory.oom_control"), "oom_kill").unwrap_or(0),
-            pids_refused: files::keyed(&read("pids", "pids.events"), "max").unwrap_or(0),
-        };
-        self.baselines.usage(id, counters)
+        self.baselines.usage(id, self.counters(id))
     }
 
     /// Lifts the limits, starts the peak and the CPU time again from here
-    /// (both files take a 0 for that), and notes the two event counters,
-    /// which only grow.
+    /// (both files take a 0 for that), and notes the counters as they are
+    /// then (the two event counters only grow).
     fn restart(&self, id: &str) -> Result<bool> {
         if let Some(dir) = self.dir("memory", id)? {
             // The swap limit may not fall below the memory limit: it is
@@ -325,16 +329,7 @@ impl LimitEnforcer for CgroupV1 {
         if let Some(dir) = self.dir("cpuacct", id)? {
             files::write(&dir.join("cpuacct.usage"), "0")?;
         }
-        let read = |ctrl: &str, file: &str| self.read(ctrl, id, file);
-        self.baselines.set(
-            id,
-            Baseline {
-                oom_kills: files::keyed(&read("memory", "memory.oom_control"), "oom_kill")
-                    .unwrap_or(0),
-                pids_refused: files::keyed(&read("pids", "pids.events"), "max").unwrap_or(0),
-                cpu: CpuTime::default(),
-            },
-        );
+        self.baselines.set(id, Baseline::from(self.counters(id)));
         Ok(true)
     }
 

@@ -224,6 +224,24 @@ impl CgroupV2 {
 }
 
 impl CgroupV2 {
+    /// The kernel's figures for run `id`, whose cgroup is `dir`.
+    fn counters(&self, id: &str, dir: &Path) -> Counters {
+        let text = |file: &str| files::read(&dir.join(file)).unwrap_or_default();
+        // memory.peak came with Linux 5.19; before it only the charge at
+        // the end is known, a lower bound.
+        let peak = self
+            .peak_since_restart(id)
+            .or_else(|| files::read_u64(&dir.join("memory.peak")))
+            .or_else(|| files::read_u64(&dir.join("memory.current")))
+            .unwrap_or(0);
+        Counters {
+            peak_memory_bytes: peak,
+            cpu: cpu_time(&text("cpu.stat")),
+            oom_kills: files::keyed(&text("memory.events"), "oom_kill").unwrap_or(0),
+            pids_refused: files::keyed(&text("pids.events"), "max").unwrap_or(0),
+        }
+    }
+
     /// The peak since run `id`'s restart, read through the descriptor
     /// that reset it.
     fn peak_since_restart(&self, id: &str) -> Option<u64> {
@@ -292,21 +310,7 @@ impl LimitEnforcer for CgroupV2 {
         let Ok(dir) = self.run_dir(id) else {
             return Usage::default();
         };
-        let text = |file: &str| files::read(&dir.join(file)).unwrap_or_default();
-        // memory.peak came with Linux 5.19; before it only the charge at
-        // the end is known, a lower bound.
-        let peak = self
-            .peak_since_restart(id)
-            .or_else(|| files::read_u64(&dir.join("memory.peak")))
-            .or_else(|| files::read_u64(&dir.join("memory.current")))
-            .unwrap_or(0);
-        let counters = Counters {
-            peak_memory_bytes: peak,
-            cpu: cpu_time(&text("cpu.stat")),
-            oom_kills: files::keyed(&text("memory.events"), "oom_kill").unwrap_or(0),
-            pids_refused: files::keyed(&text("pids.events"), "max").unwrap_or(0),
-        };
-        self.baselines.usage(id, counters)
+        self.baselines.usage(id, self.counters(id, &dir))
     }
 
     /// Lifts the limits, resets the peak through a descriptor kept for
@@ -325,6 +329,7 @@ impl LimitEnforcer for CgroupV2 {
                 files::write(&path, value)?;
             }
         }
+        let counters = self.counters(id, &dir);
         let Ok(mut peak) = fs::File::options()
             .read(true)
             .write(true)
@@ -339,15 +344,7 @@ impl LimitEnforcer for CgroupV2 {
         if let Ok(mut peaks) = self.peaks.lock() {
             peaks.insert(id.to_string(), peak);
         }
-        let text = |file: &str| files::read(&dir.join(file)).unwrap_or_default();
-        self.baselines.set(
-            id,
-            Baseline {
-                oom_kills: files::keyed(&text("memory.events"), "oom_kill").unwrap_or(0),
-                pids_refused: files::keyed(&text("pids.events"), "max").unwrap_or(0),
-                cpu: cpu_time(&text("cpu.stat")).unwrap_or_default(),
-            },
-        );
+        self.baselines.set(id, Baseline::from(counters));
         Ok(true)
     }
 
