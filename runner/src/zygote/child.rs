@@ -147,17 +147,13 @@ pub(super) unsafe fn warm(host: &Host, sock: &OwnedFd, chan: OwnedFd, zygote: Pi
             Ok(done) => done,
             Err(e) => finish(sock, dispatch.id, Err(e)),
         };
+        if served >= host.runs_per_container || !sandbox::may_follow(&outcome) {
+            finish(sock, dispatch.id, Ok((outcome, cleanup)));
+        }
         // Told before the answer, so that the zygote knows this container
         // is coming back before the caller's next request can reach it.
-        let last = served >= host.runs_per_container || !sandbox::may_follow(&outcome);
-        if !last {
-            tell(&chan, &Readiness::Answered);
-        }
+        tell(&chan, &Readiness::Answered);
         reply(sock, dispatch.id, Ok(outcome.clone()));
-        if last {
-            cleanup.finish();
-            exit(0);
-        }
         prepared = match Reuse::after(cleanup, &outcome) {
             Reuse::Again(p) => p,
             Reuse::Done(cleanup) => {
