@@ -47,6 +47,19 @@ struct Running {
     answered: bool,
 }
 
+impl Running {
+    /// Run `id` just handed to a child, with the channel of a warm child
+    /// that will come back.
+    fn new(id: u64, chan: Option<OwnedFd>) -> Running {
+        Running {
+            id,
+            chan,
+            cancelled: false,
+            answered: false,
+        }
+    }
+}
+
 /// The zygote's state.
 struct Pool<'a> {
     host: &'a Host,
@@ -117,6 +130,15 @@ pub(super) fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
             }
         }
         pool.reap();
+    }
+}
+
+/// What a child said on its channel (which `poll` found readable); `None`
+/// when it closed it or said nothing the zygote understands.
+fn hear(chan: &OwnedFd, buf: &mut [u8]) -> Option<Readiness> {
+    match recv(chan.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+        Ok(0) | Err(_) => None,
+        Ok(n) => serde_json::from_slice::<Readiness>(&buf[..n]).ok(),
     }
 }
 
@@ -197,15 +219,7 @@ impl Pool<'_> {
             match sent {
                 Ok(_) => {
                     let chan = (self.host.runs_per_container > 1).then_some(warm.chan);
-                    self.running.insert(
-                        warm.pid,
-                        Running {
-                            id,
-                            chan,
-                            cancelled: false,
-                            answered: false,
-                        },
-                    );
+                    self.running.insert(warm.pid, Running::new(id, chan));
                 }
                 Err(e) => reply(
                     self.sock,
@@ -221,10 +235,7 @@ impl Pool<'_> {
         let Some(warm) = self.warm.get_mut(i) else {
             return;
         };
-        let heard = match recv(warm.chan.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-            Ok(0) | Err(_) => None,
-            Ok(n) => serde_json::from_slice::<Readiness>(&buf[..n]).ok(),
-        };
+        let heard = hear(&warm.chan, buf);
         match heard {
             Some(Readiness::Ready) => {
                 warm.ready = true;
@@ -253,10 +264,7 @@ impl Pool<'_> {
         let Some(chan) = run.chan.as_ref() else {
             return;
         };
-        let heard = match recv(chan.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-            Ok(0) | Err(_) => None,
-            Ok(n) => serde_json::from_slice::<Readiness>(&buf[..n]).ok(),
-        };
+        let heard = hear(chan, buf);
         if matches!(heard, Some(Readiness::Answered)) {
             run.answered = true;
             return;
@@ -348,15 +356,7 @@ impl Pool<'_> {
                 unsafe { child::cold(self.host, self.sock, id, request, self.zygote) }
             }
             Ok(ForkResult::Parent { child }) => {
-                self.running.insert(
-                    child,
-                    Running {
-                        id,
-                        chan: None,
-                        cancelled: false,
-                        answered: false,
-                    },
-                );
+                self.running.insert(child, Running::new(id, None));
             }
             Err(e) => reply(self.sock, id, Err(format!("fork for the run: {e}"))),
         }
