@@ -238,6 +238,34 @@ fn prepare(
     lock_down(plan, phases)
 }
 
+/// Reads the plan on `plan_fd` and applies it up to the command's start
+/// ([`prepare`], with `host`'s view and `dev` as `/dev`), having handed the
+/// host view and `also_hold` out to be released after the answer
+/// ([`Report::Hold`]). `None` when the outside closed the control socket
+/// instead of sending a plan.
+fn take_plan(
+    plan_fd: i32,
+    (host, dev): (OwnedFd, &Path),
+    also_hold: Option<OwnedFd>,
+    keep: i32,
+) -> Result<Option<(Plan, Command, InitPhases)>> {
+    let Some((plan, fds)): Option<(Plan, _)> = control::recv(plan_fd)? else {
+        return Ok(None);
+    };
+    let mut phases = InitPhases {
+        plan: control::monotonic_ns(),
+        ..InitPhases::default()
+    };
+    let command = Command::of(&plan)?;
+    let hold: Vec<i32> = std::iter::once(host.as_raw_fd())
+        .chain(also_hold.as_ref().map(AsRawFd::as_raw_fd))
+        .collect();
+    control::send(CONTROL_FD, &Report::Hold, &hold)?;
+    drop(also_hold);
+    prepare(&plan, fds, (host, dev), keep, &mut phases)?;
+    Ok(Some((plan, command, phases)))
+}
+
 /// The command of a plan, as the exec calls take it.
 struct Command {
     program: CString,
@@ -296,25 +324,12 @@ fn run(plan_fd: i32) -> Result<Infallible> {
     // this off the caller's clock.
     let host = crate::inside::rootfs::detach_host()?;
     close_all_but(host.as_raw_fd());
-    let (plan, fds): (Plan, _) = control::recv(plan_fd)?
-        .ok_or_else(|| Error::Container("the run's process closed the control socket".into()))?;
-    let mut phases = InitPhases {
-        plan: control::monotonic_ns(),
-        ..InitPhases::default()
-    };
-    let command = Command::of(&plan)?;
     // The last reference to the copy of the host's mounts leaves with the
     // run's process: releasing it unmounts them all, which waits for an RCU
     // grace period, after the caller is answered. Nothing of the host stays
-    // in the container once `prepare` has dropped this process's own.
-    control::send(CONTROL_FD, &Report::Hold, &[host.as_raw_fd()])?;
-    prepare(
-        &plan,
-        fds,
-        (host, Path::new("/dev")),
-        CONTROL_FD,
-        &mut phases,
-    )?;
+    // in the container once `take_plan` has dropped this process's own.
+    let (plan, command, phases) = take_plan(plan_fd, (host, Path::new("/dev")), None, CONTROL_FD)?
+        .ok_or_else(|| Error::Container("the run's process closed the control socket".into()))?;
     let phases = plan.report_phases.then_some(phases);
     if plan.controlling_tty {
         // SAFETY: this process is libcontainer's single-threaded container

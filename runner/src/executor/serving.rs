@@ -33,7 +33,8 @@ use nix::unistd::{fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    cannot_execute, close_all_but, kill_the_rest, prepare, reap_run, report, spawn_command, Command,
+    cannot_execute, close_all_but, kill_the_rest, reap_run, report, spawn_command, take_plan,
+    Command,
 };
 use crate::control::{self, InitPhases, NextRun, Report, CONTROL_FD};
 use crate::error::{Error, Result};
@@ -197,31 +198,15 @@ fn apply(notes: &OwnedFd, loopback_up: bool) -> Result<Option<(Plan, Command, In
     }
     crate::inside::dev::make_fresh()?;
     let host = crate::inside::rootfs::detach_host()?;
-    control::send(CONTROL_FD, &Report::Waiting, &[])?;
-    let Some((plan, fds)): Option<(Plan, _)> = control::recv(CONTROL_FD)? else {
-        return Ok(None);
-    };
-    let mut phases = InitPhases {
-        plan: control::monotonic_ns(),
-        ..InitPhases::default()
-    };
-    let command = Command::of(&plan)?;
     // This run's mount namespace and its detached copy of the host's
     // mounts, released after the answer (see the module's comment).
     let own = std::fs::File::open("/proc/self/ns/mnt")
         .map_err(|e| Error::io("open the run's mount namespace", e))?;
-    control::send(
+    control::send(CONTROL_FD, &Report::Waiting, &[])?;
+    take_plan(
         CONTROL_FD,
-        &Report::Hold,
-        &[own.as_raw_fd(), host.as_raw_fd()],
-    )?;
-    drop(own);
-    prepare(
-        &plan,
-        fds,
         (host, Path::new(FRESH_DEV)),
+        Some(own.into()),
         notes.as_raw_fd(),
-        &mut phases,
-    )?;
-    Ok(Some((plan, command, phases)))
+    )
 }
