@@ -33,6 +33,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::Spec;
 
 mod serving;
+mod sibling;
 
 use crate::control::{self, InitPhases, Report, CONTROL_FD};
 use crate::error::{Error, Result};

@@ -4,4 +4,5 @@
 pub(crate) mod dev;
 pub(crate) mod hidden;
 pub(crate) mod mounts;
+pub(crate) mod network;
 pub(crate) mod rootfs;

@@ -4,10 +4,12 @@
 //! two clones of the runner's process, a user and a PID namespace,
 //! `/proc`, `/dev`, the cgroup. A serving init pays that once and gives
 //! each run a process of its own, forked ahead of the run's request, in
-//! namespaces of its own: the run's process unshares mount, UTS, IPC and
-//! network namespaces, brings `lo` up, makes a fresh `/dev`
-//! (`inside::dev`) and detaches its copy of the view of the host (as a
-//! single run's init does, `inside::rootfs`) while nothing waits for it.
+//! namespaces of its own: the run's process unshares mount, UTS and IPC
+//! namespaces, enters the last run's network namespace if that run left
+//! no trace in it or else makes one with `lo` up (`inside::network`),
+//! makes a fresh `/dev` (`inside::dev`) and detaches its copy of the view
+//! of the host (as a single run's init does, `inside::rootfs`) while
+//! nothing waits for it.
 //! With the plan it builds the request's root and confines itself exactly
 //! as a single run's init does, starts the command and leaves. What the
 //! runs of one container share is what nothing of a run can change: the
@@ -15,16 +17,17 @@
 //! (emptied by PID 1 after every run), the container's `/proc` and its
 //! cgroup (limits written and usage counted afresh for each run).
 //!
-//! The run's process tells PID 1 over a close-on-exec pipe how the run
-//! started ([`Note`]: the command's PID, or why there is none). PID 1
-//! reaps the command, kills and reaps everything else, reports the end on
+//! The run's process tells PID 1 over a socket of their own how the run
+//! started ([`Note`]: the command's PID, or why there is none), and hands
+//! it a network namespace it made. The command is PID 1's child from the
+//! start (`sibling`). PID 1 reaps it, kills and reaps everything else,
+//! reports the end on
 //! the control socket and, when the outside asks ([`NextRun`]), forks the
 //! next run's process. The run's mount namespace and its copy of the
 //! host's mounts go to the outside ([`Report::Hold`]), so that their
 //! release, which waits for an RCU grace period, comes after the answer.
 
 use std::convert::Infallible;
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
@@ -32,18 +35,21 @@ use nix::sched::CloneFlags;
 use nix::unistd::{fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    cannot_execute, close_all_but, kill_the_rest, reap_run, report, spawn_command, take_plan,
-    Command,
-};
+use super::sibling::spawn_sibling;
+use super::{cannot_execute, close_all_but, kill_the_rest, reap_run, report, take_plan, Command};
 use crate::control::{self, InitPhases, NextRun, Report, CONTROL_FD};
 use crate::error::{Error, Result};
+use crate::inside::network::{self, Entered, Fingerprint, Network};
 use crate::plan::Plan;
 use crate::spec::FRESH_DEV;
 
-/// What a run's process tells PID 1 as it leaves.
+/// What a run's process tells PID 1: the network namespace it made, if
+/// it made one, then how it leaves.
 #[derive(Serialize, Deserialize)]
 enum Note {
+    /// It made a new network namespace (sent with it), which read thus
+    /// when new: the next run's process keeps it if it still does.
+    Network(Fingerprint),
     /// The command runs as this PID; it becomes PID 1's child when the
     /// run's process has exited. The steps' times, when the plan asked.
     Started {
@@ -72,6 +78,7 @@ pub(super) fn serve(loopback_up: bool) -> Result<Infallible> {
     // namespace (see `apply`).
     crate::inside::rootfs::make_private()?;
     close_all_but(CONTROL_FD);
+    let mut network: Option<Network> = None;
     loop {
         // Each run's process is made once the outside asks: the first once
         // this process is in the run's cgroup (so that everything of the
@@ -82,36 +89,46 @@ pub(super) fn serve(loopback_up: bool) -> Result<Infallible> {
             // SAFETY: _exit is always safe; the container is done.
             unsafe { libc::_exit(0) }
         }
-        let (notes_in, notes_out) = pipe()?;
+        let (notes_in, notes_out) = control::pair()?;
         // SAFETY: libcontainer's container init is single-threaded, so the
         // child inherits no lock held by another thread.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 drop(notes_in);
-                run_process(notes_out, loopback_up)
+                run_process(notes_out, loopback_up, network.as_ref())
             }
             Ok(ForkResult::Parent { .. }) => {
                 drop(notes_out);
-                serve_one(notes_in);
+                serve_one(notes_in, &mut network);
             }
             Err(e) => return Err(Error::sys("fork a run's process", e)),
         }
     }
 }
 
-/// A close-on-exec pipe: (read end, write end).
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))
+/// The note that ends the run's process's part, read as soon as it is
+/// sent (not at the process's exit, which waits for its address space to
+/// be torn down); a new network namespace it announced before is kept in
+/// `network`.
+fn last_note(notes: &OwnedFd, network: &mut Option<Network>) -> Option<Note> {
+    loop {
+        match control::recv::<Note>(notes.as_raw_fd()) {
+            Ok(Some((Note::Network(fresh), mut fds))) => {
+                // The one before goes when its handle does.
+                *network = fds.pop().map(|handle| Network { handle, fresh });
+            }
+            Ok(Some((note, _))) => return Some(note),
+            Ok(None) | Err(_) => return None,
+        }
+    }
 }
 
 /// PID 1's side of one run: the note, the command's end, the report.
 /// Exits when the container is done or its run's process died without a
 /// note (the plan it was sent may be unread: no later run may take it).
-fn serve_one(notes: OwnedFd) {
-    let mut bytes = Vec::new();
-    let _ = std::fs::File::from(notes).read_to_end(&mut bytes);
-    match serde_json::from_slice::<Note>(&bytes) {
-        Ok(Note::Started { command, phases }) => {
+fn serve_one(notes: OwnedFd, network: &mut Option<Network>) {
+    match last_note(&notes, network) {
+        Some(Note::Started { command, phases }) => {
             let ended = reap_run(Pid::from_raw(command));
             if let Some(mut p) = phases {
                 p.reaped = control::monotonic_ns();
@@ -119,20 +136,20 @@ fn serve_one(notes: OwnedFd) {
             }
             report(&ended);
         }
-        Ok(Note::Unstartable) => {
+        Some(Note::Unstartable) => {
             kill_the_rest();
             report(&Report::Exited(127));
         }
-        Ok(Note::Failed(message)) => {
+        Some(Note::Failed(message)) => {
             kill_the_rest();
             report(&Report::Failed(message));
         }
-        Ok(Note::Closed) => {
+        Some(Note::Closed) => {
             kill_the_rest();
             // SAFETY: _exit is always safe; the container is done.
             unsafe { libc::_exit(0) }
         }
-        Err(_) => {
+        Some(Note::Network(_)) | None => {
             kill_the_rest();
             report(&Report::Failed(
                 "the run's process in the container died before its command started".into(),
@@ -144,14 +161,12 @@ fn serve_one(notes: OwnedFd) {
 }
 
 /// The run's process: namespaces and `/dev` of its own, then the plan,
-/// then the command, started with `posix_spawn` (no copy of this
-/// process's address space). It leaves at once, so that the release of
-/// that address space is not on the command's way to its end; the
-/// command, orphaned, becomes PID 1's child. Never returns.
-fn run_process(notes: OwnedFd, loopback_up: bool) -> ! {
-    let note = match apply(&notes, loopback_up) {
+/// then the command, started as PID 1's child (`sibling`: no copy of this
+/// process's address space). It leaves at once. Never returns.
+fn run_process(notes: OwnedFd, loopback_up: bool, last: Option<&Network>) -> ! {
+    let note = match apply(&notes, loopback_up, last) {
         Ok(Some((plan, command, mut phases))) => {
-            match spawn_command(&command.program, &command.argv, &command.env) {
+            match spawn_sibling(&command.program, &command.argv, &command.env) {
                 Ok(pid) => {
                     phases.spawned = control::monotonic_ns();
                     Note::Started {
@@ -168,33 +183,33 @@ fn run_process(notes: OwnedFd, loopback_up: bool) -> ! {
         Ok(None) => Note::Closed,
         Err(e) => Note::Failed(e.to_string()),
     };
-    tell(&notes, &note);
+    tell(&notes, &note, &[]);
     // SAFETY: _exit is always safe; nothing of this process is needed.
     unsafe { libc::_exit(0) }
 }
 
-/// Writes `note` whole on the pipe to PID 1.
-fn tell(notes: &OwnedFd, note: &Note) {
-    if let Ok(bytes) = serde_json::to_vec(note) {
-        let _ = control::borrowed(notes.as_raw_fd()).write_all(&bytes);
-    }
+/// Sends `note` (and `fds`) to PID 1.
+fn tell(notes: &OwnedFd, note: &Note, fds: &[i32]) {
+    let _ = control::send(notes.as_raw_fd(), note, fds);
 }
 
 /// Everything up to the command's start: `None` when the outside closed
 /// the control socket instead of sending a plan.
-fn apply(notes: &OwnedFd, loopback_up: bool) -> Result<Option<(Plan, Command, InitPhases)>> {
+fn apply(
+    notes: &OwnedFd,
+    loopback_up: bool,
+    last: Option<&Network>,
+) -> Result<Option<(Plan, Command, InitPhases)>> {
     // Death with PID 1 (this process's parent).
     // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     nix::sched::unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET,
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
     )
     .map_err(|e| Error::sys("unshare the run's namespaces", e))?;
-    if loopback_up {
-        crate::loopback::bring_up()?;
+    if let Entered::Made(made) = network::enter(last, loopback_up)? {
+        let note = Note::Network(made.fresh);
+        control::send(notes.as_raw_fd(), &note, &[made.handle.as_raw_fd()])?;
     }
     crate::inside::dev::make_fresh()?;
     let host = crate::inside::rootfs::detach_host()?;

@@ -276,6 +276,66 @@ fn the_next_run_finds_no_ipc_object_or_socket_of_the_last() {
     });
 }
 
+/// A run's network namespace goes to the next run of its container only
+/// if the run left no trace in it: a run that sent a datagram, or only
+/// looked up a route it lacked, leaves the next run a new namespace whose
+/// counters read as new; a run that did neither hands its own on.
+#[test]
+fn a_network_namespace_is_handed_on_only_unused() {
+    assert!(
+        std::path::Path::new("/usr/bin/python3").exists(),
+        "missing /usr/bin/python3 (Debian python3)"
+    );
+    with_runner(20, |make, mut client| async move {
+        let python = |code: &str| {
+            let (mut req, out) = make("unused");
+            req.rootfs = Some(pb::run_request::Rootfs::Host(pb::HostRoot {}));
+            let print = "import os, socket\n\
+                print('net', os.readlink('/proc/self/ns/net'))\n\
+                print('counters', repr(open('/proc/net/snmp').read() + open('/proc/net/dev').read()))\n";
+            req.arguments = vec!["python3".into(), "-c".into(), format!("{print}{code}")];
+            req.environment[0].value = "/usr/bin:/bin".into();
+            (req, out)
+        };
+        let field = |out: &str, name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::to_string)
+                .unwrap_or_else(|| panic!("no {name} in {out:?}"))
+        };
+        let mut outs = Vec::new();
+        let datagram = "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+            s.sendto(b'x', ('127.0.0.1', 9))\n";
+        let no_route = "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+            try: s.sendto(b'x', ('192.0.2.1', 9))\n\
+            except OSError as e: print('unreachable', e.errno)\n";
+        for code in ["pass", "pass", datagram, "pass", no_route, "pass"] {
+            let (resp, out) = run(&mut client, python(code)).await;
+            assert_eq!(resp.exit_code, 0, "{out}");
+            outs.push(out);
+        }
+        let net: Vec<String> = outs.iter().map(|o| field(o, "net ")).collect();
+        let counters: Vec<String> = outs.iter().map(|o| field(o, "counters ")).collect();
+        assert_eq!(net[0], net[1], "an unused namespace was not handed on");
+        assert_eq!(net[1], net[2], "an unused namespace was not handed on");
+        assert_ne!(
+            net[2], net[3],
+            "a namespace that carried a datagram was handed on"
+        );
+        assert!(outs[4].contains("unreachable"), "{}", outs[4]);
+        assert_ne!(
+            net[4], net[5],
+            "a namespace that looked up a route was handed on"
+        );
+        for later in [1, 2, 3, 5] {
+            assert_eq!(
+                counters[later], counters[0],
+                "run {later} saw another run's counters"
+            );
+        }
+    });
+}
+
 #[test]
 fn runs_per_container_of_zero_is_refused() {
     let config: RunnerConfig = toml::from_str("runs_per_container = 0").unwrap();
