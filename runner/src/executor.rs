@@ -34,6 +34,8 @@ use oci_spec::runtime::Spec;
 
 mod serving;
 mod sibling;
+mod stack;
+mod suspending;
 
 use crate::control::{self, InitPhases, Report, CONTROL_FD};
 use crate::error::{Error, Result};
@@ -160,6 +162,12 @@ fn set_streams(plan: &Plan, fds: Vec<OwnedFd>) -> Result<()> {
 /// searches `PATH` in), with libc's calls rather than `std::env`'s (see
 /// `setup_envs`).
 fn set_environment(env: &[(String, String)]) -> Result<()> {
+    // Empty first: a serving container's runs share the memory `environ`
+    // lives in (`suspending`), and a variable of the last run must not
+    // steer this run's `PATH` search.
+    // SAFETY: clearenv only empties this single-threaded process's
+    // environment.
+    unsafe { libc::clearenv() };
     for (key, value) in env {
         let bad = || Error::InvalidRequest(format!("environment variable {key:?}"));
         let k = CString::new(key.as_bytes()).map_err(|_| bad())?;

@@ -28,14 +28,16 @@
 //! release, which waits for an RCU grace period, comes after the answer.
 
 use std::convert::Infallible;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::sched::CloneFlags;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::sibling::spawn_sibling;
+use super::stack::Stack;
+use super::suspending::{self, run_suspended};
 use super::{cannot_execute, close_all_but, kill_the_rest, reap_run, report, take_plan, Command};
 use crate::control::{self, InitPhases, NextRun, Report, CONTROL_FD};
 use crate::error::{Error, Result};
@@ -79,6 +81,8 @@ pub(super) fn serve(loopback_up: bool) -> Result<Infallible> {
     crate::inside::rootfs::make_private()?;
     close_all_but(CONTROL_FD);
     let mut network: Option<Network> = None;
+    let stack = Stack::new(suspending::STACK_SIZE)
+        .map_err(|e| Error::sys("map the stack of the runs' processes", e))?;
     loop {
         // Each run's process is made once the outside asks: the first once
         // this process is in the run's cgroup (so that everything of the
@@ -90,19 +94,21 @@ pub(super) fn serve(loopback_up: bool) -> Result<Infallible> {
             unsafe { libc::_exit(0) }
         }
         let (notes_in, notes_out) = control::pair()?;
-        // SAFETY: libcontainer's container init is single-threaded, so the
-        // child inherits no lock held by another thread.
-        match unsafe { fork() } {
-            Ok(ForkResult::Child) => {
-                drop(notes_in);
-                run_process(notes_out, loopback_up, network.as_ref())
-            }
-            Ok(ForkResult::Parent { .. }) => {
-                drop(notes_out);
-                serve_one(notes_in, &mut network);
-            }
-            Err(e) => return Err(Error::sys("fork a run's process", e)),
-        }
+        let theirs = notes_out.as_raw_fd();
+        let ours = notes_in.as_raw_fd();
+        let last = network.as_ref();
+        let mut body = || {
+            // SAFETY: closes the child's copy of PID 1's end (its own
+            // descriptor table), not PID 1's.
+            unsafe { libc::close(ours) };
+            run_process(theirs, loopback_up, last)
+        };
+        // SAFETY: libcontainer's container init is single-threaded, and
+        // `run_process` borrows and frees as `suspending` asks.
+        unsafe { run_suspended(&stack, &mut body) }
+            .map_err(|e| Error::sys("start a run's process", e))?;
+        drop(notes_out);
+        serve_one(notes_in, &mut network);
     }
 }
 
@@ -160,11 +166,12 @@ fn serve_one(notes: OwnedFd, network: &mut Option<Network>) {
     }
 }
 
-/// The run's process: namespaces and `/dev` of its own, then the plan,
-/// then the command, started as PID 1's child (`sibling`: no copy of this
-/// process's address space). It leaves at once. Never returns.
-fn run_process(notes: OwnedFd, loopback_up: bool, last: Option<&Network>) -> ! {
-    let note = match apply(&notes, loopback_up, last) {
+/// The run's process, in PID 1's memory (`suspending`): namespaces and
+/// `/dev` of its own, then the plan, then the command, started as PID 1's
+/// child (`sibling`). Returns its exit status once everything it made is
+/// dropped.
+fn run_process(notes: RawFd, loopback_up: bool, last: Option<&Network>) -> i32 {
+    let note = match apply(notes, loopback_up, last) {
         Ok(Some((plan, command, mut phases))) => {
             match spawn_sibling(&command.program, &command.argv, &command.env) {
                 Ok(pid) => {
@@ -183,20 +190,19 @@ fn run_process(notes: OwnedFd, loopback_up: bool, last: Option<&Network>) -> ! {
         Ok(None) => Note::Closed,
         Err(e) => Note::Failed(e.to_string()),
     };
-    tell(&notes, &note, &[]);
-    // SAFETY: _exit is always safe; nothing of this process is needed.
-    unsafe { libc::_exit(0) }
+    tell(notes, &note, &[]);
+    0
 }
 
 /// Sends `note` (and `fds`) to PID 1.
-fn tell(notes: &OwnedFd, note: &Note, fds: &[i32]) {
-    let _ = control::send(notes.as_raw_fd(), note, fds);
+fn tell(notes: RawFd, note: &Note, fds: &[i32]) {
+    let _ = control::send(notes, note, fds);
 }
 
 /// Everything up to the command's start: `None` when the outside closed
 /// the control socket instead of sending a plan.
 fn apply(
-    notes: &OwnedFd,
+    notes: RawFd,
     loopback_up: bool,
     last: Option<&Network>,
 ) -> Result<Option<(Plan, Command, InitPhases)>> {
@@ -209,7 +215,7 @@ fn apply(
     .map_err(|e| Error::sys("unshare the run's namespaces", e))?;
     if let Entered::Made(made) = network::enter(last, loopback_up)? {
         let note = Note::Network(made.fresh);
-        control::send(notes.as_raw_fd(), &note, &[made.handle.as_raw_fd()])?;
+        control::send(notes, &note, &[made.handle.as_raw_fd()])?;
     }
     crate::inside::dev::make_fresh()?;
     let host = crate::inside::rootfs::detach_host()?;
@@ -222,6 +228,6 @@ fn apply(
         CONTROL_FD,
         (host, Path::new(FRESH_DEV)),
         Some(own.into()),
-        notes.as_raw_fd(),
+        notes,
     )
 }

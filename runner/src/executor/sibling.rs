@@ -23,6 +23,7 @@ use nix::errno::Errno;
 use nix::unistd::Pid;
 
 use super::default_signals;
+use super::stack::{BlockedSignals, Stack};
 use crate::control::CONTROL_FD;
 
 /// The child's stack: room for glibc's `execvpe`, which copies the
@@ -109,72 +110,4 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .map(|s| s.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect()
-}
-
-/// An anonymous mapping for the child's stack, unmapped on drop.
-struct Stack {
-    base: *mut libc::c_void,
-    size: usize,
-}
-
-impl Stack {
-    fn new(size: usize) -> Result<Stack, Errno> {
-        // SAFETY: a new private anonymous mapping; no existing memory is
-        // touched.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(Errno::last());
-        }
-        Ok(Stack { base, size })
-    }
-
-    /// The highest address, aligned down to 16 bytes (stacks grow down).
-    fn top(&self) -> *mut libc::c_void {
-        let top = self.base as usize + self.size;
-        (top & !15) as *mut libc::c_void
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping made in `new`, which no
-        // one uses any more (the child has exec'd or exited).
-        unsafe { libc::munmap(self.base, self.size) };
-    }
-}
-
-/// Every signal blocked in this process until drop, which restores the
-/// mask it had.
-struct BlockedSignals(libc::sigset_t);
-
-impl BlockedSignals {
-    fn all() -> Result<BlockedSignals, Errno> {
-        // SAFETY: both sets are initialised before use; sigprocmask writes
-        // the old mask into `old`.
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            if libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old) != 0 {
-                return Err(Errno::last());
-            }
-            Ok(BlockedSignals(old))
-        }
-    }
-}
-
-impl Drop for BlockedSignals {
-    fn drop(&mut self) {
-        // SAFETY: restoring a mask read by sigprocmask.
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
-    }
 }
