@@ -62,7 +62,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` points at the `Body` in `run_suspended`'s frame, alive
     // and untouched while the parent is suspended.
     let body = unsafe { &mut *arg.cast::<Body<'_>>() };
-    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body())).unwrap_or(125);
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(125);
     // SAFETY: _exit leaves without running anything of the parent's.
     unsafe { libc::_exit(code) }
 }
