@@ -28,6 +28,9 @@ use crate::request::SandboxRequest;
 /// the failure against the request).
 const WARM_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How long a zygote whose service is gone waits for its children.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(10);
+
 /// A warm child not given a request yet.
 struct Warm {
     pid: Pid,
@@ -118,7 +121,10 @@ pub(super) fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
             }
             if fds[0].revents != 0 {
                 let n = match recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                    Ok(0) => return Ok(()),
+                    Ok(0) => {
+                        pool.shut_down();
+                        return Ok(());
+                    }
                     Ok(n) => n,
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return Err(Error::sys("zygote recv", e)),
@@ -397,16 +403,52 @@ impl Pool<'_> {
 
     /// SIGKILLs every child that is neither a warm child nor a run's: the
     /// processes of a container whose maker died, adopted by the zygote.
-    /// Each stays this process's child (a zombie at worst) until reaped
-    /// here, so no pid read below can name another process.
     fn kill_orphans(&self) {
+        let ours: Vec<Pid> = (self.running.keys().copied())
+            .chain(self.warm.iter().map(|w| w.pid))
+            .collect();
+        self.kill_children_but(&ours);
+    }
+
+    /// The service is gone. Warm children are told so (their channels
+    /// close, and each removes its container and leaves); runs are
+    /// cancelled, as their callers are gone. What a child killed outright left to the
+    /// zygote is killed, until no child is left or the patience is spent:
+    /// a container whose maker was killed just before the end was
+    /// otherwise left waiting forever, adopted by the machine's init.
+    fn shut_down(&mut self) {
+        let mut ours: Vec<Pid> = (self.running.keys().copied())
+            .chain(self.warm.iter().map(|w| w.pid))
+            .collect();
+        self.warm.clear();
+        for pid in self.running.keys() {
+            let _ = nix::sys::signal::kill(*pid, crate::cancel::SIGNAL);
+        }
+        let deadline = Instant::now() + SHUTDOWN_PATIENCE;
+        while Instant::now() < deadline {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {
+                    self.kill_children_but(&ours);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(status) => ours.retain(|pid| Some(*pid) != status.pid()),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// SIGKILLs every child of the zygote but `ours`. Each stays this
+    /// process's child (a zombie at worst) until reaped here, so no pid
+    /// read below can name another process.
+    fn kill_children_but(&self, ours: &[Pid]) {
         let me = self.zygote.as_raw();
         let Ok(list) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else {
             return;
         };
         for pid in list.split_whitespace().filter_map(|p| p.parse().ok()) {
             let pid = Pid::from_raw(pid);
-            if self.running.contains_key(&pid) || self.warm.iter().any(|w| w.pid == pid) {
+            if ours.contains(&pid) {
                 continue;
             }
             tracing::warn!(
