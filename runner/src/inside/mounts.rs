@@ -199,20 +199,6 @@ pub(crate) fn mount_overlay(host: &OwnedFd, overlay: &Overlay, target: &Path) ->
         0,
         &what("userxattr"),
     )?;
-    // No sync of the upper file system when the overlay goes: without
-    // `volatile`, the overlay's last unmount syncs the whole file system
-    // the upper directory is on (everyone's dirty pages, on the way out of
-    // every run; 3 % of the machine's CPU at back-to-back trivial runs,
-    // `perf`). An action's outputs are read from the page cache and stored
-    // elsewhere; after a crash the action runs again. Each overlay has a
-    // work directory of its own, which `volatile` marks as not for reuse.
-    fsconfig(
-        &fs,
-        FSCONFIG_SET_FLAG,
-        Some("volatile"),
-        0,
-        &what("volatile"),
-    )?;
     fsconfig(&fs, FSCONFIG_CMD_CREATE, None, 0, &what("create"))?;
     // SAFETY: fsmount of a created fs context, no attributes.
     let mnt = owned(
