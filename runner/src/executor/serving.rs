@@ -171,7 +171,7 @@ fn serve_one(notes: OwnedFd, network: &mut Option<Network>) {
 /// child (`sibling`). Returns its exit status once everything it made is
 /// dropped.
 fn run_process(notes: RawFd, loopback_up: bool, last: Option<&Network>) -> i32 {
-    let note = match apply(notes, loopback_up, last) {
+    let note = match apply(notes, loopback_up, last).and_then(undumpable) {
         Ok(Some((plan, command, mut phases))) => {
             match spawn_sibling(&command.program, &command.argv, &command.env) {
                 Ok(pid) => {
@@ -192,6 +192,25 @@ fn run_process(notes: RawFd, loopback_up: bool, last: Option<&Network>) -> i32 {
     };
     tell(notes, &note, &[]);
     0
+}
+
+/// Makes the memory this process shares with PID 1 undumpable, just
+/// before the command starts. The command runs as this process's user
+/// (set by the plan, which may keep uid 0) with no capability, and this
+/// process lives a little longer: were its memory dumpable, the command
+/// could open `/proc/<this process>/mem` meanwhile and write into PID 1's
+/// memory, and so into every later run of the container. Undumpable
+/// memory takes CAP_SYS_PTRACE, which no run holds. It is set here, after
+/// the plan's change of user, which resets it to `fs.suid_dumpable`.
+fn undumpable<T>(applied: Option<T>) -> Result<Option<T>> {
+    // SAFETY: prctl with PR_SET_DUMPABLE and an integer.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) } != 0 {
+        return Err(Error::sys(
+            "make the run's memory undumpable",
+            nix::errno::Errno::last(),
+        ));
+    }
+    Ok(applied)
 }
 
 /// Sends `note` (and `fds`) to PID 1.
