@@ -95,4 +95,26 @@ mod tests {
         assert_eq!(seen, ["made in the child"]);
         assert_eq!(std::env::current_dir().unwrap(), before);
     }
+
+    /// Dumpability belongs to the memory, so a child that makes it
+    /// undumpable makes the parent's so too: what a serving container's
+    /// run process does before its command starts protects PID 1.
+    #[test]
+    fn undumpable_memory_is_undumpable_for_both() {
+        let stack = Stack::new(STACK_SIZE).unwrap();
+        // SAFETY: prctl with PR_GET_DUMPABLE.
+        let before = unsafe { libc::prctl(libc::PR_GET_DUMPABLE) };
+        let mut body = || {
+            // SAFETY: prctl with PR_SET_DUMPABLE and an integer.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) }
+        };
+        // SAFETY: the body allocates nothing.
+        let pid = unsafe { run_suspended(&stack, &mut body) }.unwrap();
+        waitpid(pid, None).unwrap();
+        // SAFETY: as above.
+        let after = unsafe { libc::prctl(libc::PR_GET_DUMPABLE) };
+        // SAFETY: restores this test process's own setting.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, before) };
+        assert_eq!((before, after), (1, 0));
+    }
 }
