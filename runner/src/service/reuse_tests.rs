@@ -77,6 +77,23 @@ fn container(stdout: &str) -> &str {
         .unwrap_or_else(|| panic!("no container in {stdout:?}"))
 }
 
+/// A request running `python3 -c code` on the host's system directories
+/// (Debian's python3 is required), made with `make`.
+fn host_python(
+    make: &dyn Fn(&str) -> (pb::RunRequest, PathBuf),
+    code: &str,
+) -> (pb::RunRequest, PathBuf) {
+    assert!(
+        std::path::Path::new("/usr/bin/python3").exists(),
+        "missing /usr/bin/python3 (Debian python3)"
+    );
+    let (mut req, out) = make("unused");
+    req.rootfs = Some(pb::run_request::Rootfs::Host(pb::HostRoot {}));
+    req.arguments = vec!["python3".into(), "-c".into(), code.into()];
+    req.environment[0].value = "/usr/bin:/bin".into();
+    (req, out)
+}
+
 /// One run leaves files in `/tmp`, `/dev/shm` and `/dev`, a process
 /// running and its hostname; the next run of the same container finds
 /// none of them.
@@ -234,18 +251,8 @@ fn an_unexecutable_command_is_127_and_the_container_goes_on() {
 /// of the same container sees neither.
 #[test]
 fn the_next_run_finds_no_ipc_object_or_socket_of_the_last() {
-    assert!(
-        std::path::Path::new("/usr/bin/python3").exists(),
-        "missing /usr/bin/python3 (Debian python3)"
-    );
     with_runner(10, |make, mut client| async move {
-        let python = |code: &str| {
-            let (mut req, out) = make("unused");
-            req.rootfs = Some(pb::run_request::Rootfs::Host(pb::HostRoot {}));
-            req.arguments = vec!["python3".into(), "-c".into(), code.into()];
-            req.environment[0].value = "/usr/bin:/bin".into();
-            (req, out)
-        };
+        let python = |code: &str| host_python(&*make, code);
         let leave = "import ctypes, os, socket\n\
             libc = ctypes.CDLL(None, use_errno=True)\n\
             print('shm', libc.shmget(0x5eed, 4096, 0o1600))\n\
@@ -282,21 +289,11 @@ fn the_next_run_finds_no_ipc_object_or_socket_of_the_last() {
 /// counters read as new; a run that did neither hands its own on.
 #[test]
 fn a_network_namespace_is_handed_on_only_unused() {
-    assert!(
-        std::path::Path::new("/usr/bin/python3").exists(),
-        "missing /usr/bin/python3 (Debian python3)"
-    );
     with_runner(20, |make, mut client| async move {
-        let python = |code: &str| {
-            let (mut req, out) = make("unused");
-            req.rootfs = Some(pb::run_request::Rootfs::Host(pb::HostRoot {}));
-            let print = "import os, socket\n\
-                print('net', os.readlink('/proc/self/ns/net'))\n\
-                print('counters', repr(open('/proc/net/snmp').read() + open('/proc/net/dev').read()))\n";
-            req.arguments = vec!["python3".into(), "-c".into(), format!("{print}{code}")];
-            req.environment[0].value = "/usr/bin:/bin".into();
-            (req, out)
-        };
+        let print = "import os, socket\n\
+            print('net', os.readlink('/proc/self/ns/net'))\n\
+            print('counters', repr(open('/proc/net/snmp').read() + open('/proc/net/dev').read()))\n";
+        let python = |code: &str| host_python(&*make, &format!("{print}{code}"));
         let field = |out: &str, name: &str| {
             out.lines()
                 .find_map(|l| l.strip_prefix(name))
