@@ -3,7 +3,8 @@
 //! Making a container is most of a short action's cost: libcontainer's
 //! two clones of the runner's process, a user and a PID namespace,
 //! `/proc`, `/dev`, the cgroup. A serving init pays that once and gives
-//! each run a process of its own, forked ahead of the run's request, in
+//! each run a process of its own, started ahead of the run's request in
+//! PID 1's memory (`suspending`), in
 //! namespaces of its own: the run's process unshares mount, UTS and IPC
 //! namespaces, enters the last run's network namespace if that run left
 //! no trace in it or else makes one with `lo` up (`inside::network`),
@@ -21,9 +22,8 @@
 //! started ([`Note`]: the command's PID, or why there is none), and hands
 //! it a network namespace it made. The command is PID 1's child from the
 //! start (`sibling`). PID 1 reaps it, kills and reaps everything else,
-//! reports the end on
-//! the control socket and, when the outside asks ([`NextRun`]), forks the
-//! next run's process. The run's mount namespace and its copy of the
+//! reports the end on the control socket and, when the outside asks
+//! ([`NextRun`]), starts the next run's process. The run's mount namespace and its copy of the
 //! host's mounts go to the outside ([`Report::Hold`]), so that their
 //! release, which waits for an RCU grace period, comes after the answer.
 
@@ -52,8 +52,8 @@ enum Note {
     /// It made a new network namespace (sent with it), which read thus
     /// when new: the next run's process keeps it if it still does.
     Network(Fingerprint),
-    /// The command runs as this PID; it becomes PID 1's child when the
-    /// run's process has exited. The steps' times, when the plan asked.
+    /// The command runs as this PID, a child of PID 1 (`sibling`). The
+    /// steps' times, when the plan asked.
     Started {
         command: i32,
         phases: Option<InitPhases>,
@@ -112,10 +112,8 @@ pub(super) fn serve(loopback_up: bool) -> Result<Infallible> {
     }
 }
 
-/// The note that ends the run's process's part, read as soon as it is
-/// sent (not at the process's exit, which waits for its address space to
-/// be torn down); a new network namespace it announced before is kept in
-/// `network`.
+/// The note that ends the run's process's part; a new network namespace
+/// it announced before is kept in `network`.
 fn last_note(notes: &OwnedFd, network: &mut Option<Network>) -> Option<Note> {
     loop {
         match control::recv::<Note>(notes.as_raw_fd()) {

@@ -404,22 +404,25 @@ impl Pool<'_> {
     /// SIGKILLs every child that is neither a warm child nor a run's: the
     /// processes of a container whose maker died, adopted by the zygote.
     fn kill_orphans(&self) {
-        let ours: Vec<Pid> = (self.running.keys().copied())
+        self.kill_children_but(&self.children());
+    }
+
+    /// The zygote's own children: running and warm.
+    fn children(&self) -> Vec<Pid> {
+        (self.running.keys().copied())
             .chain(self.warm.iter().map(|w| w.pid))
-            .collect();
-        self.kill_children_but(&ours);
+            .collect()
     }
 
     /// The service is gone. Warm children are told so (their channels
     /// close, and each removes its container and leaves); runs are
-    /// cancelled, as their callers are gone. What a child killed outright left to the
-    /// zygote is killed, until no child is left or the patience is spent:
-    /// a container whose maker was killed just before the end was
-    /// otherwise left waiting forever, adopted by the machine's init.
+    /// cancelled, as their callers are gone. What a child killed outright
+    /// left to the zygote is killed, until no child is left or the
+    /// patience is spent: a container whose maker was killed just before
+    /// the end was otherwise left waiting forever, adopted by the
+    /// machine's init.
     fn shut_down(&mut self) {
-        let mut ours: Vec<Pid> = (self.running.keys().copied())
-            .chain(self.warm.iter().map(|w| w.pid))
-            .collect();
+        let mut ours = self.children();
         self.warm.clear();
         for pid in self.running.keys() {
             let _ = nix::sys::signal::kill(*pid, crate::cancel::SIGNAL);
