@@ -37,6 +37,7 @@ pub mod provenance {
 
 pub mod error_details;
 pub mod hostname;
+pub mod scratch;
 
 pub use prost;
 pub use tonic;

@@ -89,6 +89,10 @@ pub enum Error {
     /// The container helper (zygote) failed or went away.
     #[error("container helper: {0}")]
     Zygote(String),
+    /// What `runner exec`'s resident service answered instead of an
+    /// outcome: its own error's message, which names what was wrong.
+    #[error("{0}")]
+    Service(String),
 }
 
 impl Error {

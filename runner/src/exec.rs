@@ -77,6 +77,10 @@ pub struct ExecOptions {
     pub scratch_dir: Option<PathBuf>,
     /// The sandbox's hostname (default `corral`).
     pub hostname: Option<String>,
+    /// `scratch_dir` was made for this run alone: it is removed once the
+    /// run has answered (unless `keep`), by whoever ran the command, so
+    /// that its removal is not on the caller's clock.
+    pub remove_scratch: bool,
 }
 
 /// The number of threads of this process (`Threads:` in
@@ -141,14 +145,15 @@ pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
         None
     };
     let scratch = own.as_ref().map(|d| d.path());
-    let req = request(host, &o, scratch)?;
+    let req = request(host.profile_dir.as_deref(), host.is_root, &o, scratch)?;
     // Mistakes are reported here, before the fork, with their own message.
     let layout = crate::spec::Layout::new(host, &req)?;
     crate::sandbox::check(host, &req, &layout)?;
     // Without a terminal, a throwaway scratch directory is removed by the
     // sandbox's process once it has answered: its removal is not on this
     // process's clock.
-    let remove_after = scratch.filter(|_| !o.keep && !interactive);
+    let given = o.scratch_dir.as_deref().filter(|_| o.remove_scratch);
+    let remove_after = (scratch.or(given)).filter(|_| !o.keep && !interactive);
     let (outcome, handed_over) = if interactive {
         match scratch {
             Some(dir) => (run_interactive(host, req, dir), false),
@@ -176,18 +181,115 @@ pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
         own => own,
     };
     let outcome = outcome?;
+    let kept = match (o.keep, &o.scratch_dir, own) {
+        (true, None, Some(own)) => Some(own.keep()),
+        _ => None,
+    };
+    Ok(report(&o, &outcome, kept.as_deref()))
+}
+
+/// Says on stderr what the person asked to hear of `outcome` (`--stats`),
+/// a limit that stopped the command, and where a scratch directory of this
+/// run's own was kept; returns the status a shell would report.
+fn report(o: &ExecOptions, outcome: &Outcome, kept: Option<&Path>) -> i32 {
     if o.stats {
-        let json = serde_json::to_string(&outcome).unwrap_or_default();
+        let json = serde_json::to_string(outcome).unwrap_or_default();
         eprintln!("{json}");
     }
     if let Some(limit) = outcome.limit_hit {
         eprintln!("corral: stopped by a limit: {limit:?}");
     }
-    if let (true, None, Some(own)) = (o.keep, &o.scratch_dir, own) {
-        let kept = own.keep();
+    if let Some(kept) = kept {
         eprintln!("corral: scratch directory kept at {}", kept.display());
     }
-    Ok(outcome.shell_status())
+    outcome.shell_status()
+}
+
+/// Runs the command through `runner exec`'s resident service
+/// ([`crate::resident`], started if none answers) unless the configuration
+/// has none (`exec_service_idle_secs = 0`) or the command needs this
+/// process's terminal (`--shell` on one); else, or when the service cannot
+/// be reached or started (said on stderr), in a container of this
+/// process's own, as [`run`]. `config_path` is the configuration's file,
+/// which a started service reads.
+pub fn run_served(
+    config: &RunnerConfig,
+    config_path: Option<&Path>,
+    o: ExecOptions,
+) -> Result<i32> {
+    let terminal = o.shell && nix::unistd::isatty(0).unwrap_or(false);
+    if config.exec_service_idle().is_zero() || terminal {
+        return run(config, o);
+    }
+    let place = crate::resident::Place::for_config(config_path);
+    let conn = place.and_then(|p| crate::resident::connect_or_start(&p, config_path));
+    match conn {
+        Ok(conn) => run_on_service(config, &conn, o),
+        Err(e) => {
+            eprintln!(
+                "corral: runner exec's service is unavailable ({e}); \
+                 the command runs in a container of this process's own"
+            );
+            run(config, o)
+        }
+    }
+}
+
+/// [`run_served`] once connected: the request made here, the streams
+/// this process has handed over with it, the throwaway scratch directory
+/// removed by the service after its answer.
+fn run_on_service(
+    config: &RunnerConfig,
+    conn: &std::os::fd::OwnedFd,
+    o: ExecOptions,
+) -> Result<i32> {
+    let is_root = nix::unistd::geteuid().is_root();
+    let needs_own =
+        o.scratch_dir.is_none() || (!matches!(o.root, ExecRoot::Dir(_)) && o.input.is_none());
+    let own = if needs_own {
+        Some(
+            tempfile::Builder::new()
+                .prefix("corral-exec-")
+                .tempdir()
+                .map_err(|e| Error::io("create a scratch directory", e))?,
+        )
+    } else {
+        None
+    };
+    let scratch = own.as_ref().map(|d| d.path().to_path_buf());
+    let mut req = request(
+        config.profile_dir.as_deref(),
+        is_root,
+        &o,
+        scratch.as_deref(),
+    )?;
+    let mut streams = Vec::new();
+    for (fd, stream) in [
+        (0, &mut req.stdin),
+        (1, &mut req.stdout),
+        (2, &mut req.stderr),
+    ] {
+        if *stream == Stdio::Inherit {
+            *stream = Stdio::Passed(streams.len());
+            streams.push(fd);
+        }
+    }
+    let given = o.scratch_dir.is_some() && o.remove_scratch;
+    let remove = (own.is_some() || given) && !o.keep;
+    // The service removes it (or keeps it, with `keep`) from here on.
+    let own = own.map(|dir| dir.keep());
+    let outcome = crate::resident::call(conn, req, &streams, remove);
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            if let (Some(dir), false) = (&own, o.keep) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(e);
+        }
+    };
+    let kept = own.filter(|_| o.keep);
+    Ok(report(&o, &outcome, kept.as_deref()))
 }
 
 /// The command's environment: exactly `--env`, plus a default `PATH`
@@ -213,14 +315,21 @@ fn environment(o: &ExecOptions) -> Result<Vec<(String, String)>> {
 }
 
 /// The sandbox request of `o`, its throwaway directories in `scratch`
-/// (given whenever `o` needs one: see `run_on`).
-fn request(host: &Host, o: &ExecOptions, scratch: Option<&Path>) -> Result<SandboxRequest> {
+/// (given whenever `o` needs one: see `run_on`); named profiles are looked
+/// up in `profile_dir`, and as root the scratch directory is opened to the
+/// sandbox's user.
+fn request(
+    profile_dir: Option<&Path>,
+    is_root: bool,
+    o: &ExecOptions,
+    scratch: Option<&Path>,
+) -> Result<SandboxRequest> {
     let own = |name: &str| {
         scratch
             .map(|dir| dir.join(name))
             .ok_or_else(|| Error::InvalidRequest(format!("no scratch directory for {name}")))
     };
-    let profile = Profile::load(&o.profile, host.profile_dir.as_deref())?;
+    let profile = Profile::load(&o.profile, profile_dir)?;
     let args = match (o.shell, o.command.is_empty()) {
         (true, true) => vec!["/bin/sh".to_string()],
         (false, true) => {
@@ -260,7 +369,7 @@ fn request(host: &Host, o: &ExecOptions, scratch: Option<&Path>) -> Result<Sandb
             work
         }
     };
-    if let (true, Some(scratch)) = (host.is_root, scratch) {
+    if let (true, Some(scratch)) = (is_root, scratch) {
         // The sandbox's uid must be able to reach its scratch directory.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(scratch, std::fs::Permissions::from_mode(0o755))

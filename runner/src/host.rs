@@ -13,6 +13,7 @@ use crate::request::Limits;
 /// Containers made ahead of requests unless configured otherwise.
 const DEFAULT_WARM_SANDBOXES: usize = 4;
 const DEFAULT_RUNS_PER_CONTAINER: usize = 100;
+const DEFAULT_EXEC_SERVICE_IDLE_SECS: u64 = 600;
 
 /// `corral runner --config FILE`. Every field is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -75,9 +76,41 @@ pub struct RunnerConfig {
     /// directory or file of mode 000. `corral worker` adds its key, token
     /// file and data directory (`corral runner --hide PATH`). Default none.
     pub hidden_paths: Option<Vec<PathBuf>>,
+    /// Seconds `runner exec`'s resident service stays after its last run.
+    /// A `runner exec` hands its command to that service (started by the
+    /// first one, with this configuration, and left running with
+    /// `warm_sandboxes` containers made ahead), instead of making a
+    /// container of its own. 0: no service, every `runner exec` makes its
+    /// own container. Default 600.
+    pub exec_service_idle_secs: Option<u64>,
 }
 
 impl RunnerConfig {
+    /// How long `runner exec`'s resident service stays idle; zero when
+    /// there is to be none.
+    pub fn exec_service_idle(&self) -> Duration {
+        Duration::from_secs(
+            self.exec_service_idle_secs
+                .unwrap_or(DEFAULT_EXEC_SERVICE_IDLE_SECS),
+        )
+    }
+
+    /// The host uid and gid the sandbox's user maps to: the configured
+    /// ones (default 65534) as root, this process's own otherwise.
+    pub fn sandbox_ids(&self) -> (u32, u32) {
+        if nix::unistd::geteuid().is_root() {
+            (
+                self.sandbox_uid.unwrap_or(65534),
+                self.sandbox_gid.unwrap_or(65534),
+            )
+        } else {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        }
+    }
+
     /// Reads a TOML file; unknown fields are errors naming the file.
     pub fn load(path: &Path) -> Result<RunnerConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
@@ -129,7 +162,6 @@ impl Host {
     /// the cgroup parent; unprivileged, it only checks for a delegated one.
     pub fn probe(config: &RunnerConfig) -> Result<Host> {
         let uid = nix::unistd::geteuid().as_raw();
-        let gid = nix::unistd::getegid().as_raw();
         let is_root = uid == 0;
         let state_dir = config.state_dir.clone().unwrap_or_else(|| {
             if is_root {
@@ -140,14 +172,7 @@ impl Host {
         });
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| Error::io(format!("create state directory {}", state_dir.display()), e))?;
-        let (map_uid, map_gid) = if is_root {
-            (
-                config.sandbox_uid.unwrap_or(65534),
-                config.sandbox_gid.unwrap_or(65534),
-            )
-        } else {
-            (uid, gid)
-        };
+        let (map_uid, map_gid) = config.sandbox_ids();
         let parent = config.cgroup_parent.clone().unwrap_or_else(|| {
             if is_root {
                 "corral".to_string()

@@ -93,7 +93,7 @@ unsafe fn spawn_running(
                 cleanup.finish();
             }
             if let Some(dir) = remove_after {
-                let _ = std::fs::remove_dir_all(dir);
+                let _ = corral_proto::scratch::remove_tree(dir);
             }
             // SAFETY: _exit skips the parent's atexit handlers and buffers,
             // which belong to the parent.
@@ -128,7 +128,7 @@ impl Running {
             Ok(verdict) => verdict,
             Err(e) => {
                 if let Some(dir) = &self.remove_after {
-                    let _ = std::fs::remove_dir_all(dir);
+                    let _ = corral_proto::scratch::remove_tree(dir);
                 }
                 return Err(Error::Zygote(format!(
                     "sandbox child died without an answer ({e})"

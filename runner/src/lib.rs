@@ -6,7 +6,9 @@
 //! * [`service::serve_blocking`]: `corral runner --socket`, the runner
 //!   protocol (gRPC on a unix socket) over a single-threaded container
 //!   helper;
-//! * [`exec::run`]: `corral runner exec`, one sandbox by hand;
+//! * [`exec::run`]: `corral runner exec`, one sandbox by hand, handed to
+//!   [`resident`], the service a first `runner exec` starts and leaves
+//!   running with warm containers;
 //! * [`isolate::run_forked`]: one sandbox from a forked child (the escape
 //!   suite);
 //! * [`cgroups::delegate`]: `corral runner delegate`;
@@ -35,9 +37,11 @@ mod inside;
 pub mod isolate;
 mod loopback;
 mod nocgroup;
+mod packet;
 mod plan;
 mod profile;
 mod request;
+pub mod resident;
 mod sandbox;
 mod seccomp;
 pub mod service;

@@ -34,6 +34,12 @@ pub enum Stdio {
     /// This descriptor of the calling process (meaningless through the
     /// zygote, which is another process).
     Fd(i32),
+    /// The descriptor at this index among those sent with the request (as
+    /// `SCM_RIGHTS`, see `packet`): how `runner exec` hands its own streams
+    /// to its resident service, and how they travel on through the zygote.
+    /// Each process that receives the request makes it [`Stdio::Fd`] of
+    /// its own copy ([`SandboxRequest::take_passed`]).
+    Passed(usize),
     /// A terminal made in the container's own devpts (`runner exec
     /// --shell`); libcontainer sends its master to the unix socket at this
     /// path. Given as stdin, it is all three streams.
@@ -100,6 +106,31 @@ pub struct SandboxRequest {
     /// The sandbox's hostname, checked by `corral_proto::hostname::check`.
     #[serde(default = "default_hostname")]
     pub hostname: String,
+}
+
+impl SandboxRequest {
+    /// The streams given as [`Stdio::Passed`] made [`Stdio::Fd`] of `fds`
+    /// (the descriptors received with this request), which must then
+    /// outlive the run. An index with no descriptor is an error naming it.
+    pub(crate) fn take_passed(&mut self, fds: &[std::os::fd::OwnedFd]) -> crate::Result<()> {
+        use std::os::fd::AsRawFd;
+        for (name, stream) in [
+            ("stdin", &mut self.stdin),
+            ("stdout", &mut self.stdout),
+            ("stderr", &mut self.stderr),
+        ] {
+            if let Stdio::Passed(i) = *stream {
+                let fd = fds.get(i).ok_or_else(|| {
+                    crate::Error::InvalidRequest(format!(
+                        "{name} is descriptor {i} of those sent, but {} were sent",
+                        fds.len()
+                    ))
+                })?;
+                *stream = Stdio::Fd(fd.as_raw_fd());
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_hostname() -> String {

@@ -207,10 +207,11 @@ pub(crate) async fn serve(
         .map_err(|e| Error::Container(format!("gRPC server: {e}")))
 }
 
-/// `corral runner --socket PATH`: probes the host, forks the zygote while
-/// still single-threaded, then starts the runtime and serves until Ctrl-C.
-/// Refuses (an error) if the process already has more than one thread.
-pub fn serve_blocking(config: &RunnerConfig, socket: &Path) -> Result<()> {
+/// Probes the host, removes the cgroups dead runs left, and forks the
+/// zygote while this process is still single-threaded: how `corral runner
+/// --socket` and `runner exec`'s resident service both start. Refuses (an
+/// error) if the process already has more than one thread.
+pub(crate) fn start(config: &RunnerConfig) -> Result<(Host, Zygote)> {
     let host = Host::probe(config)?;
     for line in host.enforced_limits() {
         tracing::info!("limit {line}");
@@ -231,23 +232,35 @@ pub fn serve_blocking(config: &RunnerConfig, socket: &Path) -> Result<()> {
     // SAFETY: just checked that this process has a single thread, and
     // nothing between the check and the fork starts one.
     let zygote = unsafe { Zygote::spawn(host.clone()) }?;
+    Ok((host, zygote))
+}
+
+/// Until SIGTERM or Ctrl-C.
+pub(crate) async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `corral runner --socket PATH`: [`start`]s, then starts the runtime and
+/// serves until SIGTERM or Ctrl-C.
+pub fn serve_blocking(config: &RunnerConfig, socket: &Path) -> Result<()> {
+    let (host, zygote) = start(config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("start the async runtime", e))?;
     runtime.block_on(serve(host, zygote, socket, async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        terminated().await;
         tracing::info!("runner shutting down");
     }))
 }

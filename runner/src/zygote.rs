@@ -10,8 +10,10 @@
 //! request to a ready one and forks its replacement at once (`serve`,
 //! `child`).
 //!
-//! Protocol: the service sends `Run { id, request }` as JSON; the run's
-//! child replies `Reply { id, result }`. `Cancel { id }` (sent when the
+//! Protocol: the service sends `Run { id, request }` as JSON, with the
+//! descriptors its [`crate::Stdio::Passed`] streams name attached to the
+//! same record (`packet`), which the zygote hands on to the run's child the
+//! same way; the run's child replies `Reply { id, result }`. `Cancel { id }` (sent when the
 //! caller of a run goes away) makes the zygote signal that run's child,
 //! which kills its container (see [`crate::cancel`]). When a child dies without
 //! replying, the zygote replies for it with an error. When the service end
@@ -22,7 +24,7 @@ mod child;
 mod serve;
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +35,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::host::Host;
+use crate::packet;
 use crate::request::{Outcome, SandboxRequest};
 
 /// Largest message either side sends (requests carry env and argv).
@@ -181,6 +184,16 @@ impl Zygote {
 
     /// Runs one request in a new child of the zygote and waits for it.
     pub async fn run(&self, request: SandboxRequest) -> Result<Outcome> {
+        self.run_passing(request, Vec::new()).await
+    }
+
+    /// [`Zygote::run`] with `fds` sent along, for the request's
+    /// [`crate::Stdio::Passed`] streams to name.
+    pub(crate) async fn run_passing(
+        &self,
+        request: SandboxRequest,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Outcome> {
         if !self.is_alive() {
             return Err(Error::Zygote("the container helper (zygote) exited".into()));
         }
@@ -201,25 +214,7 @@ impl Zygote {
             .lock()
             .map_err(|_| Error::Zygote("pending table poisoned".into()))?
             .insert(id, tx);
-        // The socket's buffer holds several requests: the send almost never
-        // waits, and a hop through the blocking pool (a thread woken, then
-        // this task) costs more than the send itself.
-        let sent = match send(
-            self.sock.as_raw_fd(),
-            &bytes,
-            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-        ) {
-            Err(nix::errno::Errno::EAGAIN) => {
-                let sock = self.sock.clone();
-                tokio::task::spawn_blocking(move || {
-                    send(sock.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)
-                })
-                .await
-                .map_err(|e| Error::Zygote(e.to_string()))?
-            }
-            other => other,
-        };
-        if let Err(e) = sent {
+        if let Err(e) = self.send(bytes, fds).await {
             if let Ok(mut p) = self.pending.lock() {
                 p.remove(&id);
             }
@@ -236,6 +231,27 @@ impl Zygote {
         match result {
             Ok(result) => result.map_err(Error::Container),
             Err(_) => Err(Error::Zygote("the container helper (zygote) exited".into())),
+        }
+    }
+}
+
+impl Zygote {
+    /// Sends one request. The socket's buffer holds several: the send
+    /// almost never waits, and a hop through the blocking pool (a thread
+    /// woken, then this task) costs more than the send itself.
+    async fn send(&self, bytes: Vec<u8>, fds: Vec<OwnedFd>) -> nix::Result<()> {
+        let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        match packet::send(self.sock.as_raw_fd(), &bytes, &raw, MsgFlags::MSG_DONTWAIT) {
+            Err(nix::errno::Errno::EAGAIN) => {
+                let sock = self.sock.clone();
+                tokio::task::spawn_blocking(move || {
+                    packet::send(sock.as_raw_fd(), &bytes, &raw, MsgFlags::empty())
+                        .map(|()| drop(fds))
+                })
+                .await
+                .map_err(|_| nix::errno::Errno::EIO)?
+            }
+            other => other,
         }
     }
 }

@@ -15,7 +15,7 @@ mod reproduce;
 mod request;
 mod scratch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -49,6 +49,21 @@ enum Sub {
     /// As root: create a cgroup directory under every v1 controller and give
     /// it to USER's uid, so that an unprivileged runner can enforce limits.
     Delegate(DelegateArgs),
+    /// Serve `runner exec` with containers made ahead of its commands, on
+    /// this socket, until idle for the configuration's
+    /// `exec_service_idle_secs`. `runner exec` starts it itself, in a
+    /// directory only its user may enter (docs/sandbox.md).
+    Resident(ResidentArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ResidentArgs {
+    /// The unix socket to serve on (replaced if one is there).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Runner configuration (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// What `/` is for a reproduced action, overriding the farm's choice.
@@ -164,6 +179,12 @@ struct ExecArgs {
     /// Runner configuration (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Make a container for this command alone, in this process, instead
+    /// of handing the command to the resident service that `runner exec`
+    /// starts and leaves running with containers made ahead (see
+    /// `exec_service_idle_secs` in the runner configuration).
+    #[arg(long)]
+    own_container: bool,
     /// The sandbox's hostname (default `corral`; with --action, the farm's).
     #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
@@ -199,6 +220,12 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<RunnerConfig> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match (args.command, args.socket) {
         (Some(Sub::Exec(e)), _) => exec(*e),
+        (Some(Sub::Resident(r)), _) => {
+            let config = load_config(r.config.as_ref())?;
+            let idle = config.exec_service_idle();
+            corral_runner::resident::serve_blocking(&config, &r.socket, idle)?;
+            Ok(ExitCode::SUCCESS)
+        }
         (Some(Sub::Delegate(d)), _) => {
             let parent = d.parent.unwrap_or_else(|| format!("corral-user-{}", d.uid));
             for dir in corral_runner::cgroups::delegate(&parent, d.uid, d.gid.unwrap_or(d.uid))? {
@@ -295,40 +322,53 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
         null_stdin: false,
         scratch_dir: None,
         hostname: a.hostname,
+        remove_scratch: false,
     };
-    let status = exec_as_the_farm(&config, opts)?;
+    let served = (!a.own_container).then_some(a.config.as_deref());
+    let status = exec_as_the_farm(&config, served, opts)?;
     Ok(ExitCode::from(status.clamp(0, 255) as u8))
 }
 
 /// Runs `opts` with the input root's directories owned by the action's
 /// user, as a worker stages them ([`dir_owner`]): in a scratch directory
-/// this prepares and so keeps or removes itself.
-fn exec_as_the_farm(config: &RunnerConfig, mut opts: ExecOptions) -> anyhow::Result<i32> {
+/// this prepares, which the run removes after answering unless kept. With
+/// `served` (the configuration's file, if any), through `runner exec`'s
+/// resident service; else in a container of this process's own.
+fn exec_as_the_farm(
+    config: &RunnerConfig,
+    served: Option<Option<&Path>>,
+    mut opts: ExecOptions,
+) -> anyhow::Result<i32> {
+    let run = |opts: ExecOptions| match served {
+        Some(path) => corral_runner::exec::run_served(config, path, opts),
+        None => corral_runner::exec::run(config, opts),
+    };
     let input = match &opts.root {
         ExecRoot::Dir(dir) => Some(dir.clone()),
         ExecRoot::Host | ExecRoot::Lower(_) => opts.input.clone(),
     };
     let Some(input) = input.filter(|dir| dir.is_dir()) else {
         // Nothing to give (the runner reports a missing directory).
-        return Ok(corral_runner::exec::run(config, opts)?);
+        return Ok(run(opts)?);
     };
-    let host = corral_runner::Host::probe(config)?;
-    let scratch = scratch::create(host.is_root)?;
+    let scratch = scratch::create(nix::unistd::geteuid().is_root())?;
     let keep = opts.keep;
     opts.scratch_dir = Some(scratch.clone());
-    let owner = (host.map_uid, host.map_gid);
-    let outcome = dir_owner::give_directories(&input, &scratch.join("upper"), owner)
+    opts.remove_scratch = true;
+    let outcome = dir_owner::give_directories(&input, &scratch.join("upper"), config.sandbox_ids())
         .with_context(|| {
             format!(
                 "giving the directories of {} to the sandbox's user",
                 input.display()
             )
         })
-        .and_then(|_| Ok(corral_runner::exec::run_on(&host, opts)?));
+        .and_then(|_| Ok(run(opts)?));
     if keep {
         eprintln!("corral: scratch directory kept at {}", scratch.display());
-    } else if let Err(e) = corral_worker::fsutil::remove_tree(&scratch) {
-        eprintln!("corral: could not remove {}: {e}", scratch.display());
+    } else if outcome.is_err() && scratch.exists() {
+        if let Err(e) = corral_worker::fsutil::remove_tree(&scratch) {
+            eprintln!("corral: could not remove {}: {e}", scratch.display());
+        }
     }
     outcome
 }

@@ -9,40 +9,8 @@ use crate::error::{Error, Result};
 /// Removes `path` and everything under it, even directories staged without
 /// a write bit (input trees may ask for mode 0555). Missing is fine.
 pub fn remove_tree(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
-        Ok(m) if !m.is_dir() => {
-            return fs::remove_file(path)
-                .map_err(|e| Error::io(format!("removing {}", path.display()), e))
-        }
-        Ok(_) => {}
-    }
-    if fs::remove_dir_all(path).is_ok() {
-        return Ok(());
-    }
-    make_writable(path);
-    fs::remove_dir_all(path).map_err(|e| Error::io(format!("removing {}", path.display()), e))
-}
-
-/// Gives the owner rwx on every directory under `path` (not following
-/// symlinks), so that their entries can be removed.
-fn make_writable(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    let _ = fs::set_permissions(
-        path,
-        fs::Permissions::from_mode((meta.mode() & 0o7777) | 0o700),
-    );
-    if let Ok(entries) = fs::read_dir(path) {
-        for entry in entries.flatten() {
-            make_writable(&entry.path());
-        }
-    }
+    corral_proto::scratch::remove_tree(path)
+        .map_err(|e| Error::io(format!("removing {}", path.display()), e))
 }
 
 /// The device of `path`, for same-file-system checks.

@@ -33,6 +33,10 @@ fn open_stdio(which: &Stdio, fd: i32) -> Result<OwnedFd> {
         Stdio::Terminal(_) => Err(Error::InvalidRequest(
             "a terminal is all three streams: give it as stdin".into(),
         )),
+        Stdio::Passed(i) => Err(Error::InvalidRequest(format!(
+            "stream {fd} is descriptor {i} of those sent with the request, \
+             but none reached this process"
+        ))),
         Stdio::Inherit | Stdio::Fd(_) => nix::unistd::dup(match which {
             Stdio::Fd(own) => *own,
             _ => fd,

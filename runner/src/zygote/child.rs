@@ -5,12 +5,13 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use nix::sys::socket::{recv, send, MsgFlags};
+use nix::sys::socket::{send, MsgFlags};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::{reply, MAX_MESSAGE};
 use crate::host::Host;
+use crate::packet;
 use crate::request::SandboxRequest;
 use crate::sandbox::{self, Cleanup, Reuse};
 use crate::spec::Shape;
@@ -72,17 +73,17 @@ fn finish(sock: &OwnedFd, id: u64, result: crate::Result<(crate::Outcome, Cleanu
     exit(0)
 }
 
-/// Waits on `chan` for the zygote's next request, read into `buf`;
-/// `None` when the zygote is gone or has no use for this container.
-fn next_dispatch(chan: &OwnedFd, buf: &mut [u8]) -> Option<Dispatch> {
+/// Waits on `chan` for the zygote's next request, read into `buf`, and
+/// the descriptors sent with it; `None` when the zygote is gone or has no
+/// use for this container.
+fn next_dispatch(chan: &OwnedFd, buf: &mut [u8]) -> Option<(Dispatch, Vec<OwnedFd>)> {
     loop {
-        match recv(chan.as_raw_fd(), buf, MsgFlags::empty()) {
-            Ok(0) => return None,
-            Ok(n) => match serde_json::from_slice::<Dispatch>(&buf[..n]) {
-                Ok(d) => return Some(d),
+        match packet::recv(chan.as_raw_fd(), buf, MsgFlags::empty()) {
+            Ok((0, _)) => return None,
+            Ok((n, fds)) => match serde_json::from_slice::<Dispatch>(&buf[..n]) {
+                Ok(d) => return Some((d, fds)),
                 Err(e) => tracing::error!(error = %e, "undecodable dispatch"),
             },
-            Err(nix::errno::Errno::EINTR) => {}
             Err(_) => return None,
         }
     }
@@ -131,10 +132,14 @@ pub(super) unsafe fn warm(host: &Host, sock: &OwnedFd, chan: OwnedFd, zygote: Pi
     let mut buf = vec![0u8; MAX_MESSAGE];
     for served in 1.. {
         tell(&chan, &Readiness::Ready);
-        let Some(dispatch) = next_dispatch(&chan, &mut buf) else {
+        let Some((mut dispatch, streams)) = next_dispatch(&chan, &mut buf) else {
             sandbox::discard(prepared);
             exit(0);
         };
+        if let Err(e) = dispatch.request.take_passed(&streams) {
+            sandbox::discard(prepared);
+            finish(sock, dispatch.id, Err(e));
+        }
         if background {
             set_nice(0, 0);
             set_nice(prepared.init.as_raw(), 0);
@@ -145,6 +150,9 @@ pub(super) unsafe fn warm(host: &Host, sock: &OwnedFd, chan: OwnedFd, zygote: Pi
             .map(|(_, filters)| filters.clone());
         // The service checked the request before sending it.
         let result = sandbox::run_prepared(prepared, host, &dispatch.request, filters);
+        // The command has ended: its streams close here, or the caller
+        // reading a pipe would wait for this container's next run.
+        drop(streams);
         let (outcome, cleanup) = match result {
             Ok(done) => done,
             Err(e) => finish(sock, dispatch.id, Err(e)),

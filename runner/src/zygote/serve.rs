@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{recv, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
@@ -21,6 +21,7 @@ use super::child::{self, Dispatch, Readiness};
 use super::{reply, set_buffers, ToZygote, MAX_MESSAGE};
 use crate::error::{Error, Result};
 use crate::host::Host;
+use crate::packet;
 use crate::request::SandboxRequest;
 
 /// After a warm child failed to make its container, this long before the
@@ -63,6 +64,13 @@ impl Running {
     }
 }
 
+/// A request waiting for a warm child, with the descriptors sent along.
+struct Queued {
+    id: u64,
+    request: Box<SandboxRequest>,
+    fds: Vec<OwnedFd>,
+}
+
 /// The zygote's state.
 struct Pool<'a> {
     host: &'a Host,
@@ -71,7 +79,7 @@ struct Pool<'a> {
     size: usize,
     warm: Vec<Warm>,
     /// Requests waiting for a warm child to be ready.
-    queue: VecDeque<(u64, Box<SandboxRequest>)>,
+    queue: VecDeque<Queued>,
     /// Children with a request, by pid.
     running: HashMap<Pid, Running>,
     /// No warm child is forked before this.
@@ -120,17 +128,16 @@ pub(super) fn serve(host: &Host, sock: &OwnedFd) -> Result<()> {
                 }
             }
             if fds[0].revents != 0 {
-                let n = match recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                    Ok(0) => {
+                let (n, fds) = match packet::recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                    Ok((0, _)) => {
                         pool.shut_down();
                         return Ok(());
                     }
-                    Ok(n) => n,
-                    Err(nix::errno::Errno::EINTR) => continue,
+                    Ok(got) => got,
                     Err(e) => return Err(Error::sys("zygote recv", e)),
                 };
                 match serde_json::from_slice(&buf[..n]) {
-                    Ok(message) => pool.handle(message),
+                    Ok(message) => pool.handle(message, fds),
                     Err(e) => tracing::error!(error = %e, "undecodable job"),
                 }
             }
@@ -174,19 +181,20 @@ impl Pool<'_> {
         (fds, returning)
     }
 
-    fn handle(&mut self, message: ToZygote) {
+    fn handle(&mut self, message: ToZygote, fds: Vec<OwnedFd>) {
         match message {
             ToZygote::Run { id, request } => {
-                if request.network || self.size == 0 {
+                let queued = Queued { id, request, fds };
+                if queued.request.network || self.size == 0 {
                     // Warm containers have a network namespace of their own.
-                    self.cold(id, &request);
+                    self.cold(queued);
                 } else {
-                    self.queue.push_back((id, request));
+                    self.queue.push_back(queued);
                     self.dispatch();
                 }
             }
             ToZygote::Cancel { id } => {
-                self.queue.retain(|(queued, _)| *queued != id);
+                self.queue.retain(|queued| queued.id != id);
                 if let Some((pid, run)) = self.running.iter_mut().find(|(_, run)| run.id == id) {
                     run.cancelled = true;
                     let _ = nix::sys::signal::kill(*pid, crate::cancel::SIGNAL);
@@ -198,13 +206,13 @@ impl Pool<'_> {
     /// Gives queued requests to ready warm children, oldest first; with
     /// warm children failing, to cold ones.
     fn dispatch(&mut self) {
-        while let Some((id, request)) = self.queue.pop_front() {
+        while let Some(queued) = self.queue.pop_front() {
             if self.backoff_until.is_some() && !self.warm.iter().any(|w| w.ready) {
-                self.cold(id, &request);
+                self.cold(queued);
                 continue;
             }
             let Some(i) = self.warm.iter().position(|w| w.ready) else {
-                self.queue.push_front((id, request));
+                self.queue.push_front(queued);
                 return;
             };
             let warm = self.warm.remove(i);
@@ -216,12 +224,16 @@ impl Pool<'_> {
                     libc::setpriority(libc::PRIO_PROCESS, warm.pid.as_raw() as libc::id_t, 0)
                 };
             }
+            let Queued { id, request, fds } = queued;
+            let raw: Vec<_> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
             let sent = serde_json::to_vec(&Dispatch { id, request })
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| {
-                    send(warm.chan.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)
+                    packet::send(warm.chan.as_raw_fd(), &bytes, &raw, MsgFlags::empty())
                         .map_err(|e| e.to_string())
                 });
+            // The child has its own copies now.
+            drop(fds);
             match sent {
                 Ok(_) => {
                     let chan = (self.host.runs_per_container > 1).then_some(warm.chan);
@@ -338,7 +350,7 @@ impl Pool<'_> {
         match unsafe { fork() }.map_err(|e| Error::sys("fork a warm container", e))? {
             ForkResult::Child => {
                 drop(ours);
-                drop_other_channels(&self.warm);
+                self.close_in_child();
                 // SAFETY: a freshly forked child of the single-threaded
                 // zygote.
                 unsafe { child::warm(self.host, self.sock, theirs, self.zygote) }
@@ -351,15 +363,25 @@ impl Pool<'_> {
         }
     }
 
-    /// A child for `request` alone.
-    fn cold(&mut self, id: u64, request: &SandboxRequest) {
+    /// A child for `queued` alone. It inherits the descriptors sent with
+    /// the request, at the numbers they have here.
+    fn cold(&mut self, queued: Queued) {
+        let Queued {
+            id,
+            mut request,
+            fds,
+        } = queued;
+        if let Err(e) = request.take_passed(&fds) {
+            reply(self.sock, id, Err(e.to_string()));
+            return;
+        }
         // SAFETY: the zygote is single-threaded.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
-                drop_other_channels(&self.warm);
+                self.close_in_child();
                 // SAFETY: a freshly forked child of the single-threaded
                 // zygote.
-                unsafe { child::cold(self.host, self.sock, id, request, self.zygote) }
+                unsafe { child::cold(self.host, self.sock, id, &request, self.zygote) }
             }
             Ok(ForkResult::Parent { child }) => {
                 self.running.insert(child, Running::new(id, None));
@@ -463,9 +485,17 @@ impl Pool<'_> {
     }
 }
 
-/// In a new child: the other warm children's channels are not its own.
-fn drop_other_channels(warm: &[Warm]) {
-    for w in warm {
-        let _ = nix::unistd::close(w.chan.as_raw_fd());
+impl Pool<'_> {
+    /// In a new child: the other children's channels and the streams of
+    /// queued requests are not its own. A stream must not stay open in a
+    /// child that lives on: the caller reading a pipe would wait for its
+    /// end as long as that child lives.
+    fn close_in_child(&self) {
+        let chans = (self.warm.iter().map(|w| &w.chan))
+            .chain(self.running.values().filter_map(|r| r.chan.as_ref()));
+        let streams = self.queue.iter().flat_map(|q| q.fds.iter());
+        for fd in chans.chain(streams) {
+            let _ = nix::unistd::close(fd.as_raw_fd());
+        }
     }
 }

@@ -1,0 +1,162 @@
+//! The caller's side: reach the service, starting it when none answers,
+//! hand it the call with the caller's streams, and wait for the answer.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+
+use super::{Answer, Call, Place};
+use crate::error::{Error, Result};
+use crate::packet;
+use crate::request::{Outcome, SandboxRequest};
+
+/// How long a new service may take to answer (it probes the host, removes
+/// what dead runs left and forks its helper first).
+const START_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The largest answer read (an outcome is a few hundred bytes; an error
+/// message a few more).
+const MAX_ANSWER: usize = 64 << 10;
+
+fn connect(path: &Path) -> nix::Result<OwnedFd> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    Ok(fd)
+}
+
+/// A connection to the service at `place`, which is started (`corral runner
+/// resident`, with `config`) if none answers there.
+pub fn connect_or_start(place: &Place, config: Option<&Path>) -> Result<OwnedFd> {
+    if let Ok(conn) = connect(&place.socket) {
+        return Ok(conn);
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&place.lock)
+        .map_err(|e| Error::io(format!("open {}", place.lock.display()), e))?;
+    // SAFETY: flock on a descriptor this function owns; the lock goes
+    // with the descriptor when `lock` is dropped.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(Error::sys(
+            format!("lock {}", place.lock.display()),
+            Errno::last(),
+        ));
+    }
+    // Another caller may have started it while this one waited.
+    if let Ok(conn) = connect(&place.socket) {
+        return Ok(conn);
+    }
+    start(place, config)
+}
+
+/// Starts the service in a session of its own (the terminal's signals are
+/// not for it), its stderr to the place's log, and connects once it
+/// listens.
+fn start(place: &Place, config: Option<&Path>) -> Result<OwnedFd> {
+    let log = std::fs::File::create(&place.log)
+        .map_err(|e| Error::io(format!("create {}", place.log.display()), e))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("find this program", e))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["runner", "resident", "--socket"])
+        .arg(&place.socket);
+    match config {
+        Some(path) => {
+            cmd.arg("--config").arg(path);
+        }
+        // Its working directory matters only to a configuration's
+        // relative paths; without one it holds on to none.
+        None => {
+            cmd.current_dir("/");
+        }
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    // SAFETY: setsid is async-signal-safe and touches no memory of the
+    // forked child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io("start the exec service", e))?;
+    let deadline = Instant::now() + START_PATIENCE;
+    loop {
+        if let Ok(conn) = connect(&place.socket) {
+            return Ok(conn);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::Service(format!(
+                "the exec service stopped as it started ({status}): {}",
+                log_tail(&place.log)
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Service(format!(
+                "the exec service did not listen on {} within {} s (its log: {})",
+                place.socket.display(),
+                START_PATIENCE.as_secs(),
+                place.log.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The last lines of a log, for an error message.
+fn log_tail(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" / ")
+}
+
+/// Sends `request` on `conn` with `streams` (which its
+/// [`crate::Stdio::Passed`] streams index) and waits for the outcome. With
+/// `remove_scratch` the service removes the request's scratch directory
+/// after answering.
+pub fn call(
+    conn: &OwnedFd,
+    request: SandboxRequest,
+    streams: &[RawFd],
+    remove_scratch: bool,
+) -> Result<Outcome> {
+    let bytes = serde_json::to_vec(&Call {
+        request,
+        remove_scratch,
+    })
+    .map_err(|e| Error::InvalidRequest(format!("encode the call: {e}")))?;
+    packet::send(conn.as_raw_fd(), &bytes, streams, MsgFlags::empty())
+        .map_err(|e| Error::sys("send the call to the exec service", e))?;
+    let mut buf = vec![0u8; MAX_ANSWER];
+    let (n, _) = packet::recv(conn.as_raw_fd(), &mut buf, MsgFlags::empty())
+        .map_err(|e| Error::sys("read the exec service's answer", e))?;
+    if n == 0 {
+        return Err(Error::Service(
+            "the exec service went away without answering".into(),
+        ));
+    }
+    let answer: Answer = serde_json::from_slice(&buf[..n])
+        .map_err(|e| Error::Service(format!("undecodable answer from the exec service: {e}")))?;
+    answer.map_err(Error::Service)
+}

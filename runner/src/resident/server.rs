@@ -1,0 +1,326 @@
+//! The resident service's side: listen, check each caller, run its call
+//! through the zygote, answer, and leave when idle or when its socket is
+//! no longer its own.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+use tokio::io::unix::AsyncFd;
+
+use super::{Answer, Call, MAX_CALL};
+use crate::error::{Error, Result};
+use crate::host::{Host, RunnerConfig};
+use crate::packet;
+use crate::request::{SandboxRequest, Stdio};
+use crate::spec::Layout;
+use crate::zygote::Zygote;
+
+/// How often the service looks at its socket and its idle time.
+const TICK: Duration = Duration::from_millis(500);
+
+/// The most streams a call sends (stdin, stdout, stderr).
+const MAX_STREAMS: usize = 3;
+
+/// What every call shares.
+struct Shared {
+    host: Host,
+    zygote: Zygote,
+    /// Calls under way.
+    active: AtomicUsize,
+    /// When the last call ended (or the service started).
+    last: Mutex<Instant>,
+}
+
+/// `corral runner resident --socket PATH`: starts the zygote (this process
+/// must be single-threaded), then serves calls on `socket` until idle for
+/// `idle`, until `socket` is removed or replaced, or until SIGTERM.
+pub fn serve_blocking(config: &RunnerConfig, socket: &Path, idle: Duration) -> Result<()> {
+    let (host, zygote) = crate::service::start(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start the async runtime", e))?;
+    let shared = Arc::new(Shared {
+        host,
+        zygote,
+        active: AtomicUsize::new(0),
+        last: Mutex::new(Instant::now()),
+    });
+    runtime.block_on(async {
+        let (listener, inode) = listen(socket)?;
+        tracing::info!(socket = %socket.display(), idle_secs = idle.as_secs(), "exec service serving");
+        let why = tokio::select! {
+            r = accept_until_idle(&shared, listener, socket, inode, idle) => r?,
+            _ = crate::service::terminated() => "terminated",
+        };
+        tracing::info!(why, "exec service leaving");
+        if socket_inode(socket) == Some(inode) {
+            let _ = std::fs::remove_file(socket);
+        }
+        Ok(())
+    })
+}
+
+/// The inode of the socket file at `path`, if one is there.
+fn socket_inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    meta.file_type().is_socket().then_some(meta.ino())
+}
+
+/// A listening socket at `socket`: bound under a name of its own, then
+/// renamed into place, so that a caller that finds the socket can connect
+/// at once. Returns it and its file's inode.
+fn listen(socket: &Path) -> Result<(AsyncFd<OwnedFd>, u64)> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| Error::sys("make the exec service's socket", e))?;
+    let fresh = socket.with_extension(format!("sock.{}", std::process::id()));
+    let _ = std::fs::remove_file(&fresh);
+    let addr = UnixAddr::new(&fresh).map_err(|e| Error::sys("socket address", e))?;
+    socket::bind(fd.as_raw_fd(), &addr)
+        .map_err(|e| Error::sys(format!("bind {}", fresh.display()), e))?;
+    socket::listen(
+        &fd,
+        socket::Backlog::new(64).unwrap_or(socket::Backlog::MAXCONN),
+    )
+    .map_err(|e| Error::sys("listen", e))?;
+    std::fs::rename(&fresh, socket)
+        .map_err(|e| Error::io(format!("move the socket to {}", socket.display()), e))?;
+    let inode = socket_inode(socket).ok_or_else(|| {
+        Error::InvalidRequest(format!("{} vanished as it was made", socket.display()))
+    })?;
+    Ok((watch(fd)?, inode))
+}
+
+/// `fd`, non-blocking, registered with the runtime.
+fn watch(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd takes `fd` over and is the only one to close it,
+    // once it is deregistered; nothing replaces the descriptor meanwhile.
+    unsafe { AsyncFd::register(fd) }.map_err(|e| {
+        Error::io(
+            "register a socket with the runtime",
+            std::io::Error::from(e),
+        )
+    })
+}
+
+/// Accepts calls, each served on a task of its own, until the service has
+/// been idle for `idle` or its socket file is no longer its own; says
+/// which.
+async fn accept_until_idle(
+    shared: &Arc<Shared>,
+    listener: AsyncFd<OwnedFd>,
+    socket: &Path,
+    inode: u64,
+    idle: Duration,
+) -> Result<&'static str> {
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            ready = listener.readable() => {
+                let mut guard = ready.map_err(|e| Error::io("wait for callers", e))?;
+                match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
+                    Ok(raw) => {
+                        // SAFETY: accept4 returned a new descriptor that
+                        // nothing else owns.
+                        let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+                        shared.active.fetch_add(1, Ordering::SeqCst);
+                        tokio::spawn(serve_call(shared.clone(), conn));
+                    }
+                    Err(Errno::EAGAIN) => guard.clear_ready(),
+                    Err(e) => tracing::warn!(error = %e, "accept"),
+                }
+            }
+            _ = tick.tick() => {
+                if socket_inode(socket) != Some(inode) {
+                    return Ok("its socket was removed or replaced");
+                }
+                if !shared.zygote.is_alive() {
+                    return Err(Error::Zygote("the container helper (zygote) exited".into()));
+                }
+                let since = shared.last.lock().map(|t| t.elapsed()).unwrap_or_default();
+                if shared.active.load(Ordering::SeqCst) == 0 && since >= idle {
+                    let _ = std::fs::remove_file(socket);
+                    drain(shared, &listener).await;
+                    return Ok("idle");
+                }
+            }
+        }
+    }
+}
+
+/// Serves the callers that connected before the socket's file was
+/// removed, until no call is left: each was promised an answer.
+async fn drain(shared: &Arc<Shared>, listener: &AsyncFd<OwnedFd>) {
+    while let Ok(raw) = socket::accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    ) {
+        // SAFETY: accept4 returned a new descriptor that nothing else owns.
+        let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(serve_call(shared.clone(), conn));
+    }
+    while shared.active.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One call: answered, then its scratch directory removed if asked.
+async fn serve_call(shared: Arc<Shared>, conn: OwnedFd) {
+    if let Ok(conn) = watch(conn) {
+        if let Some((answer, scratch)) = answer(&shared, &conn).await {
+            if let Ok(bytes) = serde_json::to_vec(&answer) {
+                let _ = packet::send(conn.as_raw_fd(), &bytes, &[], MsgFlags::MSG_DONTWAIT);
+            }
+            drop(conn);
+            if let Some(dir) = scratch {
+                let _ =
+                    tokio::task::spawn_blocking(move || corral_proto::scratch::remove_tree(&dir))
+                        .await;
+            }
+        }
+    }
+    if let Ok(mut last) = shared.last.lock() {
+        *last = Instant::now();
+    }
+    shared.active.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// The answer to the call on `conn` and the scratch directory to remove
+/// after it; `None` when the caller went away (its run, if it had one, is
+/// cancelled).
+async fn answer(shared: &Shared, conn: &AsyncFd<OwnedFd>) -> Option<(Answer, Option<PathBuf>)> {
+    // The call is read first even from a caller that will be refused, so
+    // that it reads the refusal rather than a broken pipe.
+    let received = receive(conn).await;
+    let me = nix::unistd::geteuid().as_raw();
+    match socket::getsockopt(conn.get_ref(), sockopt::PeerCredentials) {
+        Ok(peer) if peer.uid() == me => {}
+        Ok(peer) => {
+            tracing::warn!(uid = peer.uid(), "refused a caller of another user");
+            let refused = format!(
+                "this exec service serves uid {me} only; the caller is uid {}",
+                peer.uid()
+            );
+            return Some((Err(refused), None));
+        }
+        Err(e) => return Some((Err(format!("the caller's credentials: {e}")), None)),
+    }
+    let (call, fds) = match received {
+        Ok(Some(got)) => got,
+        Ok(None) => return None,
+        Err(e) => return Some((Err(e.to_string()), None)),
+    };
+    let scratch = call
+        .remove_scratch
+        .then(|| call.request.scratch_dir.clone());
+    if let Err(e) = check(&shared.host, &call.request, fds.len()) {
+        return Some((Err(e.to_string()), scratch));
+    }
+    tracing::debug!(args = ?call.request.args, "exec call");
+    let run = shared.zygote.run_passing(call.request, fds);
+    tokio::select! {
+        outcome = run => Some((outcome.map_err(|e| e.to_string()), scratch)),
+        _ = gone(conn) => {
+            tracing::info!("the caller went away: its run is cancelled");
+            if let Some(dir) = scratch {
+                let _ = tokio::task::spawn_blocking(move || corral_proto::scratch::remove_tree(&dir)).await;
+            }
+            None
+        }
+    }
+}
+
+/// Until the caller has closed its end (or broken the protocol by sending
+/// more than its call).
+async fn gone(conn: &AsyncFd<OwnedFd>) {
+    loop {
+        let Ok(mut guard) = conn.readable().await else {
+            return;
+        };
+        match packet::pending_len(conn.as_raw_fd()) {
+            Err(Errno::EAGAIN) => guard.clear_ready(),
+            _ => return,
+        }
+    }
+}
+
+/// Reads the call and the streams sent with it; `None` when the caller
+/// closed first.
+async fn receive(conn: &AsyncFd<OwnedFd>) -> Result<Option<(Call, Vec<OwnedFd>)>> {
+    let mut buf = Vec::new();
+    loop {
+        let mut guard = conn
+            .readable()
+            .await
+            .map_err(|e| Error::io("wait for the call", e))?;
+        let len = match packet::pending_len(conn.as_raw_fd()) {
+            Err(Errno::EAGAIN) => {
+                guard.clear_ready();
+                continue;
+            }
+            Err(e) => return Err(Error::sys("read the call", e)),
+            Ok(0) => return Ok(None),
+            Ok(len) if len > MAX_CALL => {
+                return Err(Error::InvalidRequest(format!(
+                    "the call is {len} bytes, more than the {MAX_CALL} allowed"
+                )))
+            }
+            Ok(len) => len,
+        };
+        buf.resize(len, 0);
+        let (n, fds) = packet::recv(conn.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT)
+            .map_err(|e| Error::sys("read the call", e))?;
+        if fds.len() > MAX_STREAMS {
+            return Err(Error::InvalidRequest(format!(
+                "{} descriptors came with the call; at most {MAX_STREAMS} streams are passed",
+                fds.len()
+            )));
+        }
+        let call = serde_json::from_slice(&buf[..n])
+            .map_err(|e| Error::InvalidRequest(format!("undecodable call: {e}")))?;
+        return Ok(Some((call, fds)));
+    }
+}
+
+/// What the gRPC service checks, and that each stream is one a caller may
+/// name: `/dev/null`, a file, or a descriptor it sent (never one of the
+/// service's own).
+fn check(host: &Host, req: &SandboxRequest, sent: usize) -> Result<()> {
+    for (name, stream) in [
+        ("stdin", &req.stdin),
+        ("stdout", &req.stdout),
+        ("stderr", &req.stderr),
+    ] {
+        match stream {
+            Stdio::Null | Stdio::File(_) => {}
+            Stdio::Passed(i) if *i < sent => {}
+            Stdio::Passed(i) => {
+                return Err(Error::InvalidRequest(format!(
+                    "{name} is descriptor {i} of those sent, but {sent} were sent"
+                )))
+            }
+            other => {
+                return Err(Error::InvalidRequest(format!(
+                    "{name} {other:?} cannot be given to the exec service: \
+                     send the descriptor with the call"
+                )))
+            }
+        }
+    }
+    let layout = Layout::new(host, req)?;
+    crate::sandbox::check(host, req, &layout)
+}

@@ -1,0 +1,389 @@
+//! `corral runner exec` hands its command to a resident service that the
+//! first `runner exec` starts (docs/sandbox.md, "runner exec's service"):
+//! later calls are served by it; the command gets the caller's very
+//! streams, which close when it ends although the service lives on; a
+//! caller that goes away cancels its run; two first callers start one
+//! service; another user is refused; an idle service leaves; an unusable
+//! service directory costs only the speed.
+//!
+//! Each test gives `runner exec` a runtime directory of its own
+//! (`XDG_RUNTIME_DIR`), whose removal at the end makes its service leave.
+//! Runs as root (as CI does) with Debian's busybox-static; cargo builds the
+//! `corral` it runs.
+
+// Test code: a panic is the failure report, so unwrap/expect are fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_integration::bench::sandbox::busybox_root;
+use corral_integration::process::output_within;
+use corral_integration::server::corral_binary;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A person's desk: a runtime directory of its own and a busybox root.
+struct Desk {
+    tmp: tempfile::TempDir,
+}
+
+impl Desk {
+    fn new() -> Desk {
+        corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
+        let tmp = tempfile::tempdir().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir(tmp.path().join("run")).unwrap();
+        fs::set_permissions(tmp.path().join("run"), fs::Permissions::from_mode(0o700)).unwrap();
+        busybox_root(&tmp.path().join("root")).unwrap();
+        Desk { tmp }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.path().join("root")
+    }
+
+    /// The directory of this desk's exec services.
+    fn services(&self) -> PathBuf {
+        self.tmp.path().join("run/corral-exec")
+    }
+
+    /// `corral runner exec --root ROOT EXTRA… -- ARGS…`.
+    fn exec(&self, extra: &[&str], args: &[&str]) -> Command {
+        let mut cmd = Command::new(corral_binary().unwrap());
+        cmd.args(["runner", "exec", "--root"])
+            .arg(self.root())
+            .args(extra)
+            .arg("--")
+            .args(args)
+            .env("XDG_RUNTIME_DIR", self.tmp.path().join("run"))
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    fn run(&self, extra: &[&str], args: &[&str]) -> Output {
+        output_within(&mut self.exec(extra, args), RUN_TIMEOUT).unwrap()
+    }
+
+    /// The sockets in the service directory.
+    fn sockets(&self) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(self.services()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+            .collect()
+    }
+
+    /// The pids of the services of this desk (not their zygotes, warm
+    /// children and containers, forks that share their command line).
+    fn service_pids(&self) -> Vec<u32> {
+        let dir = self.services().display().to_string();
+        let all = processes_whose_command_has(&["resident", &dir]);
+        all.iter()
+            .copied()
+            .filter(|pid| parent(*pid).is_none_or(|p| !all.contains(&p)))
+            .collect()
+    }
+}
+
+/// Pids of processes whose command line has every one of `words` in it.
+fn processes_whose_command_has(words: &[&str]) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if words.iter().all(|w| cmdline.contains(w)) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Pids of processes whose command line is `line` (words joined by
+/// spaces).
+fn processes_whose_command_is(line: &str) -> Vec<u32> {
+    processes_whose_command_has(&[line])
+        .into_iter()
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim_end() == line)
+        })
+        .collect()
+}
+
+/// The parent of process `pid`.
+fn parent(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether process `pid` runs (a zombie does not).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_string())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+/// Waits up to `limit` for `done`.
+fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn the_first_exec_starts_the_service_and_the_next_ones_are_served_by_it() {
+    let desk = Desk::new();
+    let first = desk.run(&[], &["/bin/echo", "one"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert_eq!(text(&first.stdout), "one\n");
+    let sockets = desk.sockets();
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
+    let service = desk.service_pids();
+    assert_eq!(service.len(), 1, "{service:?}");
+    for i in 0..5 {
+        let out = desk.run(&[], &["/bin/sh", "-c", "echo two; echo to-err >&2; exit 7"]);
+        assert_eq!(out.status.code(), Some(7), "run {i}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "two\n");
+        assert_eq!(text(&out.stderr), "to-err\n");
+    }
+    assert_eq!(
+        desk.service_pids(),
+        service,
+        "the same service served every run"
+    );
+    assert_eq!(desk.sockets(), sockets);
+    // What the command wrote stays in its overlay; the root is untouched.
+    let out = desk.run(&[], &["/bin/sh", "-c", "echo x > /etc/f && cat /etc/f"]);
+    assert_eq!(text(&out.stdout), "x\n", "{}", text(&out.stderr));
+    assert!(!desk.root().join("etc/f").exists());
+    // A mistake is reported as a cold exec reports it, naming the command.
+    let out = desk.run(&[], &["/no/such/command"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("/no/such/command"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_command_writes_to_the_callers_own_streams_which_close_when_it_ends() {
+    let desk = Desk::new();
+    // A file opened for appending, already holding a line: the command's
+    // output follows it (a reopened path would overwrite it).
+    let log = desk.tmp.path().join("log");
+    fs::write(&log, "before\n").unwrap();
+    let append = fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let status = desk
+        .exec(&[], &["/bin/echo", "after"])
+        .stdin(Stdio::null())
+        .stdout(append)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(fs::read_to_string(&log).unwrap(), "before\nafter\n");
+
+    // A pipe in and out; the command leaves a process behind, which its
+    // end kills, so the caller's pipe closes although the service and its
+    // containers live on.
+    let mut child = desk
+        .exec(&[], &["/bin/sh", "-c", "sleep 100 & cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"through\n").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the caller's pipes did not close when the command ended")
+        .unwrap();
+    assert_eq!(text(&out.stdout), "through\n", "{}", text(&out.stderr));
+    assert_eq!(desk.service_pids().len(), 1);
+}
+
+#[test]
+fn a_caller_that_goes_away_cancels_its_run() {
+    let desk = Desk::new();
+    // The service is started by a first call, so that the second is its.
+    assert!(desk.run(&[], &["/bin/true"]).status.success());
+    let mut child = desk
+        .exec(&[], &["/bin/sh", "-c", "echo started; exec sleep 31.7"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "started\n");
+    assert_eq!(processes_whose_command_is("sleep 31.7").len(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            processes_whose_command_is("sleep 31.7").is_empty()
+        }),
+        "the command outlived its caller"
+    );
+    assert_eq!(desk.service_pids().len(), 1, "the service lives on");
+    assert!(desk.run(&[], &["/bin/true"]).status.success());
+}
+
+#[test]
+fn two_first_callers_at_once_start_one_service() {
+    let desk = Desk::new();
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            desk.exec(&[], &["/bin/echo", &format!("caller {i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), format!("caller {i}\n"));
+    }
+    assert_eq!(desk.sockets().len(), 1);
+    assert_eq!(desk.service_pids().len(), 1);
+}
+
+#[test]
+fn a_caller_of_another_user_is_refused() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs as root (as CI does)"
+    );
+    let desk = Desk::new();
+    // A service on a socket that user 65534 can reach (`runner exec` puts
+    // its own where no one else may enter).
+    let open = desk.tmp.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = open.join("s.sock");
+    let mut service = Command::new(corral_binary().unwrap())
+        .args(["runner", "resident", "--socket"])
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(30), || socket.exists()));
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o777)).unwrap();
+    let script = "import socket, sys\n\
+                  s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n\
+                  s.connect(sys.argv[1])\n\
+                  s.send(b'{}')\n\
+                  sys.stdout.write(s.recv(65536).decode())\n";
+    let out = output_within(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(&socket)
+            .uid(65534)
+            .gid(65534),
+        RUN_TIMEOUT,
+    )
+    .unwrap();
+    let answer = text(&out.stdout);
+    assert!(
+        answer.contains("serves uid 0 only") && answer.contains("uid 65534"),
+        "{answer} {}",
+        text(&out.stderr)
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(service.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(service.wait().unwrap().success());
+    assert!(
+        !socket.exists(),
+        "the service removes its socket as it leaves"
+    );
+}
+
+#[test]
+fn an_idle_service_leaves() {
+    let desk = Desk::new();
+    let config = desk.tmp.path().join("runner.toml");
+    fs::write(&config, "exec_service_idle_secs = 1\n").unwrap();
+    let config = config.display().to_string();
+    let out = desk.run(&["--config", &config], &["/bin/true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(desk.service_pids().len(), 1);
+    assert!(
+        eventually(Duration::from_secs(20), || desk.service_pids().is_empty()
+            && desk.sockets().is_empty()),
+        "the service stayed: {:?}",
+        desk.service_pids()
+    );
+}
+
+#[test]
+fn an_unusable_service_directory_costs_only_the_speed() {
+    let desk = Desk::new();
+    fs::create_dir(desk.services()).unwrap();
+    fs::set_permissions(desk.services(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = desk.run(&[], &["/bin/echo", "still"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "still\n");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("has mode 755") && stderr.contains("container of this process's own"),
+        "{stderr}"
+    );
+    assert!(desk.service_pids().is_empty());
+
+    let desk = Desk::new();
+    let out = desk.run(&["--own-container"], &["/bin/echo", "own"]);
+    assert_eq!(text(&out.stdout), "own\n", "{}", text(&out.stderr));
+    assert!(desk.service_pids().is_empty() && desk.sockets().is_empty());
+}
+
+/// The desk's runtime directory goes with it, and its service with that.
+impl Drop for Desk {
+    fn drop(&mut self) {
+        let pids = self.service_pids();
+        let _ = fs::remove_dir_all(self.services());
+        let gone = eventually(Duration::from_secs(10), || pids.iter().all(|p| !alive(*p)));
+        if !gone && !std::thread::panicking() {
+            panic!("the service {pids:?} outlived its socket");
+        }
+    }
+}
