@@ -3,7 +3,7 @@
 //! namespaces and to a bare fork/exec, all measured in the same run,
 //! sequentially and two at a time.
 //!
-//! Four rows, each measured back to back (`--runs` actions, after
+//! Five rows, each measured back to back (`--runs` actions, after
 //! `--warmup` untimed ones):
 //! * **runner service**: a `corral runner --socket` process started for the
 //!   run, called over its unix socket as a worker calls it (`Run`, input
@@ -11,7 +11,11 @@
 //!   response. Each action's scratch directory is made before the clock
 //!   starts, as a worker makes it.
 //! * **`corral runner exec`**: `corral runner exec --root ROOT -- /bin/true`
-//!   as a whole process, from spawn to exit.
+//!   as a whole process, from spawn to exit: its command handed to the
+//!   resident service the first (untimed) one started, in a runtime
+//!   directory of the benchmark's own, so the service is this binary's and
+//!   leaves with the benchmark.
+//! * **`runner exec --own-container`**: the same, making its own container.
 //! * **bwrap**: bubblewrap with the same namespaces (user, PID, IPC, UTS,
 //!   network, cgroup; the root bound read-only, fresh `/proc`, `/dev`,
 //!   `/tmp` tmpfs, all capabilities dropped) as a whole process.
@@ -274,11 +278,22 @@ fn bwrap(root: &Path) -> Command {
     c
 }
 
-fn runner_exec(corral: &Path, root: &Path, config: Option<&Path>) -> Command {
+/// `corral runner exec` of `/bin/true` in `root`, its service's directory
+/// under `runtime`; with `own`, in a container of its own.
+fn runner_exec(
+    corral: &Path,
+    root: &Path,
+    config: Option<&Path>,
+    runtime: &Path,
+    own: bool,
+) -> Command {
     let mut c = Command::new(corral);
-    c.args(["runner", "exec"]);
+    c.args(["runner", "exec"]).env("XDG_RUNTIME_DIR", runtime);
     if let Some(config) = config {
         c.arg("--config").arg(config);
+    }
+    if own {
+        c.arg("--own-container");
     }
     c.arg("--root")
         .arg(root)
@@ -341,6 +356,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     busybox_root(&root)?;
     let work = tmp.path().join("work");
     std::fs::create_dir(&work)?;
+    let runtime = tmp.path().join("run");
+    std::fs::create_dir(&runtime)?;
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700))?;
     let runner = Runner::start(&corral, tmp.path(), &args)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -362,9 +380,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for width in [1, 2] {
         let service = |runs| rt.block_on(measure_service(&client, &root, &work, runs, width));
         let config = args.runner_config.as_deref();
-        let exec = |runs| {
+        let exec = |runs, own| {
             measure_processes(runs, width, || {
-                Ok(runner_exec(&corral, &root, config).spawn()?)
+                Ok(runner_exec(&corral, &root, config, &runtime, own).spawn()?)
             })
         };
         let bw = |runs| measure_processes(runs, width, || Ok(bwrap(&root).spawn()?));
@@ -376,8 +394,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
         service(args.warmup)?;
         rows.push(("runner service (gRPC Run)", service(args.runs)?));
-        exec(args.warmup)?;
-        rows.push(("corral runner exec (process)", exec(args.runs)?));
+        exec(args.warmup, false)?;
+        rows.push(("corral runner exec (process)", exec(args.runs, false)?));
+        exec(args.warmup, true)?;
+        rows.push(("runner exec --own-container", exec(args.runs, true)?));
         bw(args.warmup)?;
         rows.push(("bwrap (process)", bw(args.runs)?));
         fork(args.warmup)?;
@@ -390,7 +410,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "two at a time"
             }
         );
-        let bwrap_p50 = percentiles(rows[2].1.clone()).0;
+        let bwrap_p50 = rows
+            .iter()
+            .find(|(name, _)| name.starts_with("bwrap"))
+            .map(|(_, samples)| percentiles(samples.clone()).0)
+            .unwrap_or(f64::NAN);
         for (name, samples) in rows {
             let (p50, p95) = percentiles(samples);
             println!(
