@@ -54,7 +54,12 @@ pub fn init_logging(format: Option<LogFormat>) {
     let _ = TRACE_SLOT.set(handle);
     // A closed stderr (a supervisor that went away) must not turn a failed
     // log write into a panic of the whole farm.
-    let fmt = tracing_subscriber::fmt::layer().log_internal_errors(false);
+    // Colours for a person at a terminal, none in a log file (the runner's
+    // under a worker, `runner exec`'s service's).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .log_internal_errors(false)
+        .with_ansi(ansi);
     let fmt = match (json, private_stderr()) {
         (true, Some(log)) => fmt.json().with_writer(std::sync::Arc::new(log)).boxed(),
         (true, None) => fmt.json().with_writer(std::io::stderr).boxed(),
