@@ -26,9 +26,14 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Writes into a directory of the root, then says how `/etc` looks.
 const SCRIPT: &str = "echo x > /etc/f && cat /etc/f && stat -c '%u %g %a' /etc";
 
+/// Runs `corral ARGS`. `runner exec`'s service gets a runtime directory of
+/// its own, whose removal here makes it leave.
 fn corral(args: &[&str]) -> Output {
+    let runtime = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(corral_binary().unwrap());
-    cmd.args(args).env_remove("RUST_LOG");
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env("XDG_RUNTIME_DIR", runtime.path());
     output_within(&mut cmd, RUN_TIMEOUT).unwrap()
 }
 

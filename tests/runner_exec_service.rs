@@ -2,8 +2,8 @@
 //! first `runner exec` starts (docs/sandbox.md, "runner exec's service"):
 //! later calls are served by it; the command gets the caller's very
 //! streams, which close when it ends although the service lives on; a
-//! caller that goes away cancels its run; two first callers start one
-//! service; another user is refused; an idle service leaves; an unusable
+//! caller that goes away cancels its run; a service killed outright is
+//! replaced; two first callers start one service; another user is refused; an idle service leaves; an unusable
 //! service directory costs only the speed.
 //!
 //! Each test gives `runner exec` a runtime directory of its own
@@ -261,6 +261,32 @@ fn a_caller_that_goes_away_cancels_its_run() {
     );
     assert_eq!(desk.service_pids().len(), 1, "the service lives on");
     assert!(desk.run(&[], &["/bin/true"]).status.success());
+}
+
+#[test]
+fn a_service_killed_outright_is_replaced_by_the_next_call() {
+    let desk = Desk::new();
+    assert!(desk.run(&[], &["/bin/true"]).status.success());
+    let killed = desk.service_pids();
+    assert_eq!(killed.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(killed[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(10), || !alive(killed[0])));
+    // Its socket file is left behind, answering no one.
+    assert_eq!(desk.sockets().len(), 1);
+    let out = desk.run(&[], &["/bin/echo", "again"]);
+    assert_eq!(text(&out.stdout), "again\n", "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("unavailable"),
+        "{}",
+        text(&out.stderr)
+    );
+    let now = desk.service_pids();
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, killed);
 }
 
 #[test]

@@ -117,6 +117,25 @@ pub fn wait_single_threaded(patience: std::time::Duration) -> Result<()> {
     }
 }
 
+/// A throwaway directory of this run's own, made only when something
+/// needs one: the run's scratch directory (none given), an empty input
+/// root, the socket of a terminal (`interactive`). A directory made and
+/// removed on the host's disk is not free (on this machine's ext4, 0.1 to
+/// 0.3 ms each).
+fn own_directory(o: &ExecOptions, interactive: bool) -> Result<Option<tempfile::TempDir>> {
+    let needs_own = o.scratch_dir.is_none()
+        || interactive
+        || (!matches!(o.root, ExecRoot::Dir(_)) && o.input.is_none());
+    if !needs_own {
+        return Ok(None);
+    }
+    tempfile::Builder::new()
+        .prefix("corral-exec-")
+        .tempdir()
+        .map(Some)
+        .map_err(|e| Error::io("create a scratch directory", e))
+}
+
 /// Runs the command; returns the status a shell would report. Refuses to
 /// start if this process has more than one thread.
 pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
@@ -127,23 +146,7 @@ pub fn run(config: &RunnerConfig, o: ExecOptions) -> Result<i32> {
 pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
     wait_single_threaded(std::time::Duration::ZERO)?;
     let interactive = o.shell && nix::unistd::isatty(0).unwrap_or(false);
-    // A directory of our own only when something needs it: the run's
-    // scratch directory (none given), an empty input root, the terminal's
-    // socket. A directory made and removed on the host's disk is not free
-    // (on this machine's ext4, 0.1 to 0.2 ms of CPU each).
-    let needs_own = o.scratch_dir.is_none()
-        || interactive
-        || (!matches!(o.root, ExecRoot::Dir(_)) && o.input.is_none());
-    let own = if needs_own {
-        Some(
-            tempfile::Builder::new()
-                .prefix("corral-exec-")
-                .tempdir()
-                .map_err(|e| Error::io("create a scratch directory", e))?,
-        )
-    } else {
-        None
-    };
+    let own = own_directory(&o, interactive)?;
     let scratch = own.as_ref().map(|d| d.path());
     let req = request(host.profile_dir.as_deref(), host.is_root, &o, scratch)?;
     // Mistakes are reported here, before the fork, with their own message.
@@ -244,18 +247,7 @@ fn run_on_service(
     o: ExecOptions,
 ) -> Result<i32> {
     let is_root = nix::unistd::geteuid().is_root();
-    let needs_own =
-        o.scratch_dir.is_none() || (!matches!(o.root, ExecRoot::Dir(_)) && o.input.is_none());
-    let own = if needs_own {
-        Some(
-            tempfile::Builder::new()
-                .prefix("corral-exec-")
-                .tempdir()
-                .map_err(|e| Error::io("create a scratch directory", e))?,
-        )
-    } else {
-        None
-    };
+    let own = own_directory(&o, false)?;
     let scratch = own.as_ref().map(|d| d.path().to_path_buf());
     let mut req = request(
         config.profile_dir.as_deref(),
