@@ -82,14 +82,15 @@ impl Desk {
             .collect()
     }
 
-    /// The pids of the services of this desk (not their zygotes, warm
-    /// children and containers, forks that share their command line).
+    /// The pids of the services of this desk: of the processes with their
+    /// command line, the ones with threads (their zygotes, warm children
+    /// and containers are single-threaded forks, and may outlive a killed
+    /// service for a moment).
     fn service_pids(&self) -> Vec<u32> {
         let dir = self.services().display().to_string();
-        let all = processes_whose_command_has(&["resident", &dir]);
-        all.iter()
-            .copied()
-            .filter(|pid| parent(*pid).is_none_or(|p| !all.contains(&p)))
+        processes_whose_command_has(&["resident", &dir])
+            .into_iter()
+            .filter(|pid| threads(*pid) > 1)
             .collect()
     }
 }
@@ -124,11 +125,17 @@ fn processes_whose_command_is(line: &str) -> Vec<u32> {
         .collect()
 }
 
-/// The parent of process `pid`.
-fn parent(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
+/// The number of threads of process `pid` (0 if it is gone).
+fn threads(pid: u32) -> usize {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Whether process `pid` runs (a zombie does not).
@@ -250,7 +257,10 @@ fn a_caller_that_goes_away_cancels_its_run() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line, "started\n");
-    assert_eq!(processes_whose_command_is("sleep 31.7").len(), 1);
+    // The shell execs the sleep just after its echo.
+    assert!(eventually(Duration::from_secs(10), || {
+        processes_whose_command_is("sleep 31.7").len() == 1
+    }));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
@@ -362,6 +372,24 @@ fn a_caller_of_another_user_is_refused() {
         !socket.exists(),
         "the service removes its socket as it leaves"
     );
+
+    // A file that is not a socket is never replaced.
+    let precious = open.join("precious");
+    fs::write(&precious, "keep me").unwrap();
+    let out = output_within(
+        Command::new(corral_binary().unwrap())
+            .args(["runner", "resident", "--socket"])
+            .arg(&precious),
+        RUN_TIMEOUT,
+    )
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is not a socket"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(fs::read_to_string(&precious).unwrap(), "keep me");
 }
 
 #[test]

@@ -58,7 +58,8 @@ enum Sub {
 
 #[derive(Debug, clap::Args)]
 struct ResidentArgs {
-    /// The unix socket to serve on (replaced if one is there).
+    /// The unix socket to serve on (a socket already there is replaced;
+    /// any other file is refused).
     #[arg(long)]
     socket: PathBuf,
     /// Runner configuration (TOML).

@@ -79,6 +79,15 @@ fn socket_inode(path: &Path) -> Option<u64> {
 /// renamed into place, so that a caller that finds the socket can connect
 /// at once. Returns it and its file's inode.
 fn listen(socket: &Path) -> Result<(AsyncFd<OwnedFd>, u64)> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(socket) {
+        if !meta.file_type().is_socket() {
+            return Err(Error::InvalidRequest(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                socket.display()
+            )));
+        }
+    }
     let fd = socket::socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
