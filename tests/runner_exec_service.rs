@@ -242,6 +242,53 @@ fn the_command_writes_to_the_callers_own_streams_which_close_when_it_ends() {
 }
 
 #[test]
+fn scratch_directories_made_ahead_are_each_runs_own() {
+    let desk = Desk::new();
+    // The service makes each run's scratch directory, with the root's
+    // directories given to the sandbox's user, ahead of the call after
+    // the first: a write lands in that run's directory alone.
+    for i in 0..4 {
+        let out = desk.run(
+            &[],
+            &[
+                "/bin/sh",
+                "-c",
+                "ls /etc; echo x > /etc/new-$$ && stat -c '%u %a' /etc",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "run {i}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            "0 755\n",
+            "run {i}: nothing of an earlier run"
+        );
+    }
+    assert!(!desk.root().join("etc").read_dir().unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("new-")));
+    // Kept, through the service and in a container of its own: the
+    // directory printed holds `upper/` with what the command wrote.
+    for extra in [&["--keep"][..], &["--keep", "--own-container"][..]] {
+        let out = desk.run(extra, &["/bin/sh", "-c", "echo y > /etc/kept"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {stderr}");
+        let kept = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("corral: scratch directory kept at "))
+            .unwrap_or_else(|| panic!("{extra:?}: nothing kept in {stderr:?}"));
+        let kept = PathBuf::from(kept);
+        assert_eq!(
+            fs::read_to_string(kept.join("upper/etc/kept")).unwrap(),
+            "y\n",
+            "{extra:?}"
+        );
+        corral_proto::scratch::remove_tree(&kept).unwrap();
+    }
+}
+
+#[test]
 fn a_caller_that_goes_away_cancels_its_run() {
     let desk = Desk::new();
     // The service is started by a first call, so that the second is its.

@@ -77,10 +77,11 @@ pub struct ExecOptions {
     pub scratch_dir: Option<PathBuf>,
     /// The sandbox's hostname (default `corral`).
     pub hostname: Option<String>,
-    /// `scratch_dir` was made for this run alone: it is removed once the
-    /// run has answered (unless `keep`), by whoever ran the command, so
-    /// that its removal is not on the caller's clock.
-    pub remove_scratch: bool,
+    /// Show the input root's directories owned by the sandbox's user, as a
+    /// worker stages them: each one it does not own gets an owned twin in
+    /// the overlay's upper directory ([`crate::dir_owner`]). Only with a
+    /// scratch directory of the run's own (`scratch_dir` unset).
+    pub give_directories: bool,
 }
 
 /// The number of threads of this process (`Threads:` in
@@ -148,15 +149,23 @@ pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
     let interactive = o.shell && nix::unistd::isatty(0).unwrap_or(false);
     let own = own_directory(&o, interactive)?;
     let scratch = own.as_ref().map(|d| d.path());
-    let req = request(host.profile_dir.as_deref(), host.is_root, &o, scratch)?;
+    let req = request(
+        host.profile_dir.as_deref(),
+        host.is_root,
+        &o,
+        scratch,
+        false,
+    )?;
+    if o.give_directories {
+        give_directories(&o, &req, (host.map_uid, host.map_gid))?;
+    }
     // Mistakes are reported here, before the fork, with their own message.
     let layout = crate::spec::Layout::new(host, &req)?;
     crate::sandbox::check(host, &req, &layout)?;
     // Without a terminal, a throwaway scratch directory is removed by the
     // sandbox's process once it has answered: its removal is not on this
     // process's clock.
-    let given = o.scratch_dir.as_deref().filter(|_| o.remove_scratch);
-    let remove_after = (scratch.or(given)).filter(|_| !o.keep && !interactive);
+    let remove_after = scratch.filter(|_| !o.keep && !interactive);
     let (outcome, handed_over) = if interactive {
         match scratch {
             Some(dir) => (run_interactive(host, req, dir), false),
@@ -185,10 +194,39 @@ pub fn run_on(host: &Host, o: ExecOptions) -> Result<i32> {
     };
     let outcome = outcome?;
     let kept = match (o.keep, &o.scratch_dir, own) {
-        (true, None, Some(own)) => Some(own.keep()),
+        // `upper/` is in the run's scratch directory, `run/`.
+        (true, None, Some(own)) => Some(own.keep().join("run")),
         _ => None,
     };
     Ok(report(&o, &outcome, kept.as_deref()))
+}
+
+/// Makes the twins `o.give_directories` asks for in `req`'s upper
+/// directory, for `owner` (host uid, gid).
+fn give_directories(o: &ExecOptions, req: &SandboxRequest, owner: (u32, u32)) -> Result<()> {
+    let Some(input) = given_input(o) else {
+        return Ok(());
+    };
+    crate::dir_owner::give_directories(&input, &req.scratch_dir.join("upper"), owner)
+        .map(drop)
+        .map_err(|e| {
+            Error::InvalidRequest(format!(
+                "giving the directories of {} to the sandbox's user: {e}",
+                input.display()
+            ))
+        })
+}
+
+/// The input directory whose directories `o.give_directories` gives, if
+/// there is one.
+fn given_input(o: &ExecOptions) -> Option<PathBuf> {
+    let input = match &o.root {
+        ExecRoot::Dir(dir) => Some(dir.clone()),
+        ExecRoot::Host | ExecRoot::Lower(_) => o.input.clone(),
+    };
+    input
+        .filter(|dir| dir.is_dir())
+        .and_then(|dir| std::path::absolute(dir).ok())
 }
 
 /// Says on stderr what the person asked to hear of `outcome` (`--stats`),
@@ -239,21 +277,35 @@ pub fn run_served(
 }
 
 /// [`run_served`] once connected: the request made here, the streams
-/// this process has handed over with it, the throwaway scratch directory
-/// removed by the service after its answer.
+/// this process has handed over with it. The service makes the run's
+/// scratch directory (ahead of the call where it can, with the twins
+/// `give_directories` asks for) unless `o` gives one; a directory of this
+/// process's own holds an empty input root, when one is needed.
 fn run_on_service(
     config: &RunnerConfig,
     conn: &std::os::fd::OwnedFd,
     o: ExecOptions,
 ) -> Result<i32> {
     let is_root = nix::unistd::geteuid().is_root();
-    let own = own_directory(&o, false)?;
-    let scratch = own.as_ref().map(|d| d.path().to_path_buf());
+    let empty_input = !matches!(o.root, ExecRoot::Dir(_)) && o.input.is_none();
+    let own = if empty_input {
+        Some(
+            tempfile::Builder::new()
+                .prefix("corral-exec-")
+                .tempdir()
+                .map_err(|e| Error::io("create a directory for an empty input root", e))?,
+        )
+    } else {
+        None
+    };
+    let made = o.scratch_dir.is_none();
+    let profile_dir = config.profile_dir.as_deref();
     let mut req = request(
-        config.profile_dir.as_deref(),
+        profile_dir,
         is_root,
         &o,
-        scratch.as_deref(),
+        own.as_ref().map(|d| d.path()),
+        made,
     )?;
     let mut streams = Vec::new();
     for (fd, stream) in [
@@ -266,22 +318,20 @@ fn run_on_service(
             streams.push(fd);
         }
     }
-    let given = o.scratch_dir.is_some() && o.remove_scratch;
-    let remove = (own.is_some() || given) && !o.keep;
-    // The service removes it (or keeps it, with `keep`) from here on.
-    let own = own.map(|dir| dir.keep());
-    let outcome = crate::resident::call(conn, req, &streams, remove);
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            if let (Some(dir), false) = (&own, o.keep) {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            return Err(e);
+    let scratch = if made {
+        crate::resident::Scratch::Made {
+            give: given_input(&o).filter(|_| o.give_directories),
+            keep: o.keep,
         }
+    } else {
+        if o.give_directories {
+            give_directories(&o, &req, config.sandbox_ids())?;
+        }
+        crate::resident::Scratch::Given
     };
-    let kept = own.filter(|_| o.keep);
-    Ok(report(&o, &outcome, kept.as_deref()))
+    let outcome = crate::resident::call(conn, req, &streams, scratch)?;
+    let kept = outcome.upper_dir.parent().filter(|_| made && o.keep);
+    Ok(report(&o, &outcome, kept))
 }
 
 /// The command's environment: exactly `--env`, plus a default `PATH`
@@ -309,12 +359,14 @@ fn environment(o: &ExecOptions) -> Result<Vec<(String, String)>> {
 /// The sandbox request of `o`, its throwaway directories in `scratch`
 /// (given whenever `o` needs one: see `run_on`); named profiles are looked
 /// up in `profile_dir`, and as root the scratch directory is opened to the
-/// sandbox's user.
+/// sandbox's user. With `made_elsewhere` and no scratch directory in `o`,
+/// the request's is left empty for the exec service to name.
 fn request(
     profile_dir: Option<&Path>,
     is_root: bool,
     o: &ExecOptions,
     scratch: Option<&Path>,
+    made_elsewhere: bool,
 ) -> Result<SandboxRequest> {
     let own = |name: &str| {
         scratch
@@ -352,10 +404,12 @@ fn request(
     }
     let input_root = std::path::absolute(&input)
         .map_err(|e| Error::io(format!("input root {}", input.display()), e))?;
-    let work = match &o.scratch_dir {
-        Some(dir) => std::path::absolute(dir)
+    let work = match (&o.scratch_dir, made_elsewhere) {
+        (Some(dir), _) => std::path::absolute(dir)
             .map_err(|e| Error::io(format!("scratch directory {}", dir.display()), e))?,
-        None => {
+        // The exec service names it.
+        (None, true) => PathBuf::new(),
+        (None, false) => {
             let work = own("run")?;
             std::fs::create_dir(&work).map_err(|e| Error::io("create the scratch directory", e))?;
             work

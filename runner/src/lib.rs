@@ -28,6 +28,7 @@ mod cancel;
 pub mod cgroups;
 pub mod client;
 mod control;
+mod dir_owner;
 mod error;
 pub mod exec;
 mod executor;

@@ -19,6 +19,7 @@
 mod client;
 mod place;
 mod server;
+mod spares;
 
 use serde::{Deserialize, Serialize};
 
@@ -38,10 +39,25 @@ struct Call {
     /// The run, its streams [`crate::Stdio::Passed`] (the descriptors sent
     /// with the call), [`crate::Stdio::Null`] or files.
     request: SandboxRequest,
-    /// Remove the request's scratch directory once the answer is sent: it
-    /// was made for this run alone, and its removal is then on no one's
-    /// clock.
-    remove_scratch: bool,
+    /// Where its scratch directory comes from.
+    scratch: Scratch,
+}
+
+/// Where a call's scratch directory comes from.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Scratch {
+    /// The caller's, named in the request, and left to the caller.
+    Given,
+    /// The service makes it, ahead of the call where it can (a spare made
+    /// after the last call with the same twins), with owned twins of the
+    /// directories of `give` ([`crate::dir_owner`]); the outcome's
+    /// `upper_dir` is in it. It is removed after the answer unless `keep`.
+    Made {
+        /// The input directory whose directories get owned twins.
+        give: Option<std::path::PathBuf>,
+        /// Leave it for the caller.
+        keep: bool,
+    },
 }
 
 /// What the service answers.

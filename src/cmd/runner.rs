@@ -7,7 +7,6 @@
 //! runtime, `exec --action` stops its runtime (and checks) before the
 //! sandbox starts, and the server forks its container helper first.
 
-mod dir_owner;
 mod farm_plan;
 mod outputs;
 mod recorded;
@@ -19,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use corral_runner::exec::{ExecOptions, ExecRoot};
 use corral_runner::{Limits, RunnerConfig};
 
@@ -323,7 +321,7 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
         null_stdin: false,
         scratch_dir: None,
         hostname: a.hostname,
-        remove_scratch: false,
+        give_directories: false,
     };
     let served = (!a.own_container).then_some(a.config.as_deref());
     let status = exec_as_the_farm(&config, served, opts)?;
@@ -331,45 +329,18 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `opts` with the input root's directories owned by the action's
-/// user, as a worker stages them ([`dir_owner`]): in a scratch directory
-/// this prepares, which the run removes after answering unless kept. With
+/// user, as a worker stages them (`ExecOptions::give_directories`). With
 /// `served` (the configuration's file, if any), through `runner exec`'s
-/// resident service; else in a container of this process's own.
+/// resident service, which makes the scratch directory and its twins ahead
+/// of the call; else in a container of this process's own.
 fn exec_as_the_farm(
     config: &RunnerConfig,
     served: Option<Option<&Path>>,
     mut opts: ExecOptions,
 ) -> anyhow::Result<i32> {
-    let run = |opts: ExecOptions| match served {
-        Some(path) => corral_runner::exec::run_served(config, path, opts),
-        None => corral_runner::exec::run(config, opts),
-    };
-    let input = match &opts.root {
-        ExecRoot::Dir(dir) => Some(dir.clone()),
-        ExecRoot::Host | ExecRoot::Lower(_) => opts.input.clone(),
-    };
-    let Some(input) = input.filter(|dir| dir.is_dir()) else {
-        // Nothing to give (the runner reports a missing directory).
-        return Ok(run(opts)?);
-    };
-    let scratch = scratch::create(nix::unistd::geteuid().is_root())?;
-    let keep = opts.keep;
-    opts.scratch_dir = Some(scratch.clone());
-    opts.remove_scratch = true;
-    let outcome = dir_owner::give_directories(&input, &scratch.join("upper"), config.sandbox_ids())
-        .with_context(|| {
-            format!(
-                "giving the directories of {} to the sandbox's user",
-                input.display()
-            )
-        })
-        .and_then(|_| Ok(run(opts)?));
-    if keep {
-        eprintln!("corral: scratch directory kept at {}", scratch.display());
-    } else if outcome.is_err() && scratch.exists() {
-        if let Err(e) = corral_worker::fsutil::remove_tree(&scratch) {
-            eprintln!("corral: could not remove {}: {e}", scratch.display());
-        }
-    }
-    outcome
+    opts.give_directories = true;
+    Ok(match served {
+        Some(path) => corral_runner::exec::run_served(config, path, opts)?,
+        None => corral_runner::exec::run(config, opts)?,
+    })
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
 
-use super::{Answer, Call, Place};
+use super::{Answer, Call, Place, Scratch};
 use crate::error::{Error, Result};
 use crate::packet;
 use crate::request::{Outcome, SandboxRequest};
@@ -132,20 +132,16 @@ fn log_tail(path: &Path) -> String {
 }
 
 /// Sends `request` on `conn` with `streams` (which its
-/// [`crate::Stdio::Passed`] streams index) and waits for the outcome. With
-/// `remove_scratch` the service removes the request's scratch directory
-/// after answering.
+/// [`crate::Stdio::Passed`] streams index) and waits for the outcome;
+/// `scratch` says where the run's scratch directory comes from.
 pub fn call(
     conn: &OwnedFd,
     request: SandboxRequest,
     streams: &[RawFd],
-    remove_scratch: bool,
+    scratch: Scratch,
 ) -> Result<Outcome> {
-    let bytes = serde_json::to_vec(&Call {
-        request,
-        remove_scratch,
-    })
-    .map_err(|e| Error::InvalidRequest(format!("encode the call: {e}")))?;
+    let bytes = serde_json::to_vec(&Call { request, scratch })
+        .map_err(|e| Error::InvalidRequest(format!("encode the call: {e}")))?;
     packet::send(conn.as_raw_fd(), &bytes, streams, MsgFlags::empty())
         .map_err(|e| Error::sys("send the call to the exec service", e))?;
     let mut buf = vec![0u8; MAX_ANSWER];

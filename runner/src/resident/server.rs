@@ -13,7 +13,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
 use tokio::io::unix::AsyncFd;
 
-use super::{Answer, Call, MAX_CALL};
+use super::spares::{Refill, Spares};
+use super::{Answer, Call, Scratch, MAX_CALL};
 use crate::error::{Error, Result};
 use crate::host::{Host, RunnerConfig};
 use crate::packet;
@@ -31,6 +32,8 @@ const MAX_STREAMS: usize = 3;
 struct Shared {
     host: Host,
     zygote: Zygote,
+    /// Scratch directories made ahead of calls.
+    spares: Spares,
     /// Calls under way.
     active: AtomicUsize,
     /// When the last call ended (or the service started).
@@ -47,9 +50,11 @@ pub fn serve_blocking(config: &RunnerConfig, socket: &Path, idle: Duration) -> R
         .enable_all()
         .build()
         .map_err(|e| Error::io("start the async runtime", e))?;
+    let spares = Spares::new(&host)?;
     let shared = Arc::new(Shared {
         host,
         zygote,
+        spares,
         active: AtomicUsize::new(0),
         last: Mutex::new(Instant::now()),
     });
@@ -187,20 +192,46 @@ async fn drain(shared: &Arc<Shared>, listener: &AsyncFd<OwnedFd>) {
     }
 }
 
-/// One call: answered, then its scratch directory removed if asked.
+/// What is left to do once a call is answered (or its caller is gone).
+#[derive(Default)]
+struct After {
+    /// The scratch directory to remove.
+    remove: Option<PathBuf>,
+    /// The spare to make for the next call like this one.
+    refill: Option<Refill>,
+}
+
+impl After {
+    /// Does it, off the runtime's threads.
+    async fn run(self, shared: &Arc<Shared>) {
+        if self.remove.is_none() && self.refill.is_none() {
+            return;
+        }
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = self.remove {
+                let _ = corral_proto::scratch::remove_tree(&dir);
+            }
+            if let Some(refill) = self.refill {
+                shared.spares.refill(refill);
+            }
+        })
+        .await;
+    }
+}
+
+/// One call: answered, then its scratch directory removed and a spare
+/// made, as asked.
 async fn serve_call(shared: Arc<Shared>, conn: OwnedFd) {
     if let Ok(conn) = watch(conn) {
-        if let Some((answer, scratch)) = answer(&shared, &conn).await {
+        let (answer, after) = answer(&shared, &conn).await;
+        if let Some(answer) = answer {
             if let Ok(bytes) = serde_json::to_vec(&answer) {
                 let _ = packet::send(conn.as_raw_fd(), &bytes, &[], MsgFlags::MSG_DONTWAIT);
             }
-            drop(conn);
-            if let Some(dir) = scratch {
-                let _ =
-                    tokio::task::spawn_blocking(move || corral_proto::scratch::remove_tree(&dir))
-                        .await;
-            }
         }
+        drop(conn);
+        after.run(&shared).await;
     }
     if let Ok(mut last) = shared.last.lock() {
         *last = Instant::now();
@@ -208,10 +239,9 @@ async fn serve_call(shared: Arc<Shared>, conn: OwnedFd) {
     shared.active.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// The answer to the call on `conn` and the scratch directory to remove
-/// after it; `None` when the caller went away (its run, if it had one, is
-/// cancelled).
-async fn answer(shared: &Shared, conn: &AsyncFd<OwnedFd>) -> Option<(Answer, Option<PathBuf>)> {
+/// The answer to the call on `conn` (`None` when the caller went away: its
+/// run, if it had one, is cancelled), and what is left to do after it.
+async fn answer(shared: &Arc<Shared>, conn: &AsyncFd<OwnedFd>) -> (Option<Answer>, After) {
     // The call is read first even from a caller that will be refused, so
     // that it reads the refusal rather than a broken pipe.
     let received = receive(conn).await;
@@ -224,31 +254,54 @@ async fn answer(shared: &Shared, conn: &AsyncFd<OwnedFd>) -> Option<(Answer, Opt
                 "this exec service serves uid {me} only; the caller is uid {}",
                 peer.uid()
             );
-            return Some((Err(refused), None));
+            return (Some(Err(refused)), After::default());
         }
-        Err(e) => return Some((Err(format!("the caller's credentials: {e}")), None)),
+        Err(e) => {
+            let failed = format!("the caller's credentials: {e}");
+            return (Some(Err(failed)), After::default());
+        }
     }
-    let (call, fds) = match received {
+    let (mut call, fds) = match received {
         Ok(Some(got)) => got,
-        Ok(None) => return None,
-        Err(e) => return Some((Err(e.to_string()), None)),
+        Ok(None) => return (None, After::default()),
+        Err(e) => return (Some(Err(e.to_string())), After::default()),
     };
-    let scratch = call
-        .remove_scratch
-        .then(|| call.request.scratch_dir.clone());
+    let after = match scratch_of(shared, &mut call).await {
+        Ok(after) => after,
+        Err(e) => return (Some(Err(e.to_string())), After::default()),
+    };
     if let Err(e) = check(&shared.host, &call.request, fds.len()) {
-        return Some((Err(e.to_string()), scratch));
+        return (Some(Err(e.to_string())), after);
     }
     tracing::debug!(args = ?call.request.args, "exec call");
     let run = shared.zygote.run_passing(call.request, fds);
     tokio::select! {
-        outcome = run => Some((outcome.map_err(|e| e.to_string()), scratch)),
+        outcome = run => (Some(outcome.map_err(|e| e.to_string())), after),
         _ = gone(conn) => {
             tracing::info!("the caller went away: its run is cancelled");
-            if let Some(dir) = scratch {
-                let _ = tokio::task::spawn_blocking(move || corral_proto::scratch::remove_tree(&dir)).await;
-            }
-            None
+            (None, after)
+        }
+    }
+}
+
+/// Names the call's scratch directory where the service makes it (a
+/// spare, or one made now); says what is left to do with it after the
+/// answer.
+async fn scratch_of(shared: &Arc<Shared>, call: &mut Call) -> Result<After> {
+    match &call.scratch {
+        Scratch::Given => Ok(After::default()),
+        Scratch::Made { give, keep } => {
+            let (give, keep) = (give.clone(), *keep);
+            let spares = shared.clone();
+            let (dir, refill) =
+                tokio::task::spawn_blocking(move || spares.spares.take(give.as_deref()))
+                    .await
+                    .map_err(|e| Error::Container(format!("make a scratch directory: {e}")))??;
+            call.request.scratch_dir = dir.clone();
+            Ok(After {
+                remove: (!keep).then_some(dir),
+                refill: Some(refill),
+            })
         }
     }
 }

@@ -56,7 +56,7 @@ pub fn exec_options(request: &pb::RunRequest, stats: bool) -> anyhow::Result<Exe
         null_stdin: true,
         scratch_dir: Some(PathBuf::from(&request.scratch_dir)),
         hostname: (!request.hostname.is_empty()).then(|| request.hostname.clone()),
-        remove_scratch: false,
+        give_directories: false,
     })
 }
 

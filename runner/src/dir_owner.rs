@@ -21,63 +21,103 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::hash::{Hash, Hasher};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::error::{Error, Result};
+
+/// The twins a directory needs: the directories (relative paths, parents
+/// first) that get an empty twin owned by the sandbox's user, and the mode
+/// each takes from the input.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Twins(Vec<(PathBuf, u32)>);
+
+impl Twins {
+    /// The twins of `input`'s directories for `owner` (host uid, gid):
+    /// those it does not own, and their parents, which a twin needs.
+    pub(crate) fn of(input: &Path, owner: (u32, u32)) -> Result<Twins> {
+        let foreign = foreign_directories(input, owner)?;
+        // Every twin's parents are twins too: the set holds them, in order.
+        let mut wanted = BTreeSet::new();
+        for rel in &foreign {
+            for ancestor in rel.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+                wanted.insert(ancestor.to_path_buf());
+            }
+        }
+        let mut twins = Vec::with_capacity(wanted.len());
+        for rel in wanted {
+            let lower = input.join(&rel);
+            let mode = fs::symlink_metadata(&lower)
+                .map_err(|e| Error::io(format!("stat {}", lower.display()), e))?
+                .mode();
+            twins.push((rel, mode & 0o7777));
+        }
+        Ok(Twins(twins))
+    }
+
+    /// How many there are.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// A name for this set of twins of `input`: two inputs with the same
+    /// name need the same twins.
+    pub(crate) fn key(&self, input: &Path, owner: (u32, u32)) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (input, owner, self).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Makes them in `upper` (made if missing), owned by `owner`.
+    pub(crate) fn make(&self, upper: &Path, owner: (u32, u32)) -> Result<()> {
+        fs::create_dir_all(upper)
+            .map_err(|e| Error::io(format!("create {}", upper.display()), e))?;
+        for (rel, mode) in &self.0 {
+            let twin = upper.join(rel);
+            fs::create_dir(&twin)
+                .map_err(|e| Error::io(format!("create {}", twin.display()), e))?;
+            chown(&twin, owner)?;
+            fs::set_permissions(&twin, fs::Permissions::from_mode(*mode))
+                .map_err(|e| Error::io(format!("chmod {}", twin.display()), e))?;
+        }
+        Ok(())
+    }
+}
 
 /// Makes the twins in `upper` of the directories of `input` that `owner`
 /// (host uid, gid) does not own; returns how many were made. Directories
 /// on another file system (mounted below `input`) are left out, as
 /// overlayfs shows none of them.
-pub fn give_directories(input: &Path, upper: &Path, owner: (u32, u32)) -> anyhow::Result<usize> {
-    let foreign = foreign_directories(input, owner)?;
-    // Every twin's parents are twins too: the set holds them, in order.
-    let mut wanted = BTreeSet::new();
-    for rel in &foreign {
-        for ancestor in rel.ancestors().filter(|a| !a.as_os_str().is_empty()) {
-            wanted.insert(ancestor.to_path_buf());
-        }
-    }
-    fs::create_dir_all(upper).with_context(|| format!("creating {}", upper.display()))?;
-    for rel in &wanted {
-        let (lower, twin) = (input.join(rel), upper.join(rel));
-        let mode = fs::symlink_metadata(&lower)
-            .with_context(|| format!("stat {}", lower.display()))?
-            .mode();
-        fs::create_dir(&twin).with_context(|| format!("creating {}", twin.display()))?;
-        chown(&twin, owner)?;
-        fs::set_permissions(&twin, fs::Permissions::from_mode(mode & 0o7777))
-            .with_context(|| format!("chmod {}", twin.display()))?;
-    }
-    Ok(wanted.len())
+pub(crate) fn give_directories(input: &Path, upper: &Path, owner: (u32, u32)) -> Result<usize> {
+    let twins = Twins::of(input, owner)?;
+    twins.make(upper, owner)?;
+    Ok(twins.len())
 }
 
 /// Paths (relative to `root`) of the directories below `root` that
 /// `owner` does not own, on `root`'s file system. Symlinks are not
 /// followed.
-fn foreign_directories(root: &Path, (uid, gid): (u32, u32)) -> anyhow::Result<Vec<PathBuf>> {
-    let device = fs::metadata(root)
-        .with_context(|| format!("stat {}", root.display()))?
-        .dev();
+fn foreign_directories(root: &Path, (uid, gid): (u32, u32)) -> Result<Vec<PathBuf>> {
+    let stat_err = |p: &Path, e| Error::io(format!("stat {}", p.display()), e);
+    let read_err = |p: &Path, e| Error::io(format!("reading {}", p.display()), e);
+    let device = fs::metadata(root).map_err(|e| stat_err(root, e))?.dev();
     let mut found = Vec::new();
     let mut pending = vec![PathBuf::new()];
     while let Some(rel) = pending.pop() {
         let dir = root.join(&rel);
-        let entries = fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        let entries = fs::read_dir(&dir).map_err(|e| read_err(&dir, e))?;
         for entry in entries {
-            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            let entry = entry.map_err(|e| read_err(&dir, e))?;
             // The directory entry's own type (no system call where the file
             // system records it, as ext4 and xfs do): a root's files far
             // outnumber its directories, and only directories are looked at.
-            let kind = entry
-                .file_type()
-                .with_context(|| format!("stat {}", entry.path().display()))?;
+            let kind = entry.file_type().map_err(|e| stat_err(&entry.path(), e))?;
             if !kind.is_dir() {
                 continue;
             }
-            let meta = fs::symlink_metadata(entry.path())
-                .with_context(|| format!("stat {}", entry.path().display()))?;
+            let meta =
+                fs::symlink_metadata(entry.path()).map_err(|e| stat_err(&entry.path(), e))?;
             if !meta.is_dir() || meta.dev() != device {
                 continue;
             }
@@ -91,7 +131,7 @@ fn foreign_directories(root: &Path, (uid, gid): (u32, u32)) -> anyhow::Result<Ve
     Ok(found)
 }
 
-fn chown(path: &Path, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
+fn chown(path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
     let me = (
         nix::unistd::geteuid().as_raw(),
         nix::unistd::getegid().as_raw(),
@@ -100,7 +140,7 @@ fn chown(path: &Path, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
         return Ok(());
     }
     nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
-        .with_context(|| format!("chown {}", path.display()))
+        .map_err(|e| Error::sys(format!("chown {}", path.display()), e))
 }
 
 #[cfg(test)]
