@@ -12,8 +12,7 @@ use std::io::{IoSlice, IoSliceMut, Read};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -146,17 +145,8 @@ pub(crate) fn recv<T: DeserializeOwned>(sock: RawFd) -> Result<Option<(T, Vec<Ow
         let mut iov = [IoSliceMut::new(&mut header)];
         match recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
             Ok(msg) => {
-                let mut fds = Vec::new();
-                for cmsg in msg.cmsgs().map_err(|e| Error::sys("control message", e))? {
-                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                        // SAFETY: the kernel just installed these descriptors
-                        // in this process for us alone.
-                        fds.extend(
-                            raw.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
-                    }
-                }
+                let fds = crate::packet::descriptors(&msg)
+                    .map_err(|e| Error::sys("control message", e))?;
                 break (msg.bytes, fds);
             }
             Err(nix::errno::Errno::EINTR) => continue,

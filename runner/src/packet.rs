@@ -8,7 +8,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, RecvMsg};
 
 /// The most descriptors one message carries (a command's three streams,
 /// with room to spare).
@@ -53,18 +53,7 @@ pub(crate) fn recv(
             Err(e) => return Err(e),
             Ok(msg) => msg,
         };
-        let mut fds = Vec::new();
-        for cmsg in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                // SAFETY: the kernel just installed these descriptors in
-                // this process for this message alone; nothing else owns
-                // them.
-                fds.extend(
-                    raw.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
+        let fds = descriptors(&msg)?;
         let truncated = msg
             .flags
             .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
@@ -73,6 +62,23 @@ pub(crate) fn recv(
         }
         return Ok((msg.bytes, fds));
     }
+}
+
+/// The descriptors that came with `msg` (`SCM_RIGHTS`), owned: the
+/// kernel installed them in this process for this message alone.
+pub(crate) fn descriptors(msg: &RecvMsg<'_, '_, ()>) -> nix::Result<Vec<OwnedFd>> {
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this
+            // process for this message alone; nothing else owns them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok(fds)
 }
 
 /// The length of the next record on `sock` without taking it (0 when the
