@@ -124,16 +124,21 @@ pub fn wait_single_threaded(patience: std::time::Duration) -> Result<()> {
 /// removed on the host's disk is not free (on this machine's ext4, 0.1 to
 /// 0.3 ms each).
 fn own_directory(o: &ExecOptions, interactive: bool) -> Result<Option<tempfile::TempDir>> {
-    let needs_own = o.scratch_dir.is_none()
-        || interactive
-        || (!matches!(o.root, ExecRoot::Dir(_)) && o.input.is_none());
-    if !needs_own {
-        return Ok(None);
-    }
+    let needs_own = o.scratch_dir.is_none() || interactive || needs_empty_input(o);
+    needs_own.then(throwaway_directory).transpose()
+}
+
+/// Whether the command's input root is an empty directory of the run's
+/// own: a host or image root with no `--input`.
+fn needs_empty_input(o: &ExecOptions) -> bool {
+    !matches!(o.root, ExecRoot::Dir(_)) && o.input.is_none()
+}
+
+/// A new directory of this run's own in the temporary directory.
+fn throwaway_directory() -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix("corral-exec-")
         .tempdir()
-        .map(Some)
         .map_err(|e| Error::io("create a scratch directory", e))
 }
 
@@ -287,17 +292,9 @@ fn run_on_service(
     o: ExecOptions,
 ) -> Result<i32> {
     let is_root = nix::unistd::geteuid().is_root();
-    let empty_input = !matches!(o.root, ExecRoot::Dir(_)) && o.input.is_none();
-    let own = if empty_input {
-        Some(
-            tempfile::Builder::new()
-                .prefix("corral-exec-")
-                .tempdir()
-                .map_err(|e| Error::io("create a directory for an empty input root", e))?,
-        )
-    } else {
-        None
-    };
+    let own = needs_empty_input(&o)
+        .then(throwaway_directory)
+        .transpose()?;
     let made = o.scratch_dir.is_none();
     let profile_dir = config.profile_dir.as_deref();
     let mut req = request(

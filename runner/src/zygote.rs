@@ -12,11 +12,12 @@
 //!
 //! Protocol: the service sends `Run { id, request }` as JSON, with the
 //! descriptors its [`crate::Stdio::Passed`] streams name attached to the
-//! same record (`packet`), which the zygote hands on to the run's child the
-//! same way; the run's child replies `Reply { id, result }`. `Cancel { id }` (sent when the
-//! caller of a run goes away) makes the zygote signal that run's child,
-//! which kills its container (see [`crate::cancel`]). When a child dies without
-//! replying, the zygote replies for it with an error. When the service end
+//! same record (`packet`), which the zygote hands on to the run's child
+//! the same way; the run's child replies `Reply { id, result }`.
+//! `Cancel { id }` (sent when the caller of a run goes away) makes the
+//! zygote signal that run's child, which kills its container (see
+//! [`crate::cancel`]). When a child dies without replying, the zygote
+//! replies for it with an error. When the service end
 //! closes, the zygote exits, and the kernel kills it if the service dies
 //! (PR_SET_PDEATHSIG).
 
@@ -233,9 +234,7 @@ impl Zygote {
             Err(_) => Err(Error::Zygote("the container helper (zygote) exited".into())),
         }
     }
-}
 
-impl Zygote {
     /// Sends one request. The socket's buffer holds several: the send
     /// almost never waits, and a hop through the blocking pool (a thread
     /// woken, then this task) costs more than the send itself.

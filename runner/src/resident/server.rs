@@ -66,9 +66,7 @@ pub fn serve_blocking(config: &RunnerConfig, socket: &Path, idle: Duration) -> R
             _ = crate::service::terminated() => "terminated",
         };
         tracing::info!(why, "exec service leaving");
-        if socket_inode(socket) == Some(inode) {
-            let _ = std::fs::remove_file(socket);
-        }
+        remove_if_own(socket, inode);
         Ok(())
     })
 }
@@ -145,14 +143,8 @@ async fn accept_until_idle(
         tokio::select! {
             ready = listener.readable() => {
                 let mut guard = ready.map_err(|e| Error::io("wait for callers", e))?;
-                match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
-                    Ok(raw) => {
-                        // SAFETY: accept4 returned a new descriptor that
-                        // nothing else owns.
-                        let conn = unsafe { OwnedFd::from_raw_fd(raw) };
-                        shared.active.fetch_add(1, Ordering::SeqCst);
-                        tokio::spawn(serve_call(shared.clone(), conn));
-                    }
+                match accept(shared, &listener) {
+                    Ok(()) => {}
                     Err(Errno::EAGAIN) => guard.clear_ready(),
                     Err(e) => tracing::warn!(error = %e, "accept"),
                 }
@@ -166,7 +158,7 @@ async fn accept_until_idle(
                 }
                 let since = shared.last.lock().map(|t| t.elapsed()).unwrap_or_default();
                 if shared.active.load(Ordering::SeqCst) == 0 && since >= idle {
-                    let _ = std::fs::remove_file(socket);
+                    remove_if_own(socket, inode);
                     drain(shared, &listener).await;
                     return Ok("idle");
                 }
@@ -175,18 +167,30 @@ async fn accept_until_idle(
     }
 }
 
+/// Takes one waiting caller, if there is one (else `EAGAIN`), and serves
+/// its call on a task of its own.
+fn accept(shared: &Arc<Shared>, listener: &AsyncFd<OwnedFd>) -> nix::Result<()> {
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let raw = socket::accept4(listener.as_raw_fd(), flags)?;
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+    shared.active.fetch_add(1, Ordering::SeqCst);
+    tokio::spawn(serve_call(shared.clone(), conn));
+    Ok(())
+}
+
+/// Removes the socket file at `socket` if it is still this service's
+/// (inode `inode`), never one another service put there since.
+fn remove_if_own(socket: &Path, inode: u64) {
+    if socket_inode(socket) == Some(inode) {
+        let _ = std::fs::remove_file(socket);
+    }
+}
+
 /// Serves the callers that connected before the socket's file was
 /// removed, until no call is left: each was promised an answer.
 async fn drain(shared: &Arc<Shared>, listener: &AsyncFd<OwnedFd>) {
-    while let Ok(raw) = socket::accept4(
-        listener.as_raw_fd(),
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    ) {
-        // SAFETY: accept4 returned a new descriptor that nothing else owns.
-        let conn = unsafe { OwnedFd::from_raw_fd(raw) };
-        shared.active.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(serve_call(shared.clone(), conn));
-    }
+    while accept(shared, listener).is_ok() {}
     while shared.active.load(Ordering::SeqCst) > 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
