@@ -19,7 +19,7 @@
 //! sees DIR's content in directories it owns, as on the farm. Files keep
 //! their owners, as a farm's hardlinked inputs keep theirs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -37,7 +37,7 @@ impl Twins {
     /// The twins of `input`'s directories for `owner` (host uid, gid):
     /// those it does not own, and their parents, which a twin needs.
     pub(crate) fn of(input: &Path, owner: (u32, u32)) -> Result<Twins> {
-        let foreign = foreign_directories(input, owner)?;
+        let Directories { foreign, modes } = directories(input, owner)?;
         // Every twin's parents are twins too: the set holds them, in order.
         let mut wanted = BTreeSet::new();
         for rel in &foreign {
@@ -45,14 +45,18 @@ impl Twins {
                 wanted.insert(ancestor.to_path_buf());
             }
         }
-        let mut twins = Vec::with_capacity(wanted.len());
-        for rel in wanted {
-            let lower = input.join(&rel);
-            let mode = fs::symlink_metadata(&lower)
-                .map_err(|e| Error::io(format!("stat {}", lower.display()), e))?
-                .mode();
-            twins.push((rel, mode & 0o7777));
-        }
+        // Every ancestor of a directory found was walked through.
+        let twins = wanted
+            .into_iter()
+            .map(|rel| match modes.get(&rel) {
+                Some(mode) => Ok((rel, *mode)),
+                None => Err(Error::InvalidRequest(format!(
+                    "{} was not walked as a directory of {}",
+                    rel.display(),
+                    input.display()
+                ))),
+            })
+            .collect::<Result<_>>()?;
         Ok(Twins(twins))
     }
 
@@ -95,14 +99,23 @@ pub(crate) fn give_directories(input: &Path, upper: &Path, owner: (u32, u32)) ->
     Ok(twins.len())
 }
 
-/// Paths (relative to `root`) of the directories below `root` that
-/// `owner` does not own, on `root`'s file system. Symlinks are not
-/// followed.
-fn foreign_directories(root: &Path, (uid, gid): (u32, u32)) -> Result<Vec<PathBuf>> {
+/// What a walk of an input's directories found.
+struct Directories {
+    /// Those (relative paths) the owner does not own.
+    foreign: Vec<PathBuf>,
+    /// The mode (permission bits) of every directory walked, so that a
+    /// twin's is not looked up a second time.
+    modes: HashMap<PathBuf, u32>,
+}
+
+/// The directories below `root` on `root`'s file system, and which of
+/// them `owner` does not own. Symlinks are not followed.
+fn directories(root: &Path, (uid, gid): (u32, u32)) -> Result<Directories> {
     let stat_err = |p: &Path, e| Error::io(format!("stat {}", p.display()), e);
     let read_err = |p: &Path, e| Error::io(format!("reading {}", p.display()), e);
     let device = fs::metadata(root).map_err(|e| stat_err(root, e))?.dev();
     let mut found = Vec::new();
+    let mut modes = HashMap::new();
     let mut pending = vec![PathBuf::new()];
     while let Some(rel) = pending.pop() {
         let dir = root.join(&rel);
@@ -125,10 +138,14 @@ fn foreign_directories(root: &Path, (uid, gid): (u32, u32)) -> Result<Vec<PathBu
             if (meta.uid(), meta.gid()) != (uid, gid) {
                 found.push(child.clone());
             }
+            modes.insert(child.clone(), meta.mode() & 0o7777);
             pending.push(child);
         }
     }
-    Ok(found)
+    Ok(Directories {
+        foreign: found,
+        modes,
+    })
 }
 
 fn chown(path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
@@ -169,7 +186,7 @@ mod tests {
         if !nix::unistd::geteuid().is_root() {
             // Without root the twins cannot be given away; the walk
             // still finds what needs them.
-            let found = foreign_directories(&input, owner).unwrap();
+            let found = directories(&input, owner).unwrap().foreign;
             assert_eq!(found.len(), 3);
             fs::remove_dir_all(&tmp).unwrap();
             return;
