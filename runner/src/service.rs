@@ -22,7 +22,7 @@ use crate::zygote::Zygote;
 #[cfg(test)]
 mod reuse_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// The gRPC service.
 struct RunnerService {
@@ -68,7 +68,7 @@ fn stdio(field: &str, value: &str) -> Result<Stdio> {
 }
 
 /// Converts and validates a protocol request.
-fn to_sandbox_request(host: &Host, r: pb::RunRequest) -> Result<SandboxRequest> {
+pub(crate) fn to_sandbox_request(host: &Host, r: pb::RunRequest) -> Result<SandboxRequest> {
     let rootfs = match r.rootfs {
         Some(pb::run_request::Rootfs::InputRootAsRoot(_)) => Rootfs::InputRoot,
         Some(pb::run_request::Rootfs::Host(_)) => Rootfs::Host,

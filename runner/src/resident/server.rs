@@ -390,3 +390,51 @@ fn check(host: &Host, req: &SandboxRequest, sent: usize) -> Result<()> {
     let layout = Layout::new(host, req)?;
     crate::sandbox::check(host, req, &layout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::RunnerConfig;
+
+    /// A checked request of the service's own shape, its stdout `stdout`.
+    fn request_with_stdout(stdout: Stdio) -> (Host, SandboxRequest, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        crate::testkit::busybox_root(&root);
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        let host = Host::probe(&RunnerConfig::default()).unwrap();
+        let out = tmp.path().join("out");
+        let pb = crate::service::tests::run_request(&root, &scratch, &out, "true");
+        let mut req = crate::service::to_sandbox_request(&host, pb).unwrap();
+        req.stdout = stdout;
+        (host, req, tmp)
+    }
+
+    #[test]
+    fn a_caller_may_name_only_streams_it_sent_or_files() {
+        let (host, req, _tmp) = request_with_stdout(Stdio::Passed(0));
+        check(&host, &req, 1).unwrap();
+        let (host, req, _tmp) = request_with_stdout(Stdio::Null);
+        check(&host, &req, 0).unwrap();
+        // A descriptor it did not send, and the service's own.
+        for (stdout, sent, says) in [
+            (
+                Stdio::Passed(1),
+                1,
+                "descriptor 1 of those sent, but 1 were sent",
+            ),
+            (Stdio::Fd(3), 3, "send the descriptor with the call"),
+            (Stdio::Inherit, 3, "send the descriptor with the call"),
+            (
+                Stdio::Terminal(PathBuf::from("/tmp/console.sock")),
+                3,
+                "send the descriptor with the call",
+            ),
+        ] {
+            let (host, req, _tmp) = request_with_stdout(stdout.clone());
+            let e = check(&host, &req, sent).unwrap_err().to_string();
+            assert!(e.contains("stdout") && e.contains(says), "{stdout:?}: {e}");
+        }
+    }
+}

@@ -8,7 +8,7 @@ use crate::zygote::Zygote;
 use crate::{Host, RunnerConfig};
 use corral_proto::runner::v1 as pb;
 
-pub(super) fn run_request(
+pub(crate) fn run_request(
     root: &std::path::Path,
     scratch: &std::path::Path,
     out: &std::path::Path,
