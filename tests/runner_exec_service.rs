@@ -289,6 +289,41 @@ fn scratch_directories_made_ahead_are_each_runs_own() {
 }
 
 #[test]
+fn a_reused_scratch_directory_holds_nothing_of_its_last_run() {
+    let desk = Desk::new();
+    for dir in ["usr/lib", "var"] {
+        fs::create_dir_all(desk.root().join(dir)).unwrap();
+    }
+    // Each run finds the root as it is, then writes a file, makes a
+    // directory and changes a mode; the service reuses a scratch directory
+    // once what the run changed is made anew.
+    let script = "test ! -e /etc/leak && test ! -e /usr/lib/new && stat -c %a /var \
+                  && echo x > /etc/leak && mkdir /usr/lib/new && chmod 700 /var";
+    let mut used = std::collections::HashSet::new();
+    let mut reused = 0;
+    for i in 0..8 {
+        // Spares are trusted only some clock ticks after they are made.
+        std::thread::sleep(Duration::from_millis(30));
+        let out = desk.run(&["--stats"], &["/bin/sh", "-c", script]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "run {i}: {stderr}");
+        assert_eq!(text(&out.stdout), "755\n", "run {i}: {stderr}");
+        let outcome: serde_json::Value = stderr
+            .lines()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| panic!("run {i}: no outcome in {stderr:?}"));
+        let upper = PathBuf::from(outcome["upper_dir"].as_str().unwrap());
+        if !used.insert(upper.parent().unwrap().to_path_buf()) {
+            reused += 1;
+        }
+    }
+    assert!(
+        reused >= 4,
+        "{reused} of 8 runs reused a directory: {used:?}"
+    );
+}
+
+#[test]
 fn a_caller_that_goes_away_cancels_its_run() {
     let desk = Desk::new();
     // The service is started by a first call, so that the second is its.

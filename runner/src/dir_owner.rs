@@ -22,8 +22,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
@@ -37,7 +38,18 @@ impl Twins {
     /// The twins of `input`'s directories for `owner` (host uid, gid):
     /// those it does not own, and their parents, which a twin needs.
     pub(crate) fn of(input: &Path, owner: (u32, u32)) -> Result<Twins> {
-        let Directories { foreign, modes } = directories(input, owner)?;
+        Ok(Twins::walked(input, owner)?.0)
+    }
+
+    /// [`Twins::of`], and what the walk saw of `input`'s directories, if
+    /// it may be trusted later ([`Stamps`]).
+    pub(crate) fn walked(input: &Path, owner: (u32, u32)) -> Result<(Twins, Option<Stamps>)> {
+        let walk_began = SystemTime::now();
+        let Directories {
+            foreign,
+            modes,
+            seen,
+        } = directories(input, owner)?;
         // Every twin's parents are twins too: the set holds them, in order.
         let mut wanted = BTreeSet::new();
         for rel in &foreign {
@@ -57,7 +69,9 @@ impl Twins {
                 ))),
             })
             .collect::<Result<_>>()?;
-        Ok(Twins(twins))
+        let stamps = Stamps { seen };
+        let settled = stamps.settled_before(walk_began);
+        Ok((Twins(twins), settled.then_some(stamps)))
     }
 
     /// How many there are.
@@ -73,15 +87,46 @@ impl Twins {
         hasher.finish()
     }
 
-    /// Makes them in `upper` (made if missing), owned by `owner`.
+    /// Their paths, relative to the upper directory, parents first.
+    pub(crate) fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.0.iter().map(|(rel, _)| rel.as_path())
+    }
+
+    /// Makes them in `upper` (made if missing, and `owner`'s too, as the
+    /// runner makes an upper directory), owned by `owner`.
     pub(crate) fn make(&self, upper: &Path, owner: (u32, u32)) -> Result<()> {
         fs::create_dir_all(upper)
             .map_err(|e| Error::io(format!("create {}", upper.display()), e))?;
+        chown(upper, owner)?;
+        self.make_below(upper, owner, Path::new(""))
+    }
+
+    /// Makes, in `upper`, those that are `top` or below it (all of them
+    /// for an empty `top`).
+    pub(crate) fn make_below(&self, upper: &Path, owner: (u32, u32), top: &Path) -> Result<()> {
+        let umask = umask();
+        // Directories made in a set-group-ID directory inherit the bit.
+        let mut setgid = std::collections::HashSet::new();
         for (rel, mode) in &self.0 {
+            if *mode & 0o2000 != 0 {
+                setgid.insert(rel.as_path());
+            }
+            if !rel.starts_with(top) {
+                continue;
+            }
             let twin = upper.join(rel);
-            fs::create_dir(&twin)
+            fs::DirBuilder::new()
+                .mode(*mode & 0o777)
+                .create(&twin)
                 .map_err(|e| Error::io(format!("create {}", twin.display()), e))?;
             chown(&twin, owner)?;
+            // `mkdir` already gave it its mode unless the umask took bits
+            // away or the mode has special bits (a chmod each is 453
+            // system calls on a Debian root, on every call's spare).
+            let inherits = rel.parent().is_some_and(|p| setgid.contains(p));
+            if *mode & umask == 0 && *mode & 0o7000 == 0 && !inherits {
+                continue;
+            }
             fs::set_permissions(&twin, fs::Permissions::from_mode(*mode))
                 .map_err(|e| Error::io(format!("chmod {}", twin.display()), e))?;
         }
@@ -106,6 +151,82 @@ struct Directories {
     /// The mode (permission bits) of every directory walked, so that a
     /// twin's is not looked up a second time.
     modes: HashMap<PathBuf, u32>,
+    /// The root and every directory looked at, as seen.
+    seen: Vec<(PathBuf, Seen)>,
+}
+
+/// What a walk saw of one directory. Any change that could change the
+/// walk's answer changes one of these: an entry added, removed or renamed
+/// changes its directory's mtime and ctime, a new owner or mode its
+/// ctime (which no caller can set), a mount or unmount its device and
+/// inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Seen {
+    fn of(meta: &fs::Metadata) -> Seen {
+        Seen {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// When it last changed (the later of mtime and ctime).
+    fn changed(&self) -> SystemTime {
+        let at = |(secs, nanos): (i64, i64)| {
+            let since = Duration::new(secs.unsigned_abs(), nanos.clamp(0, 999_999_999) as u32);
+            if secs >= 0 {
+                UNIX_EPOCH + since
+            } else {
+                UNIX_EPOCH - since
+            }
+        };
+        at(self.mtime).max(at(self.ctime))
+    }
+}
+
+/// How long before a walk its directories must have last changed for the
+/// walk's view to be kept: a change in the same clock tick as the walk
+/// (or, on a file system with coarse times, the same second) could leave
+/// the times it saw unchanged.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// What a walk of an input saw of its directories. While every one of
+/// them still looks the same ([`Stamps::still_hold`]), a new walk would
+/// find the same twins: the exec service keeps them instead of walking a
+/// root of hundreds of directories before every call.
+#[derive(Debug, Clone)]
+pub(crate) struct Stamps {
+    seen: Vec<(PathBuf, Seen)>,
+}
+
+impl Stamps {
+    /// Whether every directory had last changed [`SETTLE`] before
+    /// `walk_began`.
+    fn settled_before(&self, walk_began: SystemTime) -> bool {
+        let cut = walk_began.checked_sub(SETTLE).unwrap_or(UNIX_EPOCH);
+        self.seen.iter().all(|(_, seen)| seen.changed() < cut)
+    }
+
+    /// Whether `input`'s directories still look as the walk saw them (one
+    /// `statx` each, no directory read).
+    pub(crate) fn still_hold(&self, input: &Path) -> bool {
+        self.seen.iter().all(|(rel, seen)| {
+            let meta = if rel.as_os_str().is_empty() {
+                fs::metadata(input)
+            } else {
+                fs::symlink_metadata(input.join(rel))
+            };
+            meta.is_ok_and(|m| Seen::of(&m) == *seen)
+        })
+    }
 }
 
 /// The directories below `root` on `root`'s file system, and which of
@@ -113,7 +234,9 @@ struct Directories {
 fn directories(root: &Path, (uid, gid): (u32, u32)) -> Result<Directories> {
     let stat_err = |p: &Path, e| Error::io(format!("stat {}", p.display()), e);
     let read_err = |p: &Path, e| Error::io(format!("reading {}", p.display()), e);
-    let device = fs::metadata(root).map_err(|e| stat_err(root, e))?.dev();
+    let top = fs::metadata(root).map_err(|e| stat_err(root, e))?;
+    let device = top.dev();
+    let mut seen = vec![(PathBuf::new(), Seen::of(&top))];
     let mut found = Vec::new();
     let mut modes = HashMap::new();
     let mut pending = vec![PathBuf::new()];
@@ -131,10 +254,12 @@ fn directories(root: &Path, (uid, gid): (u32, u32)) -> Result<Directories> {
             }
             let meta =
                 fs::symlink_metadata(entry.path()).map_err(|e| stat_err(&entry.path(), e))?;
+            let child = rel.join(entry.file_name());
+            // A mount point too: unmounted, it would show what it hides.
+            seen.push((child.clone(), Seen::of(&meta)));
             if !meta.is_dir() || meta.dev() != device {
                 continue;
             }
-            let child = rel.join(entry.file_name());
             if (meta.uid(), meta.gid()) != (uid, gid) {
                 found.push(child.clone());
             }
@@ -145,7 +270,21 @@ fn directories(root: &Path, (uid, gid): (u32, u32)) -> Result<Directories> {
     Ok(Directories {
         foreign: found,
         modes,
+        seen,
     })
+}
+
+/// This process's umask, from `/proc/self/status` (reading it with
+/// `umask(2)` would change it for a moment under other threads); all bits
+/// when it cannot be read, so that every twin is given its mode.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+            u32::from_str_radix(line.trim(), 8).ok()
+        })
+        .unwrap_or(0o777)
 }
 
 fn chown(path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
@@ -175,9 +314,20 @@ mod tests {
         let tmp = std::env::temp_dir().join(format!("corral-dir-owner-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         let input = tmp.join("root");
+        // Modes mkdir alone gives, one a umask would cut, special bits,
+        // and a plain directory below a set-group-ID one (where mkdir
+        // would add the bit).
+        let modes = [
+            ("etc", 0o750),
+            ("etc/deep", 0o755),
+            ("tmp", 0o1777),
+            ("var", 0o2775),
+            ("var/mail", 0o755),
+        ];
         fs::create_dir_all(input.join("etc/deep")).unwrap();
         fs::create_dir_all(input.join("tmp")).unwrap();
-        for (dir, mode) in [("etc", 0o750), ("etc/deep", 0o755), ("tmp", 0o1777)] {
+        fs::create_dir_all(input.join("var/mail")).unwrap();
+        for (dir, mode) in modes {
             fs::set_permissions(input.join(dir), fs::Permissions::from_mode(mode)).unwrap();
         }
         fs::write(input.join("etc/passwd"), "root:x:0:0\n").unwrap();
@@ -187,12 +337,12 @@ mod tests {
             // Without root the twins cannot be given away; the walk
             // still finds what needs them.
             let found = directories(&input, owner).unwrap().foreign;
-            assert_eq!(found.len(), 3);
+            assert_eq!(found.len(), 5);
             fs::remove_dir_all(&tmp).unwrap();
             return;
         }
-        assert_eq!(give_directories(&input, &upper, owner).unwrap(), 3);
-        for (dir, mode) in [("etc", 0o750), ("etc/deep", 0o755), ("tmp", 0o1777)] {
+        assert_eq!(give_directories(&input, &upper, owner).unwrap(), 5);
+        for (dir, mode) in modes {
             let meta = fs::symlink_metadata(upper.join(dir)).unwrap();
             assert_eq!((meta.uid(), meta.gid()), owner, "{dir}");
             assert_eq!(meta.mode() & 0o7777, mode, "{dir}");

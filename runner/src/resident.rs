@@ -19,7 +19,9 @@
 mod client;
 mod place;
 mod server;
+mod skeleton;
 mod spares;
+mod walks;
 
 use serde::{Deserialize, Serialize};
 

@@ -199,26 +199,35 @@ async fn drain(shared: &Arc<Shared>, listener: &AsyncFd<OwnedFd>) {
 /// What is left to do once a call is answered (or its caller is gone).
 #[derive(Default)]
 struct After {
-    /// The scratch directory to remove.
-    remove: Option<PathBuf>,
+    /// The scratch directory to reuse or remove (none when kept).
+    done_with: Option<PathBuf>,
     /// The spare to make for the next call like this one.
     refill: Option<Refill>,
+    /// Whether the scratch directory may become that spare.
+    reuse: bool,
 }
 
 impl After {
+    /// The same, but with the scratch directory removed rather than
+    /// reused: a cancelled run may still be writing to it.
+    fn not_reused(mut self) -> After {
+        self.reuse = false;
+        self
+    }
+
     /// Does it, off the runtime's threads.
     async fn run(self, shared: &Arc<Shared>) {
-        if self.remove.is_none() && self.refill.is_none() {
+        let Some(refill) = self.refill else {
             return;
-        }
+        };
         let shared = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(dir) = self.remove {
+        let _ = tokio::task::spawn_blocking(move || match self.done_with {
+            Some(dir) if self.reuse => shared.spares.recycle(dir, refill),
+            Some(dir) => {
                 let _ = corral_proto::scratch::remove_tree(&dir);
-            }
-            if let Some(refill) = self.refill {
                 shared.spares.refill(refill);
             }
+            None => shared.spares.refill(refill),
         })
         .await;
     }
@@ -283,7 +292,7 @@ async fn answer(shared: &Arc<Shared>, conn: &AsyncFd<OwnedFd>) -> (Option<Answer
         outcome = run => (Some(outcome.map_err(|e| e.to_string())), after),
         _ = gone(conn) => {
             tracing::info!("the caller went away: its run is cancelled");
-            (None, after)
+            (None, after.not_reused())
         }
     }
 }
@@ -303,8 +312,9 @@ async fn scratch_of(shared: &Arc<Shared>, call: &mut Call) -> Result<After> {
                     .map_err(|e| Error::Container(format!("make a scratch directory: {e}")))??;
             call.request.scratch_dir = dir.clone();
             Ok(After {
-                remove: (!keep).then_some(dir),
+                done_with: (!keep).then_some(dir),
                 refill: Some(refill),
+                reuse: true,
             })
         }
     }

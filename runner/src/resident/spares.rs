@@ -1,23 +1,35 @@
 //! Scratch directories the service makes ahead of calls: after each call
-//! whose scratch directory it made, it makes a spare with the same twins
-//! (`dir_owner`), so that the next call on the same input finds its
-//! directories made. A `mkdir` on a disk is not free (0.03–0.3 ms each on
-//! this machine's ext4), and a root-owned root needs one per directory.
+//! whose scratch directory it made, a spare with the same twins
+//! (`dir_owner`) is ready for the next call on the same input, so that it
+//! finds its directories made. A `mkdir` on a disk is not free (0.03–0.3
+//! ms each on this machine's ext4), and a root-owned root needs one per
+//! directory. The spare is the call's own scratch directory, its changed
+//! twins made anew ([`Skeleton`]), where the call's run can be told not to
+//! have changed the rest; else a new one.
 //!
 //! Spares live in a directory of the service's own in the temporary
 //! directory, each of mode 0700 until it is handed out: the twins in it
 //! belong to the sandbox's user, and no one, that user included, may reach
 //! them before the run they are for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use crate::dir_owner::Twins;
 use crate::error::{Error, Result};
 use crate::host::Host;
+
+use super::skeleton::Skeleton;
+use super::walks::Walks;
+
+/// Spares kept per input: two, so that a spare handed out has been ready
+/// for a call's time, however fast the calls come ([`Skeleton`] trusts
+/// only a skeleton read some clock ticks before its run).
+const KEPT_PER_INPUT: usize = 2;
 
 /// The spares of one service.
 pub(super) struct Spares {
@@ -28,10 +40,19 @@ pub(super) struct Spares {
     /// Mode of a scratch directory handed out: the sandbox's user must
     /// reach it (as root, another user).
     open_mode: u32,
-    /// Spares made, by the name of their twins.
-    ready: Mutex<HashMap<u64, Vec<PathBuf>>>,
+    /// Spares made, by the name of their twins, oldest first.
+    ready: Mutex<HashMap<u64, VecDeque<Spare>>>,
+    /// The twins of the inputs seen so far.
+    walks: Walks,
     /// Names the next directory.
     next: AtomicU64,
+}
+
+/// A scratch directory ready for a call.
+struct Spare {
+    dir: PathBuf,
+    /// Its upper directory's twins as made.
+    skeleton: Skeleton,
 }
 
 /// What a scratch directory handed out was made for: the spare to make
@@ -39,6 +60,10 @@ pub(super) struct Spares {
 pub(super) struct Refill {
     key: u64,
     twins: Twins,
+    /// Its upper directory's twins as they were when handed out.
+    skeleton: Skeleton,
+    /// When it was handed out.
+    handed: SystemTime,
 }
 
 impl Spares {
@@ -64,6 +89,7 @@ impl Spares {
             owner: (host.map_uid, host.map_gid),
             open_mode: if host.is_root { 0o755 } else { 0o700 },
             ready: Mutex::new(HashMap::new()),
+            walks: Walks::default(),
             next: AtomicU64::new(1),
         })
     }
@@ -73,7 +99,7 @@ impl Spares {
     /// call.
     pub(super) fn take(&self, give: Option<&Path>) -> Result<(PathBuf, Refill)> {
         let twins = match give {
-            Some(input) => Twins::of(input, self.owner)?,
+            Some(input) => self.walks.twins(input, self.owner)?,
             None => Twins::default(),
         };
         let key = twins.key(give.unwrap_or(Path::new("")), self.owner);
@@ -81,14 +107,83 @@ impl Spares {
             .ready
             .lock()
             .ok()
-            .and_then(|mut ready| ready.get_mut(&key).and_then(Vec::pop));
-        let dir = match spare {
-            Some(dir) => dir,
+            .and_then(|mut ready| ready.get_mut(&key).and_then(VecDeque::pop_front));
+        let Spare { dir, skeleton } = match spare {
+            Some(spare) => spare,
             None => self.make(&twins)?,
         };
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(self.open_mode))
             .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
-        Ok((dir, Refill { key, twins }))
+        let handed = SystemTime::now();
+        Ok((
+            dir,
+            Refill {
+                key,
+                twins,
+                skeleton,
+                handed,
+            },
+        ))
+    }
+
+    /// After the call `dir` was handed out for: makes it the next call's
+    /// spare where its run changed only twins (made anew), else removes it
+    /// and makes a new spare.
+    pub(super) fn recycle(&self, dir: PathBuf, refill: Refill) {
+        match self.restore(&dir, &refill) {
+            Ok(skeleton) => self.keep(refill.key, Spare { dir, skeleton }),
+            Err(why) => {
+                tracing::debug!(dir = %dir.display(), why, "scratch directory not reused");
+                let _ = corral_proto::scratch::remove_tree(&dir);
+                self.refill(refill);
+            }
+        }
+    }
+
+    /// Makes the twins of `dir` its run changed anew; says why not when
+    /// the run may have changed more than twins.
+    fn restore(&self, dir: &Path, refill: &Refill) -> std::result::Result<Skeleton, String> {
+        if !refill.skeleton.tells_changes_after(refill.handed) {
+            return Err("handed out within two clock ticks of being made".into());
+        }
+        // The run's scratch directory: `upper/` and the overlay's `work/`.
+        let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
+        for entry in entries {
+            let name = entry.map_err(|e| e.to_string())?.file_name();
+            if name != "upper" && name != "work" {
+                return Err(format!("it holds {name:?}"));
+            }
+        }
+        let upper = dir.join("upper");
+        let changed = refill
+            .skeleton
+            .changed(&upper)
+            .ok_or("its upper directory changed")?;
+        for top in &changed {
+            corral_proto::scratch::remove_tree(&upper.join(top)).map_err(|e| e.to_string())?;
+            refill
+                .twins
+                .make_below(&upper, self.owner, top)
+                .map_err(|e| e.to_string())?;
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| e.to_string())?;
+        Skeleton::read(&upper, &refill.twins).map_err(|e| e.to_string())
+    }
+
+    /// Keeps `spare` for a call on the input `key` names, unless enough
+    /// are kept.
+    fn keep(&self, key: u64, spare: Spare) {
+        let Ok(mut ready) = self.ready.lock() else {
+            return;
+        };
+        let kept = ready.entry(key).or_default();
+        if kept.len() < KEPT_PER_INPUT {
+            kept.push_back(spare);
+            return;
+        }
+        drop(ready);
+        let _ = corral_proto::scratch::remove_tree(&spare.dir);
     }
 
     /// Makes a spare for the next call like the one `refill` was taken
@@ -102,25 +197,23 @@ impl Spares {
             return;
         }
         match self.make(&refill.twins) {
-            Ok(dir) => {
-                if let Ok(mut ready) = self.ready.lock() {
-                    ready.entry(refill.key).or_default().push(dir);
-                }
-            }
+            Ok(spare) => self.keep(refill.key, spare),
             Err(e) => tracing::warn!(error = %e, "make a spare scratch directory"),
         }
     }
 
     /// A new scratch directory (mode 0700) with `upper/` holding `twins`.
-    fn make(&self, twins: &Twins) -> Result<PathBuf> {
+    fn make(&self, twins: &Twins) -> Result<Spare> {
         let n = self.next.fetch_add(1, Ordering::SeqCst);
         let dir = self.base.join(n.to_string());
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        twins.make(&dir.join("upper"), self.owner)?;
-        Ok(dir)
+        let upper = dir.join("upper");
+        twins.make(&upper, self.owner)?;
+        let skeleton = Skeleton::read(&upper, twins)?;
+        Ok(Spare { dir, skeleton })
     }
 }
 

@@ -48,12 +48,16 @@ fn open_stdio(which: &Stdio, fd: i32) -> Result<OwnedFd> {
 }
 
 fn make_dir(path: &Path, host: &Host) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     std::fs::create_dir_all(path)
         .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-    if host.is_root {
-        // The sandbox's root is host uid map_uid: it must own what the
-        // overlay writes into.
-        nix::unistd::chown(path, Some(host.map_uid.into()), Some(host.map_gid.into()))
+    let owner = (host.map_uid, host.map_gid);
+    // The sandbox's root is host uid map_uid: it must own what the overlay
+    // writes into. One it owns already is left untouched: a chown sets the
+    // ctime by which the exec service tells a reusable upper directory.
+    let owned = std::fs::symlink_metadata(path).is_ok_and(|m| (m.uid(), m.gid()) == owner);
+    if host.is_root && !owned {
+        nix::unistd::chown(path, Some(owner.0.into()), Some(owner.1.into()))
             .map_err(|e| Error::sys(format!("chown {}", path.display()), e))?;
     }
     Ok(())

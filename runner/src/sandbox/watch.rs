@@ -72,10 +72,15 @@ pub(crate) fn tree_bytes(dir: &Path) -> u64 {
             continue;
         };
         for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
+            // The entry's own type, where the file system records it: an
+            // upper directory can hold hundreds of twin directories, which
+            // then cost no `statx`.
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
                 stack.push(entry.path());
-            } else {
+            } else if let Ok(meta) = entry.metadata() {
                 total += meta.len();
             }
         }
