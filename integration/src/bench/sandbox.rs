@@ -1,5 +1,5 @@
 //! `corral bench sandbox`: the cost of one trivial action (`/bin/true` in a
-//! busybox root) in Corral's sandbox, next to bubblewrap with the same
+//! busybox root, or the root `--root` names) in Corral's sandbox, next to bubblewrap with the same
 //! namespaces and to a bare fork/exec, all measured in the same run,
 //! sequentially and two at a time.
 //!
@@ -52,6 +52,12 @@ pub struct Args {
     /// from the runner's debug log).
     #[arg(long)]
     pub phases: bool,
+    /// Run `/bin/true` in this root instead of a busybox one (e.g. a copy
+    /// of the BuildStream tests' Debian root, to measure at the size of a
+    /// real root). bwrap creates `/proc`, `/dev` and `/tmp` in it where
+    /// they are missing: give a copy.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 /// Copies Debian's static busybox (`busybox-static`) into `dir/bin` and
@@ -352,8 +358,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     // The sandbox's user (65534 when the runner is root) must reach it.
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
-    let root = tmp.path().join("root");
-    busybox_root(&root)?;
+    let root = match &args.root {
+        Some(dir) => {
+            if !dir.join("bin/true").exists() {
+                bail!("--root {}: it has no /bin/true", dir.display());
+            }
+            std::path::absolute(dir)?
+        }
+        None => {
+            let root = tmp.path().join("root");
+            busybox_root(&root)?;
+            root
+        }
+    };
     let work = tmp.path().join("work");
     std::fs::create_dir(&work)?;
     let runtime = tmp.path().join("run");
@@ -367,8 +384,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .block_on(connect(&runner.socket))
         .with_context(|| format!("the runner's log: {}", runner.log.display()))?;
 
+    let which = match &args.root {
+        Some(_) => format!("{}", root.display()),
+        None => "a busybox root".into(),
+    };
     println!(
-        "sandbox: /bin/true in a busybox root, {} actions per row after {} untimed",
+        "sandbox: /bin/true in {which}, {} actions per row after {} untimed",
         args.runs, args.warmup
     );
     println!("machine at start: {}", machine());
