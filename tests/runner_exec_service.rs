@@ -323,6 +323,42 @@ fn a_reused_scratch_directory_holds_nothing_of_its_last_run() {
     );
 }
 
+/// The state letter of process `pid` (`R`, `S`, `D`…), if it is there.
+fn state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
+}
+
+#[test]
+fn an_idle_services_warm_containers_add_nothing_to_the_load_average() {
+    let desk = Desk::new();
+    let out = desk.run(&[], &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The service, its zygote and its warm containers share the command
+    // line; a warm container's PID 1 and its run's process wait for the
+    // next request. The load average counts every process in state D.
+    let dir = desk.services().display().to_string();
+    let family = || processes_whose_command_has(&["resident", &dir]);
+    assert!(
+        eventually(Duration::from_secs(10), || family().len() >= 6),
+        "no warm containers: {:?}",
+        family()
+    );
+    for _ in 0..10 {
+        let waiting: Vec<(u32, Option<char>)> = family()
+            .into_iter()
+            .map(|pid| (pid, state(pid)))
+            .filter(|(_, s)| *s == Some('D'))
+            .collect();
+        assert!(
+            waiting.is_empty(),
+            "uninterruptible while idle: {waiting:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_caller_that_goes_away_cancels_its_run() {
     let desk = Desk::new();

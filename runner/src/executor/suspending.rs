@@ -1,6 +1,6 @@
 //! Running a closure in a child that shares this process's memory while
-//! this process waits (`CLONE_VM | CLONE_VFORK`), as a serving
-//! container's PID 1 starts each run's process.
+//! this process waits (`CLONE_VM`, then `waitid` without reaping), as a
+//! serving container's PID 1 starts each run's process.
 //!
 //! A fork copies the page tables of PID 1 (a clone of the runner, with
 //! its heap) for every run, and the run's exit tears the copy down again:
@@ -17,6 +17,14 @@
 //! its own: namespaces, root, working directory, descriptors,
 //! credentials, Landlock and seccomp belong to the task, not to the
 //! memory, and PID 1 gets none of them back.
+//!
+//! PID 1 waits in `waitid`, not suspended by `CLONE_VFORK`: a vfork
+//! parent sleeps uninterruptibly, which the kernel counts in the load
+//! average, and a warm container's run process waits for its request
+//! all the time the runner is idle, so each idle warm container added one
+//! to the machine's load. Nothing of PID 1's runs meanwhile: the only
+//! handlers it has (Rust's, for SIGSEGV and SIGBUS) answer faults of its
+//! own, and it makes none while it waits.
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
@@ -30,7 +38,7 @@ pub(super) const STACK_SIZE: usize = 8 << 20;
 type Body<'a> = &'a mut dyn FnMut() -> i32;
 
 /// Runs `body` in a child of this process on `stack`, with this process
-/// suspended until the child has exited (with `body`'s value as its exit
+/// waiting until the child has exited (with `body`'s value as its exit
 /// status). Returns the child's PID, to be reaped.
 ///
 /// # Safety
@@ -42,20 +50,49 @@ type Body<'a> = &'a mut dyn FnMut() -> i32;
 /// the TID kept in memory both share).
 pub(super) unsafe fn run_suspended(stack: &Stack, mut body: Body<'_>) -> Result<Pid, Errno> {
     // SAFETY: `child` runs on `stack`, which nothing else uses while this
-    // process is suspended, with a pointer to `body`, which outlives the
-    // child: CLONE_VFORK returns only once it has exited.
+    // process waits, with a pointer to `body`, which outlives the child:
+    // this function returns only once it has exited.
     let pid = unsafe {
         libc::clone(
             child,
             stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM | libc::SIGCHLD,
             (&mut body as *mut Body<'_>).cast(),
         )
     };
     if pid < 0 {
         return Err(Errno::last());
     }
+    wait_for_exit(pid);
     Ok(Pid::from_raw(pid))
+}
+
+/// Returns once the child `pid` has exited, leaving it to be reaped,
+/// touching nothing of the memory it shares meanwhile. A wait that fails
+/// otherwise than by a signal (it cannot, for a child of this process)
+/// ends this process rather than let it run on beside the child.
+fn wait_for_exit(pid: libc::pid_t) {
+    loop {
+        // SAFETY: siginfo_t is plain data; zeroed is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes only into `info`, on this thread's stack.
+        let waited = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if waited == 0 {
+            return;
+        }
+        if Errno::last() != Errno::EINTR {
+            // SAFETY: _exit runs nothing of this process's; its PID
+            // namespace (the child with it) ends with it.
+            unsafe { libc::_exit(125) }
+        }
+    }
 }
 
 extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
