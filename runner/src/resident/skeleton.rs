@@ -70,6 +70,32 @@ impl Skeleton {
         Ok(Skeleton { made, entries })
     }
 
+    /// The same twins read again after their run, `changed()` ones made
+    /// anew: a twin whose ctime is unchanged keeps what was read of it
+    /// (its flags cannot have changed either), so that only the changed
+    /// ones cost more than a `statx`.
+    pub(super) fn reread(self, upper: &Path) -> Result<Skeleton> {
+        let Skeleton { made, entries } = self;
+        let mut now = Vec::with_capacity(made.len());
+        for old in made {
+            let path = upper.join(&old.rel);
+            let meta = std::fs::symlink_metadata(&path)
+                .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+            let ctime = (meta.ctime(), meta.ctime_nsec());
+            if ctime == old.ctime {
+                now.push(old);
+                continue;
+            }
+            now.push(Made {
+                ctime,
+                attributes: (meta.mode(), meta.uid(), meta.gid()),
+                flags: inode_flags(&path),
+                rel: old.rel,
+            });
+        }
+        Ok(Skeleton { made: now, entries })
+    }
+
     /// The twins not as made after a run handed the directory at
     /// `handed`, each below none of the others; `None` when the upper
     /// directory itself is not.
@@ -277,5 +303,32 @@ mod tests {
         std::fs::write(upper.join("usr/.f"), "").unwrap();
         let changed = skeleton.changed(&upper, handed).unwrap();
         assert_eq!(changed, [PathBuf::from("usr")]);
+    }
+
+    #[test]
+    fn read_again_a_skeleton_trusts_the_new_ctimes_of_what_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let upper = tmp.path().join("upper");
+        let twins = twinned(tmp.path(), &upper);
+        let skeleton = Skeleton::read(&upper, &twins).unwrap();
+        let later = || SystemTime::now() + Duration::from_secs(1);
+        // A file made and removed: the twin is as made, with a new ctime.
+        std::fs::write(upper.join("usr/lib/f"), "").unwrap();
+        std::fs::remove_file(upper.join("usr/lib/f")).unwrap();
+        assert_eq!(skeleton.changed(&upper, later()), Some(vec![]));
+        let skeleton = skeleton.reread(&upper).unwrap();
+        let lib = skeleton
+            .made
+            .iter()
+            .find(|m| m.rel == Path::new("usr/lib"))
+            .unwrap();
+        let meta = std::fs::metadata(upper.join("usr/lib")).unwrap();
+        assert_eq!(lib.ctime, (meta.ctime(), meta.ctime_nsec()));
+        assert_eq!(skeleton.changed(&upper, later()), Some(vec![]));
+        std::fs::write(upper.join("usr/lib/g"), "").unwrap();
+        assert_eq!(
+            skeleton.changed(&upper, later()),
+            Some(vec![PathBuf::from("usr/lib")])
+        );
     }
 }

@@ -130,19 +130,31 @@ impl Spares {
     /// spare where its run changed only twins (made anew), else removes it
     /// and makes a new spare.
     pub(super) fn recycle(&self, dir: PathBuf, refill: Refill) {
-        match self.restore(&dir, &refill) {
-            Ok(skeleton) => self.keep(refill.key, Spare { dir, skeleton }),
+        let Refill {
+            key,
+            twins,
+            skeleton,
+            handed,
+        } = refill;
+        match self.restore(&dir, &twins, skeleton, handed) {
+            Ok(skeleton) => self.keep(key, Spare { dir, skeleton }),
             Err(why) => {
                 tracing::debug!(dir = %dir.display(), why, "scratch directory not reused");
                 let _ = corral_proto::scratch::remove_tree(&dir);
-                self.refill(refill);
+                self.make_unless_ready(key, &twins);
             }
         }
     }
 
     /// Makes the twins of `dir` its run changed anew; says why not when
     /// the run may have changed more than twins.
-    fn restore(&self, dir: &Path, refill: &Refill) -> std::result::Result<Skeleton, String> {
+    fn restore(
+        &self,
+        dir: &Path,
+        twins: &Twins,
+        skeleton: Skeleton,
+        handed: SystemTime,
+    ) -> std::result::Result<Skeleton, String> {
         // The run's scratch directory: `upper/` and the overlay's `work/`.
         let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
         for entry in entries {
@@ -152,20 +164,18 @@ impl Spares {
             }
         }
         let upper = dir.join("upper");
-        let changed = refill
-            .skeleton
-            .changed(&upper, refill.handed)
+        let changed = skeleton
+            .changed(&upper, handed)
             .ok_or("its upper directory changed")?;
         for top in &changed {
             corral_proto::scratch::remove_tree(&upper.join(top)).map_err(|e| e.to_string())?;
-            refill
-                .twins
+            twins
                 .make_below(&upper, self.owner, top)
                 .map_err(|e| e.to_string())?;
         }
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| e.to_string())?;
-        Skeleton::read(&upper, &refill.twins).map_err(|e| e.to_string())
+        skeleton.reread(&upper).map_err(|e| e.to_string())
     }
 
     /// Keeps `spare` for a call on the input `key` names, unless enough
@@ -186,15 +196,21 @@ impl Spares {
     /// Makes a spare for the next call like the one `refill` was taken
     /// for, unless one is ready.
     pub(super) fn refill(&self, refill: Refill) {
+        self.make_unless_ready(refill.key, &refill.twins);
+    }
+
+    /// Makes a spare with `twins` for calls on the input `key` names,
+    /// unless one is ready.
+    fn make_unless_ready(&self, key: u64, twins: &Twins) {
         let has_one = self
             .ready
             .lock()
-            .is_ok_and(|ready| ready.get(&refill.key).is_some_and(|v| !v.is_empty()));
+            .is_ok_and(|ready| ready.get(&key).is_some_and(|v| !v.is_empty()));
         if has_one {
             return;
         }
-        match self.make(&refill.twins) {
-            Ok(spare) => self.keep(refill.key, spare),
+        match self.make(twins) {
+            Ok(spare) => self.keep(key, spare),
             Err(e) => tracing::warn!(error = %e, "make a spare scratch directory"),
         }
     }
