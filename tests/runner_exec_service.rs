@@ -291,14 +291,18 @@ fn scratch_directories_made_ahead_are_each_runs_own() {
 #[test]
 fn a_reused_scratch_directory_holds_nothing_of_its_last_run() {
     let desk = Desk::new();
-    for dir in ["usr/lib", "var"] {
+    for dir in ["usr/lib", "usr/share", "var"] {
         fs::create_dir_all(desk.root().join(dir)).unwrap();
     }
+    fs::write(desk.root().join("usr/lib/keep"), "").unwrap();
     // Each run finds the root as it is, then writes a file, makes a
-    // directory and changes a mode; the service reuses a scratch directory
-    // once what the run changed is made anew.
-    let script = "test ! -e /etc/leak && test ! -e /usr/lib/new && stat -c %a /var \
-                  && echo x > /etc/leak && mkdir /usr/lib/new && chmod 700 /var";
+    // directory, changes a mode, and removes a directory and makes it
+    // again (overlayfs marks the new one opaque: the next run must not
+    // inherit it and lose the root's `keep`); the service reuses a
+    // scratch directory once what the run changed is made anew.
+    let script = "test ! -e /etc/leak && test ! -e /usr/share/new && test -e /usr/lib/keep \
+                  && stat -c %a /var && echo x > /etc/leak && mkdir /usr/share/new \
+                  && chmod 700 /var && rm -rf /usr/lib && mkdir /usr/lib && chmod 755 /usr/lib";
     let mut used = std::collections::HashSet::new();
     let mut reused = 0;
     for i in 0..8 {

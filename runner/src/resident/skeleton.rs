@@ -30,8 +30,9 @@ struct Made {
     /// Relative to the upper directory (empty for itself).
     rel: PathBuf,
     ctime: (i64, i64),
-    /// Mode (with the file type), owner and group.
-    attributes: (u32, u32, u32),
+    /// Inode (a twin removed and made again by the run is another),
+    /// mode (with the file type), owner and group.
+    attributes: (u64, u32, u32, u32),
     /// Inode flags (`chattr`), where the file system has them.
     flags: Option<libc::c_long>,
 }
@@ -56,7 +57,7 @@ impl Skeleton {
             made.push(Made {
                 rel: rel.to_path_buf(),
                 ctime: (meta.ctime(), meta.ctime_nsec()),
-                attributes: (meta.mode(), meta.uid(), meta.gid()),
+                attributes: attributes(&meta),
                 flags: inode_flags(&path),
             });
             entries.entry(rel.to_path_buf()).or_default();
@@ -88,7 +89,7 @@ impl Skeleton {
             }
             now.push(Made {
                 ctime,
-                attributes: (meta.mode(), meta.uid(), meta.gid()),
+                attributes: attributes(&meta),
                 flags: inode_flags(&path),
                 rel: old.rel,
             });
@@ -138,9 +139,7 @@ impl Skeleton {
         if ctime == made.ctime && trusted {
             return true;
         }
-        if (meta.mode(), meta.uid(), meta.gid()) != made.attributes
-            || inode_flags(&path) != made.flags
-        {
+        if attributes(&meta) != made.attributes || inode_flags(&path) != made.flags {
             return false;
         }
         let Ok(listing) = std::fs::read_dir(&path) else {
@@ -173,12 +172,26 @@ fn inode_flags(path: &Path) -> Option<libc::c_long> {
     Some(value)
 }
 
-/// Whether an extended attribute is one overlayfs keeps for itself (on
-/// an upper directory, in the trusted namespace, or the user namespace
-/// when mounted in a user namespace): no process reaches these through
-/// the overlay.
+/// What a twin's check compares besides its entries, flags and
+/// extended attributes.
+fn attributes(meta: &std::fs::Metadata) -> (u64, u32, u32, u32) {
+    (meta.ino(), meta.mode(), meta.uid(), meta.gid())
+}
+
+/// Whether an extended attribute is one overlayfs records by itself on an
+/// upper directory it looks up (in the trusted namespace, or the user
+/// namespace when mounted in a user namespace), which no process reaches
+/// through the overlay. Not the others: `opaque` (a directory removed and
+/// made again through the overlay, hiding the lower one), `redirect` and
+/// the like change what the next run would see.
 fn overlays_own(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+    let Some(key) = name
+        .strip_prefix(b"trusted.overlay.")
+        .or_else(|| name.strip_prefix(b"user.overlay."))
+    else {
+        return false;
+    };
+    matches!(key, b"origin" | b"impure" | b"uuid")
 }
 
 /// The names of the extended attributes of `path` (not following a
@@ -303,6 +316,18 @@ mod tests {
         std::fs::write(upper.join("usr/.f"), "").unwrap();
         let changed = skeleton.changed(&upper, handed).unwrap();
         assert_eq!(changed, [PathBuf::from("usr")]);
+        // So is an opaque twin, which would hide the lower directory from
+        // the next run: marked so, or removed and made again through the
+        // overlay (which marks the new one), with the same mode and owner.
+        set_attribute(&upper.join("srv"), c"user.overlay.opaque").unwrap();
+        let meta = std::fs::metadata(upper.join("etc/deep")).unwrap();
+        std::fs::remove_dir(upper.join("etc/deep")).unwrap();
+        std::fs::create_dir(upper.join("etc/deep")).unwrap();
+        std::fs::set_permissions(upper.join("etc/deep"), meta.permissions()).unwrap();
+        set_attribute(&upper.join("etc/deep"), c"user.overlay.opaque").unwrap();
+        let changed = skeleton.changed(&upper, handed).unwrap();
+        let names: Vec<&str> = changed.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(names, ["etc/deep", "srv", "usr"]);
     }
 
     #[test]
