@@ -209,7 +209,7 @@ struct After {
 
 impl After {
     /// The same, but with the scratch directory removed rather than
-    /// reused: a cancelled run may still be writing to it.
+    /// reused: a cancelled or failed run may still be writing to it.
     fn not_reused(mut self) -> After {
         self.reuse = false;
         self
@@ -289,7 +289,12 @@ async fn answer(shared: &Arc<Shared>, conn: &AsyncFd<OwnedFd>) -> (Option<Answer
     tracing::debug!(args = ?call.request.args, "exec call");
     let run = shared.zygote.run_passing(call.request, fds);
     tokio::select! {
-        outcome = run => (Some(outcome.map_err(|e| e.to_string())), after),
+        outcome = run => {
+            // A run that failed as a run (not as a command) may have left
+            // its directory in any state: it is not reused.
+            let after = if outcome.is_ok() { after } else { after.not_reused() };
+            (Some(outcome.map_err(|e| e.to_string())), after)
+        }
         _ = gone(conn) => {
             tracing::info!("the caller went away: its run is cancelled");
             (None, after.not_reused())
