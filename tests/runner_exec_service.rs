@@ -327,6 +327,35 @@ fn a_reused_scratch_directory_holds_nothing_of_its_last_run() {
     );
 }
 
+#[test]
+fn bytes_written_across_reused_twins_are_all_counted() {
+    let desk = Desk::new();
+    for dir in ["srv/a", "srv/b", "srv/c"] {
+        fs::create_dir_all(desk.root().join(dir)).unwrap();
+    }
+    // Two files of 600 kB in two directories the root's twins give, each
+    // under the bound per file, together over it: only the measurement of
+    // the upper directory after the run can tell. The service reuses its
+    // scratch directories, whose twins are older than the run and whose
+    // empty ones it does not read.
+    let script = "dd if=/dev/zero of=/srv/a/f bs=1000 count=600 2>/dev/null \
+                  && dd if=/dev/zero of=/srv/b/f bs=1000 count=600 2>/dev/null";
+    for i in 0..4 {
+        std::thread::sleep(Duration::from_millis(30));
+        let out = desk.run(&["--max-written", "1000000"], &["/bin/sh", "-c", script]);
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("stopped by a limit: WrittenBytes"),
+            "run {i}: {stderr}"
+        );
+    }
+    let out = desk.run(
+        &["--max-written", "1000000"],
+        &["/bin/sh", "-c", "echo x > /srv/c/f"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 /// The state letter of process `pid` (`R`, `S`, `D`…), if it is there.
 fn state(pid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -349,18 +378,27 @@ fn an_idle_services_warm_containers_add_nothing_to_the_load_average() {
         "no warm containers: {:?}",
         family()
     );
-    for _ in 0..10 {
-        let waiting: Vec<(u32, Option<char>)> = family()
-            .into_iter()
-            .map(|pid| (pid, state(pid)))
-            .filter(|(_, s)| *s == Some('D'))
-            .collect();
-        assert!(
-            waiting.is_empty(),
-            "uninterruptible while idle: {waiting:?}"
-        );
+    // A process may pass through state D for a moment (a disk write, a
+    // container being made): the fault is staying there while idle.
+    let mut times_seen = std::collections::HashMap::<u32, usize>::new();
+    let samples = 10;
+    for _ in 0..samples {
+        for pid in family() {
+            if state(pid) == Some('D') {
+                *times_seen.entry(pid).or_default() += 1;
+            }
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let stuck: Vec<u32> = times_seen
+        .into_iter()
+        .filter(|(_, n)| *n == samples)
+        .map(|(pid, _)| pid)
+        .collect();
+    assert!(
+        stuck.is_empty(),
+        "uninterruptible all the while idle: {stuck:?}"
+    );
 }
 
 #[test]

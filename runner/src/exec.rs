@@ -449,6 +449,9 @@ fn request(
         read_only_subtrees: o.read_only.clone(),
         writable_subtrees: o.writable.clone(),
         hostname,
+        // A scratch directory of the run's own (made here, or by the exec
+        // service) has in `upper/` no more than twins.
+        upper_holds_only_directories: o.scratch_dir.is_none(),
     })
 }
 

@@ -27,6 +27,7 @@
 mod cancel;
 pub mod cgroups;
 pub mod client;
+mod coarse_clock;
 mod control;
 mod dir_owner;
 mod error;

@@ -106,6 +106,12 @@ pub struct SandboxRequest {
     /// The sandbox's hostname, checked by `corral_proto::hostname::check`.
     #[serde(default = "default_hostname")]
     pub hostname: String,
+    /// The scratch directory's `upper/` holds directories only, if it is
+    /// there when the run starts (twins made by Corral, `dir_owner`): a
+    /// directory without subdirectories that the run did not change is
+    /// then empty, and the written-bytes measurement skips it.
+    #[serde(default)]
+    pub upper_holds_only_directories: bool,
 }
 
 impl SandboxRequest {

@@ -111,6 +111,9 @@ pub(crate) fn to_sandbox_request(host: &Host, r: pb::RunRequest) -> Result<Sandb
         writable_subtrees: r.writable_subtrees,
         controlling_tty: false,
         hostname: hostname(r.hostname)?,
+        // A worker's scratch directory is made for the action, but the
+        // runner cannot tell what its caller put there.
+        upper_holds_only_directories: false,
     })
 }
 

@@ -81,6 +81,7 @@ impl World {
             writable_subtrees: vec![],
             controlling_tty: false,
             hostname: "corral".into(),
+            upper_holds_only_directories: false,
         }
     }
 

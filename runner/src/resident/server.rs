@@ -306,6 +306,9 @@ async fn answer(shared: &Arc<Shared>, conn: &AsyncFd<OwnedFd>) -> (Option<Answer
 /// spare, or one made now); says what is left to do with it after the
 /// answer.
 async fn scratch_of(shared: &Arc<Shared>, call: &mut Call) -> Result<After> {
+    // Only a scratch directory the service made (its twins checked) is
+    // known to hold no more than twins, whatever the caller says.
+    call.request.upper_holds_only_directories = matches!(call.scratch, Scratch::Made { .. });
     match &call.scratch {
         Scratch::Given => Ok(After::default()),
         Scratch::Made { give, keep } => {

@@ -20,8 +20,9 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
+use crate::coarse_clock;
 use crate::dir_owner::Twins;
 use crate::error::{Error, Result};
 
@@ -101,12 +102,9 @@ impl Skeleton {
     /// `handed`, each below none of the others; `None` when the upper
     /// directory itself is not.
     pub(super) fn changed(&self, upper: &Path, handed: SystemTime) -> Option<Vec<PathBuf>> {
-        // A file system stamps a change with a clock that may lag by a
-        // tick: a ctime read within two ticks of the run could be the very
-        // time a change during the run carries.
-        let settled = handed
-            .checked_sub(2 * coarse_tick())
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+        // A ctime read within two ticks of the run could be the very time
+        // a change during the run carries.
+        let settled = coarse_clock::settled_before(handed);
         let mut changed: Vec<PathBuf> = Vec::new();
         for made in &self.made {
             if changed.iter().any(|top| made.rel.starts_with(top)) {
@@ -124,18 +122,15 @@ impl Skeleton {
     }
 
     /// Whether the directory `made` describes is as made, apart from
-    /// overlayfs's own attributes; ctimes before `settled` (since the
-    /// epoch) are trusted to show any change.
-    fn as_made(&self, upper: &Path, made: &Made, settled: Option<Duration>) -> bool {
+    /// overlayfs's own attributes; ctimes before `settled` are trusted to
+    /// show any change.
+    fn as_made(&self, upper: &Path, made: &Made, settled: SystemTime) -> bool {
         let path = upper.join(&made.rel);
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             return false;
         };
         let ctime = (meta.ctime(), meta.ctime_nsec());
-        let trusted = settled.is_some_and(|s| {
-            let (secs, nanos) = made.ctime;
-            (secs, nanos) < (s.as_secs() as i64, i64::from(s.subsec_nanos()))
-        });
+        let trusted = coarse_clock::stamped_before(made.ctime, settled);
         if ctime == made.ctime && trusted {
             return true;
         }
@@ -212,17 +207,10 @@ fn attribute_names(path: &Path) -> Option<Vec<Vec<u8>>> {
     )
 }
 
-/// The resolution of the clock file systems stamp changes with (4 ms on
-/// this machine); 10 ms, the longest tick Linux has, if it cannot be read.
-fn coarse_tick() -> Duration {
-    nix::time::clock_getres(nix::time::ClockId::CLOCK_REALTIME_COARSE)
-        .map(Duration::from)
-        .unwrap_or(Duration::from_millis(10))
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
 
     use super::*;
     use crate::dir_owner::Twins;

@@ -5,12 +5,13 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use super::cleanup::Cleanup;
 use super::ms;
 use super::prepare::Prepared;
 use super::watch::{watch, Watch, Watched};
+use crate::coarse_clock;
 use crate::control;
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -101,6 +102,9 @@ pub(crate) fn run_prepared(
             ]
         };
         tracing::debug!(ms = ms(t0), "request prepared");
+        let settled = req
+            .upper_holds_only_directories
+            .then(|| coarse_clock::settled_before(SystemTime::now()));
         let started = Instant::now();
         let plan_sent = control::monotonic_ns();
         let raw: Vec<i32> = streams.iter().map(|f| f.as_raw_fd()).collect();
@@ -118,6 +122,7 @@ pub(crate) fn run_prepared(
             limits: &limits,
             enforcer: (cleanup.enforcer.as_ref(), &cleanup.id),
             started,
+            settled,
             plan_sent,
         });
         tracing::debug!(ms = ms(started), "run and wait");

@@ -35,5 +35,6 @@ pub fn request(root: &Path, scratch: &Path, out: &Path, script: &str) -> Sandbox
         writable_subtrees: vec![],
         controlling_tty: false,
         hostname: "corral".into(),
+        upper_holds_only_directories: false,
     }
 }
