@@ -87,6 +87,12 @@ impl Twins {
         hasher.finish()
     }
 
+    /// The mode the twin of `rel` takes, if it has one.
+    #[cfg(test)]
+    pub(crate) fn mode_of(&self, rel: &Path) -> Option<u32> {
+        self.0.iter().find(|(r, _)| r == rel).map(|(_, mode)| *mode)
+    }
+
     /// Their paths, relative to the upper directory, parents first.
     pub(crate) fn paths(&self) -> impl Iterator<Item = &Path> {
         self.0.iter().map(|(rel, _)| rel.as_path())
