@@ -221,6 +221,20 @@ impl Stamps {
         self.seen.iter().all(|(_, seen)| seen.changed() < cut)
     }
 
+    /// The directories the walk looked at, relative to the input (the
+    /// input itself first, as an empty path).
+    pub(crate) fn directories(&self) -> impl Iterator<Item = &Path> {
+        self.seen.iter().map(|(rel, _)| rel.as_path())
+    }
+
+    /// Whether `input` itself is still the directory the walk began at
+    /// (one `statx`): a directory moved there since is another.
+    pub(crate) fn input_holds(&self, input: &Path) -> bool {
+        self.seen
+            .first()
+            .is_some_and(|(_, seen)| fs::metadata(input).is_ok_and(|m| Seen::of(&m) == *seen))
+    }
+
     /// Whether `input`'s directories still look as the walk saw them (one
     /// `statx` each, no directory read).
     pub(crate) fn still_hold(&self, input: &Path) -> bool {

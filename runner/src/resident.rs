@@ -17,6 +17,7 @@
 //! sandbox: the service changes where a container is made, not what it is.
 
 mod client;
+mod dir_watch;
 mod place;
 mod server;
 mod skeleton;
