@@ -26,6 +26,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::coarse_clock;
 use crate::error::{Error, Result};
 
 /// The twins a directory needs: the directories (relative paths, parents
@@ -183,19 +184,6 @@ impl Seen {
             ctime: (meta.ctime(), meta.ctime_nsec()),
         }
     }
-
-    /// When it last changed (the later of mtime and ctime).
-    fn changed(&self) -> SystemTime {
-        let at = |(secs, nanos): (i64, i64)| {
-            let since = Duration::new(secs.unsigned_abs(), nanos.clamp(0, 999_999_999) as u32);
-            if secs >= 0 {
-                UNIX_EPOCH + since
-            } else {
-                UNIX_EPOCH - since
-            }
-        };
-        at(self.mtime).max(at(self.ctime))
-    }
 }
 
 /// How long before a walk its directories must have last changed for the
@@ -218,7 +206,10 @@ impl Stamps {
     /// `walk_began`.
     fn settled_before(&self, walk_began: SystemTime) -> bool {
         let cut = walk_began.checked_sub(SETTLE).unwrap_or(UNIX_EPOCH);
-        self.seen.iter().all(|(_, seen)| seen.changed() < cut)
+        self.seen.iter().all(|(_, seen)| {
+            coarse_clock::stamped_before(seen.mtime, cut)
+                && coarse_clock::stamped_before(seen.ctime, cut)
+        })
     }
 
     /// The directories the walk looked at, relative to the input (the
@@ -238,14 +229,10 @@ impl Stamps {
     /// Whether `input`'s directories still look as the walk saw them (one
     /// `statx` each, no directory read).
     pub(crate) fn still_hold(&self, input: &Path) -> bool {
-        self.seen.iter().all(|(rel, seen)| {
-            let meta = if rel.as_os_str().is_empty() {
-                fs::metadata(input)
-            } else {
-                fs::symlink_metadata(input.join(rel))
-            };
-            meta.is_ok_and(|m| Seen::of(&m) == *seen)
-        })
+        self.input_holds(input)
+            && self.seen.iter().skip(1).all(|(rel, seen)| {
+                fs::symlink_metadata(input.join(rel)).is_ok_and(|m| Seen::of(&m) == *seen)
+            })
     }
 }
 
@@ -298,12 +285,9 @@ fn directories(root: &Path, (uid, gid): (u32, u32)) -> Result<Directories> {
 /// `umask(2)` would change it for a moment under other threads); all bits
 /// when it cannot be read, so that every twin is given its mode.
 fn umask() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
+    crate::exec::own_status("Umask")
         .ok()
-        .and_then(|status| {
-            let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-            u32::from_str_radix(line.trim(), 8).ok()
-        })
+        .and_then(|mask| u32::from_str_radix(&mask, 8).ok())
         .unwrap_or(0o777)
 }
 

@@ -84,16 +84,23 @@ pub struct ExecOptions {
     pub give_directories: bool,
 }
 
-/// The number of threads of this process (`Threads:` in
-/// `/proc/self/status`).
-pub(crate) fn thread_count() -> Result<usize> {
+/// The value of `key` (`Threads`, `Umask`…) in `/proc/self/status`.
+pub(crate) fn own_status(key: &str) -> Result<String> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| Error::io("read /proc/self/status", e))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| Error::InvalidRequest("no Threads: line in /proc/self/status".into()))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(|value| value.trim().to_string())
+        .ok_or_else(|| Error::InvalidRequest(format!("no {key}: line in /proc/self/status")))
+}
+
+/// The number of threads of this process (`Threads:` in
+/// `/proc/self/status`).
+pub(crate) fn thread_count() -> Result<usize> {
+    own_status("Threads")?
+        .parse()
+        .map_err(|_| Error::InvalidRequest("no Threads: line in /proc/self/status".into()))
 }
 
 /// Waits up to `patience` for this process to be down to its main thread,

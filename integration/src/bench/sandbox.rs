@@ -1,7 +1,7 @@
 //! `corral bench sandbox`: the cost of one trivial action (`/bin/true` in a
-//! busybox root, or the root `--root` names) in Corral's sandbox, next to bubblewrap with the same
-//! namespaces and to a bare fork/exec, all measured in the same run,
-//! sequentially and two at a time.
+//! busybox root, or the root `--root` names) in Corral's sandbox, next to
+//! bubblewrap with the same namespaces and to a bare fork/exec, all
+//! measured in the same run, sequentially and two at a time.
 //!
 //! Five rows, each measured back to back (`--runs` actions, after
 //! `--warmup` untimed ones):

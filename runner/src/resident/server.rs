@@ -223,10 +223,7 @@ impl After {
         let shared = shared.clone();
         let _ = tokio::task::spawn_blocking(move || match self.done_with {
             Some(dir) if self.reuse => shared.spares.recycle(dir, refill),
-            Some(dir) => {
-                let _ = corral_proto::scratch::remove_tree(&dir);
-                shared.spares.refill(refill);
-            }
+            Some(dir) => shared.spares.remove(&dir, refill),
             None => shared.spares.refill(refill),
         })
         .await;

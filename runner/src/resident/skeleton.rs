@@ -38,6 +38,18 @@ struct Made {
     flags: Option<libc::c_long>,
 }
 
+impl Made {
+    /// What `path` (`upper/rel`), whose metadata is `meta`, is now.
+    fn now(rel: PathBuf, path: &Path, meta: &std::fs::Metadata) -> Made {
+        Made {
+            rel,
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            attributes: attributes(meta),
+            flags: inode_flags(path),
+        }
+    }
+}
+
 /// The upper directory's twins as made.
 pub(super) struct Skeleton {
     /// The upper directory, then each twin, parents first.
@@ -53,14 +65,7 @@ impl Skeleton {
         let mut entries: HashMap<PathBuf, BTreeSet<OsString>> = HashMap::new();
         for rel in std::iter::once(Path::new("")).chain(twins.paths()) {
             let path = upper.join(rel);
-            let meta = std::fs::symlink_metadata(&path)
-                .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-            made.push(Made {
-                rel: rel.to_path_buf(),
-                ctime: (meta.ctime(), meta.ctime_nsec()),
-                attributes: attributes(&meta),
-                flags: inode_flags(&path),
-            });
+            made.push(Made::now(rel.to_path_buf(), &path, &stat(&path)?));
             entries.entry(rel.to_path_buf()).or_default();
             if let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) {
                 entries
@@ -81,19 +86,12 @@ impl Skeleton {
         let mut now = Vec::with_capacity(made.len());
         for old in made {
             let path = upper.join(&old.rel);
-            let meta = std::fs::symlink_metadata(&path)
-                .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-            let ctime = (meta.ctime(), meta.ctime_nsec());
-            if ctime == old.ctime {
+            let meta = stat(&path)?;
+            if (meta.ctime(), meta.ctime_nsec()) == old.ctime {
                 now.push(old);
-                continue;
+            } else {
+                now.push(Made::now(old.rel, &path, &meta));
             }
-            now.push(Made {
-                ctime,
-                attributes: attributes(&meta),
-                flags: inode_flags(&path),
-                rel: old.rel,
-            });
         }
         Ok(Skeleton { made: now, entries })
     }
@@ -147,6 +145,11 @@ impl Skeleton {
         }
         attribute_names(&path).is_some_and(|names| names.iter().all(|n| overlays_own(n)))
     }
+}
+
+/// The metadata of `path`, not following a symlink.
+fn stat(path: &Path) -> Result<std::fs::Metadata> {
+    std::fs::symlink_metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))
 }
 
 nix::ioctl_read!(get_inode_flags, b'f', 1, libc::c_long);

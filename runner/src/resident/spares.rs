@@ -140,8 +140,7 @@ impl Spares {
             Ok(skeleton) => self.keep(key, Spare { dir, skeleton }),
             Err(why) => {
                 tracing::debug!(dir = %dir.display(), why, "scratch directory not reused");
-                let _ = corral_proto::scratch::remove_tree(&dir);
-                self.make_unless_ready(key, &twins);
+                self.discard(&dir, key, &twins);
             }
         }
     }
@@ -197,6 +196,17 @@ impl Spares {
     /// for, unless one is ready.
     pub(super) fn refill(&self, refill: Refill) {
         self.make_unless_ready(refill.key, &refill.twins);
+    }
+
+    /// Removes `dir`, the scratch directory `refill` was taken for, and
+    /// makes a spare in its stead unless one is ready.
+    pub(super) fn remove(&self, dir: &Path, refill: Refill) {
+        self.discard(dir, refill.key, &refill.twins);
+    }
+
+    fn discard(&self, dir: &Path, key: u64, twins: &Twins) {
+        let _ = corral_proto::scratch::remove_tree(dir);
+        self.make_unless_ready(key, twins);
     }
 
     /// Makes a spare with `twins` for calls on the input `key` names,
