@@ -19,7 +19,7 @@
 
 mod check;
 mod cleanup;
-mod dispatch;
+pub(crate) mod dispatch;
 mod prepare;
 mod private_ns;
 mod reuse;

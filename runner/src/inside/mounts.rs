@@ -148,6 +148,15 @@ fn attach(mnt: &OwnedFd, target: &Path) -> Result<()> {
 /// namespace (hence `userxattr`). Every layer is handed to overlayfs as a
 /// descriptor (Linux 6.13): no path is walked, so nothing of `/proc` is
 /// needed and nothing can be redirected.
+///
+/// `volatile`: the upper directory is a run's scratch, thrown away after
+/// a crash, so nothing of it need reach the disk. Without it, the
+/// overlay's unmount after every run syncs the whole file system the
+/// scratch directory is on (`sync_filesystem` of the upper's super
+/// block): every dirty page of every process on it written out and
+/// waited for, and a `fsync` in the sandbox does the same. The mount
+/// leaves `work/work/incompat/volatile` behind, which a later mount on
+/// the same work directory refuses (`sandbox::dispatch::clear_work`).
 pub(crate) fn mount_overlay(host: &OwnedFd, overlay: &Overlay, target: &Path) -> Result<()> {
     let what = |step: &str| {
         format!(
@@ -192,13 +201,9 @@ pub(crate) fn mount_overlay(host: &OwnedFd, overlay: &Overlay, target: &Path) ->
         work.as_raw_fd(),
         &what("workdir"),
     )?;
-    fsconfig(
-        &fs,
-        FSCONFIG_SET_FLAG,
-        Some("userxattr"),
-        0,
-        &what("userxattr"),
-    )?;
+    for flag in ["userxattr", "volatile"] {
+        fsconfig(&fs, FSCONFIG_SET_FLAG, Some(flag), 0, &what(flag))?;
+    }
     fsconfig(&fs, FSCONFIG_CMD_CREATE, None, 0, &what("create"))?;
     // SAFETY: fsmount of a created fs context, no attributes.
     let mnt = owned(

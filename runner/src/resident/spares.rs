@@ -172,6 +172,7 @@ impl Spares {
                 .make_below(&upper, self.owner, top)
                 .map_err(|e| e.to_string())?;
         }
+        crate::sandbox::dispatch::clear_work(&dir.join("work")).map_err(|e| e.to_string())?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| e.to_string())?;
         skeleton.reread(&upper).map_err(|e| e.to_string())

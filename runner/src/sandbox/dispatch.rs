@@ -64,6 +64,22 @@ fn make_dir(path: &Path, host: &Host) -> Result<()> {
     Ok(())
 }
 
+/// Makes an overlay's work directory, or readies one a mount used before
+/// (see [`clear_work`]).
+fn make_work_dir(path: &Path, host: &Host) -> Result<()> {
+    make_dir(path, host)?;
+    clear_work(path).map_err(|e| Error::io(format!("clear {}", path.display()), e))
+}
+
+/// Removes what an overlay mount left in its work directory `work`: its
+/// `work/work`, where a volatile mount (`inside::mounts::mount_overlay`)
+/// leaves a marker that makes the next mount on it fail. The overlay
+/// would remove the rest itself, but at mount time, on the run's clock.
+/// A fresh work directory costs one failed lookup.
+pub(crate) fn clear_work(work: &Path) -> std::io::Result<()> {
+    corral_proto::scratch::remove_tree(&work.join("work"))
+}
+
 /// Runs `req` (checked) in `prepared`; returns when the command has ended,
 /// leaving the clean-up to the caller. `filters` are `req`'s compiled
 /// seccomp programs when the caller has them already.
@@ -81,10 +97,10 @@ pub(crate) fn run_prepared(
         let limits = host.with_defaults(&req.limits);
         cleanup.enforcer.apply(&cleanup.id, &limits)?;
         make_dir(&layout.upper, host)?;
-        make_dir(&layout.work, host)?;
+        make_work_dir(&layout.work, host)?;
         if let Rootfs::Lower(_) = req.rootfs {
             make_dir(&req.scratch_dir.join("sys-upper"), host)?;
-            make_dir(&req.scratch_dir.join("sys-work"), host)?;
+            make_work_dir(&req.scratch_dir.join("sys-work"), host)?;
         }
         let filters = match filters {
             Some(f) => f,

@@ -300,3 +300,50 @@ fn warm_containers_are_replaced_and_network_runs_get_their_own() {
 fn without_warm_containers_each_request_makes_one() {
     run_in_turn(0, 3);
 }
+
+/// The overlay is volatile (no sync of the scratch directory's file system
+/// at its unmount), and a scratch directory a run has used serves another:
+/// the marker a volatile mount leaves in the work directory, which would
+/// make the next mount fail, is cleared before it.
+#[test]
+fn a_used_scratch_directory_is_mounted_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    common::busybox_root(&root);
+    let host = Host::probe(&RunnerConfig::default()).unwrap();
+    // SAFETY: as in `serves_concurrent_runs_over_a_unix_socket`.
+    let zygote = unsafe { Zygote::spawn(host.clone()) }.unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let socket = tmp.path().join("runner.sock");
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    rt.block_on(async {
+        let (stop_tx, server, mut client) = serve(host, zygote, &socket).await;
+        let first = tmp.path().join("first");
+        let req = run_request(
+            &root,
+            &scratch,
+            &first,
+            "grep ' / ' /proc/mounts; echo 1 > /a",
+        );
+        let resp = client.run(req).await.unwrap().into_inner();
+        assert_eq!(resp.exit_code, 0);
+        let mounts = std::fs::read_to_string(&first).unwrap();
+        assert!(mounts.contains("volatile"), "{mounts}");
+        assert!(scratch.join("work/work/incompat/volatile").is_dir());
+
+        let second = tmp.path().join("second");
+        let req = run_request(&root, &scratch, &second, "cat /a; echo 2 > /b");
+        let resp = client.run(req).await.unwrap().into_inner();
+        assert_eq!(
+            (resp.exit_code, std::fs::read_to_string(&second).unwrap()),
+            (0, "1\n".to_string())
+        );
+        assert_eq!(
+            std::fs::read_to_string(scratch.join("upper/b")).unwrap(),
+            "2\n"
+        );
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+    });
+}
