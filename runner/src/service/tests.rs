@@ -58,18 +58,45 @@ pub(super) async fn serve(host: Host, zygote: Zygote, socket: &std::path::Path) 
     (stop_tx, server, client)
 }
 
-#[test]
-fn serves_concurrent_runs_over_a_unix_socket() {
+/// What each test starts from: a busybox root in a temporary directory,
+/// the runner's host for `config`, its zygote, and a runtime to serve on.
+struct Started {
+    tmp: tempfile::TempDir,
+    root: std::path::PathBuf,
+    host: Host,
+    zygote: Zygote,
+    rt: tokio::runtime::Runtime,
+}
+
+fn start(config: &RunnerConfig) -> Started {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     common::busybox_root(&root);
-    let host = Host::probe(&RunnerConfig::default()).unwrap();
+    let host = Host::probe(config).unwrap();
     // Forked before the runtime exists: the zygote is single-threaded.
     // SAFETY: not guaranteed under libtest's threaded harness (other test
     // threads may exist at the fork); the tests accept that risk: the child
     // only runs the sandbox, and nextest runs each test in its own process.
     let zygote = unsafe { Zygote::spawn(host.clone()) }.unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    Started {
+        tmp,
+        root,
+        host,
+        zygote,
+        rt,
+    }
+}
+
+#[test]
+fn serves_concurrent_runs_over_a_unix_socket() {
+    let Started {
+        tmp,
+        root,
+        host,
+        zygote,
+        rt,
+    } = start(&RunnerConfig::default());
     let socket = tmp.path().join("runner.sock");
     rt.block_on(async {
         let (stop_tx, server, mut client) = serve(host, zygote, &socket).await;
@@ -239,18 +266,16 @@ fn a_dropped_call_kills_its_container() {
 /// script says and sees the hostname it asked for, the network ones in the
 /// host's network namespace, the others in one holding only `lo`.
 fn run_in_turn(warm: usize, count: usize) {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    common::busybox_root(&root);
     let config: RunnerConfig =
         toml::from_str(&format!("warm_sandboxes = {warm}\nallow_network = true")).unwrap();
-    let host = Host::probe(&config).unwrap();
+    let Started {
+        tmp,
+        root,
+        host,
+        zygote,
+        rt,
+    } = start(&config);
     assert_eq!(host.warm_sandboxes, warm);
-    // SAFETY: not guaranteed under libtest's threaded harness (other test
-    // threads may exist at the fork); the tests accept that risk: the child
-    // only runs the sandbox, and nextest runs each test in its own process.
-    let zygote = unsafe { Zygote::spawn(host.clone()) }.unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let socket = tmp.path().join("runner.sock");
     let host_ifaces = std::fs::read_to_string("/proc/net/dev")
         .unwrap()
@@ -307,13 +332,13 @@ fn without_warm_containers_each_request_makes_one() {
 /// make the next mount fail, is cleared before it.
 #[test]
 fn a_used_scratch_directory_is_mounted_again() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    common::busybox_root(&root);
-    let host = Host::probe(&RunnerConfig::default()).unwrap();
-    // SAFETY: as in `serves_concurrent_runs_over_a_unix_socket`.
-    let zygote = unsafe { Zygote::spawn(host.clone()) }.unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Started {
+        tmp,
+        root,
+        host,
+        zygote,
+        rt,
+    } = start(&RunnerConfig::default());
     let socket = tmp.path().join("runner.sock");
     let scratch = tmp.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
