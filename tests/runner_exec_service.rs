@@ -601,3 +601,42 @@ impl Drop for Desk {
         }
     }
 }
+
+/// Where `/tmp` is a tmpfs (Debian 13, Fedora, Arch), the service's
+/// scratch directories are on a file system mounted below `/`; so is a
+/// root kept there. Both are mounted, served and in a container of the
+/// call's own (`/dev/shm` stands in for such a `/tmp`).
+#[test]
+fn scratch_and_root_on_a_tmpfs_are_mounted() {
+    use std::os::unix::fs::MetadataExt;
+    let desk = Desk::new();
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    fs::set_permissions(shm.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_ne!(
+        fs::metadata(shm.path()).unwrap().dev(),
+        fs::metadata(desk.tmp.path()).unwrap().dev(),
+        "/dev/shm is not a file system of its own"
+    );
+    let root = shm.path().join("root");
+    busybox_root(&root).unwrap();
+    for extra in [&[][..], &["--own-container"][..]] {
+        for i in 0..2 {
+            let mut cmd = Command::new(corral_binary().unwrap());
+            cmd.args(["runner", "exec", "--root"])
+                .arg(&root)
+                .args(extra)
+                .args(["--", "/bin/sh", "-c", "echo in > /f && cat /f"])
+                .env("XDG_RUNTIME_DIR", desk.tmp.path().join("run"))
+                .env("TMPDIR", shm.path())
+                .env_remove("RUST_LOG");
+            let out = output_within(&mut cmd, RUN_TIMEOUT).unwrap();
+            assert_eq!(
+                (out.status.code(), text(&out.stdout)),
+                (Some(0), "in\n".to_string()),
+                "{extra:?} run {i}: {}",
+                text(&out.stderr)
+            );
+        }
+    }
+    assert!(!root.join("f").exists());
+}

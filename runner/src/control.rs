@@ -27,7 +27,7 @@ pub(crate) const CONTROL_FD: RawFd = 3;
 const MAX_MESSAGE: usize = 64 << 20;
 
 /// Most descriptors one message carries (the three standard streams).
-const MAX_FDS: usize = 3;
+pub(crate) const MAX_FDS: usize = 3;
 
 /// How the container's init ended the run, as it tells the outside.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

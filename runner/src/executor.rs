@@ -218,9 +218,11 @@ fn prepare(
     keep: i32,
     phases: &mut InitPhases,
 ) -> Result<()> {
-    crate::inside::rootfs::enter(plan, &host, dev)?;
+    let clones = crate::inside::rootfs::enter(plan, &host, dev)?;
     phases.root = control::monotonic_ns();
     drop(host);
+    hand_out(&clones)?;
+    drop(clones);
     nix::unistd::sethostname(&plan.hostname)
         .map_err(|e| Error::sys(format!("set the hostname {:?}", plan.hostname), e))?;
     // The `/dev/core` link every other Linux sandbox has (bubblewrap,
@@ -273,6 +275,17 @@ fn take_plan(
     drop(also_hold);
     prepare(&plan, fds, (host, dev), keep, &mut phases)?;
     Ok(Some((plan, command, phases)))
+}
+
+/// Hands `held` (descriptors whose last release unmounts something) to
+/// the outside to hold until after the answer, a message for every
+/// [`control::MAX_FDS`].
+fn hand_out(held: &[OwnedFd]) -> Result<()> {
+    let raw: Vec<i32> = held.iter().map(AsRawFd::as_raw_fd).collect();
+    for chunk in raw.chunks(control::MAX_FDS) {
+        control::send(CONTROL_FD, &Report::Hold, chunk)?;
+    }
+    Ok(())
 }
 
 /// The command of a plan, as the exec calls take it.

@@ -3,6 +3,7 @@
 
 pub(crate) mod dev;
 pub(crate) mod hidden;
+pub(crate) mod layers;
 pub(crate) mod mounts;
 pub(crate) mod network;
 pub(crate) mod rootfs;

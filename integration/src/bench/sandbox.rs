@@ -3,7 +3,7 @@
 //! bubblewrap with the same namespaces and to a bare fork/exec, all
 //! measured in the same run, sequentially and two at a time.
 //!
-//! Five rows, each measured back to back (`--runs` actions, after
+//! Six rows, each measured back to back (`--runs` actions, after
 //! `--warmup` untimed ones):
 //! * **runner service**: a `corral runner --socket` process started for the
 //!   run, called over its unix socket as a worker calls it (`Run`, input
@@ -15,6 +15,9 @@
 //!   resident service the first (untimed) one started, in a runtime
 //!   directory of the benchmark's own, so the service is this binary's and
 //!   leaves with the benchmark.
+//! * **`runner exec`, scratch on tmpfs**: the same with `TMPDIR=/dev/shm`,
+//!   so that its service keeps its scratch directories on a tmpfs (where
+//!   `/tmp` is one, as on many distributions, that is the default).
 //! * **`runner exec --own-container`**: the same, making its own container.
 //! * **bwrap**: bubblewrap with the same namespaces (user, PID, IPC, UTS,
 //!   network, cgroup; the root bound read-only, fresh `/proc`, `/dev`,
@@ -29,6 +32,10 @@ use anyhow::{bail, Context};
 use corral_proto::runner::v1 as pb;
 
 use crate::server::corral_binary;
+
+/// The runtime directory, below the benchmark's, of the service whose
+/// scratch directories are on tmpfs.
+const TMPFS_SERVICE: &str = "tmpfs-scratch";
 
 /// Options of `corral bench sandbox`.
 #[derive(Debug, clap::Args)]
@@ -284,21 +291,41 @@ fn bwrap(root: &Path) -> Command {
     c
 }
 
+/// How a `runner exec` row runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Exec {
+    /// Handed to its service, scratch directories under the default
+    /// `TMPDIR`.
+    Served,
+    /// Handed to its own service whose scratch directories are on the
+    /// tmpfs of `/dev/shm`.
+    ServedOnTmpfs,
+    /// In a container of its own.
+    Own,
+}
+
 /// `corral runner exec` of `/bin/true` in `root`, its service's directory
-/// under `runtime`; with `own`, in a container of its own.
+/// under `runtime` (a directory of its own below it for a service whose
+/// scratch is on tmpfs), run as `how` says.
 fn runner_exec(
     corral: &Path,
     root: &Path,
     config: Option<&Path>,
     runtime: &Path,
-    own: bool,
+    how: Exec,
 ) -> Command {
     let mut c = Command::new(corral);
-    c.args(["runner", "exec"]).env("XDG_RUNTIME_DIR", runtime);
+    c.args(["runner", "exec"]);
+    match how {
+        Exec::ServedOnTmpfs => c
+            .env("XDG_RUNTIME_DIR", runtime.join(TMPFS_SERVICE))
+            .env("TMPDIR", "/dev/shm"),
+        _ => c.env("XDG_RUNTIME_DIR", runtime),
+    };
     if let Some(config) = config {
         c.arg("--config").arg(config);
     }
-    if own {
+    if how == Exec::Own {
         c.arg("--own-container");
     }
     c.arg("--root")
@@ -374,8 +401,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let work = tmp.path().join("work");
     std::fs::create_dir(&work)?;
     let runtime = tmp.path().join("run");
-    std::fs::create_dir(&runtime)?;
-    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700))?;
+    for dir in [runtime.clone(), runtime.join(TMPFS_SERVICE)] {
+        std::fs::create_dir(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     let runner = Runner::start(&corral, tmp.path(), &args)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -401,9 +430,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for width in [1, 2] {
         let service = |runs| rt.block_on(measure_service(&client, &root, &work, runs, width));
         let config = args.runner_config.as_deref();
-        let exec = |runs, own| {
+        let exec = |runs, how| {
             measure_processes(runs, width, || {
-                Ok(runner_exec(&corral, &root, config, &runtime, own).spawn()?)
+                Ok(runner_exec(&corral, &root, config, &runtime, how).spawn()?)
             })
         };
         let bw = |runs| measure_processes(runs, width, || Ok(bwrap(&root).spawn()?));
@@ -415,10 +444,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
         service(args.warmup)?;
         rows.push(("runner service (gRPC Run)", service(args.runs)?));
-        exec(args.warmup, false)?;
-        rows.push(("corral runner exec (process)", exec(args.runs, false)?));
-        exec(args.warmup, true)?;
-        rows.push(("runner exec --own-container", exec(args.runs, true)?));
+        exec(args.warmup, Exec::Served)?;
+        rows.push((
+            "corral runner exec (process)",
+            exec(args.runs, Exec::Served)?,
+        ));
+        exec(args.warmup, Exec::ServedOnTmpfs)?;
+        rows.push((
+            "runner exec, scratch on tmpfs",
+            exec(args.runs, Exec::ServedOnTmpfs)?,
+        ));
+        exec(args.warmup, Exec::Own)?;
+        rows.push(("runner exec --own-container", exec(args.runs, Exec::Own)?));
         bw(args.warmup)?;
         rows.push(("bwrap (process)", bw(args.runs)?));
         fork(args.warmup)?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 
+use super::layers::Layers;
 use crate::error::{Error, Result};
 use crate::plan::Overlay;
 
@@ -157,7 +158,14 @@ fn attach(mnt: &OwnedFd, target: &Path) -> Result<()> {
 /// waited for, and a `fsync` in the sandbox does the same. The mount
 /// leaves `work/work/incompat/volatile` behind, which a later mount on
 /// the same work directory refuses (`sandbox::dispatch::clear_work`).
-pub(crate) fn mount_overlay(host: &OwnedFd, overlay: &Overlay, target: &Path) -> Result<()> {
+///
+/// Returns the clones of layers below the top of `host`
+/// ([`super::layers`]), to be held until after the answer.
+pub(crate) fn mount_overlay(
+    host: &OwnedFd,
+    overlay: &Overlay,
+    target: &Path,
+) -> Result<Vec<OwnedFd>> {
     let what = |step: &str| {
         format!(
             "overlay of {} at {}: {step}",
@@ -175,8 +183,9 @@ pub(crate) fn mount_overlay(host: &OwnedFd, overlay: &Overlay, target: &Path) ->
         unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) },
         || what("fsopen"),
     )?;
+    let mut layers = Layers::new(host)?;
     for dir in &overlay.lowers {
-        let fd = open_beneath(host, dir)?;
+        let fd = layers.lower(dir)?;
         fsconfig(
             &fs,
             FSCONFIG_SET_FD,
@@ -185,22 +194,10 @@ pub(crate) fn mount_overlay(host: &OwnedFd, overlay: &Overlay, target: &Path) ->
             &what("lowerdir+"),
         )?;
     }
-    let upper = open_beneath(host, &overlay.upper)?;
-    fsconfig(
-        &fs,
-        FSCONFIG_SET_FD,
-        Some("upperdir"),
-        upper.as_raw_fd(),
-        &what("upperdir"),
-    )?;
-    let work = open_beneath(host, &overlay.work)?;
-    fsconfig(
-        &fs,
-        FSCONFIG_SET_FD,
-        Some("workdir"),
-        work.as_raw_fd(),
-        &what("workdir"),
-    )?;
+    let (upper, work) = layers.upper_and_work(&overlay.upper, &overlay.work)?;
+    for (key, fd) in [("upperdir", &upper), ("workdir", &work)] {
+        fsconfig(&fs, FSCONFIG_SET_FD, Some(key), fd.as_raw_fd(), &what(key))?;
+    }
     for flag in ["userxattr", "volatile"] {
         fsconfig(&fs, FSCONFIG_SET_FLAG, Some(flag), 0, &what(flag))?;
     }
@@ -210,29 +207,36 @@ pub(crate) fn mount_overlay(host: &OwnedFd, overlay: &Overlay, target: &Path) ->
         unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) },
         || what("fsmount"),
     )?;
-    attach(&mnt, target)
+    attach(&mnt, target)?;
+    Ok(layers.into_clones())
 }
 
 /// Binds host directory `source` (a descriptor beneath the host view)
 /// onto `target` with everything mounted beneath it.
 pub(crate) fn rbind_fd(source: &OwnedFd, target: &Path) -> Result<()> {
-    // SAFETY: open_tree of a directory fd with an empty path, cloning the
-    // tree.
-    let tree = owned(
-        unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                source.as_raw_fd(),
-                c"".as_ptr(),
-                OPEN_TREE_CLONE
-                    | libc::O_CLOEXEC as u32
-                    | AT_RECURSIVE
-                    | libc::AT_EMPTY_PATH as u32,
-            )
-        },
-        || format!("clone the mounts for {}", target.display()),
-    )?;
+    let tree = clone_at(source, true, || {
+        format!("clone the mounts for {}", target.display())
+    })?;
     attach(&tree, target)
+}
+
+/// A detached copy of the mount `dir` is on, with `dir` as its top, and
+/// with everything mounted beneath it when `recursive`; `what` names it
+/// in an error.
+pub(crate) fn clone_at(
+    dir: &OwnedFd,
+    recursive: bool,
+    what: impl FnOnce() -> String,
+) -> Result<OwnedFd> {
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: open_tree of a directory fd with an empty path.
+    owned(
+        unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), c"".as_ptr(), flags) },
+        what,
+    )
 }
 
 /// A detached copy of the mount at `path` with everything mounted beneath

@@ -57,10 +57,11 @@ pub(crate) fn make_private() -> Result<()> {
 /// Builds the plan's root from `host` (what [`detach_host`] returned) and
 /// makes it `/`, with `dev` (the container's `/dev`, or a run's own made
 /// by `dev::make_fresh`) as its `/dev`; `/tmp` and `/dev/shm` get the
-/// plan's mode and size.
-pub(crate) fn enter(plan: &Plan, host: &OwnedFd, dev: &Path) -> Result<()> {
+/// plan's mode and size. Returns the clones of layers to hold until after
+/// the answer (see `inside::layers`).
+pub(crate) fn enter(plan: &Plan, host: &OwnedFd, dev: &Path) -> Result<Vec<OwnedFd>> {
     let new = Path::new(NEW_ROOT);
-    build_root(plan, host, new)?;
+    let clones = build_root(plan, host, new)?;
     for sub in &plan.subtrees {
         let at = under(new, &sub.0);
         rbind(&at.display().to_string(), &at)?;
@@ -80,19 +81,22 @@ pub(crate) fn enter(plan: &Plan, host: &OwnedFd, dev: &Path) -> Result<()> {
         "/dev/shm",
         std::fs::Permissions::from_mode(plan.shared_mode),
     )
-    .map_err(|e| Error::io("chmod /dev/shm", e))
+    .map_err(|e| Error::io("chmod /dev/shm", e))?;
+    Ok(clones)
 }
 
 /// Mounts the root at `new`, its mount points, the input root at the
-/// exec path, and makes a host or image root read-only.
-fn build_root(plan: &Plan, host: &OwnedFd, new: &Path) -> Result<()> {
+/// exec path, and makes a host or image root read-only. Returns the
+/// overlays' clones of layers.
+fn build_root(plan: &Plan, host: &OwnedFd, new: &Path) -> Result<Vec<OwnedFd>> {
+    let mut clones = Vec::new();
     let read_only = match &plan.root {
         NewRoot::InputRoot(overlay) => {
-            mount_overlay(host, overlay, new)?;
+            clones = mount_overlay(host, overlay, new)?;
             false
         }
         NewRoot::Layers(overlay) => {
-            mount_overlay(host, overlay, new)?;
+            clones = mount_overlay(host, overlay, new)?;
             true
         }
         NewRoot::HostDirs(dirs) => {
@@ -122,12 +126,12 @@ fn build_root(plan: &Plan, host: &OwnedFd, new: &Path) -> Result<()> {
     if let Some((overlay, at)) = &plan.input {
         let at = under(new, at);
         make_dirs(&at)?;
-        mount_overlay(host, overlay, &at)?;
+        clones.extend(mount_overlay(host, overlay, &at)?);
     }
     if read_only {
         remount_bind_self(new)?;
     }
-    Ok(())
+    Ok(clones)
 }
 
 /// A root mount made read-only through a bind of itself, so that the

@@ -372,3 +372,49 @@ fn a_used_scratch_directory_is_mounted_again() {
         server.await.unwrap().unwrap();
     });
 }
+
+/// A scratch directory and an input root on a file system mounted below
+/// the host's `/` (here the tmpfs of `/dev/shm`, as `/tmp` is on many
+/// distributions): overlayfs refuses layers on a mount below the top of
+/// the init's copy of the host unless each is cloned on its own first.
+#[test]
+fn layers_on_a_file_system_below_the_root_are_mounted() {
+    let Started {
+        tmp,
+        host,
+        zygote,
+        rt,
+        ..
+    } = start(&RunnerConfig::default());
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let root = shm.path().join("root");
+    common::busybox_root(&root);
+    let scratch = shm.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let on_root_fs = std::fs::metadata(tmp.path()).unwrap();
+    let on_shm = std::fs::metadata(shm.path()).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(on_root_fs.dev(), on_shm.dev(), "/dev/shm is not a mount");
+    let socket = tmp.path().join("runner.sock");
+    rt.block_on(async {
+        let (stop_tx, server, mut client) = serve(host, zygote, &socket).await;
+        for run in 0..2 {
+            let out = tmp.path().join(format!("out{run}"));
+            let script = format!("echo {run} > /written; cat /written; ls /bin/busybox");
+            let req = run_request(&root, &scratch, &out, &script);
+            let resp = client.run(req).await.unwrap().into_inner();
+            assert_eq!(
+                (resp.exit_code, std::fs::read_to_string(&out).unwrap()),
+                (0, format!("{run}\n/bin/busybox\n")),
+                "{resp:?}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(scratch.join("upper/written")).unwrap(),
+                format!("{run}\n")
+            );
+        }
+        assert!(!root.join("written").exists());
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+    });
+}
