@@ -77,73 +77,132 @@ impl Skeleton {
         Ok(Skeleton { made, entries })
     }
 
-    /// The same twins read again after their run, `changed()` ones made
-    /// anew: a twin whose ctime is unchanged keeps what was read of it
-    /// (its flags cannot have changed either), so that only the changed
-    /// ones cost more than a `statx`.
-    pub(super) fn reread(self, upper: &Path) -> Result<Skeleton> {
-        let Skeleton { made, entries } = self;
-        let mut now = Vec::with_capacity(made.len());
-        for old in made {
-            let path = upper.join(&old.rel);
-            let meta = stat(&path)?;
-            if (meta.ctime(), meta.ctime_nsec()) == old.ctime {
-                now.push(old);
-            } else {
-                now.push(Made::now(old.rel, &path, &meta));
-            }
-        }
-        Ok(Skeleton { made: now, entries })
-    }
-
     /// The twins not as made after a run handed the directory at
     /// `handed`, each below none of the others; `None` when the upper
-    /// directory itself is not.
+    /// directory itself is not. [`Skeleton::check`]'s answer, the
+    /// skeleton kept (the tests ask it again and again).
+    #[cfg(test)]
     pub(super) fn changed(&self, upper: &Path, handed: SystemTime) -> Option<Vec<PathBuf>> {
+        self.look(upper, handed).map(|(changed, _)| changed)
+    }
+
+    /// The same check, keeping what it read of each twin, so that once
+    /// the changed twins are made anew ([`Checked::settle`]) only they and
+    /// their parents are read again: one `statx` per twin in all, not two.
+    pub(super) fn check(self, upper: &Path, handed: SystemTime) -> Option<Checked> {
+        let (changed, seen) = self.look(upper, handed)?;
+        Some(Checked {
+            changed,
+            seen,
+            skeleton: self,
+        })
+    }
+
+    /// One pass over the twins: the changed ones, and what was seen of
+    /// each.
+    fn look(&self, upper: &Path, handed: SystemTime) -> Option<(Vec<PathBuf>, Vec<Seen>)> {
         // A ctime read within two ticks of the run could be the very time
         // a change during the run carries.
         let settled = coarse_clock::settled_before(handed);
         let mut changed: Vec<PathBuf> = Vec::new();
+        let mut seen = Vec::with_capacity(self.made.len());
         for made in &self.made {
             if changed.iter().any(|top| made.rel.starts_with(top)) {
+                seen.push(Seen::Remade);
                 continue;
             }
-            if self.as_made(upper, made, settled) {
-                continue;
+            let now = self.as_made(upper, made, settled);
+            if let Seen::Remade = now {
+                if made.rel.as_os_str().is_empty() {
+                    return None;
+                }
+                changed.push(made.rel.clone());
             }
-            if made.rel.as_os_str().is_empty() {
-                return None;
-            }
-            changed.push(made.rel.clone());
+            seen.push(now);
         }
-        Some(changed)
+        Some((changed, seen))
     }
 
-    /// Whether the directory `made` describes is as made, apart from
-    /// overlayfs's own attributes; ctimes before `settled` are trusted to
-    /// show any change.
-    fn as_made(&self, upper: &Path, made: &Made, settled: SystemTime) -> bool {
+    /// What the directory `made` describes is now: as made (apart from
+    /// overlayfs's own attributes) or to be made anew; ctimes before
+    /// `settled` are trusted to show any change.
+    fn as_made(&self, upper: &Path, made: &Made, settled: SystemTime) -> Seen {
         let path = upper.join(&made.rel);
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            return false;
+            return Seen::Remade;
         };
         let ctime = (meta.ctime(), meta.ctime_nsec());
         let trusted = coarse_clock::stamped_before(made.ctime, settled);
         if ctime == made.ctime && trusted {
-            return true;
+            return Seen::Same;
         }
-        if attributes(&meta) != made.attributes || inode_flags(&path) != made.flags {
-            return false;
+        let flags = inode_flags(&path);
+        if attributes(&meta) != made.attributes || flags != made.flags {
+            return Seen::Remade;
         }
         let Ok(listing) = std::fs::read_dir(&path) else {
-            return false;
+            return Seen::Remade;
         };
         let names: std::io::Result<BTreeSet<OsString>> =
             listing.map(|e| e.map(|e| e.file_name())).collect();
         if names.ok().as_ref() != self.entries.get(&made.rel) {
-            return false;
+            return Seen::Remade;
         }
-        attribute_names(&path).is_some_and(|names| names.iter().all(|n| overlays_own(n)))
+        if !attribute_names(&path).is_some_and(|names| names.iter().all(|n| overlays_own(n))) {
+            return Seen::Remade;
+        }
+        Seen::Now(Made {
+            rel: made.rel.clone(),
+            ctime,
+            attributes: attributes(&meta),
+            flags,
+        })
+    }
+}
+
+/// What a check saw of one twin.
+enum Seen {
+    /// Its ctime is the one read before: as it was.
+    Same,
+    /// As made, with a new ctime (overlayfs's own attributes, an entry
+    /// made and removed): this.
+    Now(Made),
+    /// Not as made, or below one that is not: made anew, to be read again.
+    Remade,
+}
+
+/// A skeleton checked after its run ([`Skeleton::check`]).
+pub(super) struct Checked {
+    /// The twins to make anew, each below none of the others.
+    pub(super) changed: Vec<PathBuf>,
+    seen: Vec<Seen>,
+    skeleton: Skeleton,
+}
+
+impl Checked {
+    /// The skeleton once the changed twins are made anew: what the check
+    /// saw of the others, and the changed ones and their parents (whose
+    /// entries were removed and made) read again.
+    pub(super) fn settle(self, upper: &Path) -> Result<Skeleton> {
+        let Checked {
+            changed,
+            seen,
+            skeleton: Skeleton { made, entries },
+        } = self;
+        let parents: BTreeSet<&Path> = changed.iter().filter_map(|top| top.parent()).collect();
+        let mut now = Vec::with_capacity(made.len());
+        for (old, seen) in made.into_iter().zip(seen) {
+            let read_again = parents.contains(old.rel.as_path());
+            now.push(match seen {
+                Seen::Same if !read_again => old,
+                Seen::Now(made) if !read_again => made,
+                _ => {
+                    let path = upper.join(&old.rel);
+                    Made::now(old.rel, &path, &stat(&path)?)
+                }
+            });
+        }
+        Ok(Skeleton { made: now, entries })
     }
 }
 
@@ -331,8 +390,9 @@ mod tests {
         // A file made and removed: the twin is as made, with a new ctime.
         std::fs::write(upper.join("usr/lib/f"), "").unwrap();
         std::fs::remove_file(upper.join("usr/lib/f")).unwrap();
-        assert_eq!(skeleton.changed(&upper, later()), Some(vec![]));
-        let skeleton = skeleton.reread(&upper).unwrap();
+        let checked = skeleton.check(&upper, later()).unwrap();
+        assert!(checked.changed.is_empty());
+        let skeleton = checked.settle(&upper).unwrap();
         let lib = skeleton
             .made
             .iter()
@@ -346,5 +406,38 @@ mod tests {
             skeleton.changed(&upper, later()),
             Some(vec![PathBuf::from("usr/lib")])
         );
+    }
+
+    /// A twin made anew after its run, and its parent (whose entry was
+    /// removed and made): read again, so the next check trusts them; the
+    /// rest keep what the check saw.
+    #[test]
+    fn settled_after_a_twin_is_made_anew_its_parent_and_it_are_read_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let upper = tmp.path().join("upper");
+        let twins = twinned(tmp.path(), &upper);
+        let me = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let skeleton = Skeleton::read(&upper, &twins).unwrap();
+        let later = || SystemTime::now() + Duration::from_secs(1);
+        std::fs::write(upper.join("usr/lib/f"), "").unwrap();
+        let checked = skeleton.check(&upper, later()).unwrap();
+        assert_eq!(checked.changed, [PathBuf::from("usr/lib")]);
+        corral_proto::scratch::remove_tree(&upper.join("usr/lib")).unwrap();
+        twins.make_below(&upper, me, Path::new("usr/lib")).unwrap();
+        let skeleton = checked.settle(&upper).unwrap();
+        for rel in ["usr", "usr/lib", "etc/deep"] {
+            let made = skeleton
+                .made
+                .iter()
+                .find(|m| m.rel == Path::new(rel))
+                .unwrap();
+            let meta = std::fs::metadata(upper.join(rel)).unwrap();
+            assert_eq!(made.ctime, (meta.ctime(), meta.ctime_nsec()), "{rel}");
+            assert_eq!(made.attributes, attributes(&meta), "{rel}");
+        }
+        assert_eq!(skeleton.changed(&upper, later()), Some(vec![]));
     }
 }

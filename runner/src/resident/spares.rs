@@ -163,10 +163,10 @@ impl Spares {
             }
         }
         let upper = dir.join("upper");
-        let changed = skeleton
-            .changed(&upper, handed)
+        let checked = skeleton
+            .check(&upper, handed)
             .ok_or("its upper directory changed")?;
-        for top in &changed {
+        for top in &checked.changed {
             corral_proto::scratch::remove_tree(&upper.join(top)).map_err(|e| e.to_string())?;
             twins
                 .make_below(&upper, self.owner, top)
@@ -175,7 +175,7 @@ impl Spares {
         crate::sandbox::dispatch::clear_work(&dir.join("work")).map_err(|e| e.to_string())?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| e.to_string())?;
-        skeleton.reread(&upper).map_err(|e| e.to_string())
+        checked.settle(&upper).map_err(|e| e.to_string())
     }
 
     /// Keeps `spare` for a call on the input `key` names, unless enough
