@@ -1,6 +1,7 @@
 //! REAPI actions on the whole farm (`corral up`) that no build tool in the
 //! other tests sends: a working directory the input root lacks, BuildStream's
-//! uid/gid, a timeout, and a hostile input tree.
+//! uid/gid, a timeout, and a hostile input tree; and a farm whose data
+//! directory is on a file system of its own.
 
 // Test code: a panic is the failure report, so unwrap/expect are fine here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -112,5 +113,60 @@ fn actions_the_build_tools_do_not_send() -> anyhow::Result<()> {
     drop(rt);
     let status = farm.stop()?;
     assert!(status.success());
+    Ok(())
+}
+
+/// A farm whose data directory is on a file system of its own (here the
+/// tmpfs of `/dev/shm`; on a server, a data disk on `/var/cache`): the
+/// staged input root and the action's scratch directory are overlay
+/// layers below the host's `/`, which overlayfs refused until each was
+/// copied on its own (docs/sandbox.md).
+#[test]
+fn a_farm_whose_data_is_on_a_file_system_of_its_own_runs_actions() -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
+    let home = tempfile::tempdir_in("/dev/shm")?;
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755))?;
+    assert_ne!(
+        std::fs::metadata(home.path())?.dev(),
+        std::fs::metadata("/")?.dev(),
+        "/dev/shm is not a file system of its own"
+    );
+    let farm = CorralFarm::start_with(corral_integration::farm::FarmOptions {
+        cache_home: Some(home.path().to_path_buf()),
+        ..Default::default()
+    })?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let client = rt.block_on(RemoteExec::connect(&farm.url(), "buildstream"))?;
+    let root = BusyboxRoot::with_applets(APPLETS)?;
+    rt.block_on(client.upload(&root.blobs))?;
+    for salt in ["first", "second"] {
+        let cmd = command(
+            [
+                "sh",
+                "-c",
+                "echo written > /out; echo $(pwd) read $(echo /bin/*)",
+            ],
+            &[("PATH", "/bin")],
+        );
+        let action = rt.block_on(client.upload_action(
+            root.root,
+            cmd,
+            salt.as_bytes().to_vec(),
+            true,
+            None,
+        ))?;
+        let r = rt.block_on(client.execute(action, true))?;
+        let result = r
+            .result
+            .clone()
+            .unwrap_or_else(|| panic!("no result: {r:?}"));
+        assert_eq!(result.exit_code, 0, "{r:?}");
+        let out = stdout(&client, &rt, &result);
+        assert!(out.starts_with("/ read /bin/"), "{salt}: {out}");
+        assert!(out.contains("/bin/sh"), "{salt}: {out}");
+    }
+    assert!(farm.data_dir().starts_with(home.path()));
+    farm.stop()?;
     Ok(())
 }
