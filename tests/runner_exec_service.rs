@@ -639,4 +639,9 @@ fn scratch_and_root_on_a_tmpfs_are_mounted() {
         }
     }
     assert!(!root.join("f").exists());
+    // A call with another temporary directory reaches another service:
+    // a service makes its scratch directories in the one it started with.
+    let plain = desk.run(&[], &["/bin/true"]);
+    assert_eq!(plain.status.code(), Some(0), "{}", text(&plain.stderr));
+    assert_eq!(desk.sockets().len(), 2, "{:?}", desk.sockets());
 }

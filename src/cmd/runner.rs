@@ -45,9 +45,10 @@ enum Sub {
     /// Run one command in the same sandbox a worker would use.
     ///
     /// Its scratch directory (the overlay's upper directory, where what the
-    /// command writes goes) is made under $TMPDIR (else /tmp); on a tmpfs
-    /// a short command runs about 1 ms faster, holding what it writes in
-    /// memory (docs/sandbox.md).
+    /// command writes goes) is made under $TMPDIR (else /tmp), by a
+    /// service of its own for each $TMPDIR; on a tmpfs a short command runs
+    /// about 1 ms faster, holding what it writes in memory
+    /// (docs/sandbox.md).
     Exec(Box<ExecArgs>),
     /// As root: create a cgroup directory under every v1 controller and give
     /// it to USER's uid, so that an unprivileged runner can enforce limits.

@@ -102,10 +102,12 @@ impl Place {
     /// The place of the service for `config` (the runner configuration
     /// file, if any), made ready to use. A configuration is named by its
     /// path, its bytes and the caller's working directory, against which
-    /// its relative paths resolve.
+    /// its relative paths resolve. The temporary directory (`$TMPDIR`)
+    /// counts too: the service makes its scratch directories there.
     pub fn for_config(config: Option<&Path>) -> Result<Place> {
         let mut hasher = std::hash::DefaultHasher::new();
         binary_identity(&mut hasher)?;
+        std::env::temp_dir().hash(&mut hasher);
         if let Some(path) = config {
             let bytes = std::fs::read(path).map_err(|e| Error::Config {
                 path: path.display().to_string(),
