@@ -16,28 +16,54 @@ use corral_proto::reapi;
 
 const APPLETS: &[&str] = &["sh", "pwd", "id", "sleep", "echo", "true"];
 
-fn stdout(client: &RemoteExec, rt: &tokio::runtime::Runtime, r: &reapi::ActionResult) -> String {
-    rt.block_on(client.stdout(r)).expect("the result's stdout")
+/// A client of `farm` with a busybox root of [`APPLETS`] uploaded.
+struct Caller {
+    rt: tokio::runtime::Runtime,
+    client: RemoteExec,
+    root: BusyboxRoot,
+}
+
+impl Caller {
+    fn of(farm: &CorralFarm) -> anyhow::Result<Caller> {
+        let rt = tokio::runtime::Runtime::new()?;
+        let client = rt.block_on(RemoteExec::connect(&farm.url(), "buildstream"))?;
+        let root = BusyboxRoot::with_applets(APPLETS)?;
+        rt.block_on(client.upload(&root.blobs))?;
+        Ok(Caller { rt, client, root })
+    }
+
+    /// Executes `cmd` in the busybox root, not cached, salted with `salt`.
+    fn run(
+        &self,
+        cmd: reapi::Command,
+        salt: &str,
+        timeout: Option<Duration>,
+    ) -> anyhow::Result<reapi::ExecuteResponse> {
+        let action = self.rt.block_on(self.client.upload_action(
+            self.root.root,
+            cmd,
+            salt.as_bytes().to_vec(),
+            true,
+            timeout,
+        ))?;
+        self.rt.block_on(self.client.execute(action, true))
+    }
+
+    /// What `r`'s command printed.
+    fn stdout(&self, r: &reapi::ActionResult) -> String {
+        self.rt
+            .block_on(self.client.stdout(r))
+            .expect("the result's stdout")
+    }
 }
 
 #[test]
 fn actions_the_build_tools_do_not_send() -> anyhow::Result<()> {
     corral_integration::use_corral(env!("CARGO_BIN_EXE_corral"));
     let farm = CorralFarm::start()?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let client = rt.block_on(RemoteExec::connect(&farm.url(), "buildstream"))?;
-    let root = BusyboxRoot::with_applets(APPLETS)?;
-    rt.block_on(client.upload(&root.blobs))?;
-    let run = |cmd: reapi::Command, salt: &str, timeout: Option<Duration>| {
-        let action = rt.block_on(client.upload_action(
-            root.root,
-            cmd,
-            salt.as_bytes().to_vec(),
-            true,
-            timeout,
-        ))?;
-        rt.block_on(client.execute(action, true))
-    };
+    let caller = Caller::of(&farm)?;
+    let (rt, client) = (&caller.rt, &caller.client);
+    let run = |cmd, salt, timeout| caller.run(cmd, salt, timeout);
 
     // A working directory the input root lacks: the worker creates it.
     let mut cmd = command(["sh", "-c", "pwd"], &[("PATH", "/bin")]);
@@ -45,7 +71,7 @@ fn actions_the_build_tools_do_not_send() -> anyhow::Result<()> {
     let r = run(cmd, "cwd", None)?;
     let result = r.result.clone().expect("result");
     assert_eq!(result.exit_code, 0, "{r:?}");
-    assert_eq!(stdout(&client, &rt, &result), "/made/by/the/worker\n");
+    assert_eq!(caller.stdout(&result), "/made/by/the/worker\n");
 
     // BuildStream's unixUID/unixGID.
     #[allow(deprecated)]
@@ -66,7 +92,7 @@ fn actions_the_build_tools_do_not_send() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| panic!("no result: {r:?}"));
     assert_eq!(result.exit_code, 0, "{r:?}");
-    assert_eq!(stdout(&client, &rt, &result), "1000\n1234\n");
+    assert_eq!(caller.stdout(&result), "1000\n1234\n");
 
     // A timeout: DEADLINE_EXCEEDED, with the partial result.
     let cmd = command(["sh", "-c", "echo started; sleep 30"], &[("PATH", "/bin")]);
@@ -74,7 +100,7 @@ fn actions_the_build_tools_do_not_send() -> anyhow::Result<()> {
     let status = r.status.clone().unwrap_or_default();
     assert_eq!(status.code, tonic::Code::DeadlineExceeded as i32, "{r:?}");
     let result = r.result.clone().expect("the partial result");
-    assert_eq!(stdout(&client, &rt, &result), "started\n");
+    assert_eq!(caller.stdout(&result), "started\n");
 
     // A hostile input tree: refused naming the bad name, nothing runs, the
     // farm keeps serving.
@@ -105,12 +131,9 @@ fn actions_the_build_tools_do_not_send() -> anyhow::Result<()> {
     assert!(status.message.contains("../escape"), "{}", status.message);
     let cmd = command(["sh", "-c", "echo still serving"], &[("PATH", "/bin")]);
     let r = run(cmd, "after-hostile", None)?;
-    assert_eq!(
-        stdout(&client, &rt, &r.result.expect("result")),
-        "still serving\n"
-    );
+    assert_eq!(caller.stdout(&r.result.expect("result")), "still serving\n");
 
-    drop(rt);
+    drop(caller);
     let status = farm.stop()?;
     assert!(status.success());
     Ok(())
@@ -136,10 +159,7 @@ fn a_farm_whose_data_is_on_a_file_system_of_its_own_runs_actions() -> anyhow::Re
         cache_home: Some(home.path().to_path_buf()),
         ..Default::default()
     })?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let client = rt.block_on(RemoteExec::connect(&farm.url(), "buildstream"))?;
-    let root = BusyboxRoot::with_applets(APPLETS)?;
-    rt.block_on(client.upload(&root.blobs))?;
+    let caller = Caller::of(&farm)?;
     for salt in ["first", "second"] {
         let cmd = command(
             [
@@ -149,20 +169,13 @@ fn a_farm_whose_data_is_on_a_file_system_of_its_own_runs_actions() -> anyhow::Re
             ],
             &[("PATH", "/bin")],
         );
-        let action = rt.block_on(client.upload_action(
-            root.root,
-            cmd,
-            salt.as_bytes().to_vec(),
-            true,
-            None,
-        ))?;
-        let r = rt.block_on(client.execute(action, true))?;
+        let r = caller.run(cmd, salt, None)?;
         let result = r
             .result
             .clone()
             .unwrap_or_else(|| panic!("no result: {r:?}"));
         assert_eq!(result.exit_code, 0, "{r:?}");
-        let out = stdout(&client, &rt, &result);
+        let out = caller.stdout(&result);
         assert!(out.starts_with("/ read /bin/"), "{salt}: {out}");
         assert!(out.contains("/bin/sh"), "{salt}: {out}");
     }
