@@ -41,11 +41,16 @@ struct Made {
 impl Made {
     /// What `path` (`upper/rel`), whose metadata is `meta`, is now.
     fn now(rel: PathBuf, path: &Path, meta: &std::fs::Metadata) -> Made {
+        Made::with_flags(rel, meta, inode_flags(path))
+    }
+
+    /// The same, with its inode flags already read.
+    fn with_flags(rel: PathBuf, meta: &std::fs::Metadata, flags: Option<libc::c_long>) -> Made {
         Made {
             rel,
             ctime: (meta.ctime(), meta.ctime_nsec()),
             attributes: attributes(meta),
-            flags: inode_flags(path),
+            flags,
         }
     }
 }
@@ -151,12 +156,7 @@ impl Skeleton {
         if !attribute_names(&path).is_some_and(|names| names.iter().all(|n| overlays_own(n))) {
             return Seen::Remade;
         }
-        Seen::Now(Made {
-            rel: made.rel.clone(),
-            ctime,
-            attributes: attributes(&meta),
-            flags,
-        })
+        Seen::Now(Made::with_flags(made.rel.clone(), &meta, flags))
     }
 }
 
