@@ -55,9 +55,14 @@ impl Desk {
 
     /// `corral runner exec --root ROOT EXTRA… -- ARGS…`.
     fn exec(&self, extra: &[&str], args: &[&str]) -> Command {
+        self.exec_in(&self.root(), extra, args)
+    }
+
+    /// The same with `root` as the root.
+    fn exec_in(&self, root: &std::path::Path, extra: &[&str], args: &[&str]) -> Command {
         let mut cmd = Command::new(corral_binary().unwrap());
         cmd.args(["runner", "exec", "--root"])
-            .arg(self.root())
+            .arg(root)
             .args(extra)
             .arg("--")
             .args(args)
@@ -621,14 +626,8 @@ fn scratch_and_root_on_a_tmpfs_are_mounted() {
     busybox_root(&root).unwrap();
     for extra in [&[][..], &["--own-container"][..]] {
         for i in 0..2 {
-            let mut cmd = Command::new(corral_binary().unwrap());
-            cmd.args(["runner", "exec", "--root"])
-                .arg(&root)
-                .args(extra)
-                .args(["--", "/bin/sh", "-c", "echo in > /f && cat /f"])
-                .env("XDG_RUNTIME_DIR", desk.tmp.path().join("run"))
-                .env("TMPDIR", shm.path())
-                .env_remove("RUST_LOG");
+            let mut cmd = desk.exec_in(&root, extra, &["/bin/sh", "-c", "echo in > /f && cat /f"]);
+            cmd.env("TMPDIR", shm.path());
             let out = output_within(&mut cmd, RUN_TIMEOUT).unwrap();
             assert_eq!(
                 (out.status.code(), text(&out.stdout)),
