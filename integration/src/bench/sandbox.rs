@@ -33,10 +33,6 @@ use corral_proto::runner::v1 as pb;
 
 use crate::server::corral_binary;
 
-/// The runtime directory, below the benchmark's, of the service whose
-/// scratch directories are on tmpfs.
-const TMPFS_SERVICE: &str = "tmpfs-scratch";
-
 /// Options of `corral bench sandbox`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -297,16 +293,16 @@ enum Exec {
     /// Handed to its service, scratch directories under the default
     /// `TMPDIR`.
     Served,
-    /// Handed to its own service whose scratch directories are on the
-    /// tmpfs of `/dev/shm`.
+    /// Handed to its service for `TMPDIR=/dev/shm` (the temporary
+    /// directory names a service of its own), whose scratch directories
+    /// are on that tmpfs.
     ServedOnTmpfs,
     /// In a container of its own.
     Own,
 }
 
 /// `corral runner exec` of `/bin/true` in `root`, its service's directory
-/// under `runtime` (a directory of its own below it for a service whose
-/// scratch is on tmpfs), run as `how` says.
+/// under `runtime`, run as `how` says.
 fn runner_exec(
     corral: &Path,
     root: &Path,
@@ -315,13 +311,10 @@ fn runner_exec(
     how: Exec,
 ) -> Command {
     let mut c = Command::new(corral);
-    c.args(["runner", "exec"]);
-    match how {
-        Exec::ServedOnTmpfs => c
-            .env("XDG_RUNTIME_DIR", runtime.join(TMPFS_SERVICE))
-            .env("TMPDIR", "/dev/shm"),
-        _ => c.env("XDG_RUNTIME_DIR", runtime),
-    };
+    c.args(["runner", "exec"]).env("XDG_RUNTIME_DIR", runtime);
+    if how == Exec::ServedOnTmpfs {
+        c.env("TMPDIR", "/dev/shm");
+    }
     if let Some(config) = config {
         c.arg("--config").arg(config);
     }
@@ -401,10 +394,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let work = tmp.path().join("work");
     std::fs::create_dir(&work)?;
     let runtime = tmp.path().join("run");
-    for dir in [runtime.clone(), runtime.join(TMPFS_SERVICE)] {
-        std::fs::create_dir(&dir)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    }
+    std::fs::create_dir(&runtime)?;
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700))?;
     let runner = Runner::start(&corral, tmp.path(), &args)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
