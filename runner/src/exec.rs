@@ -264,27 +264,67 @@ fn report(o: &ExecOptions, outcome: &Outcome, kept: Option<&Path>) -> i32 {
 /// process's terminal (`--shell` on one); else, or when the service cannot
 /// be reached or started (said on stderr), in a container of this
 /// process's own, as [`run`]. `config_path` is the configuration's file,
-/// which a started service reads.
+/// which a started service reads; this program serves.
 pub fn run_served(
     config: &RunnerConfig,
     config_path: Option<&Path>,
     o: ExecOptions,
 ) -> Result<i32> {
+    let program = std::env::current_exe().map_err(|e| Error::io("find this program", e))?;
+    match try_served(config, config_path, &program, o)? {
+        Served::Ran(status) => Ok(status),
+        Served::Not { options, why } => {
+            if let Some(e) = why {
+                eprintln!(
+                    "corral: runner exec's service is unavailable ({e}); \
+                     the command runs in a container of this process's own"
+                );
+            }
+            run(config, *options)
+        }
+    }
+}
+
+/// What [`try_served`] did with a command.
+#[derive(Debug)]
+pub enum Served {
+    /// The service ran it; the status a shell would report.
+    Ran(i32),
+    /// Not handed to the service (nothing was sent): the configuration has
+    /// none, the command needs this process's terminal, or, with `why`, the
+    /// service could not be reached or started.
+    Not {
+        /// The command, given back.
+        options: Box<ExecOptions>,
+        /// Why the service was not reached, when it should have been.
+        why: Option<Error>,
+    },
+}
+
+/// [`run_served`]'s part that needs no container of this process's own, so
+/// that a small front program can do it and leave the rest to the program
+/// that can: the command to the service `program` runs, if it should and
+/// can be reached.
+pub fn try_served(
+    config: &RunnerConfig,
+    config_path: Option<&Path>,
+    program: &Path,
+    o: ExecOptions,
+) -> Result<Served> {
     let terminal = o.shell && nix::unistd::isatty(0).unwrap_or(false);
     if config.exec_service_idle().is_zero() || terminal {
-        return run(config, o);
+        return Ok(Served::Not {
+            options: Box::new(o),
+            why: None,
+        });
     }
-    let place = crate::resident::Place::for_config(config_path);
-    let conn = place.and_then(|p| crate::resident::connect_or_start(&p, config_path));
-    match conn {
-        Ok(conn) => run_on_service(config, &conn, o),
-        Err(e) => {
-            eprintln!(
-                "corral: runner exec's service is unavailable ({e}); \
-                 the command runs in a container of this process's own"
-            );
-            run(config, o)
-        }
+    let place = crate::resident::Place::for_config(program, config_path);
+    match place.and_then(|p| crate::resident::connect_or_start(&p, config_path)) {
+        Ok(conn) => run_on_service(config, &conn, o).map(Served::Ran),
+        Err(e) => Ok(Served::Not {
+            options: Box::new(o),
+            why: Some(e),
+        }),
     }
 }
 

@@ -30,7 +30,11 @@ pub struct Args {
 
 /// Replaces this process with `corral-bench`; returns only on failure.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let corral = std::env::current_exe().context("locating the corral executable")?;
+    let farm = std::env::current_exe().context("locating the corral executable")?;
+    // The benchmarks run what a person runs: the `corral` in front of this
+    // program (src/front.rs), when it is here.
+    let front = farm.with_file_name("corral");
+    let corral = if front.is_file() { front } else { farm };
     let bench = corral
         .parent()
         .map(|dir| dir.join(BENCH_BINARY))

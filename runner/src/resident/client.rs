@@ -36,8 +36,8 @@ fn connect(path: &Path) -> nix::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// A connection to the service at `place`, which is started (`corral runner
-/// resident`, with `config`) if none answers there.
+/// A connection to the service at `place`, which is started (its program's
+/// `runner resident`, with `config`) if none answers there.
 pub fn connect_or_start(place: &Place, config: Option<&Path>) -> Result<OwnedFd> {
     if let Ok(conn) = connect(&place.socket) {
         return Ok(conn);
@@ -70,8 +70,7 @@ pub fn connect_or_start(place: &Place, config: Option<&Path>) -> Result<OwnedFd>
 fn start(place: &Place, config: Option<&Path>) -> Result<OwnedFd> {
     let log = std::fs::File::create(&place.log)
         .map_err(|e| Error::io(format!("create {}", place.log.display()), e))?;
-    let exe = std::env::current_exe().map_err(|e| Error::io("find this program", e))?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(&place.program);
     cmd.args(["runner", "resident", "--socket"])
         .arg(&place.socket);
     match config {

@@ -1,7 +1,8 @@
 //! Where a resident exec service lives: a directory only its user can
 //! enter, and in it a socket, a lock and a log named after everything that
-//! decides how the service runs (this binary, the configuration), so that
-//! a caller never reaches a service that would run its command otherwise.
+//! decides how the service runs (the program that serves, the
+//! configuration, `$TMPDIR`), so that a caller never reaches a service that
+//! would run its command otherwise.
 
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -19,6 +20,8 @@ pub struct Place {
     pub lock: PathBuf,
     /// The service's stderr.
     pub log: PathBuf,
+    /// The program started as the service (`PROGRAM runner resident`).
+    pub program: PathBuf,
 }
 
 /// The directory of this user's resident services:
@@ -82,11 +85,11 @@ fn private_directory(dir: &Path) -> Result<()> {
     }
 }
 
-/// What identifies this binary: a rebuilt or upgraded `corral` gets a
-/// service of its own.
-fn binary_identity(hasher: &mut impl Hasher) -> Result<()> {
-    let exe =
-        std::fs::metadata("/proc/self/exe").map_err(|e| Error::io("inspect /proc/self/exe", e))?;
+/// What identifies the program that serves: a rebuilt or upgraded
+/// `corral-farm` gets a service of its own.
+fn binary_identity(program: &Path, hasher: &mut impl Hasher) -> Result<()> {
+    let exe = std::fs::metadata(program)
+        .map_err(|e| Error::io(format!("inspect {}", program.display()), e))?;
     (
         exe.dev(),
         exe.ino(),
@@ -99,14 +102,15 @@ fn binary_identity(hasher: &mut impl Hasher) -> Result<()> {
 }
 
 impl Place {
-    /// The place of the service for `config` (the runner configuration
-    /// file, if any), made ready to use. A configuration is named by its
+    /// The place of the service that `program` (a `corral-farm`) runs for
+    /// `config` (the runner configuration file, if any), made ready to
+    /// use. A configuration is named by its
     /// path, its bytes and the caller's working directory, against which
     /// its relative paths resolve. The temporary directory (`$TMPDIR`)
     /// counts too: the service makes its scratch directories there.
-    pub fn for_config(config: Option<&Path>) -> Result<Place> {
+    pub fn for_config(program: &Path, config: Option<&Path>) -> Result<Place> {
         let mut hasher = std::hash::DefaultHasher::new();
-        binary_identity(&mut hasher)?;
+        binary_identity(program, &mut hasher)?;
         std::env::temp_dir().hash(&mut hasher);
         if let Some(path) = config {
             let bytes = std::fs::read(path).map_err(|e| Error::Config {
@@ -124,6 +128,7 @@ impl Place {
             socket: dir.join(format!("{key}.sock")),
             lock: dir.join(format!("{key}.lock")),
             log: dir.join(format!("{key}.log")),
+            program: program.to_path_buf(),
         })
     }
 }
@@ -165,12 +170,32 @@ mod tests {
     #[test]
     fn another_configuration_gets_another_service() {
         let tmp = tempfile::tempdir().unwrap();
+        let program = std::env::current_exe().unwrap();
         let a = tmp.path().join("a.toml");
         std::fs::write(&a, "warm_sandboxes = 1\n").unwrap();
-        let first = Place::for_config(Some(&a)).unwrap();
-        assert_eq!(first.socket, Place::for_config(Some(&a)).unwrap().socket);
+        let place = |config| Place::for_config(&program, config).unwrap().socket;
+        let first = place(Some(&a));
+        assert_eq!(first, place(Some(&a)));
         std::fs::write(&a, "warm_sandboxes = 2\n").unwrap();
-        assert_ne!(first.socket, Place::for_config(Some(&a)).unwrap().socket);
-        assert_ne!(first.socket, Place::for_config(None).unwrap().socket);
+        assert_ne!(first, place(Some(&a)));
+        assert_ne!(first, place(None));
+    }
+
+    #[test]
+    fn another_program_gets_another_service() {
+        let tmp = tempfile::tempdir().unwrap();
+        let one = tmp.path().join("one");
+        let other = tmp.path().join("other");
+        std::fs::write(&one, "a build").unwrap();
+        std::fs::write(&other, "another build").unwrap();
+        let first = Place::for_config(&one, None).unwrap();
+        assert_eq!(first.program, one);
+        assert_eq!(first.socket, Place::for_config(&one, None).unwrap().socket);
+        assert_ne!(
+            first.socket,
+            Place::for_config(&other, None).unwrap().socket
+        );
+        let e = Place::for_config(&tmp.path().join("gone"), None).unwrap_err();
+        assert!(e.to_string().contains("gone"), "{e}");
     }
 }
