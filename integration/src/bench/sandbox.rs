@@ -3,7 +3,7 @@
 //! bubblewrap with the same namespaces and to a bare fork/exec, all
 //! measured in the same run, sequentially and two at a time.
 //!
-//! Six rows, each measured back to back (`--runs` actions, after
+//! Seven rows, each measured back to back (`--runs` actions, after
 //! `--warmup` untimed ones):
 //! * **runner service**: a `corral runner --socket` process started for the
 //!   run, called over its unix socket as a worker calls it (`Run`, input
@@ -14,7 +14,11 @@
 //!   as a whole process, from spawn to exit: its command handed to the
 //!   resident service the first (untimed) one started, in a runtime
 //!   directory of the benchmark's own, so the service is this binary's and
-//!   leaves with the benchmark.
+//!   leaves with the benchmark. That `corral` is the small front program
+//!   (src/front.rs) a person runs.
+//! * **`runner exec` by `corral-farm`**: the same command given to the
+//!   `corral-farm` beside it, which reaches the same service: what the
+//!   front's smaller start saves (left out for a build without one).
 //! * **`runner exec`, scratch on tmpfs**: the same with `TMPDIR=/dev/shm`,
 //!   so that its service keeps its scratch directories on a tmpfs (where
 //!   `/tmp` is one, as on many distributions, that is the default).
@@ -293,6 +297,8 @@ enum Exec {
     /// Handed to its service, scratch directories under the default
     /// `TMPDIR`.
     Served,
+    /// The same, by the `corral-farm` beside `corral`.
+    ServedByTheFarm,
     /// Handed to its service for `TMPDIR=/dev/shm` (the temporary
     /// directory names a service of its own), whose scratch directories
     /// are on that tmpfs.
@@ -310,7 +316,10 @@ fn runner_exec(
     runtime: &Path,
     how: Exec,
 ) -> Command {
-    let mut c = Command::new(corral);
+    let mut c = match how {
+        Exec::ServedByTheFarm => Command::new(corral.with_file_name("corral-farm")),
+        _ => Command::new(corral),
+    };
     c.args(["runner", "exec"]).env("XDG_RUNTIME_DIR", runtime);
     if how == Exec::ServedOnTmpfs {
         c.env("TMPDIR", "/dev/shm");
@@ -440,6 +449,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "corral runner exec (process)",
             exec(args.runs, Exec::Served)?,
         ));
+        // A build from before the front has no `corral-farm`.
+        if corral.with_file_name("corral-farm").is_file() {
+            exec(args.warmup, Exec::ServedByTheFarm)?;
+            rows.push((
+                "runner exec by corral-farm",
+                exec(args.runs, Exec::ServedByTheFarm)?,
+            ));
+        }
         exec(args.warmup, Exec::ServedOnTmpfs)?;
         rows.push((
             "runner exec, scratch on tmpfs",
