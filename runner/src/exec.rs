@@ -270,8 +270,14 @@ pub fn run_served(
     config_path: Option<&Path>,
     o: ExecOptions,
 ) -> Result<i32> {
-    let program = std::env::current_exe().map_err(|e| Error::io("find this program", e))?;
-    match try_served(config, config_path, &program, o)? {
+    let served = match std::env::current_exe() {
+        Ok(program) => try_served(config, config_path, &program, o)?,
+        Err(e) => Served::Not {
+            options: Box::new(o),
+            why: Some(Error::io("find this program, which serves", e)),
+        },
+    };
+    match served {
         Served::Ran(status) => Ok(status),
         Served::Not { options, why } => {
             if let Some(e) = why {
