@@ -17,12 +17,11 @@ mod exec_args;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use corral_runner::exec::Served;
-use corral_runner::RunnerConfig;
 
 /// The program this one becomes, beside it.
 const FARM: &str = "corral-farm";
@@ -57,7 +56,7 @@ fn main() -> ExitCode {
 
 /// Runs a plain `runner exec` through the exec service that `farm` runs;
 /// `None` for anything else, and for a command the service did not take.
-fn run_here(argv: &[OsString], farm: &std::path::Path) -> Option<anyhow::Result<i32>> {
+fn run_here(argv: &[OsString], farm: &Path) -> Option<anyhow::Result<i32>> {
     let (Some(runner), Some(exec)) = (argv.get(1), argv.get(2)) else {
         return None;
     };
@@ -68,12 +67,9 @@ fn run_here(argv: &[OsString], farm: &std::path::Path) -> Option<anyhow::Result<
     if parsed.args.action.is_some() {
         return None;
     }
-    let config = match &parsed.args.config {
-        Some(path) => match RunnerConfig::load(path) {
-            Ok(config) => config,
-            Err(e) => return Some(Err(e.into())),
-        },
-        None => RunnerConfig::default(),
+    let config = match exec_args::load_config(parsed.args.config.as_ref()) {
+        Ok(config) => config,
+        Err(e) => return Some(Err(e)),
     };
     let plain = match parsed.args.plain() {
         Ok(plain) if plain.served => plain,
@@ -91,7 +87,7 @@ fn run_here(argv: &[OsString], farm: &std::path::Path) -> Option<anyhow::Result<
 
 /// Replaces this process with `farm` and the same arguments; returns only
 /// when that fails, saying why.
-fn become_the_farm(argv: &[OsString], farm: &PathBuf) -> ExitCode {
+fn become_the_farm(argv: &[OsString], farm: &Path) -> ExitCode {
     let mut command = std::process::Command::new(farm);
     command.args(argv.iter().skip(1));
     if let Some(name) = argv.first() {

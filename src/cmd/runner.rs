@@ -18,9 +18,7 @@ mod scratch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use corral_runner::RunnerConfig;
-
-use exec_args::{ExecArgs, RootfsArg};
+use exec_args::{load_config, ExecArgs, RootfsArg};
 
 /// Options of `corral runner`.
 #[derive(Debug, clap::Args)]
@@ -83,13 +81,6 @@ struct DelegateArgs {
     /// Directory name under each controller (default corral-user-UID).
     #[arg(long)]
     parent: Option<String>,
-}
-
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<RunnerConfig> {
-    Ok(match path {
-        Some(p) => RunnerConfig::load(p)?,
-        None => RunnerConfig::default(),
-    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

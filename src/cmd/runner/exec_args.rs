@@ -1,13 +1,21 @@
-//! `corral runner exec`'s flags, and the command they ask for when no
-//! `--action` is given. In a file of their own because two programs parse
-//! them: `corral-farm`, and the small `corral` in front of it, which runs
+//! `corral runner exec`'s flags, the command they ask for when no
+//! `--action` is given, and the runner configuration a flag names. In a
+//! file of their own because two programs parse them: `corral-farm`, and the small `corral` in front of it, which runs
 //! such a command itself (src/front.rs).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use corral_runner::exec::{ExecOptions, ExecRoot};
-use corral_runner::Limits;
+use corral_runner::{Limits, RunnerConfig};
+
+/// The runner configuration in the file at `path`, else the defaults.
+pub(crate) fn load_config(path: Option<&PathBuf>) -> anyhow::Result<RunnerConfig> {
+    Ok(match path {
+        Some(p) => RunnerConfig::load(p)?,
+        None => RunnerConfig::default(),
+    })
+}
 
 /// What `/` is for a reproduced action, overriding the farm's choice.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
