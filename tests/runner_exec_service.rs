@@ -361,6 +361,52 @@ fn bytes_written_across_reused_twins_are_all_counted() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
+/// The service watches its spares' twins and the run measures only the
+/// twins whose events say they changed: runs that try to write where the
+/// events would not say so. Each writes two files of 600 kB, together
+/// over the bound, after moving a twin into another, after removing a
+/// twin and making it again, and after more new entries than the kernel
+/// queues events for (16,384 by default); each twice, the second time in
+/// a scratch directory made ready again after the first.
+#[test]
+fn bytes_written_past_the_twins_events_are_all_counted() {
+    let desk = Desk::new();
+    for dir in ["srv/a/deep", "srv/b", "srv/c", "opt/d"] {
+        fs::create_dir_all(desk.root().join(dir)).unwrap();
+    }
+    let queued = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events").unwrap();
+    let queued: u64 = queued.trim().parse().unwrap();
+    let dd = |to: &str| format!("dd if=/dev/zero of={to} bs=1000 count=600 2>/dev/null");
+    let scripts = [
+        format!(
+            "mv /srv/a /srv/b/a && {} && {}",
+            dd("/srv/b/a/deep/f"),
+            dd("/srv/a.f")
+        ),
+        format!(
+            "rmdir /srv/c && mkdir /srv/c && {} && {}",
+            dd("/srv/c/f"),
+            dd("/opt/d/f")
+        ),
+        format!(
+            "i=0; while [ $i -le {queued} ]; do : > /srv/b/$i; i=$((i+1)); done; {} && {}",
+            dd("/srv/a/deep/f"),
+            dd("/opt/d/f")
+        ),
+    ];
+    for script in &scripts {
+        for i in 0..2 {
+            std::thread::sleep(Duration::from_millis(30));
+            let out = desk.run(&["--max-written", "1000000"], &["/bin/sh", "-c", script]);
+            let stderr = text(&out.stderr);
+            assert!(
+                stderr.contains("stopped by a limit: WrittenBytes"),
+                "{script:.40} run {i}: {stderr}"
+            );
+        }
+    }
+}
+
 /// The state letter of process `pid` (`R`, `S`, `D`…), if it is there.
 fn state(pid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

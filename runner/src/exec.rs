@@ -505,6 +505,7 @@ fn request(
         // A scratch directory of the run's own (made here, or by the exec
         // service) has in `upper/` no more than twins.
         upper_holds_only_directories: o.scratch_dir.is_none(),
+        upper_watch: None,
     })
 }
 

@@ -35,6 +35,7 @@ pub mod exec;
 mod executor;
 mod host;
 mod identity;
+mod inotify;
 mod inside;
 pub mod isolate;
 mod loopback;
@@ -57,4 +58,6 @@ mod zygote;
 pub use error::{Error, Result};
 pub use host::{Host, RunnerConfig};
 pub use profile::Profile;
-pub use request::{LimitHit, Limits, Outcome, Rootfs, SandboxRequest, Stdio};
+pub use request::{
+    Descriptor, LimitHit, Limits, Outcome, Rootfs, SandboxRequest, Stdio, UpperWatch,
+};

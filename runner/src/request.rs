@@ -112,26 +112,62 @@ pub struct SandboxRequest {
     /// then empty, and the written-bytes measurement skips it.
     #[serde(default)]
     pub upper_holds_only_directories: bool,
+    /// An inotify instance watching those directories, where the exec
+    /// service keeps one on its spare scratch directories: the
+    /// measurement then reads only the directories it saw change, not
+    /// every one. Given with `upper_holds_only_directories` only.
+    #[serde(default)]
+    pub upper_watch: Option<UpperWatch>,
+}
+
+/// An inotify instance watching the directories of a scratch directory's
+/// `upper/` (`resident::twin_watch`), and what it watches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpperWatch {
+    /// The instance: one of the descriptors sent with the request.
+    pub inotify: Descriptor,
+    /// Each watched directory's watch descriptor and its path relative to
+    /// `upper/` ("" for `upper/` itself), by watch descriptor.
+    pub dirs: Vec<(i32, PathBuf)>,
+}
+
+/// A descriptor a request names.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Descriptor {
+    /// The one at this index among those sent with the request, as
+    /// [`Stdio::Passed`].
+    Passed(usize),
+    /// This descriptor of the process that took it
+    /// ([`SandboxRequest::take_passed`]).
+    Fd(i32),
 }
 
 impl SandboxRequest {
     /// The streams given as [`Stdio::Passed`] made [`Stdio::Fd`] of `fds`
     /// (the descriptors received with this request), which must then
-    /// outlive the run. An index with no descriptor is an error naming it.
+    /// outlive the run, and the upper directory's watch likewise. An
+    /// index with no descriptor is an error naming it.
     pub(crate) fn take_passed(&mut self, fds: &[std::os::fd::OwnedFd]) -> crate::Result<()> {
         use std::os::fd::AsRawFd;
+        let missing = |name: &str, i: usize| {
+            crate::Error::InvalidRequest(format!(
+                "{name} is descriptor {i} of those sent, but {} were sent",
+                fds.len()
+            ))
+        };
+        if let Some(watch) = &mut self.upper_watch {
+            if let Descriptor::Passed(i) = watch.inotify {
+                let fd = fds.get(i).ok_or_else(|| missing("the upper watch", i))?;
+                watch.inotify = Descriptor::Fd(fd.as_raw_fd());
+            }
+        }
         for (name, stream) in [
             ("stdin", &mut self.stdin),
             ("stdout", &mut self.stdout),
             ("stderr", &mut self.stderr),
         ] {
             if let Stdio::Passed(i) = *stream {
-                let fd = fds.get(i).ok_or_else(|| {
-                    crate::Error::InvalidRequest(format!(
-                        "{name} is descriptor {i} of those sent, but {} were sent",
-                        fds.len()
-                    ))
-                })?;
+                let fd = fds.get(i).ok_or_else(|| missing(name, i))?;
                 *stream = Stdio::Fd(fd.as_raw_fd());
             }
         }

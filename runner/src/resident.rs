@@ -22,6 +22,7 @@ mod place;
 mod server;
 mod skeleton;
 mod spares;
+mod twin_watch;
 mod walks;
 
 use serde::{Deserialize, Serialize};

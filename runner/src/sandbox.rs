@@ -24,6 +24,7 @@ mod prepare;
 mod private_ns;
 mod reuse;
 mod watch;
+mod written;
 
 use std::time::Instant;
 

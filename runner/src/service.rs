@@ -114,6 +114,7 @@ pub(crate) fn to_sandbox_request(host: &Host, r: pb::RunRequest) -> Result<Sandb
         // A worker's scratch directory is made for the action, but the
         // runner cannot tell what its caller put there.
         upper_holds_only_directories: false,
+        upper_watch: None,
     })
 }
 

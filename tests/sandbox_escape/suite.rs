@@ -82,6 +82,7 @@ impl World {
             controlling_tty: false,
             hostname: "corral".into(),
             upper_holds_only_directories: false,
+            upper_watch: None,
         }
     }
 

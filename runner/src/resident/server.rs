@@ -18,7 +18,7 @@ use super::{Answer, Call, Scratch, MAX_CALL};
 use crate::error::{Error, Result};
 use crate::host::{Host, RunnerConfig};
 use crate::packet;
-use crate::request::{SandboxRequest, Stdio};
+use crate::request::{Descriptor, SandboxRequest, Stdio, UpperWatch};
 use crate::spec::Layout;
 use crate::zygote::Zygote;
 
@@ -271,17 +271,25 @@ async fn answer(shared: &Arc<Shared>, conn: &AsyncFd<OwnedFd>) -> (Option<Answer
             return (Some(Err(failed)), After::default());
         }
     }
-    let (mut call, fds) = match received {
+    let (mut call, mut fds) = match received {
         Ok(Some(got)) => got,
         Ok(None) => return (None, After::default()),
         Err(e) => return (Some(Err(e.to_string())), After::default()),
     };
-    let after = match scratch_of(shared, &mut call).await {
-        Ok(after) => after,
+    let (after, watch) = match scratch_of(shared, &mut call).await {
+        Ok(made) => made,
         Err(e) => return (Some(Err(e.to_string())), After::default()),
     };
     if let Err(e) = check(&shared.host, &call.request, fds.len()) {
         return (Some(Err(e.to_string())), after);
+    }
+    // Sent after the caller's, which alone it may name.
+    if let Some((inotify, dirs)) = watch {
+        call.request.upper_watch = Some(UpperWatch {
+            inotify: Descriptor::Passed(fds.len()),
+            dirs,
+        });
+        fds.push(inotify);
     }
     tracing::debug!(args = ?call.request.args, "exec call");
     let run = shared.zygote.run_passing(call.request, fds);
@@ -299,28 +307,34 @@ async fn answer(shared: &Arc<Shared>, conn: &AsyncFd<OwnedFd>) -> (Option<Answer
     }
 }
 
+/// A descriptor of the watch of a scratch directory's twins, and what it
+/// watches.
+type Watch = Option<(OwnedFd, Vec<(i32, PathBuf)>)>;
+
 /// Names the call's scratch directory where the service makes it (a
 /// spare, or one made now); says what is left to do with it after the
-/// answer.
-async fn scratch_of(shared: &Arc<Shared>, call: &mut Call) -> Result<After> {
+/// answer, and gives the watch of its twins where it has one.
+async fn scratch_of(shared: &Arc<Shared>, call: &mut Call) -> Result<(After, Watch)> {
     // Only a scratch directory the service made (its twins checked) is
-    // known to hold no more than twins, whatever the caller says.
+    // known to hold no more than twins, whatever the caller says; only
+    // the service's own watch is sent with it.
     call.request.upper_holds_only_directories = matches!(call.scratch, Scratch::Made { .. });
+    call.request.upper_watch = None;
     match &call.scratch {
-        Scratch::Given => Ok(After::default()),
+        Scratch::Given => Ok((After::default(), None)),
         Scratch::Made { give, keep } => {
             let (give, keep) = (give.clone(), *keep);
             let spares = shared.clone();
-            let (dir, refill) =
-                tokio::task::spawn_blocking(move || spares.spares.take(give.as_deref()))
-                    .await
-                    .map_err(|e| Error::Container(format!("make a scratch directory: {e}")))??;
-            call.request.scratch_dir = dir.clone();
-            Ok(After {
-                done_with: (!keep).then_some(dir),
-                refill: Some(refill),
+            let taken = tokio::task::spawn_blocking(move || spares.spares.take(give.as_deref()))
+                .await
+                .map_err(|e| Error::Container(format!("make a scratch directory: {e}")))??;
+            call.request.scratch_dir = taken.dir.clone();
+            let after = After {
+                done_with: (!keep).then_some(taken.dir),
+                refill: Some(taken.refill),
                 reuse: true,
-            })
+            };
+            Ok((after, taken.watch))
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 
 use super::skeleton::Skeleton;
+use super::twin_watch::TwinWatch;
 use super::walks::Walks;
 
 /// Spares kept per input: one for each of two calls at once, and one
@@ -53,6 +54,17 @@ struct Spare {
     dir: PathBuf,
     /// Its upper directory's twins as made.
     skeleton: Skeleton,
+    /// A watch of them, where one could be made.
+    watch: Option<TwinWatch>,
+}
+
+/// A scratch directory taken for a call.
+pub(super) struct Taken {
+    pub(super) dir: PathBuf,
+    /// What to refill after the call.
+    pub(super) refill: Refill,
+    /// A descriptor of the watch of its twins, and what it watches.
+    pub(super) watch: Option<(std::os::fd::OwnedFd, Vec<(i32, PathBuf)>)>,
 }
 
 /// What a scratch directory handed out was made for: the spare to make
@@ -64,6 +76,8 @@ pub(super) struct Refill {
     skeleton: Skeleton,
     /// When it was handed out.
     handed: SystemTime,
+    /// The watch of its twins.
+    watch: Option<TwinWatch>,
 }
 
 impl Spares {
@@ -95,9 +109,8 @@ impl Spares {
     }
 
     /// A scratch directory with the twins of `give`'s directories, a
-    /// spare if one is ready, else made now; and what to refill after its
-    /// call.
-    pub(super) fn take(&self, give: Option<&Path>) -> Result<(PathBuf, Refill)> {
+    /// spare if one is ready, else made now.
+    pub(super) fn take(&self, give: Option<&Path>) -> Result<Taken> {
         let twins = match give {
             Some(input) => self.walks.twins(input, self.owner)?,
             None => Twins::default(),
@@ -108,22 +121,29 @@ impl Spares {
             .lock()
             .ok()
             .and_then(|mut ready| ready.get_mut(&key).and_then(VecDeque::pop_front));
-        let Spare { dir, skeleton } = match spare {
+        let Spare {
+            dir,
+            skeleton,
+            watch,
+        } = match spare {
             Some(spare) => spare,
             None => self.make(&twins)?,
         };
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(self.open_mode))
             .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
+        let sent = watch.as_ref().and_then(TwinWatch::hand_out);
         let handed = SystemTime::now();
-        Ok((
+        Ok(Taken {
             dir,
-            Refill {
+            refill: Refill {
                 key,
                 twins,
                 skeleton,
                 handed,
+                watch,
             },
-        ))
+            watch: sent,
+        })
     }
 
     /// After the call `dir` was handed out for: makes it the next call's
@@ -135,9 +155,19 @@ impl Spares {
             twins,
             skeleton,
             handed,
+            watch,
         } = refill;
         match self.restore(&dir, &twins, skeleton, handed) {
-            Ok(skeleton) => self.keep(key, Spare { dir, skeleton }),
+            Ok((skeleton, remade)) => {
+                let upper = dir.join("upper");
+                let watch = watch.and_then(|w| w.remade(&upper, &remade, &twins));
+                let spare = Spare {
+                    dir,
+                    skeleton,
+                    watch,
+                };
+                self.keep(key, spare)
+            }
             Err(why) => {
                 tracing::debug!(dir = %dir.display(), why, "scratch directory not reused");
                 self.discard(&dir, key, &twins);
@@ -145,15 +175,16 @@ impl Spares {
         }
     }
 
-    /// Makes the twins of `dir` its run changed anew; says why not when
-    /// the run may have changed more than twins.
+    /// Makes the twins of `dir` its run changed anew; the skeleton then,
+    /// and the twins made anew, each below none of the others. Says why
+    /// not when the run may have changed more than twins.
     fn restore(
         &self,
         dir: &Path,
         twins: &Twins,
         skeleton: Skeleton,
         handed: SystemTime,
-    ) -> std::result::Result<Skeleton, String> {
+    ) -> std::result::Result<(Skeleton, Vec<PathBuf>), String> {
         // The run's scratch directory: `upper/` and the overlay's `work/`.
         let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
         for entry in entries {
@@ -175,7 +206,9 @@ impl Spares {
         crate::sandbox::dispatch::clear_work(&dir.join("work")).map_err(|e| e.to_string())?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| e.to_string())?;
-        checked.settle(&upper).map_err(|e| e.to_string())
+        let remade = checked.changed.clone();
+        let skeleton = checked.settle(&upper).map_err(|e| e.to_string())?;
+        Ok((skeleton, remade))
     }
 
     /// Keeps `spare` for a call on the input `key` names, unless enough
@@ -237,7 +270,12 @@ impl Spares {
         let upper = dir.join("upper");
         twins.make(&upper, self.owner)?;
         let skeleton = Skeleton::read(&upper, twins)?;
-        Ok(Spare { dir, skeleton })
+        let watch = TwinWatch::of(&upper, twins);
+        Ok(Spare {
+            dir,
+            skeleton,
+            watch,
+        })
     }
 }
 

@@ -11,6 +11,7 @@ use super::cleanup::Cleanup;
 use super::ms;
 use super::prepare::Prepared;
 use super::watch::{watch, Watch, Watched};
+use super::written::Written;
 use crate::coarse_clock;
 use crate::control;
 use crate::error::{Error, Result};
@@ -134,11 +135,10 @@ pub(crate) fn run_prepared(
             init,
             pidfd,
             control,
-            upper: &layout.upper,
+            written: Written::new(&layout.upper, settled, req.upper_watch.as_ref()),
             limits: &limits,
             enforcer: (cleanup.enforcer.as_ref(), &cleanup.id),
             started,
-            settled,
             plan_sent,
         });
         tracing::debug!(ms = ms(started), "run and wait");

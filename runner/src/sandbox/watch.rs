@@ -2,15 +2,14 @@
 //! bytes written, the cancel flag; then its status and what it used.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::written::Written;
 use crate::cgroups::LimitEnforcer;
-use crate::coarse_clock;
 use crate::control::{self, InitPhases, Report};
 use crate::error::{Error, Result};
 use crate::request::{LimitHit, Limits, Outcome};
@@ -28,17 +27,14 @@ pub(crate) struct Watched<'a> {
     pub pidfd: &'a OwnedFd,
     /// The outside end of the control socket, for the init's report.
     pub control: RawFd,
-    /// Where the run's changes go.
-    pub upper: &'a Path,
+    /// Where the run's changes go, and how they are measured.
+    pub written: Written<'a>,
     /// Its limits, defaults filled in.
     pub limits: &'a Limits,
     /// The enforcer and the run's id in it.
     pub enforcer: (&'a dyn LimitEnforcer, &'a str),
     /// When the command was started.
     pub started: Instant,
-    /// With a request whose upper directory held only directories at the
-    /// start: a time before the run began, by the file systems' clock.
-    pub settled: Option<SystemTime>,
     /// When the plan was sent, in `CLOCK_MONOTONIC` nanoseconds.
     pub plan_sent: u64,
 }
@@ -66,47 +62,6 @@ fn log_phases(plan_sent: u64, p: &InitPhases) {
         report_out = us(p.reaped, control::monotonic_ns()),
         "init phases (µs)"
     );
-}
-
-/// Bytes in a directory tree (file sizes; directories count 0).
-///
-/// With `settled`, the tree held directories only before that time (an
-/// upper directory with twins): a directory with no subdirectory (link
-/// count 2) whose ctime is older holds what it held then, nothing, and is
-/// not read. Every entry made in a directory since sets its ctime. On a
-/// Debian root's upper directory, 363 of the 453 twins.
-pub(crate) fn tree_bytes(dir: &Path, settled: Option<SystemTime>) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            // The entry's own type, where the file system records it: an
-            // upper directory can hold hundreds of twin directories, which
-            // then cost no `statx` unless `settled` asks for one.
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if !kind.is_dir() {
-                if let Ok(meta) = entry.metadata() {
-                    total += meta.len();
-                }
-                continue;
-            }
-            let empty_since = settled.is_some_and(|cut| {
-                entry.metadata().is_ok_and(|m| {
-                    let ctime = (m.ctime(), m.ctime_nsec());
-                    m.nlink() == 2 && coarse_clock::stamped_before(ctime, cut)
-                })
-            });
-            if !empty_since {
-                stack.push(entry.path());
-            }
-        }
-    }
-    total
 }
 
 /// What ended the run, as far as the watch knows.
@@ -143,7 +98,7 @@ pub(crate) struct Watch {
 /// init's own exit (releasing the container's namespaces) is left to the
 /// clean-up. With rlimits only, the usage comes from `wait4` of the init,
 /// so the watch waits for its exit.
-pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
+pub(crate) fn watch(mut w: Watched<'_>) -> Result<Watch> {
     let early = w.enforcer.0.moves_processes();
     let mut listen = early;
     let pid_ns = std::fs::read_link(format!("/proc/{}/ns/pid", w.init)).ok();
@@ -172,7 +127,7 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
         if let Some(max) = w.limits.max_written_bytes {
             if now >= next_disk_check && !stops.over_written {
                 next_disk_check = now + DISK_POLL;
-                if tree_bytes(w.upper, w.settled) > max {
+                if w.written.bytes() > max {
                     stops.over_written = true;
                     let _ = kill(w.init, Signal::SIGKILL);
                 }
@@ -213,7 +168,7 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
                 let wall_time = w.started.elapsed();
                 // SAFETY: rusage is plain data; zeroed is a valid value.
                 let rusage: libc::rusage = unsafe { std::mem::zeroed() };
-                let outcome = outcome(&w, stops, Some(report), 0, rusage, wall_time)?;
+                let outcome = outcome(&mut w, stops, Some(report), 0, rusage, wall_time)?;
                 return Ok(Watch {
                     outcome,
                     init_reaped: false,
@@ -237,7 +192,7 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
         }
     };
     Ok(Watch {
-        outcome: outcome(&w, stops, report, status, rusage, wall_time)?,
+        outcome: outcome(&mut w, stops, report, status, rusage, wall_time)?,
         init_reaped: true,
         held,
     })
@@ -245,7 +200,7 @@ pub(crate) fn watch(w: Watched<'_>) -> Result<Watch> {
 
 /// The outcome from the init's report, its wait status and the cgroup.
 fn outcome(
-    w: &Watched<'_>,
+    w: &mut Watched<'_>,
     mut stops: Stops,
     report: Option<Report>,
     status: i32,
@@ -268,7 +223,7 @@ fn outcome(
     let usage = enforcer.usage(id);
     if w.limits
         .max_written_bytes
-        .is_some_and(|max| tree_bytes(w.upper, w.settled) > max)
+        .is_some_and(|max| w.written.bytes() > max)
     {
         stops.over_written = true;
     }
@@ -304,7 +259,7 @@ fn outcome(
         // left at the end, which may be less).
         peak_memory_bytes: usage.peak_memory_bytes.max(rusage.ru_maxrss as u64 * 1024),
         wall_time,
-        upper_dir: PathBuf::from(w.upper),
+        upper_dir: PathBuf::from(w.written.upper()),
     })
 }
 
@@ -409,42 +364,5 @@ pub(crate) fn wait4(pid: Pid, kill_ns: Option<Option<&Path>>) -> Result<(i32, li
         if err != nix::errno::Errno::EINTR {
             return Err(Error::sys("wait4 for the container", err));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unchanged_empty_directory_is_skipped_and_every_write_still_counted() {
-        let tmp = tempfile::tempdir().unwrap();
-        let upper = tmp.path();
-        // Twins, as made before a run: directories only.
-        for dir in ["etc", "usr/lib", "usr/share/doc", "var/tmp"] {
-            std::fs::create_dir_all(upper.join(dir)).unwrap();
-        }
-        std::thread::sleep(3 * coarse_clock::tick());
-        let cut = coarse_clock::settled_before(SystemTime::now());
-        let settled = Some(cut);
-        assert_eq!(tree_bytes(upper, settled), 0);
-        // The run: a file in a leaf, a new directory with a file in
-        // another leaf, a file in a directory with subdirectories, a file
-        // renamed into a leaf.
-        std::fs::write(upper.join("etc/a"), "12345").unwrap();
-        std::fs::create_dir(upper.join("usr/lib/new")).unwrap();
-        std::fs::write(upper.join("usr/lib/new/b"), "123").unwrap();
-        std::fs::write(upper.join("usr/c"), "12").unwrap();
-        std::fs::write(upper.join("d"), "1").unwrap();
-        std::fs::rename(upper.join("d"), upper.join("var/tmp/d")).unwrap();
-        assert_eq!(tree_bytes(upper, None), 11);
-        assert_eq!(tree_bytes(upper, settled), 11);
-        // Only untouched leaves were skipped: usr/share/doc here.
-        let ctime = |p: &str| {
-            let m = std::fs::metadata(upper.join(p)).unwrap();
-            (m.ctime(), m.ctime_nsec())
-        };
-        assert!(coarse_clock::stamped_before(ctime("usr/share/doc"), cut));
-        assert!(!coarse_clock::stamped_before(ctime("var/tmp"), cut));
     }
 }

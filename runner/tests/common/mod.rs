@@ -36,5 +36,6 @@ pub fn request(root: &Path, scratch: &Path, out: &Path, script: &str) -> Sandbox
         controlling_tty: false,
         hostname: "corral".into(),
         upper_holds_only_directories: false,
+        upper_watch: None,
     }
 }

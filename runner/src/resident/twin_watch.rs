@@ -1,0 +1,176 @@
+//! An inotify instance watching a spare's twins, kept with the spare from
+//! call to call and sent with each of its calls ([`UpperWatch`]), so that
+//! the run measures what it wrote by reading the twins that changed
+//! (`sandbox::written`) instead of every twin.
+//!
+//! Only the run reads it: the events are the run's, from its hand-out to
+//! its end. Those of the service's own work on the directory in between
+//! (the twins it made anew) are read and dropped before the next hand-out.
+//! The check of the spare after a call (`Skeleton::check`) does not lean
+//! on it: inode flags (`chattr`) change without an event.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::dir_owner::Twins;
+use crate::inotify;
+
+/// The most directories of one spare watched (inotify watches are the
+/// user's to share; 8,192 of them by default on older kernels).
+const MOST_WATCHED: usize = 4096;
+
+/// The most instances the service keeps at once: inotify instances are
+/// the user's to share too, 128 by default. Spares past it go without.
+const MOST_INSTANCES: usize = 16;
+
+/// Instances kept now, in this process.
+static INSTANCES: AtomicUsize = AtomicUsize::new(0);
+
+/// A spare's twins' watch.
+pub(super) struct TwinWatch {
+    inotify: OwnedFd,
+    /// Each watched directory's watch descriptor and path relative to the
+    /// upper directory, by watch descriptor.
+    dirs: Vec<(i32, PathBuf)>,
+}
+
+impl TwinWatch {
+    /// Watches `upper` and its `twins`, or `None` where they are too many
+    /// or a watch cannot be made.
+    pub(super) fn of(upper: &Path, twins: &Twins) -> Option<TwinWatch> {
+        if twins.len() >= MOST_WATCHED {
+            return None;
+        }
+        let kept = INSTANCES.fetch_add(1, Ordering::SeqCst);
+        let watch = (kept < MOST_INSTANCES)
+            .then(inotify::instance)
+            .and_then(Result::ok)
+            .map(|inotify| TwinWatch {
+                inotify,
+                dirs: Vec::with_capacity(twins.len() + 1),
+            });
+        let Some(mut watch) = watch else {
+            INSTANCES.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        };
+        let all = std::iter::once(Path::new("")).chain(twins.paths());
+        watch.add(upper, all).then_some(watch)
+    }
+
+    /// After the twins at or below each of `tops` were removed and made
+    /// anew: watches the new ones in the stead of the old, or `None` if it
+    /// cannot.
+    pub(super) fn remade(
+        mut self,
+        upper: &Path,
+        tops: &[PathBuf],
+        twins: &Twins,
+    ) -> Option<TwinWatch> {
+        if tops.is_empty() {
+            return Some(self);
+        }
+        let below = |rel: &Path| tops.iter().any(|top| rel.starts_with(top));
+        // Their watches went with them.
+        self.dirs.retain(|(_, rel)| !below(rel));
+        let new = twins.paths().filter(|rel| below(rel));
+        self.add(upper, new).then_some(self)
+    }
+
+    /// Watches each of `rels` in `upper`; `false` if one cannot be.
+    fn add<'a>(&mut self, upper: &Path, rels: impl Iterator<Item = &'a Path>) -> bool {
+        for rel in rels {
+            let path = upper.join(rel);
+            match inotify::add_watch(self.inotify.as_fd(), &path, inotify::TWIN_EVENTS) {
+                Ok(wd) => self.dirs.push((wd, rel.to_path_buf())),
+                Err(e) => {
+                    tracing::debug!(dir = %path.display(), error = %e, "no watch of the twins");
+                    return false;
+                }
+            }
+        }
+        // New watches have higher numbers than any before (the kernel
+        // hands them out in turn), but a directory watched twice keeps
+        // its first.
+        self.dirs.sort_by_key(|(wd, _)| *wd);
+        self.dirs.dedup_by_key(|(wd, _)| *wd);
+        true
+    }
+
+    /// For a call: its events so far dropped (the service's own work on
+    /// the directory), a descriptor of it to send, and what it watches.
+    pub(super) fn hand_out(&self) -> Option<(OwnedFd, Vec<(i32, PathBuf)>)> {
+        inotify::read_events(self.inotify.as_raw_fd(), |_| {}).ok()?;
+        let sent = self.inotify.try_clone().ok()?;
+        Some((sent, self.dirs.clone()))
+    }
+}
+
+impl Drop for TwinWatch {
+    fn drop(&mut self) {
+        INSTANCES.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_follows_twins_made_anew_and_hands_out_no_event_of_the_service() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        for dir in ["etc/deep", "usr/lib", "var"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        let me = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let twins = Twins::of(&root, (me.0.wrapping_add(1), me.1.wrapping_add(1))).unwrap();
+        let upper = tmp.path().join("upper");
+        twins.make(&upper, me).unwrap();
+        let watch = TwinWatch::of(&upper, &twins).unwrap();
+        let (_, dirs) = watch.hand_out().unwrap();
+        let rels: Vec<&str> = dirs.iter().map(|(_, r)| r.to_str().unwrap()).collect();
+        assert_eq!(rels, ["", "etc", "etc/deep", "usr", "usr/lib", "var"]);
+
+        // A run wrote below etc; the service makes etc anew.
+        std::fs::write(upper.join("etc/deep/f"), "x").unwrap();
+        corral_proto::scratch::remove_tree(&upper.join("etc")).unwrap();
+        twins.make_below(&upper, me, Path::new("etc")).unwrap();
+        let watch = watch
+            .remade(&upper, &[PathBuf::from("etc")], &twins)
+            .unwrap();
+        let (sent, now) = watch.hand_out().unwrap();
+        let old: Vec<i32> = dirs.iter().map(|(wd, _)| *wd).collect();
+        let rels: Vec<&str> = now.iter().map(|(_, r)| r.to_str().unwrap()).collect();
+        assert_eq!(rels, ["", "usr", "usr/lib", "var", "etc", "etc/deep"]);
+        assert!(now.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(!old.contains(&now[4].0) && !old.contains(&now[5].0));
+        // Nothing of the service's own work is left for the run to read,
+        // and what the run does reaches the descriptor it is sent.
+        let read = |fd: &OwnedFd| {
+            let mut got = Vec::new();
+            inotify::read_events(fd.as_raw_fd(), |e| got.push(e.wd)).unwrap();
+            got
+        };
+        assert_eq!(read(&sent), Vec::<i32>::new());
+        std::fs::write(upper.join("etc/deep/g"), "x").unwrap();
+        assert_eq!(read(&sent), [now[5].0]);
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_watched_leaves_the_spare_without_a_watch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        let me = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let twins = Twins::of(&root, (me.0.wrapping_add(1), me.1.wrapping_add(1))).unwrap();
+        // The upper directory was never made.
+        assert!(TwinWatch::of(&tmp.path().join("upper"), &twins).is_none());
+    }
+}
