@@ -407,6 +407,54 @@ fn bytes_written_past_the_twins_events_are_all_counted() {
     }
 }
 
+/// What the watch saves: a run that writes in one twin reads that twin
+/// and its parent (overlayfs marks the twin it wrote in), not every one;
+/// the service's log says so at debug level. A spare's first run reads a
+/// few more, where overlayfs records on each twin it looks up the
+/// directory it stands for.
+#[test]
+fn a_run_measures_only_the_twins_it_changed() {
+    let desk = Desk::new();
+    for dir in ["srv/a", "srv/b", "opt/c/d", "var/e"] {
+        fs::create_dir_all(desk.root().join(dir)).unwrap();
+    }
+    let script = "echo x > /srv/a/f";
+    for i in 0..4 {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut cmd = desk.exec(&["--max-written", "1000000"], &["/bin/sh", "-c", script]);
+        let out = output_within(cmd.env("RUST_LOG", "corral_runner=debug"), RUN_TIMEOUT).unwrap();
+        assert_eq!(out.status.code(), Some(0), "run {i}: {}", text(&out.stderr));
+    }
+    let logs: String = fs::read_dir(desk.services())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| fs::read_to_string(e.path()).unwrap())
+        .collect();
+    let field = |line: &str, name: &str| -> usize {
+        let at = line.find(&format!(" {name}=")).unwrap() + name.len() + 2;
+        let digits: String = line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    let measured: Vec<(usize, usize, usize)> = logs
+        .lines()
+        .filter(|l| l.contains("twins measured"))
+        .map(|l| (field(l, "read"), field(l, "of"), field(l, "bytes")))
+        .collect();
+    assert_eq!(measured.len(), 4, "{logs}");
+    // The upper directory and the twins of the busybox root's directories
+    // (bin, dev, proc, tmp…), and of srv, srv/a, srv/b, opt, opt/c,
+    // opt/c/d, var, var/e.
+    assert!(
+        measured.iter().all(|m| m.1 >= 13 && m.2 == 2),
+        "{measured:?}"
+    );
+    assert!(measured.iter().any(|m| m.0 <= 2), "{measured:?}");
+}
+
 /// The state letter of process `pid` (`R`, `S`, `D`…), if it is there.
 fn state(pid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

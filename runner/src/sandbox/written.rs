@@ -177,11 +177,12 @@ impl<'a> TwinEvents<'a> {
             .collect();
         let followed = |rel: &Path| !lost.iter().any(|l| rel.starts_with(l));
         let mut twins: Option<HashSet<&Path>> = None;
-        let mut total = 0;
+        let (mut total, mut read) = (0, 0);
         for (i, (_, rel)) in self.dirs.iter().enumerate() {
             if !self.touched[i] || !followed(rel) {
                 continue;
             }
+            read += 1;
             let Ok(entries) = std::fs::read_dir(upper.join(rel)) else {
                 continue;
             };
@@ -201,6 +202,7 @@ impl<'a> TwinEvents<'a> {
                 }
             }
         }
+        tracing::debug!(read, of = self.dirs.len(), bytes = total, "twins measured");
         Some(total)
     }
 }
