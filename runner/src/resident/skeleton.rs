@@ -67,10 +67,10 @@ struct Stat {
 }
 
 impl Stat {
-    /// `rel`'s, looked up from the upper directory's descriptor `upper`
-    /// rather than by its whole path from `/` (a Debian root's check costs
-    /// half as much), not following a symlink at `rel`; `None` if there is
-    /// nothing there.
+    /// `rel`'s, looked up from the upper directory's descriptor `upper`,
+    /// not following a symlink at `rel`; `None` if there is nothing
+    /// there. (By path, `upper/` for the upper directory itself would
+    /// follow a symlink put in its stead.)
     fn below(upper: &OwnedFd, rel: &Path) -> Option<Stat> {
         use nix::sys::stat::fstatat;
         let rel = if rel.as_os_str().is_empty() {

@@ -207,6 +207,7 @@ impl Spares {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| e.to_string())?;
         let remade = checked.changed.clone();
+        tracing::debug!(dir = %dir.display(), remade = ?remade, "twins made anew");
         let skeleton = checked.settle(&upper).map_err(|e| e.to_string())?;
         Ok((skeleton, remade))
     }
