@@ -284,11 +284,9 @@ async fn answer(shared: &Arc<Shared>, conn: &AsyncFd<OwnedFd>) -> (Option<Answer
         return (Some(Err(e.to_string())), after);
     }
     // Sent after the caller's, which alone it may name.
-    if let Some((inotify, dirs)) = watch {
-        call.request.upper_watch = Some(UpperWatch {
-            inotify: Descriptor::Passed(fds.len()),
-            dirs,
-        });
+    if let Some((inotify, mut watch)) = watch {
+        watch.inotify = Descriptor::Passed(fds.len());
+        call.request.upper_watch = Some(watch);
         fds.push(inotify);
     }
     tracing::debug!(args = ?call.request.args, "exec call");
@@ -309,7 +307,7 @@ async fn answer(shared: &Arc<Shared>, conn: &AsyncFd<OwnedFd>) -> (Option<Answer
 
 /// A descriptor of the watch of a scratch directory's twins, and what it
 /// watches.
-type Watch = Option<(OwnedFd, Vec<(i32, PathBuf)>)>;
+type Watch = Option<(OwnedFd, UpperWatch)>;
 
 /// Names the call's scratch directory where the service makes it (a
 /// spare, or one made now); says what is left to do with it after the

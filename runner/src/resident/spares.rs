@@ -64,7 +64,7 @@ pub(super) struct Taken {
     /// What to refill after the call.
     pub(super) refill: Refill,
     /// A descriptor of the watch of its twins, and what it watches.
-    pub(super) watch: Option<(std::os::fd::OwnedFd, Vec<(i32, PathBuf)>)>,
+    pub(super) watch: Option<(std::os::fd::OwnedFd, crate::request::UpperWatch)>,
 }
 
 /// What a scratch directory handed out was made for: the spare to make

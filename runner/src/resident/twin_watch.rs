@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::dir_owner::Twins;
 use crate::inotify;
+use crate::request::{Descriptor, UpperWatch};
 
 /// The most directories of one spare watched (inotify watches are the
 /// user's to share; 8,192 of them by default on older kernels).
@@ -98,11 +99,14 @@ impl TwinWatch {
     }
 
     /// For a call: its events so far dropped (the service's own work on
-    /// the directory), a descriptor of it to send, and what it watches.
-    pub(super) fn hand_out(&self) -> Option<(OwnedFd, Vec<(i32, PathBuf)>)> {
+    /// the directory), a descriptor of it to send, and what it watches
+    /// (its descriptor to be named once the call's are counted). `None`
+    /// where a twin's path cannot be sent (not UTF-8, or with a newline).
+    pub(super) fn hand_out(&self) -> Option<(OwnedFd, UpperWatch)> {
+        let watch = UpperWatch::of(Descriptor::Passed(0), &self.dirs)?;
         inotify::read_events(self.inotify.as_raw_fd(), |_| {}).ok()?;
         let sent = self.inotify.try_clone().ok()?;
-        Some((sent, self.dirs.clone()))
+        Some((sent, watch))
     }
 }
 
@@ -131,7 +135,8 @@ mod tests {
         let upper = tmp.path().join("upper");
         twins.make(&upper, me).unwrap();
         let watch = TwinWatch::of(&upper, &twins).unwrap();
-        let (_, dirs) = watch.hand_out().unwrap();
+        let (_, sent) = watch.hand_out().unwrap();
+        let dirs = sent.dirs().unwrap();
         let rels: Vec<&str> = dirs.iter().map(|(_, r)| r.to_str().unwrap()).collect();
         assert_eq!(rels, ["", "etc", "etc/deep", "usr", "usr/lib", "var"]);
 
@@ -142,8 +147,9 @@ mod tests {
         let watch = watch
             .remade(&upper, &[PathBuf::from("etc")], &twins)
             .unwrap();
-        let (sent, now) = watch.hand_out().unwrap();
         let old: Vec<i32> = dirs.iter().map(|(wd, _)| *wd).collect();
+        let (sent, watched) = watch.hand_out().unwrap();
+        let now = watched.dirs().unwrap();
         let rels: Vec<&str> = now.iter().map(|(_, r)| r.to_str().unwrap()).collect();
         assert_eq!(rels, ["", "usr", "usr/lib", "var", "etc", "etc/deep"]);
         assert!(now.windows(2).all(|w| w[0].0 < w[1].0));

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::os::fd::RawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use crate::coarse_clock;
@@ -118,7 +118,7 @@ pub(crate) fn tree_bytes(dir: &Path, settled: Option<SystemTime>) -> u64 {
 struct TwinEvents<'a> {
     inotify: RawFd,
     /// By watch descriptor.
-    dirs: &'a [(i32, PathBuf)],
+    dirs: Vec<(i32, &'a Path)>,
     /// Had an event, by index in `dirs`.
     touched: Vec<bool>,
     /// Lost their watch, likewise.
@@ -132,16 +132,15 @@ impl<'a> TwinEvents<'a> {
         let Descriptor::Fd(inotify) = watch.inotify else {
             return None;
         };
-        let dirs = watch.dirs.as_slice();
-        let sorted = dirs.windows(2).all(|w| w[0].0 < w[1].0);
+        let dirs = watch.dirs()?;
         let top = dirs
             .iter()
             .position(|(_, rel)| rel.as_os_str().is_empty())?;
-        sorted.then(|| TwinEvents {
+        Some(TwinEvents {
             inotify,
-            dirs,
             touched: vec![false; dirs.len()],
             lost: vec![false; dirs.len()],
+            dirs,
             top,
         })
     }
@@ -173,7 +172,7 @@ impl<'a> TwinEvents<'a> {
         }
         let lost: Vec<&Path> = (0..self.dirs.len())
             .filter(|&i| self.lost[i])
-            .map(|i| self.dirs[i].1.as_path())
+            .map(|i| self.dirs[i].1)
             .collect();
         let followed = |rel: &Path| !lost.iter().any(|l| rel.starts_with(l));
         let mut twins: Option<HashSet<&Path>> = None;
@@ -195,8 +194,8 @@ impl<'a> TwinEvents<'a> {
                     continue;
                 }
                 let child = rel.join(entry.file_name());
-                let twins = twins
-                    .get_or_insert_with(|| self.dirs.iter().map(|(_, r)| r.as_path()).collect());
+                let twins =
+                    twins.get_or_insert_with(|| self.dirs.iter().map(|(_, r)| *r).collect());
                 if !(twins.contains(child.as_path()) && followed(&child)) {
                     total += tree_bytes(&entry.path(), None);
                 }

@@ -1,4 +1,5 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 
 use super::*;
 
@@ -22,17 +23,14 @@ fn watched_upper(upper: &Path) -> (OwnedFd, UpperWatch, SystemTime) {
     std::thread::sleep(3 * coarse_clock::tick());
     let settled = coarse_clock::settled_before(SystemTime::now());
     let fd = inotify::instance().unwrap();
-    let dirs = std::iter::once("")
+    let dirs: Vec<(i32, PathBuf)> = std::iter::once("")
         .chain(TWINS)
         .map(|rel| {
             let wd = inotify::add_watch(fd.as_fd(), &upper.join(rel), inotify::TWIN_EVENTS);
             (wd.unwrap(), PathBuf::from(rel))
         })
         .collect();
-    let watch = UpperWatch {
-        inotify: Descriptor::Fd(fd.as_raw_fd()),
-        dirs,
-    };
+    let watch = UpperWatch::of(Descriptor::Fd(fd.as_raw_fd()), &dirs).unwrap();
     (fd, watch, settled)
 }
 
@@ -150,20 +148,64 @@ fn an_overflowing_event_queue_falls_back_to_measuring_every_twin() {
 fn events_it_cannot_place_are_not_trusted() {
     let tmp = tempfile::tempdir().unwrap();
     let upper = tmp.path().join("upper");
-    let (fd, mut watch, settled) = watched_upper(&upper);
+    let (fd, watch, settled) = watched_upper(&upper);
     let sent = UpperWatch {
         inotify: Descriptor::Passed(0),
-        dirs: watch.dirs.clone(),
+        ..watch.clone()
     };
     assert!(Written::new(&upper, Some(settled), Some(&sent))
         .events
         .is_none());
     assert!(Written::new(&upper, None, Some(&watch)).events.is_none());
-    let srv = watch.dirs.pop().unwrap();
-    assert_eq!(srv.1, Path::new("srv"));
-    let mut written = Written::new(&upper, Some(settled), Some(&watch));
+    // srv, the last, left out.
+    let mut dirs: Vec<(i32, PathBuf)> = watch
+        .dirs()
+        .unwrap()
+        .into_iter()
+        .map(|(wd, rel)| (wd, rel.to_path_buf()))
+        .collect();
+    assert_eq!(dirs.pop().unwrap().1, Path::new("srv"));
+    let fewer = UpperWatch::of(watch.inotify, &dirs).unwrap();
+    let mut written = Written::new(&upper, Some(settled), Some(&fewer));
     std::fs::write(upper.join("srv/f"), "123").unwrap();
     assert_eq!(written.bytes(), 3);
     assert!(written.events.is_none());
     drop(fd);
+}
+
+#[test]
+fn a_watch_sends_its_paths_one_a_line_or_not_at_all() {
+    let dirs = [(1, ""), (2, "etc"), (5, "usr/lib")].map(|(wd, r)| (wd, PathBuf::from(r)));
+    let watch = UpperWatch::of(Descriptor::Passed(3), &dirs).unwrap();
+    assert_eq!(
+        (watch.wds.as_slice(), watch.dirs.as_str()),
+        (&[1, 2, 5][..], "\netc\nusr/lib")
+    );
+    let back: Vec<(i32, PathBuf)> = watch
+        .dirs()
+        .unwrap()
+        .into_iter()
+        .map(|(wd, rel)| (wd, rel.to_path_buf()))
+        .collect();
+    assert_eq!(back, dirs);
+    // A name no line can carry: no watch is sent.
+    let newline = [(1, PathBuf::from("")), (2, PathBuf::from("a\nb"))];
+    assert!(UpperWatch::of(Descriptor::Passed(0), &newline).is_none());
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    let latin = [(1, PathBuf::from("")), (2, PathBuf::from(bytes))];
+    assert!(UpperWatch::of(Descriptor::Passed(0), &latin).is_none());
+    // Received out of order, or not one for one: not used.
+    for (wds, lines) in [
+        (vec![2, 1], "\na"),
+        (vec![1, 2, 3], "\na"),
+        (vec![1], "\na"),
+    ] {
+        let odd = UpperWatch {
+            inotify: Descriptor::Fd(0),
+            wds,
+            dirs: lines.into(),
+        };
+        assert!(odd.dirs().is_none(), "{odd:?}");
+    }
 }
