@@ -110,7 +110,10 @@ impl Twins {
     /// The mode the twin of `rel` takes, if it has one.
     #[cfg(test)]
     pub(crate) fn mode_of(&self, rel: &Path) -> Option<u32> {
-        self.dirs.iter().find(|(r, _)| r == rel).map(|(_, mode)| *mode)
+        self.dirs
+            .iter()
+            .find(|(r, _)| r == rel)
+            .map(|(_, mode)| *mode)
     }
 
     /// Their paths, relative to the upper directory, parents first.

@@ -12,21 +12,69 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use crate::dir_owner::Twins;
 use crate::inotify;
 use crate::request::{Descriptor, UpperWatch};
 
-/// The most directories of one spare watched (inotify watches are the
-/// user's to share; 8,192 of them by default on older kernels).
-const MOST_WATCHED: usize = 4096;
-
 /// The most instances the service keeps at once: inotify instances are
-/// the user's to share too, 128 by default. Spares past it go without.
+/// the user's to share, 128 by default. Spares past it go without.
 const MOST_INSTANCES: usize = 16;
 
-/// Instances kept now, in this process.
+/// The share of the user's inotify watches (`fs.inotify.max_user_watches`,
+/// 8,192 by default on older kernels) the spares may hold together: the
+/// user's editors and file managers need theirs.
+const SHARE_OF_WATCHES: usize = 4;
+
+/// Instances and watches held now, in this process.
 static INSTANCES: AtomicUsize = AtomicUsize::new(0);
+static WATCHES: AtomicUsize = AtomicUsize::new(0);
+
+/// The most watches the spares hold together.
+fn most_watches() -> usize {
+    static MOST: OnceLock<usize> = OnceLock::new();
+    *MOST.get_or_init(|| {
+        let user = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
+            .unwrap_or(8192);
+        user / SHARE_OF_WATCHES
+    })
+}
+
+/// An instance and `watches` watches of the spares' share, held until
+/// dropped.
+struct Held {
+    watches: usize,
+}
+
+impl Held {
+    /// Holds them, or `None` when the share has no room.
+    fn take(watches: usize) -> Option<Held> {
+        let room = |held: &AtomicUsize, want: usize, most: usize| {
+            held.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                (now + want <= most).then_some(now + want)
+            })
+            .is_ok()
+        };
+        if !room(&INSTANCES, 1, MOST_INSTANCES) {
+            return None;
+        }
+        if !room(&WATCHES, watches, most_watches()) {
+            INSTANCES.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Held { watches })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        INSTANCES.fetch_sub(1, Ordering::SeqCst);
+        WATCHES.fetch_sub(self.watches, Ordering::SeqCst);
+    }
+}
 
 /// A spare's twins' watch.
 pub(super) struct TwinWatch {
@@ -34,26 +82,23 @@ pub(super) struct TwinWatch {
     /// Each watched directory's watch descriptor and path relative to the
     /// upper directory, by watch descriptor.
     dirs: Vec<(i32, PathBuf)>,
+    /// Its share of the user's inotify instances and watches: as many
+    /// watches as twins, and the upper directory's, whichever are made
+    /// anew.
+    _held: Held,
 }
 
 impl TwinWatch {
-    /// Watches `upper` and its `twins`, or `None` where they are too many
-    /// or a watch cannot be made.
+    /// Watches `upper` and its `twins`, or `None` where the spares' share
+    /// of the user's inotify watches has no room for them or a watch
+    /// cannot be made.
     pub(super) fn of(upper: &Path, twins: &Twins) -> Option<TwinWatch> {
-        if twins.len() >= MOST_WATCHED {
-            return None;
-        }
-        let kept = INSTANCES.fetch_add(1, Ordering::SeqCst);
-        let watch = (kept < MOST_INSTANCES)
-            .then(inotify::instance)
-            .and_then(Result::ok)
-            .map(|inotify| TwinWatch {
-                inotify,
-                dirs: Vec::with_capacity(twins.len() + 1),
-            });
-        let Some(mut watch) = watch else {
-            INSTANCES.fetch_sub(1, Ordering::SeqCst);
-            return None;
+        let held = Held::take(twins.len() + 1)?;
+        let inotify = inotify::instance().ok()?;
+        let mut watch = TwinWatch {
+            inotify,
+            dirs: Vec::with_capacity(twins.len() + 1),
+            _held: held,
         };
         let all = std::iter::once(Path::new("")).chain(twins.paths());
         watch.add(upper, all).then_some(watch)
@@ -110,12 +155,6 @@ impl TwinWatch {
     }
 }
 
-impl Drop for TwinWatch {
-    fn drop(&mut self) {
-        INSTANCES.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +203,17 @@ mod tests {
         assert_eq!(read(&sent), Vec::<i32>::new());
         std::fs::write(upper.join("etc/deep/g"), "x").unwrap();
         assert_eq!(read(&sent), [now[5].0]);
+    }
+
+    #[test]
+    fn the_spares_hold_no_more_than_their_share_of_the_users_watches() {
+        assert!(most_watches() >= 8192 / SHARE_OF_WATCHES);
+        // Nothing is held by a refusal (other tests hold some meanwhile).
+        assert!(Held::take(most_watches() + 1).is_none());
+        let held = Held::take(1).unwrap();
+        assert!(WATCHES.load(Ordering::SeqCst) >= 1);
+        assert!(INSTANCES.load(Ordering::SeqCst) >= 1);
+        drop(held);
     }
 
     #[test]
