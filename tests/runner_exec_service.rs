@@ -532,6 +532,31 @@ fn a_caller_that_goes_away_cancels_its_run() {
     assert!(desk.run(&[], &["/bin/true"]).status.success());
 }
 
+/// A caller that comes as the service dies: the dying service's threads
+/// still hold its socket for a moment, so the call is accepted and then
+/// dropped unread. The caller, told so by the kernel's reset, sends it
+/// again, to the next service (before, it failed with ECONNRESET nearly
+/// every time this way).
+#[test]
+fn a_call_as_the_service_dies_is_sent_again_to_the_next_one() {
+    let desk = Desk::new();
+    for i in 0..5 {
+        assert!(desk.run(&[], &["/bin/true"]).status.success());
+        for pid in desk.service_pids() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+        }
+        let out = desk.run(&[], &["/bin/echo", "again"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(text(&out.stdout), "again\n", "call {i}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "call {i}: {stderr}");
+        assert!(!stderr.contains("unavailable"), "call {i}: {stderr}");
+    }
+}
+
 #[test]
 fn a_service_killed_outright_is_replaced_by_the_next_call() {
     let desk = Desk::new();

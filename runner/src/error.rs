@@ -93,6 +93,11 @@ pub enum Error {
     /// outcome: its own error's message, which names what was wrong.
     #[error("{0}")]
     Service(String),
+    /// `runner exec`'s resident service closed the connection without
+    /// reading the call (it was going away): the command did not run, and
+    /// may be sent again.
+    #[error("the exec service went away without reading the call ({0})")]
+    NotTaken(String),
 }
 
 impl Error {

@@ -324,15 +324,43 @@ pub fn try_served(
             why: None,
         });
     }
-    let place = crate::resident::Place::for_config(program, config_path);
-    match place.and_then(|p| crate::resident::connect_or_start(&p, config_path)) {
-        Ok(conn) => run_on_service(config, &conn, o).map(Served::Ran),
-        Err(e) => Ok(Served::Not {
-            options: Box::new(o),
-            why: Some(e),
-        }),
+    let place = match crate::resident::Place::for_config(program, config_path) {
+        Ok(place) => place,
+        Err(e) => {
+            return Ok(Served::Not {
+                options: Box::new(o),
+                why: Some(e),
+            })
+        }
+    };
+    let mut tries = 0;
+    loop {
+        let conn = match crate::resident::connect_or_start(&place, config_path) {
+            Ok(conn) => conn,
+            Err(e) => {
+                return Ok(Served::Not {
+                    options: Box::new(o),
+                    why: Some(e),
+                })
+            }
+        };
+        match run_on_service(config, &conn, &o) {
+            // A service going away took nothing: the next try reaches a
+            // new one once its socket no longer answers.
+            Err(Error::NotTaken(why)) if tries < NOT_TAKEN_TRIES => {
+                tracing::debug!(why, "the exec service did not take the call; again");
+                tries += 1;
+                std::thread::sleep(NOT_TAKEN_PAUSE);
+            }
+            done => return done.map(Served::Ran),
+        }
     }
 }
+
+/// How often a call the exec service did not take is sent again, and the
+/// pause before each: a service's threads take milliseconds to exit.
+const NOT_TAKEN_TRIES: u32 = 20;
+const NOT_TAKEN_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// [`run_served`] once connected: the request made here, the streams
 /// this process has handed over with it. The service makes the run's
@@ -342,18 +370,16 @@ pub fn try_served(
 fn run_on_service(
     config: &RunnerConfig,
     conn: &std::os::fd::OwnedFd,
-    o: ExecOptions,
+    o: &ExecOptions,
 ) -> Result<i32> {
     let is_root = nix::unistd::geteuid().is_root();
-    let own = needs_empty_input(&o)
-        .then(throwaway_directory)
-        .transpose()?;
+    let own = needs_empty_input(o).then(throwaway_directory).transpose()?;
     let made = o.scratch_dir.is_none();
     let profile_dir = config.profile_dir.as_deref();
     let mut req = request(
         profile_dir,
         is_root,
-        &o,
+        o,
         own.as_ref().map(|d| d.path()),
         made,
     )?;
@@ -370,18 +396,18 @@ fn run_on_service(
     }
     let scratch = if made {
         crate::resident::Scratch::Made {
-            give: given_input(&o).filter(|_| o.give_directories),
+            give: given_input(o).filter(|_| o.give_directories),
             keep: o.keep,
         }
     } else {
         if o.give_directories {
-            give_directories(&o, &req, config.sandbox_ids())?;
+            give_directories(o, &req, config.sandbox_ids())?;
         }
         crate::resident::Scratch::Given
     };
     let outcome = crate::resident::call(conn, req, &streams, scratch)?;
     let kept = outcome.upper_dir.parent().filter(|_| made && o.keep);
-    Ok(report(&o, &outcome, kept))
+    Ok(report(o, &outcome, kept))
 }
 
 /// The command's environment: exactly `--env`, plus a default `PATH`

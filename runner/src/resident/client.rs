@@ -141,11 +141,18 @@ pub fn call(
 ) -> Result<Outcome> {
     let bytes = serde_json::to_vec(&Call { request, scratch })
         .map_err(|e| Error::InvalidRequest(format!("encode the call: {e}")))?;
+    // A service killed as this caller connected may still hold its
+    // listening socket while its threads exit: it accepts, then closes
+    // with the call unread, which the kernel reports as a reset.
+    let not_taken = |e: Errno, what: &str| match e {
+        Errno::ECONNRESET | Errno::EPIPE => Error::NotTaken(format!("{what}: {e}")),
+        _ => Error::sys(what.to_string(), e),
+    };
     packet::send(conn.as_raw_fd(), &bytes, streams, MsgFlags::empty())
-        .map_err(|e| Error::sys("send the call to the exec service", e))?;
+        .map_err(|e| not_taken(e, "send the call to the exec service"))?;
     let mut buf = vec![0u8; MAX_ANSWER];
     let (n, _) = packet::recv(conn.as_raw_fd(), &mut buf, MsgFlags::empty())
-        .map_err(|e| Error::sys("read the exec service's answer", e))?;
+        .map_err(|e| not_taken(e, "read the exec service's answer"))?;
     if n == 0 {
         return Err(Error::Service(
             "the exec service went away without answering".into(),
@@ -154,4 +161,63 @@ pub fn call(
     let answer: Answer = serde_json::from_slice(&buf[..n])
         .map_err(|e| Error::Service(format!("undecodable answer from the exec service: {e}")))?;
     answer.map_err(Error::Service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{Host, RunnerConfig};
+
+    /// A request as the service would get one (only its encoding matters).
+    fn request(tmp: &Path) -> SandboxRequest {
+        let (root, scratch) = (tmp.join("root"), tmp.join("scratch"));
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(&scratch).unwrap();
+        let host = Host::probe(&RunnerConfig::default()).unwrap();
+        let pb = crate::service::tests::run_request(&root, &scratch, &tmp.join("out"), "true");
+        crate::service::to_sandbox_request(&host, pb).unwrap()
+    }
+
+    /// A service that accepts one connection, waits for the call, and
+    /// then reads it or not before closing.
+    fn service(socket: &Path, reads: bool) -> std::thread::JoinHandle<()> {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        socket::bind(fd.as_raw_fd(), &UnixAddr::new(socket).unwrap()).unwrap();
+        socket::listen(&fd, socket::Backlog::new(1).unwrap()).unwrap();
+        std::thread::spawn(move || {
+            let raw = socket::accept(fd.as_raw_fd()).unwrap();
+            // SAFETY: accept returned a new descriptor owned here alone.
+            let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+            // Until the call is there, read or not.
+            let mut peek = [0u8; 1];
+            socket::recv(conn.as_raw_fd(), &mut peek, MsgFlags::MSG_PEEK).unwrap();
+            if reads {
+                let mut buf = vec![0u8; MAX_ANSWER];
+                packet::recv(conn.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+            }
+        })
+    }
+
+    #[test]
+    fn a_call_closed_unread_was_not_taken_and_one_read_was() {
+        let tmp = tempfile::tempdir().unwrap();
+        let req = request(tmp.path());
+        for (reads, taken) in [(false, false), (true, true)] {
+            let socket = tmp.path().join(format!("{reads}.sock"));
+            let served = service(&socket, reads);
+            let conn = connect(&socket).unwrap();
+            let e = call(&conn, req.clone(), &[], Scratch::Given).unwrap_err();
+            served.join().unwrap();
+            assert_eq!(!matches!(e, Error::NotTaken(_)), taken, "{e}");
+            if taken {
+                assert!(e.to_string().contains("went away without answering"), "{e}");
+            }
+        }
+    }
 }
