@@ -75,6 +75,20 @@ impl Desk {
         output_within(&mut self.exec(extra, args), RUN_TIMEOUT).unwrap()
     }
 
+    /// Runs `script` with at most a megabyte to write, a scratch
+    /// directory's twins a few clock ticks old (spares are trusted only
+    /// some ticks after they are made), and checks that the written-bytes
+    /// limit stopped it.
+    fn assert_over_a_megabyte(&self, script: &str, what: &str) {
+        std::thread::sleep(Duration::from_millis(30));
+        let out = self.run(&["--max-written", "1000000"], &["/bin/sh", "-c", script]);
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("stopped by a limit: WrittenBytes"),
+            "{what}: {stderr}"
+        );
+    }
+
     /// The sockets in the service directory.
     fn sockets(&self) -> Vec<PathBuf> {
         let Ok(entries) = fs::read_dir(self.services()) else {
@@ -346,13 +360,7 @@ fn bytes_written_across_reused_twins_are_all_counted() {
     let script = "dd if=/dev/zero of=/srv/a/f bs=1000 count=600 2>/dev/null \
                   && dd if=/dev/zero of=/srv/b/f bs=1000 count=600 2>/dev/null";
     for i in 0..4 {
-        std::thread::sleep(Duration::from_millis(30));
-        let out = desk.run(&["--max-written", "1000000"], &["/bin/sh", "-c", script]);
-        let stderr = text(&out.stderr);
-        assert!(
-            stderr.contains("stopped by a limit: WrittenBytes"),
-            "run {i}: {stderr}"
-        );
+        desk.assert_over_a_megabyte(script, &format!("run {i}"));
     }
     let out = desk.run(
         &["--max-written", "1000000"],
@@ -396,13 +404,7 @@ fn bytes_written_past_the_twins_events_are_all_counted() {
     ];
     for script in &scripts {
         for i in 0..2 {
-            std::thread::sleep(Duration::from_millis(30));
-            let out = desk.run(&["--max-written", "1000000"], &["/bin/sh", "-c", script]);
-            let stderr = text(&out.stderr);
-            assert!(
-                stderr.contains("stopped by a limit: WrittenBytes"),
-                "{script:.40} run {i}: {stderr}"
-            );
+            desk.assert_over_a_megabyte(script, &format!("{script:.40} run {i}"));
         }
     }
 }

@@ -42,8 +42,8 @@ pub(crate) struct Twins {
     hash: u64,
 }
 
-impl std::hash::Hash for Twins {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+impl Hash for Twins {
+    fn hash<H: Hasher>(&self, state: &mut H) {
         self.hash.hash(state);
     }
 }
@@ -323,6 +323,27 @@ fn chown(path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
     }
     nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
         .map_err(|e| Error::sys(format!("chown {}", path.display()), e))
+}
+
+/// For tests: a root of `dirs` made in `tmp/root`, and its twins made in
+/// `upper`, owned by this process (a made-up owner one above it has every
+/// directory twinned); the twins, and this process's uid and gid.
+#[cfg(test)]
+pub(crate) fn twinned_for_me(tmp: &Path, dirs: &[&str], upper: &Path) -> (Twins, (u32, u32)) {
+    let me = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let root = tmp.join("root");
+    for dir in dirs {
+        fs::create_dir_all(root.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
+    }
+    let owner = (me.0.wrapping_add(1), me.1.wrapping_add(1));
+    let twins = Twins::of(&root, owner).unwrap_or_else(|e| panic!("twins: {e}"));
+    twins
+        .make(upper, me)
+        .unwrap_or_else(|e| panic!("make twins: {e}"));
+    (twins, me)
 }
 
 #[cfg(test)]

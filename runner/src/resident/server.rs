@@ -14,11 +14,12 @@ use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockTyp
 use tokio::io::unix::AsyncFd;
 
 use super::spares::{Refill, Spares};
+use super::twin_watch::Handed;
 use super::{Answer, Call, Scratch, MAX_CALL};
 use crate::error::{Error, Result};
 use crate::host::{Host, RunnerConfig};
 use crate::packet;
-use crate::request::{Descriptor, SandboxRequest, Stdio, UpperWatch};
+use crate::request::{Descriptor, SandboxRequest, Stdio};
 use crate::spec::Layout;
 use crate::zygote::Zygote;
 
@@ -305,14 +306,10 @@ async fn answer(shared: &Arc<Shared>, conn: &AsyncFd<OwnedFd>) -> (Option<Answer
     }
 }
 
-/// A descriptor of the watch of a scratch directory's twins, and what it
-/// watches.
-type Watch = Option<(OwnedFd, UpperWatch)>;
-
 /// Names the call's scratch directory where the service makes it (a
 /// spare, or one made now); says what is left to do with it after the
 /// answer, and gives the watch of its twins where it has one.
-async fn scratch_of(shared: &Arc<Shared>, call: &mut Call) -> Result<(After, Watch)> {
+async fn scratch_of(shared: &Arc<Shared>, call: &mut Call) -> Result<(After, Option<Handed>)> {
     // Only a scratch directory the service made (its twins checked) is
     // known to hold no more than twins, whatever the caller says; only
     // the service's own watch is sent with it.

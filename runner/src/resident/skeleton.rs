@@ -335,21 +335,10 @@ mod tests {
 
     nix::ioctl_write_ptr!(set_inode_flags, b'f', 2, libc::c_long);
 
-    /// A root of a few directories, their twins made in `upper` (owned by
-    /// this process: a made-up owner has every directory twinned).
+    /// A root of a few directories, their twins made in `upper`.
     fn twinned(tmp: &Path, upper: &Path) -> Twins {
-        let me = (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        );
-        let root = tmp.join("root");
-        for dir in ["etc/deep", "usr/lib", "var", "srv"] {
-            std::fs::create_dir_all(root.join(dir)).unwrap();
-        }
-        let owner = (me.0.wrapping_add(1), me.1.wrapping_add(1));
-        let twins = Twins::of(&root, owner).unwrap();
-        twins.make(upper, me).unwrap();
-        twins
+        let dirs = ["etc/deep", "usr/lib", "var", "srv"];
+        crate::dir_owner::twinned_for_me(tmp, &dirs, upper).0
     }
 
     #[test]

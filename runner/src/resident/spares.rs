@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 
 use super::skeleton::Skeleton;
-use super::twin_watch::TwinWatch;
+use super::twin_watch::{Handed, TwinWatch};
 use super::walks::Walks;
 
 /// Spares kept per input: one for each of two calls at once, and one
@@ -64,7 +64,7 @@ pub(super) struct Taken {
     /// What to refill after the call.
     pub(super) refill: Refill,
     /// A descriptor of the watch of its twins, and what it watches.
-    pub(super) watch: Option<(std::os::fd::OwnedFd, crate::request::UpperWatch)>,
+    pub(super) watch: Option<Handed>,
 }
 
 /// What a scratch directory handed out was made for: the spare to make

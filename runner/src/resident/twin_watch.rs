@@ -76,6 +76,10 @@ impl Drop for Held {
     }
 }
 
+/// A descriptor of a spare's twins' watch, to send with its call, and
+/// what it watches.
+pub(super) type Handed = (OwnedFd, UpperWatch);
+
 /// A spare's twins' watch.
 pub(super) struct TwinWatch {
     inotify: OwnedFd,
@@ -147,7 +151,7 @@ impl TwinWatch {
     /// the directory), a descriptor of it to send, and what it watches
     /// (its descriptor to be named once the call's are counted). `None`
     /// where a twin's path cannot be sent (not UTF-8, or with a newline).
-    pub(super) fn hand_out(&self) -> Option<(OwnedFd, UpperWatch)> {
+    pub(super) fn hand_out(&self) -> Option<Handed> {
         let watch = UpperWatch::of(Descriptor::Passed(0), &self.dirs)?;
         inotify::read_events(self.inotify.as_raw_fd(), |_| {}).ok()?;
         let sent = self.inotify.try_clone().ok()?;
@@ -162,17 +166,9 @@ mod tests {
     #[test]
     fn a_watch_follows_twins_made_anew_and_hands_out_no_event_of_the_service() {
         let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        for dir in ["etc/deep", "usr/lib", "var"] {
-            std::fs::create_dir_all(root.join(dir)).unwrap();
-        }
-        let me = (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        );
-        let twins = Twins::of(&root, (me.0.wrapping_add(1), me.1.wrapping_add(1))).unwrap();
         let upper = tmp.path().join("upper");
-        twins.make(&upper, me).unwrap();
+        let dirs = ["etc/deep", "usr/lib", "var"];
+        let (twins, me) = crate::dir_owner::twinned_for_me(tmp.path(), &dirs, &upper);
         let watch = TwinWatch::of(&upper, &twins).unwrap();
         let (_, sent) = watch.hand_out().unwrap();
         let dirs = sent.dirs().unwrap();
@@ -219,14 +215,10 @@ mod tests {
     #[test]
     fn a_directory_that_cannot_be_watched_leaves_the_spare_without_a_watch() {
         let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        let me = (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        );
-        let twins = Twins::of(&root, (me.0.wrapping_add(1), me.1.wrapping_add(1))).unwrap();
-        // The upper directory was never made.
-        assert!(TwinWatch::of(&tmp.path().join("upper"), &twins).is_none());
+        let upper = tmp.path().join("upper");
+        let (twins, _) = crate::dir_owner::twinned_for_me(tmp.path(), &["etc"], &upper);
+        // The upper directory is gone.
+        std::fs::remove_dir_all(&upper).unwrap();
+        assert!(TwinWatch::of(&upper, &twins).is_none());
     }
 }
